@@ -1,0 +1,152 @@
+"""crossgrad: Jacobians and Hessians of (batched) functions, on torch and on jax, one API.
+
+    >>> import crossgrad as cg
+    >>> cg.backend("torch")            # or cg.torch: every transform, torch.func underneath
+    <crossgrad namespace for torch>
+
+The top-level transforms (``cg.grad``, ``cg.hessian``, ``cg.batched_jacobian`` ...) pick
+the backend at call time from the arrays they are given; mixing torch tensors and
+jax arrays in one call is an error.  ``import crossgrad`` imports neither framework.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from crossgrad import errors, spec
+from crossgrad.errors import (
+    ArgnumsError,
+    ArgnumsTypeError,
+    AxisError,
+    AxisSizeError,
+    BackendInferenceError,
+    BackendUnavailableError,
+    CrossgradError,
+    CrossgradTypeError,
+    CrossgradValueError,
+    HasAuxError,
+    InputDtypeError,
+    MixedFrameworksError,
+    NonScalarOutputError,
+    OptionError,
+    OptionTypeError,
+    OutputError,
+    StructureError,
+    UnsupportedOptionError,
+    X64DisabledError,
+)
+from crossgrad.interop import to_jax, to_torch
+
+__version__ = "0.1.0"
+
+_namespaces: dict[str, Any] = {}
+
+
+def backend(name: str) -> Any:
+    """The namespace of every transform on one backend: ``"torch"`` or ``"jax"``.
+
+    Raises :class:`BackendUnavailableError` (naming the extra to install) when the
+    framework is missing.
+    """
+    if name not in _namespaces:
+        from crossgrad.backends import load
+        from crossgrad.transforms.namespace import Namespace
+
+        _namespaces[name] = Namespace(load(name))
+    return _namespaces[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("torch", "jax"):
+        return backend(name)
+    raise AttributeError(f"module 'crossgrad' has no attribute {name!r}")
+
+
+def infer_backend(transform: str, *trees: Any) -> str:
+    """The backend the arrays in ``trees`` belong to (imports nothing)."""
+    from crossgrad import pytree
+    from crossgrad.transforms.common import framework_of
+
+    found = {framework_of(leaf) for tree in trees for leaf in pytree.leaves(tree)} - {None}
+    if len(found) > 1:
+        raise errors.MixedFrameworksError(
+            transform, "arrays of one framework", "torch tensors and jax arrays in one call",
+            "Convert one side with crossgrad.to_torch or crossgrad.to_jax.")
+    if not found:
+        raise errors.BackendInferenceError(
+            transform, "at least one torch tensor or jax array among the arguments", "none",
+            f"Pass framework arrays, or pick the backend explicitly: crossgrad.backend('torch').{transform}(...).")
+    return found.pop()
+
+
+def _method_signature(name: str) -> inspect.Signature:
+    from crossgrad.transforms.namespace import Namespace
+
+    sig = inspect.signature(getattr(Namespace, name))
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+def _deferred(name: str) -> Callable:
+    """A top-level transform that picks its backend when the transformed function is called."""
+
+    def transform(f: Callable, *options: Any, **named: Any) -> Callable:
+        bound = _method_signature(name).bind(f, *options, **named)
+        spec.check_callable(name, f)
+        spec.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
+        made: dict[str, Callable] = {}
+
+        @functools.wraps(f)
+        def transformed(*args: Any, **kwargs: Any) -> Any:
+            b = infer_backend(name, args, kwargs)
+            if b not in made:
+                made[b] = getattr(backend(b), name)(f, *options, **named)
+            return made[b](*args, **kwargs)
+
+        return transformed
+
+    return _adopt(transform, name)
+
+
+def _immediate(name: str, arrays_in: Callable[[inspect.BoundArguments], tuple]) -> Callable:
+    """A top-level transform that evaluates at once (vjp, jvp, linearize, hvp)."""
+
+    def transform(*args: Any, **kwargs: Any) -> Any:
+        bound = _method_signature(name).bind(*args, **kwargs)
+        return getattr(backend(infer_backend(name, *arrays_in(bound))), name)(*args, **kwargs)
+
+    return _adopt(transform, name)
+
+
+def _adopt(fn: Callable, name: str) -> Callable:
+    from crossgrad.transforms.namespace import Namespace
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = getattr(Namespace, name).__doc__
+    fn.__signature__ = _method_signature(name)  # type: ignore[attr-defined]
+    return fn
+
+
+grad = _deferred("grad")
+value_and_grad = _deferred("value_and_grad")
+vmap = _deferred("vmap")
+jacrev = _deferred("jacrev")
+jacfwd = _deferred("jacfwd")
+jacobian = _deferred("jacobian")
+hessian = _deferred("hessian")
+batched_jacobian = _deferred("batched_jacobian")
+batched_hessian = _deferred("batched_hessian")
+vjp = _immediate("vjp", lambda b: (b.arguments.get("primals", ()),))
+jvp = _immediate("jvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
+linearize = _immediate("linearize", lambda b: (b.arguments.get("primals", ()),))
+hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
+
+__all__ = [
+    "backend", "infer_backend", "to_jax", "to_torch", "errors", *spec.TRANSFORMS,
+    "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError",
+    "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "HasAuxError",
+    "InputDtypeError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
+    "OutputError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
+]

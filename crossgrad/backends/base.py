@@ -1,0 +1,24 @@
+"""What a backend is: a name and three modules with the same names in both backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A framework seen through the operations crossgrad composes from.
+
+    ``arrays``: array operations and dtype rules; ``primitives``: vjp, jvp, vmap and
+    chunked mapping on flat tuples of arrays; ``builtins``: the framework's own
+    transforms and the options each one lacks (``builtins.LACKS``).
+    """
+
+    name: str
+    arrays: ModuleType
+    primitives: ModuleType
+    builtins: ModuleType
+
+    def __repr__(self) -> str:
+        return f"<crossgrad backend {self.name!r}>"

@@ -1,0 +1,89 @@
+"""Array operations on jax arrays, as the shared compositions need them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def owns(x: Any) -> bool:
+    return isinstance(x, jax.Array)
+
+
+def is_input(x: Any) -> bool:
+    # jax functions take NumPy arrays and Python numbers as well as jax arrays.
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, float, int, complex))
+
+
+def shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def size(x: Any) -> int:
+    return int(np.prod(np.shape(x), dtype=np.int64))
+
+
+def dtype_name(x: Any) -> str:
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        return str(x.dtype)
+    return str(jnp.result_type(x))
+
+
+def float64_unavailable(x: Any) -> bool:
+    """A 64-bit NumPy input that jax would silently truncate because x64 is off."""
+    return (
+        isinstance(x, (np.ndarray, np.generic))
+        and x.dtype in (np.float64, np.complex128)
+        and not jax.config.read("jax_enable_x64")
+    )
+
+
+def reshape(x: Array, shape: Sequence[int]) -> Array:
+    return jnp.reshape(x, tuple(shape))
+
+
+def transpose(x: Array, perm: Sequence[int]) -> Array:
+    return jnp.transpose(x, tuple(perm))
+
+
+def moveaxis(x: Array, source: int, destination: int) -> Array:
+    return jnp.moveaxis(x, source, destination)
+
+
+def concat(xs: Sequence[Array], axis: int) -> Array:
+    return jnp.concatenate(list(xs), axis=axis)
+
+
+def stack(xs: Sequence[Array], axis: int) -> Array:
+    return jnp.stack(list(xs), axis=axis)
+
+
+def slice_axis(x: Array, start: int, stop: int, axis: int) -> Array:
+    return jax.lax.slice_in_dim(x, start, stop, axis=axis)
+
+
+def eye(n: int, like: Array) -> Array:
+    return jnp.eye(n, dtype=jnp.result_type(like))
+
+
+def cast_like(x: Array, like: Array) -> Array:
+    dtype = jnp.result_type(like)
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def zeros(shape: Sequence[int], like: Array) -> Array:
+    return jnp.zeros(tuple(shape), dtype=jnp.result_type(like))
+
+
+def zeros_like(x: Array) -> Array:
+    return jnp.zeros_like(x)
+
+
+def ones_like(x: Array) -> Array:
+    return jnp.ones_like(x)

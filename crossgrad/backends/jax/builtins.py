@@ -1,0 +1,58 @@
+"""jax's own transforms behind crossgrad's signatures.
+
+``LACKS`` lists the options a built-in does not have; with ``impl="auto"`` crossgrad
+then uses its own composition, with ``impl="builtin"`` it raises
+:class:`crossgrad.errors.UnsupportedOptionError`.  jax has no ``chunk_size`` anywhere
+(crossgrad's compositions chunk with ``lax.map``).  ``hvp`` has no built-in in jax: its
+built-in is the documented recipe ``jvp(grad(f))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+LACKS: dict[str, tuple[str, ...]] = {
+    "vmap": ("chunk_size",),
+    "jacrev": ("chunk_size",),
+    "jacfwd": ("chunk_size",),
+    "hessian": ("chunk_size",),
+}
+
+
+def grad(f: Callable, argnums: Any, has_aux: bool) -> Callable:
+    return jax.grad(f, argnums=argnums, has_aux=has_aux)
+
+
+def value_and_grad(f: Callable, argnums: Any, has_aux: bool) -> Callable:
+    return jax.value_and_grad(f, argnums=argnums, has_aux=has_aux)
+
+
+def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple:
+    return jax.vjp(f, *primals, has_aux=has_aux)
+
+
+def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple:
+    return jax.jvp(f, primals, tangents, has_aux=has_aux)
+
+
+def linearize(f: Callable, primals: tuple) -> tuple[Any, Callable]:
+    return jax.linearize(f, *primals)
+
+
+def vmap(f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None) -> Callable:
+    return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+
+def jacrev(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+    return jax.jacrev(f, argnums=argnums, has_aux=has_aux)
+
+
+def jacfwd(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+    return jax.jacfwd(f, argnums=argnums, has_aux=has_aux)
+
+
+def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+    return jax.hessian(f, argnums=argnums, has_aux=has_aux)

@@ -1,0 +1,67 @@
+"""vjp, jvp and vmap from ``jax`` on flat tuples of arrays, and chunked mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from crossgrad import pytree
+
+
+def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]:
+    """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
+    if has_aux:
+        return jax.vjp(f, *primals, has_aux=True)
+    out, fn = jax.vjp(f, *primals)
+    return out, fn, None
+
+
+def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
+    """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
+    if has_aux:
+        return jax.jvp(f, primals, tangents, has_aux=True)
+    out, tout = jax.jvp(f, primals, tangents)
+    return out, tout, None
+
+
+def vmap(f: Callable, in_axes: Any, out_axes: Any) -> Callable:
+    return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+
+def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None, out_axes: Any) -> Any:
+    """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a time.
+
+    The full chunks go through one ``lax.map`` (one compiled body, a loop at run time);
+    a shorter last chunk is computed on its own.  Outputs whose ``out_axes`` entry is 0
+    are concatenated, those marked None are taken from the first chunk.
+    """
+    n = jnp.shape(xs[0])[0]
+    if chunk_size is None or n <= chunk_size:
+        return batched_f(*xs)
+    full = (n // chunk_size) * chunk_size
+    blocks = tuple(jnp.reshape(x[:full], (n // chunk_size, chunk_size) + jnp.shape(x)[1:]) for x in xs)
+    mapped = jax.lax.map(lambda chunk: batched_f(*chunk), blocks)
+    treedef = pytree.flatten(mapped)[1]
+    axes = pytree.broadcast_prefix(out_axes, mapped, lambda a: a is None or isinstance(a, int))
+    leaves = [
+        jnp.reshape(leaf, (full,) + leaf.shape[2:]) if ax == 0 else leaf[0]
+        for leaf, ax in zip(pytree.leaves(mapped), axes)
+    ]
+    if full < n:
+        rest = pytree.leaves(batched_f(*(x[full:] for x in xs)))
+        leaves = [jnp.concatenate([a, b]) if ax == 0 else a for a, b, ax in zip(leaves, rest, axes)]
+    return pytree.unflatten(treedef, leaves)
+
+
+def map_rows(f: Callable, xs: Any) -> tuple:
+    """``f`` applied to each row of ``xs`` in turn (``lax.map``: one traced body, a loop
+    at run time, so the reference loop stays small under ``jax.jit``), outputs stacked."""
+    return tuple(jax.lax.map(f, xs))
+
+
+def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
+    """Shapes of the leaves ``f(*args)`` returns (traced abstractly, nothing computed)."""
+    return [tuple(o.shape) for o in pytree.leaves(jax.eval_shape(f, *args))]

@@ -1,0 +1,6 @@
+"""The torch backend (``torch.func``)."""
+
+from crossgrad.backends.base import Backend
+from crossgrad.backends.torch import arrays, builtins, primitives
+
+BACKEND = Backend("torch", arrays, primitives, builtins)

@@ -1,0 +1,79 @@
+"""Array operations on torch tensors, as the shared compositions need them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+Array = torch.Tensor
+
+
+def owns(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def is_input(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def shape(x: Array) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def size(x: Array) -> int:
+    return x.numel()
+
+
+def dtype_name(x: Array) -> str:
+    return str(x.dtype).removeprefix("torch.")
+
+
+def float64_unavailable(x: Any) -> bool:
+    """Whether ``x`` would lose precision on the way in (never, in torch)."""
+    return False
+
+
+def reshape(x: Array, shape: Sequence[int]) -> Array:
+    return x.reshape(tuple(shape))
+
+
+def transpose(x: Array, perm: Sequence[int]) -> Array:
+    return x.permute(tuple(perm))
+
+
+def moveaxis(x: Array, source: int, destination: int) -> Array:
+    return torch.movedim(x, source, destination)
+
+
+def concat(xs: Sequence[Array], axis: int) -> Array:
+    return torch.cat(list(xs), dim=axis)
+
+
+def stack(xs: Sequence[Array], axis: int) -> Array:
+    return torch.stack(list(xs), dim=axis)
+
+
+def slice_axis(x: Array, start: int, stop: int, axis: int) -> Array:
+    return x.narrow(axis, start, stop - start)
+
+
+def eye(n: int, like: Array) -> Array:
+    return torch.eye(n, dtype=like.dtype, device=like.device)
+
+
+def cast_like(x: Array, like: Array) -> Array:
+    return x if x.dtype == like.dtype else x.to(like.dtype)
+
+
+def zeros(shape: Sequence[int], like: Array) -> Array:
+    return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
+
+
+def zeros_like(x: Array) -> Array:
+    return torch.zeros_like(x)
+
+
+def ones_like(x: Array) -> Array:
+    return torch.ones_like(x)

@@ -1,0 +1,65 @@
+"""torch.func's own transforms behind crossgrad's signatures.
+
+``LACKS`` lists the options a built-in does not have; with ``impl="auto"`` crossgrad
+then uses its own composition, with ``impl="builtin"`` it raises
+:class:`crossgrad.errors.UnsupportedOptionError`.  ``torch.func.hessian`` has no
+``has_aux``; the built-in Hessian with aux is ``jacfwd(jacrev(f, has_aux=True),
+has_aux=True)``, which is what ``torch.func.hessian`` computes.  ``hvp`` has no
+built-in in ``torch.func``: its built-in is the documented recipe ``jvp(grad(f))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch.func as tf
+
+LACKS: dict[str, tuple[str, ...]] = {
+    "jacfwd": ("chunk_size",),
+    "hessian": ("chunk_size",),
+}
+
+
+def grad(f: Callable, argnums: Any, has_aux: bool) -> Callable:
+    return tf.grad(f, argnums=argnums, has_aux=has_aux)
+
+
+def value_and_grad(f: Callable, argnums: Any, has_aux: bool) -> Callable:
+    grad_and_value = tf.grad_and_value(f, argnums=argnums, has_aux=has_aux)
+
+    def value_and_grad_f(*args: Any) -> tuple[Any, Any]:
+        g, v = grad_and_value(*args)
+        return v, g
+
+    return value_and_grad_f
+
+
+def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple:
+    return tf.vjp(f, *primals, has_aux=has_aux)
+
+
+def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple:
+    return tf.jvp(f, primals, tangents, has_aux=has_aux)
+
+
+def linearize(f: Callable, primals: tuple) -> tuple[Any, Callable]:
+    return tf.linearize(f, *primals)
+
+
+def vmap(f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None) -> Callable:
+    return tf.vmap(f, in_dims=in_axes, out_dims=out_axes, chunk_size=chunk_size)
+
+
+def jacrev(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+    return tf.jacrev(f, argnums=argnums, has_aux=has_aux, chunk_size=chunk_size)
+
+
+def jacfwd(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+    return tf.jacfwd(f, argnums=argnums, has_aux=has_aux)
+
+
+def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+    if not has_aux:
+        return tf.hessian(f, argnums=argnums)
+    return tf.jacfwd(tf.jacrev(f, argnums=argnums, has_aux=True), argnums=argnums, has_aux=True)

@@ -1,0 +1,61 @@
+"""vjp, jvp and vmap from ``torch.func`` on flat tuples of tensors, and chunked mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.func as tf
+
+from crossgrad import pytree
+
+
+def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]:
+    """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
+    if has_aux:
+        return tf.vjp(f, *primals, has_aux=True)
+    out, fn = tf.vjp(f, *primals)
+    return out, fn, None
+
+
+def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
+    """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
+    if has_aux:
+        return tf.jvp(f, primals, tangents, has_aux=True)
+    out, tout = tf.jvp(f, primals, tangents)
+    return out, tout, None
+
+
+def vmap(f: Callable, in_axes: Any, out_axes: Any) -> Callable:
+    return tf.vmap(f, in_dims=in_axes, out_dims=out_axes)
+
+
+def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None, out_axes: Any) -> Any:
+    """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a time.
+
+    Outputs whose ``out_axes`` entry is 0 are concatenated, those marked None (the
+    same in every chunk) are taken from the first chunk.
+    """
+    n = xs[0].shape[0]
+    if chunk_size is None or n <= chunk_size:
+        return batched_f(*xs)
+    parts = [batched_f(*(x.narrow(0, s, min(chunk_size, n - s)) for x in xs)) for s in range(0, n, chunk_size)]
+    flat = [pytree.flatten(p)[0] for p in parts]
+    treedef = pytree.flatten(parts[0])[1]
+    axes = pytree.broadcast_prefix(out_axes, parts[0], lambda a: a is None or isinstance(a, int))
+    joined = [torch.cat([leaves[k] for leaves in flat]) if ax == 0 else flat[0][k] for k, ax in enumerate(axes)]
+    return pytree.unflatten(treedef, joined)
+
+
+def map_rows(f: Callable, xs: Any) -> tuple:
+    """``f`` applied to each row of ``xs`` in turn (a Python loop), outputs stacked."""
+    rows = [f(x) for x in xs.unbind(0)]
+    return tuple(torch.stack([r[i] for r in rows]) for i in range(len(rows[0])))
+
+
+def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
+    """Shapes of the leaves ``f(*args)`` returns (one forward pass without a graph)."""
+    with torch.no_grad():
+        out = f(*args)
+    return [tuple(o.shape) for o in pytree.leaves(out)]

@@ -1,0 +1,96 @@
+"""crossgrad's exceptions.
+
+Every error crossgrad raises on purpose is a :class:`CrossgradError` and also a
+``TypeError`` (a wrong kind of thing) or a ``ValueError`` (the right kind, a wrong
+value), so existing ``except TypeError`` / ``except ValueError`` code keeps working.
+Messages follow one pattern, built by :func:`message`: which transform, what was
+expected, what was received, how to fix it.  Validation lives in shared code
+(:mod:`crossgrad.spec`), so both backends raise the same type with the same text.
+"""
+
+from __future__ import annotations
+
+
+def message(transform: str, expected: str, received: str, fix: str) -> str:
+    """The one layout of every crossgrad error message."""
+    return f"{transform}: expected {expected}, but got {received}. {fix}"
+
+
+class CrossgradError(Exception):
+    """Base class of every error crossgrad raises on purpose."""
+
+    def __init__(self, transform: str, expected: str, received: str, fix: str):
+        self.transform = transform
+        super().__init__(message(transform, expected, received, fix))
+
+
+class CrossgradTypeError(CrossgradError, TypeError):
+    """A value of the wrong kind."""
+
+
+class CrossgradValueError(CrossgradError, ValueError):
+    """A value of the right kind but outside what is allowed."""
+
+
+class ArgnumsTypeError(CrossgradTypeError):
+    """``argnums`` is not an int or a tuple/list of ints (a float, a bool, a string...)."""
+
+
+class ArgnumsError(CrossgradValueError):
+    """``argnums`` is out of range, duplicated or empty."""
+
+
+class HasAuxError(CrossgradTypeError):
+    """``has_aux=True`` but the function did not return an ``(output, aux)`` pair."""
+
+
+class InputDtypeError(CrossgradTypeError):
+    """A differentiated input is not a real floating-point array."""
+
+
+class OutputError(CrossgradTypeError):
+    """The function returned something that is not an array (or a pytree of arrays)."""
+
+
+class NonScalarOutputError(CrossgradValueError):
+    """A transform that needs a scalar output (grad, value_and_grad, hvp) got a non-scalar."""
+
+
+class AxisError(CrossgradValueError):
+    """A vmap axis is out of range, or ``in_axes``/``out_axes`` do not match the arguments."""
+
+
+class AxisSizeError(CrossgradValueError):
+    """The batched arguments of a vmap disagree on the size of the mapped axis."""
+
+
+class StructureError(CrossgradValueError):
+    """Two pytrees that must match do not (tangents vs primals, cotangents vs outputs)."""
+
+
+class OptionError(CrossgradValueError):
+    """An unknown ``mode``, ``strategy`` or ``impl``, or a bad ``chunk_size``."""
+
+
+class OptionTypeError(CrossgradTypeError):
+    """An option of the wrong type (``has_aux`` not a bool, ``chunk_size`` not an int...)."""
+
+
+class UnsupportedOptionError(CrossgradValueError):
+    """``impl="builtin"`` was asked for with an option the framework's built-in lacks."""
+
+
+class MixedFrameworksError(CrossgradTypeError):
+    """Torch tensors and jax arrays in one call, or arrays of the other framework."""
+
+
+class BackendInferenceError(CrossgradTypeError):
+    """The top-level API found no torch tensor or jax array to pick a backend from."""
+
+
+class X64DisabledError(CrossgradTypeError):
+    """A float64 input for the jax backend while jax's x64 mode is off."""
+
+
+class BackendUnavailableError(CrossgradError, ImportError):
+    """The framework behind a backend is not installed."""

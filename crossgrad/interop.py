@@ -1,0 +1,77 @@
+"""Moving arrays between torch and jax: DLPack, zero-copy where the device allows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossgrad import errors, pytree
+from crossgrad.transforms.common import framework_of
+
+
+def to_jax(tree: Any, *, copy: bool = False) -> Any:
+    """Every torch tensor (and NumPy array) in ``tree`` as a jax array.
+
+    Torch tensors are detached and shared through DLPack without a copy where the
+    device allows it (``copy=True`` forces one).  A float64 input while jax's x64
+    mode is off raises :class:`crossgrad.errors.X64DisabledError` instead of
+    turning into float32.
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.to_jax(torch.ones(2)).dtype
+        dtype('float32')
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    x64 = jax.config.read("jax_enable_x64")
+
+    def convert(x: Any) -> Any:
+        owner = framework_of(x)
+        if owner == "jax":
+            return x
+        if owner != "torch" and not isinstance(x, np.ndarray):
+            return x
+        dtype = str(x.dtype).removeprefix("torch.")
+        if dtype in ("float64", "complex128", "int64") and not x64:
+            if dtype != "int64":
+                raise errors.X64DisabledError(
+                    "to_jax", "arrays jax can hold without losing precision",
+                    f"a {dtype} array while jax's x64 mode is off",
+                    "Enable 64-bit jax (JAX_ENABLE_X64=1 or `with jax.enable_x64(True):`), or convert to float32 first.")
+        if owner == "torch":
+            t = x.detach()
+            t = t.clone() if copy else t.contiguous()
+            return jnp.from_dlpack(t)
+        return jnp.array(x) if copy else jnp.asarray(x)
+
+    return pytree.map_leaves(convert, tree)
+
+
+def to_torch(tree: Any, *, copy: bool = False) -> Any:
+    """Every jax array (and NumPy array) in ``tree`` as a torch tensor.
+
+    Shared through DLPack without a copy where the device allows it: jax arrays are
+    immutable, so do not modify the result in place unless ``copy=True``.
+
+    Example:
+        >>> import jax.numpy as jnp, crossgrad as cg
+        >>> cg.to_torch(jnp.ones(2)).dtype
+        torch.float32
+    """
+    import numpy as np
+    import torch
+
+    def convert(x: Any) -> Any:
+        owner = framework_of(x)
+        if owner == "torch":
+            return x
+        if owner == "jax":
+            t = torch.from_dlpack(x)
+            return t.clone() if copy else t
+        if isinstance(x, np.ndarray):
+            return torch.tensor(x) if copy else torch.as_tensor(x)
+        return x
+
+    return pytree.map_leaves(convert, tree)

@@ -1,0 +1,223 @@
+"""The spec: names, options and the argument validation both backends share.
+
+This module imports no framework.  Every public transform validates its options here
+when it is created (:func:`validate_options`) and its call-time arguments here when it
+is called (:func:`normalize_argnums`, :func:`split_aux`, :func:`check_scalar`, ...), so a
+mistake raises the same :mod:`crossgrad.errors` exception with the same message on
+the torch and the jax backend.
+
+Conventions every backend follows:
+
+* JAX-style names and argument order; ``value_and_grad`` returns ``(value, grads)``.
+* Output nesting as in JAX: the output pytree outside, the ``argnums`` tuple inside.
+  An int ``argnums`` gives one entry, a tuple gives a tuple; a Hessian with a tuple
+  ``argnums`` has blocks ``H[i][j]``.
+* Pytrees are tuples, lists, dicts, namedtuples; dict keys are visited and returned
+  in sorted order on both backends (see :mod:`crossgrad.pytree`).
+* ``chunk_size`` bounds how many basis vectors (Jacobian/Hessian transforms) or batch
+  elements (``vmap``) go through the vectorized computation at once.
+* ``impl`` selects the implementation: ``"builtin"`` (the framework's own transform,
+  or its documented recipe), ``"composed"`` (crossgrad's composition from vjp, jvp and
+  vmap) or ``"auto"`` (the fastest one that supports the options given).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from crossgrad import errors
+
+TRANSFORMS = (
+    "grad",
+    "value_and_grad",
+    "vjp",
+    "jvp",
+    "linearize",
+    "vmap",
+    "jacrev",
+    "jacfwd",
+    "jacobian",
+    "hessian",
+    "hvp",
+    "batched_jacobian",
+    "batched_hessian",
+)
+MODES = ("auto", "rev", "fwd", "loop")
+STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
+IMPLS = ("auto", "builtin", "composed")
+
+Argnums = int | tuple[int, ...] | list[int]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_argnums_form(transform: str, argnums: Any) -> None:
+    """Reject argnums that are wrong whatever the function's arity."""
+    fix = "Pass an int (negative counts from the end) or a tuple of distinct ints, e.g. argnums=(0, 2)."
+    if _is_int(argnums):
+        return
+    if isinstance(argnums, (tuple, list)):
+        if not argnums:
+            raise errors.ArgnumsError(transform, "at least one argument index in argnums", "an empty " + type(argnums).__name__, fix)
+        bad = [a for a in argnums if not _is_int(a)]
+        if bad:
+            raise errors.ArgnumsTypeError(transform, "integer argnums", f"argnums={argnums!r} containing {bad[0]!r} of type {type(bad[0]).__name__}", fix)
+        if len(set(argnums)) != len(argnums):
+            raise errors.ArgnumsError(transform, "distinct argnums", f"argnums={tuple(argnums)!r} with a repeated index", fix)
+        return
+    raise errors.ArgnumsTypeError(transform, "an int or a tuple of ints for argnums", f"{argnums!r} of type {type(argnums).__name__}", fix)
+
+
+def normalize_argnums(transform: str, argnums: Argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
+    """Non-negative, in-range, distinct argnums as a tuple, and whether an int was given.
+
+    >>> normalize_argnums("grad", -1, 3)
+    ((2,), True)
+    """
+    check_argnums_form(transform, argnums)
+    single = _is_int(argnums)
+    nums = (argnums,) if single else tuple(argnums)
+    fix = f"The function was called with {nargs} positional argument(s): use indices in [-{nargs}, {nargs - 1}]."
+    out = []
+    for a in nums:
+        if not -nargs <= a < nargs:
+            raise errors.ArgnumsError(transform, f"argnums in range for {nargs} positional argument(s)", f"argnums={argnums!r}", fix)
+        out.append(a % nargs)
+    if len(set(out)) != len(out):
+        raise errors.ArgnumsError(transform, "distinct argnums", f"argnums={argnums!r}, which name the same argument twice", fix)
+    return tuple(out), single
+
+
+def check_bool(transform: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise errors.OptionTypeError(transform, f"{name} to be True or False", f"{value!r}", f"Pass {name}=True or {name}=False.")
+
+
+def check_chunk_size(transform: str, chunk_size: Any) -> None:
+    if chunk_size is None:
+        return
+    fix = "Pass a positive int, or chunk_size=None to process everything at once."
+    if not _is_int(chunk_size):
+        raise errors.OptionTypeError(transform, "chunk_size to be a positive int or None", f"{chunk_size!r} of type {type(chunk_size).__name__}", fix)
+    if chunk_size <= 0:
+        raise errors.OptionError(transform, "chunk_size >= 1", f"chunk_size={chunk_size}", fix)
+
+
+def check_choice(transform: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise errors.OptionError(transform, f"{name} to be one of {listed}", f"{name}={value!r}", f"Pick one of {listed}.")
+
+
+def validate_options(transform: str, **options: Any) -> None:
+    """Validate the creation-time options of ``transform`` (everything but ``f``)."""
+    for name, value in options.items():
+        if name == "argnums":
+            check_argnums_form(transform, value)
+        elif name == "has_aux":
+            check_bool(transform, name, value)
+        elif name == "chunk_size":
+            check_chunk_size(transform, value)
+        elif name == "mode":
+            check_choice(transform, name, value, MODES)
+        elif name == "strategy":
+            check_choice(transform, name, value, STRATEGIES)
+        elif name == "impl":
+            check_choice(transform, name, value, IMPLS)
+        elif name in ("in_axes", "out_axes"):
+            check_axes_form(transform, name, value)
+
+
+def check_callable(transform: str, f: Any) -> None:
+    if not callable(f):
+        raise errors.OptionTypeError(transform, "a callable as its first argument", f"{f!r} of type {type(f).__name__}", f"Pass the function to transform, e.g. {transform}(f).")
+
+
+def check_axes_form(transform: str, name: str, axes: Any) -> None:
+    """``in_axes``/``out_axes``: an int, None (in_axes only) or a pytree of those."""
+    from crossgrad import pytree
+
+    fix = f"Use an int, None, or a tuple with one entry per positional argument, e.g. {name}=(None, 0)."
+    allow_none = name == "in_axes"
+    for leaf in pytree.leaves(axes) if axes is not None else [None]:
+        if leaf is None and allow_none:
+            continue
+        if not _is_int(leaf):
+            what = "ints or None" if allow_none else "ints"
+            raise errors.AxisError(transform, f"{name} made of {what}", f"{name}={axes!r}", fix)
+
+
+def split_aux(transform: str, out: Any) -> tuple[Any, Any]:
+    """``(output, aux)`` from a function called with ``has_aux=True``."""
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        got = f"a {type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
+        raise errors.HasAuxError(
+            transform,
+            "the function to return a pair (output, aux) because has_aux=True",
+            got,
+            "Return (output, aux) from the function, or pass has_aux=False.",
+        )
+    return out[0], out[1]
+
+
+def check_scalar(transform: str, shape: tuple[int, ...]) -> None:
+    if tuple(shape) != ():
+        raise errors.NonScalarOutputError(
+            transform,
+            "a function with a scalar output (shape ())",
+            f"an output of shape {tuple(shape)}",
+            "Reduce the output to a scalar with output.sum(), or use jacobian / hessian for array outputs.",
+        )
+
+
+def check_output_leaf(transform: str, is_array: bool, leaf: Any) -> None:
+    if not is_array:
+        raise errors.OutputError(
+            transform,
+            "the function to return arrays or a pytree of arrays",
+            f"a leaf of type {type(leaf).__name__}",
+            "Return framework arrays (tensors); move Python numbers into the output with an array constructor.",
+        )
+
+
+def check_float_input(transform: str, dtype: str, position: str) -> None:
+    if not dtype.startswith(("float", "bfloat")):
+        raise errors.InputDtypeError(
+            transform,
+            "real floating-point inputs for the differentiated arguments",
+            f"dtype {dtype} at {position}",
+            "Convert the input to a float dtype (e.g. float32 or float64), or leave it out of argnums.",
+        )
+
+
+def check_axis_sizes(transform: str, sizes: dict[str, int]) -> int:
+    """The common size of the mapped axes, or an :class:`AxisSizeError`."""
+    distinct = sorted(set(sizes.values()))
+    if len(distinct) > 1:
+        listed = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise errors.AxisSizeError(
+            transform,
+            "all mapped axes to have the same size",
+            f"sizes {listed}",
+            "Make the batch sizes agree, or mark unbatched arguments with None in in_axes.",
+        )
+    if not distinct:
+        raise errors.AxisError(
+            transform,
+            "at least one argument with a mapped axis",
+            "in_axes that map no argument",
+            "Give at least one argument an int axis in in_axes.",
+        )
+    return distinct[0]
+
+
+def unsupported(transform: str, backend: str, option: str, value: Any) -> errors.UnsupportedOptionError:
+    return errors.UnsupportedOptionError(
+        transform,
+        f"options that the {backend} built-in supports with impl='builtin'",
+        f"{option}={value!r}",
+        "Use impl='composed' (or impl='auto', which picks crossgrad's composition when the built-in lacks an option).",
+    )

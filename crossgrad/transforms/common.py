@@ -1,0 +1,158 @@
+"""What every transform does with a call: check the arguments, see pytrees as leaves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from crossgrad import errors, pytree, spec
+from crossgrad.backends.base import Backend
+
+
+def framework_of(x: Any) -> str | None:
+    """``"torch"``, ``"jax"`` or None, from the type's module alone (imports nothing)."""
+    root = type(x).__module__.partition(".")[0]
+    if root == "torch":
+        return "torch"
+    if root in ("jax", "jaxlib"):
+        return "jax"
+    return None
+
+
+def check_leaves(transform: str, backend: Backend, leaves: list[Any]) -> None:
+    """No array of the other framework, and nothing jax would silently truncate."""
+    for leaf in leaves:
+        owner = framework_of(leaf)
+        if owner is not None and owner != backend.name:
+            raise errors.MixedFrameworksError(
+                transform,
+                f"{backend.name} arrays for the {backend.name} backend",
+                f"a {type(leaf).__module__}.{type(leaf).__name__}",
+                f"Convert it with crossgrad.to_{backend.name}(x), or call the {owner} backend.",
+            )
+        if backend.arrays.float64_unavailable(leaf):
+            raise errors.X64DisabledError(
+                transform,
+                "inputs jax can hold without losing precision",
+                f"a {leaf.dtype} NumPy array while jax's x64 mode is off (jax would turn it into float32)",
+                "Enable 64-bit jax for your program (JAX_ENABLE_X64=1, or jax.config.update('jax_enable_x64', True), "
+                "or the scoped `with jax.enable_x64(True):`), or convert the input to float32 yourself.",
+            )
+
+
+def size_of(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+class Call:
+    """One call ``f(*args, **kwargs)``, seen as a function of the leaves of ``args[argnums]``.
+
+    ``primals`` are those leaves in order (argument by argument, dict keys sorted);
+    ``flat(*leaves)`` evaluates ``f`` at them and returns the output leaves (and the
+    aux when ``has_aux``); ``assemble`` turns per-(output leaf, input leaf) blocks into
+    JAX's nesting: the output pytree outside, the argnums tuple inside.
+    """
+
+    def __init__(self, transform: str, backend: Backend, f: Callable, args: tuple, kwargs: dict,
+                 argnums: Any, has_aux: bool):
+        self.transform, self.backend, self.f, self.kwargs, self.has_aux = transform, backend, f, kwargs, has_aux
+        self.nums, self.single = spec.normalize_argnums(transform, argnums, len(args))
+        self.args = list(args)
+        self.defs: list[pytree.TreeDef] = []
+        self.bounds: list[tuple[int, int]] = []
+        leaves: list[Any] = []
+        for k in self.nums:
+            arg_leaves, treedef = pytree.flatten(args[k])
+            self.defs.append(treedef)
+            self.bounds.append((len(leaves), len(leaves) + len(arg_leaves)))
+            leaves.extend(arg_leaves)
+        check_leaves(transform, backend, pytree.leaves(args))
+        for j, leaf in enumerate(leaves):
+            k = next(i for i, (lo, hi) in enumerate(self.bounds) if lo <= j < hi)
+            position = f"argument {self.nums[k]}" + (f", leaf {j - self.bounds[k][0]}" if self.defs[k].kind != "leaf" else "")
+            if not backend.arrays.is_input(leaf):
+                raise errors.InputDtypeError(transform, f"{backend.name} arrays as differentiated inputs",
+                                             f"a {type(leaf).__name__} at {position}",
+                                             "Pass arrays of the backend's framework, or leave this argument out of argnums.")
+            spec.check_float_input(transform, backend.arrays.dtype_name(leaf), position)
+        self.primals = tuple(leaves)
+        self.out_def: pytree.TreeDef | None = None
+
+    def rebuild(self, leaves: tuple) -> list[Any]:
+        args = list(self.args)
+        for k, treedef, (lo, hi) in zip(self.nums, self.defs, self.bounds):
+            args[k] = pytree.unflatten(treedef, leaves[lo:hi])
+        return args
+
+    def flat(self, *leaves: Any) -> Any:
+        out = self.f(*self.rebuild(leaves), **self.kwargs)
+        aux = None
+        if self.has_aux:
+            out, aux = spec.split_aux(self.transform, out)
+        out_leaves, self.out_def = pytree.flatten(out)
+        for leaf in out_leaves:
+            spec.check_output_leaf(self.transform, self.backend.arrays.owns(leaf), leaf)
+        return (tuple(out_leaves), pytree.canonical(aux)) if self.has_aux else tuple(out_leaves)
+
+    def flat_output(self, *leaves: Any) -> tuple:
+        """``flat`` without the aux."""
+        out = self.flat(*leaves)
+        return out[0] if self.has_aux else out
+
+    def per_argnum(self, values: list[Any]) -> Any:
+        """Per-input-leaf values grouped back into the argnums' pytrees (JAX's nesting)."""
+        grouped = tuple(pytree.unflatten(d, values[lo:hi]) for d, (lo, hi) in zip(self.defs, self.bounds))
+        return grouped[0] if self.single else grouped
+
+    def assemble(self, blocks: list[list[Any]]) -> Any:
+        """``blocks[o][i]``, output leaf ``o`` by input leaf ``i``, as the nested result."""
+        assert self.out_def is not None
+        return pytree.unflatten(self.out_def, [self.per_argnum(row) for row in blocks])
+
+    def signature(self) -> tuple:
+        """Shapes and dtypes of the primals: the key of decisions made once per signature."""
+        arrays = self.backend.arrays
+        return tuple((arrays.shape(p), arrays.dtype_name(p)) for p in self.primals)
+
+
+def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar: bool) -> Callable:
+    """``f`` with its output checked the way the composed path checks it, dicts sorted.
+
+    Wrapped around ``f`` before it goes into a framework built-in, so the built-in
+    and the composed implementation raise the same errors and return the same nesting.
+    """
+
+    def checked_f(*args: Any, **kwargs: Any) -> Any:
+        out = f(*args, **kwargs)
+        aux = None
+        if has_aux:
+            out, aux = spec.split_aux(transform, out)
+        check_output(transform, backend, out, scalar)
+        out = pytree.canonical(out)
+        return (out, pytree.canonical(aux)) if has_aux else out
+
+    return checked_f
+
+
+def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> None:
+    """Every output leaf is an array; with ``scalar``, the output is one array of shape ()."""
+    leaves, treedef = pytree.flatten(out)
+    for leaf in leaves:
+        spec.check_output_leaf(transform, backend.arrays.owns(leaf), leaf)
+    if scalar:
+        if treedef.kind != "leaf":
+            raise errors.NonScalarOutputError(transform, "a function with a single scalar output",
+                                              f"a {type(out).__name__} of {len(leaves)} arrays",
+                                              "Return one scalar array; reduce a pytree output with a sum.")
+        spec.check_scalar(transform, backend.arrays.shape(out))
+
+
+def use_builtin(transform: str, backend: Backend, impl: str, **options: Any) -> bool:
+    """Whether the framework's built-in serves this call: ``impl`` and what it lacks."""
+    if impl == "composed":
+        return False
+    lacking = [name for name in backend.builtins.LACKS.get(transform, ()) if options.get(name) is not None]
+    if impl == "builtin" and lacking:
+        raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
+    return not lacking

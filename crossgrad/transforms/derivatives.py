@@ -1,0 +1,259 @@
+"""grad, value_and_grad, vjp, jvp, linearize and hvp."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from crossgrad import errors, pytree, spec
+from crossgrad.backends.base import Backend
+from crossgrad.transforms.common import Call, check_leaves, check_output, checked, use_builtin
+
+
+def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
+    if pytree.flatten(tree)[1] != pytree.flatten(like)[1]:
+        raise errors.StructureError(
+            transform,
+            f"{what} with the same pytree structure as {like_name}",
+            f"{what} structured as {type(tree).__name__} with {len(pytree.leaves(tree))} leaves "
+            f"for {like_name} with {len(pytree.leaves(like))} leaves",
+            f"Give one {what[:-1]} per leaf of {like_name}, in the same containers.",
+        )
+
+
+def _as_tuple(transform: str, name: str, value: Any) -> tuple:
+    if not isinstance(value, (tuple, list)):
+        raise errors.OptionTypeError(
+            transform,
+            f"{name} as a tuple with one entry per argument",
+            f"a {type(value).__name__}",
+            f"Wrap it in a tuple: {name}=(x,).",
+        )
+    return tuple(value)
+
+
+class Derivatives:
+    """First-order transforms: the primitives and what is built directly on them."""
+
+    backend: Backend
+
+    def _via_builtin(self, name: str, make: Callable, f: Callable, argnums: Any, has_aux: bool,
+                     scalar: bool) -> Callable:
+        """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
+        crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
+        backend = self.backend
+        made: dict[int, Callable] = {}
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+            fn = None if kwargs else made.get(len(args))
+            if fn is None:
+                g = checked(name, backend, partial(f, **kwargs) if kwargs else f, has_aux, scalar)
+                fn = make(g, call.nums[0] if call.single else call.nums)
+                if not kwargs:
+                    made[len(args)] = fn
+            return fn(*pytree.canonical(args))
+
+        return run
+
+    def _value_and_grad(self, name: str, f: Callable, argnums: Any, has_aux: bool, impl: str,
+                        with_value: bool) -> Callable:
+        spec.check_callable(name, f)
+        spec.validate_options(name, argnums=argnums, has_aux=has_aux, impl=impl)
+        backend = self.backend
+        if use_builtin(name, backend, impl):
+            make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
+            return self._via_builtin(name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
+
+        def composed(*args: Any, **kwargs: Any) -> Any:
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+            out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
+            value = pytree.unflatten(call.out_def, list(out))
+            check_output(name, backend, value, scalar=True)
+            grads = call.per_argnum(list(vjp_fn((backend.arrays.ones_like(out[0]),))))
+            if with_value:
+                return ((value, aux) if has_aux else value), grads
+            return (grads, aux) if has_aux else grads
+
+        return composed
+
+    def grad(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, *,
+             impl: str = "auto") -> Callable:
+        """Gradient of a scalar-output function.
+
+        Returns a function with ``f``'s arguments that returns the gradient with
+        respect to ``args[argnums]``: one pytree shaped like that argument for an int
+        ``argnums``, a tuple of them for a tuple; ``(grads, aux)`` with ``has_aux``.
+
+        Args:
+            f: function returning a scalar array (shape ``()``), or ``(scalar, aux)``.
+            argnums: which positional argument(s) to differentiate.
+            has_aux: ``f`` returns ``(output, aux)``; aux is returned unchanged.
+            impl: ``"builtin"`` (``torch.func.grad`` / ``jax.grad``), ``"composed"``
+                (a vjp with cotangent 1) or ``"auto"``.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
+            tensor([2., 4.])
+        """
+        return self._value_and_grad("grad", f, argnums, has_aux, impl, with_value=False)
+
+    def value_and_grad(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, *,
+                       impl: str = "auto") -> Callable:
+        """Value and gradient of a scalar-output function, in JAX's order.
+
+        Returns a function returning ``(value, grads)``, or ``((value, aux), grads)``
+        with ``has_aux``; ``grads`` is shaped as for :meth:`grad`.  (torch's
+        ``grad_and_value`` returns the other order; crossgrad returns this one on
+        both backends.)
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> value, g = cg.torch.value_and_grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
+            >>> value, g
+            (tensor(5.), tensor([2., 4.]))
+        """
+        return self._value_and_grad("value_and_grad", f, argnums, has_aux, impl, with_value=True)
+
+    def vjp(self, f: Callable, *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple:
+        """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
+
+        Returns ``(out, vjp_fn)``, or ``(out, vjp_fn, aux)`` with ``has_aux``.
+        ``vjp_fn(cotangent)`` takes a pytree shaped like ``out`` and returns a tuple
+        with one entry per primal, each shaped like that primal.  ``vjp`` is a
+        primitive: both implementations use the framework's vjp; ``"composed"`` only
+        routes the pytrees through crossgrad's own flattening.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> out, vjp_fn = cg.torch.vjp(torch.sin, torch.tensor([0.0, 1.0]))
+            >>> vjp_fn(torch.ones(2))[0]
+            tensor([1.0000, 0.5403])
+        """
+        name = "vjp"
+        spec.check_callable(name, f)
+        spec.validate_options(name, has_aux=has_aux, impl=impl)
+        backend = self.backend
+        argnums = tuple(range(len(primals)))
+        if use_builtin(name, backend, impl):
+            Call(name, backend, f, primals, {}, argnums, has_aux)
+            g = checked(name, backend, f, has_aux, scalar=False)
+            return backend.builtins.vjp(g, pytree.canonical(primals), has_aux)
+        call = Call(name, backend, f, primals, {}, argnums, has_aux)
+        out_leaves, flat_vjp, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
+        out = pytree.unflatten(call.out_def, list(out_leaves))
+
+        def vjp_fn(cotangent: Any) -> tuple:
+            _check_same_structure(name, "cotangents", cotangent, out, "the output")
+            return call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
+
+        return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+    def _transposed_vjp(self, call: Call) -> tuple[Any, Callable, Any]:
+        """``(out leaves, push, aux)``, where ``push(tangent leaves)`` is the Jacobian-vector
+        product obtained as the vjp of the (linear) vjp function: reverse mode only."""
+        primitives, arrays = self.backend.primitives, self.backend.arrays
+        out, vjp_fn, aux = primitives.vjp(call.flat, call.primals, call.has_aux)
+        zeros = tuple(arrays.zeros_like(o) for o in out)
+        _, transpose_fn, _ = primitives.vjp(lambda *u: tuple(vjp_fn(u)), zeros, False)
+        return out, lambda tangents: tuple(transpose_fn(tuple(tangents))), aux
+
+    def jvp(self, f: Callable, primals: Any, tangents: Any, has_aux: bool = False, *,
+            impl: str = "auto") -> tuple:
+        """Evaluate ``f(*primals)`` and the Jacobian-vector product along ``tangents``.
+
+        ``primals`` and ``tangents`` are tuples with one entry per argument, of equal
+        structure.  Returns ``(out, tangent_out)`` or ``(out, tangent_out, aux)``,
+        ``tangent_out`` shaped like ``out``.  ``"builtin"`` is forward mode
+        (``torch.func.jvp`` / ``jax.jvp``); ``"composed"`` transposes the vjp (two
+        reverse passes), the way forward mode is obtained from reverse mode alone.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.jvp(torch.sin, (torch.tensor([0.0]),), (torch.tensor([2.0]),))
+            (tensor([0.]), tensor([2.]))
+        """
+        name = "jvp"
+        spec.check_callable(name, f)
+        spec.validate_options(name, has_aux=has_aux, impl=impl)
+        primals = _as_tuple(name, "primals", primals)
+        tangents = _as_tuple(name, "tangents", tangents)
+        _check_same_structure(name, "tangents", tangents, primals, "primals")
+        backend = self.backend
+        argnums = tuple(range(len(primals)))
+        call = Call(name, backend, f, primals, {}, argnums, has_aux)
+        check_leaves(name, backend, pytree.leaves(tangents))
+        if use_builtin(name, backend, impl):
+            g = checked(name, backend, f, has_aux, scalar=False)
+            return backend.builtins.jvp(g, pytree.canonical(primals), pytree.canonical(tangents), has_aux)
+        out, push, aux = self._transposed_vjp(call)
+        tout = push(pytree.leaves(tangents))
+        result = (pytree.unflatten(call.out_def, list(out)), pytree.unflatten(call.out_def, list(tout)))
+        return (*result, aux) if has_aux else result
+
+    def linearize(self, f: Callable, *primals: Any, impl: str = "auto") -> tuple[Any, Callable]:
+        """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
+
+        Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
+        returns ``J @ tangents`` shaped like ``out``, without re-running ``f``.
+        ``"builtin"`` is ``torch.func.linearize`` / ``jax.linearize``; ``"composed"`` is
+        the transpose of the vjp.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> out, jvp_fn = cg.torch.linearize(torch.sin, torch.tensor([0.0]))
+            >>> jvp_fn(torch.tensor([3.0]))
+            tensor([3.])
+        """
+        name = "linearize"
+        spec.check_callable(name, f)
+        spec.validate_options(name, impl=impl)
+        backend = self.backend
+        call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
+        if use_builtin(name, backend, impl):
+            return backend.builtins.linearize(checked(name, backend, f, False, False), pytree.canonical(primals))
+        out, push, _ = self._transposed_vjp(call)
+        out_def = call.out_def
+
+        def jvp_fn(*tangents: Any) -> Any:
+            _check_same_structure(name, "tangents", tangents, primals, "primals")
+            return pytree.unflatten(out_def, list(push(pytree.leaves(tangents))))
+
+        return pytree.unflatten(out_def, list(out)), jvp_fn
+
+    def hvp(self, f: Callable, primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
+            impl: str = "auto") -> Any:
+        """Hessian-vector product of a scalar function, without forming the Hessian.
+
+        ``primals`` holds every argument of ``f``; ``tangents`` one entry per
+        differentiated argument (``argnums``), each shaped like that argument.
+        Returns ``H @ tangents`` shaped like the gradient: one pytree for an int
+        ``argnums``, a tuple for a tuple.  Computed forward-over-reverse: the
+        framework's jvp of the gradient (``"builtin"``: the framework's grad,
+        ``"composed"``: crossgrad's vjp-based grad).
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> x = torch.tensor([1.0, 2.0])
+            >>> cg.torch.hvp(lambda x: (x ** 3).sum(), (x,), (torch.ones(2),))
+            tensor([ 6., 12.])
+        """
+        name = "hvp"
+        spec.check_callable(name, f)
+        spec.validate_options(name, argnums=argnums, impl=impl)
+        primals = _as_tuple(name, "primals", primals)
+        tangents = _as_tuple(name, "tangents", tangents)
+        nums, single = spec.normalize_argnums(name, argnums, len(primals))
+        _check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
+        grad_f = self._value_and_grad(name, f, nums, False, impl, with_value=False)
+
+        def grad_of_differentiated(*diff: Any) -> tuple:
+            args = list(primals)
+            for k, d in zip(nums, diff):
+                args[k] = d
+            return grad_f(*args)
+
+        _, tout = self.jvp(grad_of_differentiated, tuple(primals[k] for k in nums), tangents, impl="builtin")
+        return tout[0] if single else tout

@@ -1,0 +1,135 @@
+"""vmap, with chunking and one rule for keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from crossgrad import errors, pytree, spec
+from crossgrad.backends.base import Backend
+from crossgrad.transforms.common import check_leaves, checked, use_builtin
+
+
+def _is_axis(a: Any) -> bool:
+    return a is None or isinstance(a, int)
+
+
+def leaf_axes(transform: str, in_axes: Any, args: tuple, shape: Callable) -> list[int | None]:
+    """One non-negative axis (or None) per leaf of ``args``, from JAX-style ``in_axes``."""
+    fix = "Give in_axes one entry per positional argument (an int, None, or a pytree prefix of the argument)."
+    if _is_axis(in_axes):
+        per_arg = [in_axes] * len(args)
+    elif isinstance(in_axes, (tuple, list)) and len(in_axes) == len(args):
+        per_arg = list(in_axes)
+    else:
+        got = f"{len(in_axes)} entries" if isinstance(in_axes, (tuple, list)) else f"a {type(in_axes).__name__}"
+        raise errors.AxisError(transform, f"in_axes for {len(args)} positional argument(s)", got, fix)
+    axes: list[int | None] = []
+    for k, (prefix, arg) in enumerate(zip(per_arg, args)):
+        try:
+            expanded = pytree.broadcast_prefix(prefix, arg, _is_axis)
+        except ValueError as exc:
+            raise errors.AxisError(transform, f"in_axes[{k}] to match argument {k}'s structure", str(exc), fix) from None
+        for ax, leaf in zip(expanded, pytree.leaves(arg)):
+            if ax is not None:
+                ndim = len(shape(leaf))
+                if not -ndim <= ax < ndim:
+                    raise errors.AxisError(transform, f"an axis in [-{ndim}, {ndim - 1}] for argument {k}",
+                                           f"in_axes entry {ax} for an array of shape {tuple(shape(leaf))}",
+                                           "Pick an axis the array has, or None for an unbatched argument.")
+                ax %= ndim
+            axes.append(ax)
+    return axes
+
+
+def batch_size(transform: str, args: tuple, axes: list[int | None], shape: Callable) -> int:
+    sizes: dict[str, int] = {}
+    position = 0
+    for k, arg in enumerate(args):
+        arg_leaves = pytree.leaves(arg)
+        for j, leaf in enumerate(arg_leaves):
+            ax = axes[position + j]
+            if ax is not None:
+                label = f"argument {k}" + (f" leaf {j}" if len(arg_leaves) > 1 else "")
+                sizes[label] = shape(leaf)[ax]
+        position += len(arg_leaves)
+    return spec.check_axis_sizes(transform, sizes)
+
+
+class Vectorize:
+    """vmap."""
+
+    backend: Backend
+
+    def vmap(self, f: Callable, in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | None = None, *,
+             impl: str = "auto") -> Callable:
+        """Vectorize ``f`` over a batch axis of its positional arguments.
+
+        ``in_axes`` is an int, None (not batched) or a tuple with one entry per
+        positional argument (each an int, None or a pytree prefix of the argument);
+        ``out_axes`` an int or a pytree prefix of the output.  Keyword arguments are
+        never batched: they are passed to every call unchanged, on both backends
+        (jax alone would batch them along axis 0).  ``chunk_size`` bounds how many
+        batch elements are vectorized at once; the result is the same.
+
+        Returns the batched function; each output leaf gets the batch axis at
+        ``out_axes``.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.vmap(torch.dot, in_axes=(0, None))(torch.ones(3, 2), torch.tensor([1.0, 2.0]))
+            tensor([3., 3., 3.])
+        """
+        return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl)
+
+    def _vmap(self, name: str, f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None,
+              impl: str) -> Callable:
+        spec.check_callable(name, f)
+        spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl)
+        backend = self.backend
+        shape = backend.arrays.shape
+        builtin = use_builtin("vmap", backend, impl, chunk_size=chunk_size)
+        in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+
+        def batched(*args: Any, **kwargs: Any) -> Any:
+            axes = leaf_axes(name, in_axes, args, shape)
+            leaves, treedef = pytree.flatten(args)
+            check_leaves(name, backend, leaves)
+            batch_size(name, args, axes, shape)
+            g = partial(f, **kwargs) if kwargs else f
+            if builtin:
+                run = backend.builtins.vmap(checked(name, backend, g, False, False), pytree.canonical(in_axes),
+                                            pytree.canonical(out_axes), chunk_size)
+                return run(*pytree.canonical(args))
+            return self._vmap_composed(name, g, leaves, treedef, axes, out_axes, chunk_size)
+
+        return batched
+
+    def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
+                       axes: list[int | None], out_axes: Any, chunk_size: int | None) -> Any:
+        backend = self.backend
+        arrays, primitives = backend.arrays, backend.primitives
+        mapped = [k for k, ax in enumerate(axes) if ax is not None]
+        moved = tuple(arrays.moveaxis(leaves[k], axes[k], 0) if axes[k] else leaves[k] for k in mapped)
+        out_def: list[pytree.TreeDef] = []
+
+        def one(*mapped_leaves: Any) -> tuple:
+            full = list(leaves)
+            for k, leaf in zip(mapped, mapped_leaves):
+                full[k] = leaf
+            out = g(*pytree.unflatten(treedef, full))
+            out_leaves, out_treedef = pytree.flatten(out)
+            out_def[:] = [out_treedef]
+            for leaf in out_leaves:
+                spec.check_output_leaf(name, arrays.owns(leaf), leaf)
+            return tuple(out_leaves)
+
+        outs = primitives.map_chunks(primitives.vmap(one, 0, 0), moved, chunk_size, 0)
+        out_tree = pytree.unflatten(out_def[0], list(outs))
+        try:
+            oaxes = pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
+        except ValueError as exc:
+            raise errors.AxisError(name, "out_axes matching the output's structure", str(exc),
+                                   "Give out_axes as an int or a pytree prefix of the output.") from None
+        return pytree.unflatten(out_def[0], [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
