@@ -25,7 +25,7 @@ def to_jax(tree: Any, *, copy: bool = False) -> Any:
     import jax.numpy as jnp
     import numpy as np
 
-    x64 = jax.config.read("jax_enable_x64")
+    x64 = jax.config.jax_enable_x64
 
     def convert(x: Any) -> Any:
         owner = framework_of(x)

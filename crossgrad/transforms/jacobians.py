@@ -50,7 +50,7 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | None, loop: bool)
     if loop:
         stacked = primitives.map_rows(pull, basis)
     else:
-        stacked = primitives.map_chunks(primitives.vmap(pull, 0, 0), (basis,), chunk_size, 0)
+        stacked = primitives.map_chunks(primitives.vmap(pull, 0, 0), (basis,), chunk_size)
     blocks = [
         [arrays.reshape(arrays.slice_axis(stacked[i], lo, hi, 0), so + si) for i, si in enumerate(in_shapes)]
         for (lo, hi), so in zip(out_bounds, out_shapes)
@@ -78,10 +78,15 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | None) -> tuple[li
         _, tout, aux = primitives.jvp(call.flat, primals, tangents, call.has_aux)
         return (tuple(tout), aux) if call.has_aux else tuple(tout)
 
-    out_axes = (0, None) if call.has_aux else 0
     basis = arrays.eye(n, primals[0])
-    columns = primitives.map_chunks(primitives.vmap(push, 0, out_axes), (basis,), chunk_size, out_axes)
-    columns, aux = columns if call.has_aux else (columns, None)
+    columns = primitives.map_chunks(primitives.vmap(push, 0, 0), (basis,), chunk_size)
+    aux = None
+    if call.has_aux:
+        # aux does not depend on the tangent: every column holds the same copy (torch
+        # refuses out_dims=None for it under an outer vmap, so take the first row).
+        columns, batched_aux = columns
+        aux = pytree.map_leaves(lambda a: arrays.reshape(arrays.slice_axis(a, 0, 1, 0), arrays.shape(a)[1:]),
+                                batched_aux)
     blocks = []
     for col in columns:
         so = arrays.shape(col)[1:]

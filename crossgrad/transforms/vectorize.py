@@ -125,7 +125,7 @@ class Vectorize:
                 spec.check_output_leaf(name, arrays.owns(leaf), leaf)
             return tuple(out_leaves)
 
-        outs = primitives.map_chunks(primitives.vmap(one, 0, 0), moved, chunk_size, 0)
+        outs = primitives.map_chunks(primitives.vmap(one, 0, 0), moved, chunk_size)
         out_tree = pytree.unflatten(out_def[0], list(outs))
         try:
             oaxes = pytree.broadcast_prefix(out_axes, out_tree, _is_axis)

@@ -40,7 +40,7 @@ def float64_unavailable(x: Any) -> bool:
     return (
         isinstance(x, (np.ndarray, np.generic))
         and x.dtype in (np.float64, np.complex128)
-        and not jax.config.read("jax_enable_x64")
+        and not jax.config.jax_enable_x64
     )
 
 

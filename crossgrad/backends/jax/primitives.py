@@ -31,12 +31,12 @@ def vmap(f: Callable, in_axes: Any, out_axes: Any) -> Callable:
     return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
 
 
-def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None, out_axes: Any) -> Any:
-    """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a time.
+def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
+    """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a
+    time; every output leaf is batched on axis 0 and the chunks are concatenated.
 
     The full chunks go through one ``lax.map`` (one compiled body, a loop at run time);
-    a shorter last chunk is computed on its own.  Outputs whose ``out_axes`` entry is 0
-    are concatenated, those marked None are taken from the first chunk.
+    a shorter last chunk is computed on its own.
     """
     n = jnp.shape(xs[0])[0]
     if chunk_size is None or n <= chunk_size:
@@ -45,14 +45,10 @@ def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None, out_axes:
     blocks = tuple(jnp.reshape(x[:full], (n // chunk_size, chunk_size) + jnp.shape(x)[1:]) for x in xs)
     mapped = jax.lax.map(lambda chunk: batched_f(*chunk), blocks)
     treedef = pytree.flatten(mapped)[1]
-    axes = pytree.broadcast_prefix(out_axes, mapped, lambda a: a is None or isinstance(a, int))
-    leaves = [
-        jnp.reshape(leaf, (full,) + leaf.shape[2:]) if ax == 0 else leaf[0]
-        for leaf, ax in zip(pytree.leaves(mapped), axes)
-    ]
+    leaves = [jnp.reshape(leaf, (full,) + leaf.shape[2:]) for leaf in pytree.leaves(mapped)]
     if full < n:
         rest = pytree.leaves(batched_f(*(x[full:] for x in xs)))
-        leaves = [jnp.concatenate([a, b]) if ax == 0 else a for a, b, ax in zip(leaves, rest, axes)]
+        leaves = [jnp.concatenate([a, b]) for a, b in zip(leaves, rest)]
     return pytree.unflatten(treedef, leaves)
 
 

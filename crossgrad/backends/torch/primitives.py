@@ -31,21 +31,16 @@ def vmap(f: Callable, in_axes: Any, out_axes: Any) -> Callable:
     return tf.vmap(f, in_dims=in_axes, out_dims=out_axes)
 
 
-def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None, out_axes: Any) -> Any:
-    """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a time.
-
-    Outputs whose ``out_axes`` entry is 0 are concatenated, those marked None (the
-    same in every chunk) are taken from the first chunk.
-    """
+def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
+    """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a
+    time; every output leaf is batched on axis 0 and the chunks are concatenated."""
     n = xs[0].shape[0]
     if chunk_size is None or n <= chunk_size:
         return batched_f(*xs)
     parts = [batched_f(*(x.narrow(0, s, min(chunk_size, n - s)) for x in xs)) for s in range(0, n, chunk_size)]
-    flat = [pytree.flatten(p)[0] for p in parts]
     treedef = pytree.flatten(parts[0])[1]
-    axes = pytree.broadcast_prefix(out_axes, parts[0], lambda a: a is None or isinstance(a, int))
-    joined = [torch.cat([leaves[k] for leaves in flat]) if ax == 0 else flat[0][k] for k, ax in enumerate(axes)]
-    return pytree.unflatten(treedef, joined)
+    columns = zip(*(pytree.leaves(p) for p in parts))
+    return pytree.unflatten(treedef, [torch.cat(col) for col in columns])
 
 
 def map_rows(f: Callable, xs: Any) -> tuple:

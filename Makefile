@@ -1,0 +1,44 @@
+# crossgrad's commands.  `make test` and `make bench` set up .venv on first use.
+# On a machine that already has torch and jax (a GPU box without a package index),
+# pass the interpreter instead and nothing is installed:  make bench PYTHON=python3
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch: on this project's development and CI machines
+# `torch==2.13.0` is served from local disk, while an unpinned torch pulls a
+# several-GB CUDA build.  The pin lives here, not in pyproject.toml; override it
+# (make install TORCH_SPEC=torch) where a CUDA build is wanted.
+TORCH_SPEC ?= torch==2.13.0
+
+ifeq ($(origin PYTHON),command line)
+RUN := PYTHONPATH=$(CURDIR) $(PYTHON)
+SETUP :=
+else
+RUN := $(VENV)/bin/python
+SETUP := $(VENV)/.installed
+endif
+
+.PHONY: install test parity fuzz lint bench bench-quick clean
+
+install: $(SETUP)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install -q -e ".[torch,jax,test,bench,dev]"
+	touch $@
+
+test: $(SETUP)
+	$(RUN) -m pytest -q
+
+parity: $(SETUP)
+	$(RUN) -m pytest -q -m parity
+
+lint: $(SETUP)
+	$(RUN) -m ruff check crossgrad tests benchmarks
+
+bench: $(SETUP)
+	$(RUN) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,0 +1,67 @@
+"""Test configuration: backends from CROSSGRAD_BACKENDS, float64 jax, and a guard that
+no test changes global framework state or mutates its inputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Tests compare in float64, which jax holds only with x64 on.  This is the test
+# process's setting, made before jax is imported; crossgrad itself never sets it.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from crossgrad.testing import frameworks  # noqa: E402
+
+BACKENDS = frameworks.selected()
+
+
+def global_state() -> dict:
+    """Every piece of global framework state crossgrad promises not to touch."""
+    state: dict = {}
+    if "torch" in sys.modules:
+        import torch
+
+        state.update(
+            torch_default_dtype=torch.get_default_dtype(),
+            torch_grad_enabled=torch.is_grad_enabled(),
+            torch_tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            torch_tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            torch_matmul_precision=torch.get_float32_matmul_precision(),
+            torch_rng=torch.get_rng_state().numpy().tobytes(),
+            torch_deterministic=torch.are_deterministic_algorithms_enabled(),
+        )
+    if "jax" in sys.modules:
+        import jax
+
+        state.update(
+            jax_x64=jax.config.jax_enable_x64,
+            jax_matmul_precision=jax.config.jax_default_matmul_precision,
+            jax_debug_nans=jax.config.jax_debug_nans,
+        )
+    return state
+
+
+@pytest.fixture(autouse=True)
+def unchanged_global_state():
+    before = global_state()
+    yield
+    after = global_state()
+    changed = {k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]}
+    assert not changed, f"global framework state changed: {sorted(changed)}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each selected backend in turn; a test body runs on one backend only."""
+    import crossgrad as cg
+
+    return cg.backend(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
