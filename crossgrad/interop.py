@@ -57,7 +57,7 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
 
     Example:
         >>> import jax.numpy as jnp, crossgrad as cg
-        >>> cg.to_torch(jnp.ones(2)).dtype
+        >>> cg.to_torch(jnp.ones(2, dtype=jnp.float32)).dtype
         torch.float32
     """
     import numpy as np

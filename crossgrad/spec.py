@@ -153,7 +153,10 @@ def check_axes_form(transform: str, name: str, axes: Any) -> None:
 def split_aux(transform: str, out: Any) -> tuple[Any, Any]:
     """``(output, aux)`` from a function called with ``has_aux=True``."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        got = f"a {type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
+        if isinstance(out, (tuple, list)):
+            got = f"a {type(out).__name__} of length {len(out)}"
+        else:
+            got = "a single array" if hasattr(out, "shape") else f"a {type(out).__name__}"
         raise errors.HasAuxError(
             transform,
             "the function to return a pair (output, aux) because has_aux=True",

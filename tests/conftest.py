@@ -11,10 +11,10 @@ import sys
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from crossgrad.testing import frameworks  # noqa: E402
+from crossgrad.testing import frameworks
 
 BACKENDS = frameworks.selected()
 
@@ -65,3 +65,17 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The parity table: transform x problem x dtype, largest relative differences."""
+    module = sys.modules.get("test_parity")
+    rows = getattr(module, "SUMMARY", None)
+    if not rows:
+        return
+    from tabulate import tabulate
+
+    terminalreporter.section("parity: largest relative difference (torch vs jax, each vs reference)")
+    table = [[r["transform"], r["problem"], r["dtype"], r["torch vs jax"], r["torch vs ref"], r["jax vs ref"]] for r in rows]
+    terminalreporter.write_line(tabulate(table, headers=["transform", "problem", "dtype", "torch vs jax", "torch vs ref", "jax vs ref"],
+                                         floatfmt=".1e"))

@@ -249,7 +249,7 @@ def test_has_aux(backend, transform, impl, rng):
 
     if transform in ("vjp", "jvp"):
         if transform == "vjp":
-            out, fn, aux = backend.vjp(with_aux, x, has_aux=True, impl=impl)
+            out, _fn, aux = backend.vjp(with_aux, x, has_aux=True, impl=impl)
         else:
             out, _, aux = backend.jvp(with_aux, (x,), (x,), has_aux=True, impl=impl)
         assert_trees_close(out, f(x), **TOL["float64"]["same"])

@@ -148,11 +148,12 @@ def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> No
         spec.check_scalar(transform, backend.arrays.shape(out))
 
 
-def use_builtin(transform: str, backend: Backend, impl: str, **options: Any) -> bool:
-    """Whether the framework's built-in serves this call: ``impl`` and what it lacks."""
+def use_builtin(transform: str, backend: Backend, impl: str, builtin: str | None = None, **options: Any) -> bool:
+    """Whether the framework's built-in ``builtin`` (default: ``transform``) serves a call
+    of ``transform`` with ``options``: ``impl`` asks for it, and it lacks none of them."""
     if impl == "composed":
         return False
-    lacking = [name for name in backend.builtins.LACKS.get(transform, ()) if options.get(name) is not None]
+    lacking = [name for name in backend.builtins.LACKS.get(builtin or transform, ()) if options.get(name) is not None]
     if impl == "builtin" and lacking:
         raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
     return not lacking

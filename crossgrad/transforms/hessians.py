@@ -9,11 +9,11 @@ the row loop.  ``"auto"`` picks per backend, from measurements (fp32; the anchor
 * torch (eager ``torch.func``): ``"fwd-rev"`` always.  It was fastest or within 3% on
   every measured shape on an H200 (tanh-linear B=64 31→33: 2.66 ms vs rev-rev 2.59,
   fwd-fwd 3.19; 512→32: 6.16 ms vs fwd-fwd 17.6; scalar MLP: 5.13 ms vs rev-rev 10.4,
-  fwd-fwd 131) and on a 2-core CPU (rev-rev 30–100x slower).
+  fwd-fwd 131) and on a 2-core CPU (rev-rev 30-100x slower).
 * jax (``jax.jit``): ``"fwd-fwd"`` when the output has more than one element,
   ``"fwd-rev"`` for a scalar output.  Vector outputs: fwd-fwd 0.86 ms vs fwd-rev
   2.54 ms (tanh-linear B=64 512→32, H200), 0.112 vs 0.135 ms (31→33), and 7x
-  faster on the 2-core CPU; scalar outputs: fwd-fwd loses 15–25x (scalar MLP
+  faster on the 2-core CPU; scalar outputs: fwd-fwd loses 15-25x (scalar MLP
   17.6 ms vs 1.04 ms).
 """
 
@@ -82,7 +82,7 @@ class Hessians:
 
         def for_strategy(s: str) -> Callable:
             if s not in built:
-                if s == "fwd-rev" and use_builtin("hessian", backend, impl, chunk_size=chunk_size):
+                if s == "fwd-rev" and use_builtin(name, backend, impl, "hessian", chunk_size=chunk_size):
                     make = backend.builtins.hessian
                     built[s] = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
                                                  argnums, has_aux, scalar=False)

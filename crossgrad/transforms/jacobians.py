@@ -170,7 +170,8 @@ class Jacobians:
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
         backend = self.backend
         modes: dict[tuple, str] = {}
-        builtin = {m: use_builtin("jac" + m, backend, impl, chunk_size=chunk_size) for m in ("rev", "fwd")}
+        used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
+        builtin = {m: use_builtin(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
         made: dict[tuple, Callable] = {}
 
         def jacobian_f(*args: Any, **kwargs: Any) -> Any:

@@ -89,7 +89,7 @@ class Vectorize:
         spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl)
         backend = self.backend
         shape = backend.arrays.shape
-        builtin = use_builtin("vmap", backend, impl, chunk_size=chunk_size)
+        builtin = use_builtin(name, backend, impl, "vmap", chunk_size=chunk_size)
         in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
 
         def batched(*args: Any, **kwargs: Any) -> Any:

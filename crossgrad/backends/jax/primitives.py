@@ -42,10 +42,10 @@ def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
     if chunk_size is None or n <= chunk_size:
         return batched_f(*xs)
     full = (n // chunk_size) * chunk_size
-    blocks = tuple(jnp.reshape(x[:full], (n // chunk_size, chunk_size) + jnp.shape(x)[1:]) for x in xs)
+    blocks = tuple(jnp.reshape(x[:full], (n // chunk_size, chunk_size, *jnp.shape(x)[1:])) for x in xs)
     mapped = jax.lax.map(lambda chunk: batched_f(*chunk), blocks)
     treedef = pytree.flatten(mapped)[1]
-    leaves = [jnp.reshape(leaf, (full,) + leaf.shape[2:]) for leaf in pytree.leaves(mapped)]
+    leaves = [jnp.reshape(leaf, (full, *leaf.shape[2:])) for leaf in pytree.leaves(mapped)]
     if full < n:
         rest = pytree.leaves(batched_f(*(x[full:] for x in xs)))
         leaves = [jnp.concatenate([a, b]) for a, b in zip(leaves, rest)]
