@@ -8,7 +8,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Call, check_leaves, check_output, checked, use_builtin
+from crossgrad.transforms.common import Call, Memo, check_leaves, check_output, checked, use_builtin
 
 
 def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
@@ -44,13 +44,17 @@ class Derivatives:
         crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
         backend = self.backend
         made: dict[int, Callable] = {}
+        memo = Memo()
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+            key = Memo.key(args)
+            if memo.get(key) is None:
+                memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
             fn = None if kwargs else made.get(len(args))
             if fn is None:
+                nums, single = spec.normalize_argnums(name, argnums, len(args))
                 g = checked(name, backend, partial(f, **kwargs) if kwargs else f, has_aux, scalar)
-                fn = make(g, call.nums[0] if call.single else call.nums)
+                fn = make(g, nums[0] if single else nums)
                 if not kwargs:
                     made[len(args)] = fn
             return fn(*pytree.canonical(args))

@@ -24,7 +24,7 @@ from typing import Any
 
 from crossgrad import spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Call, size_of, use_builtin
+from crossgrad.transforms.common import Call, Memo, size_of, use_builtin
 
 
 def auto_strategy(backend_name: str, out_size: Callable[[], int]) -> str:
@@ -92,15 +92,20 @@ class Hessians:
                     built[s] = self._jacobian(name, inner_f, argnums, has_aux, outer, chunk_size, impl)
             return built[s]
 
+        memo = Memo()
+
         def hessian_f(*args: Any, **kwargs: Any) -> Any:
             s = strategy
             if s == "auto":
-                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-                key = call.signature()
-                if key not in chosen:
-                    chosen[key] = auto_strategy(backend.name, lambda: sum(
-                        size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output, call.primals)))
-                s = chosen[key]
+                key = Memo.key(args)
+                s = memo.get(key)
+                if s is None:
+                    call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+                    sig = call.signature()
+                    if sig not in chosen:
+                        chosen[sig] = auto_strategy(backend.name, lambda: sum(
+                            size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output, call.primals)))
+                    s = memo.put(key, chosen[sig])
             return for_strategy(s)(*args, **kwargs)
 
         return hessian_f

@@ -17,7 +17,7 @@ from typing import Any
 
 from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Call, checked, size_of, use_builtin
+from crossgrad.transforms.common import Call, Memo, checked, size_of, use_builtin
 
 
 def _offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
@@ -26,6 +26,16 @@ def _offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
         bounds.append((start, start + size_of(s)))
         start += size_of(s)
     return bounds
+
+
+def _part(arrays: Any, x: Any, lo: int, hi: int, axis: int, shape: tuple[int, ...]) -> Any:
+    """``x[lo:hi]`` along ``axis``, reshaped to ``shape``; no op where nothing changes
+    (each op costs a dispatch, and under an outer vmap several)."""
+    full = arrays.shape(x)
+    if lo != 0 or hi != full[axis]:
+        x = arrays.slice_axis(x, lo, hi, axis)
+        full = arrays.shape(x)
+    return x if full == tuple(shape) else arrays.reshape(x, shape)
 
 
 def rev_blocks(backend: Backend, call: Call, chunk_size: int | None, loop: bool) -> tuple[list, Any]:
@@ -39,20 +49,21 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | None, loop: bool)
     if m == 0 or not call.primals:
         return [[arrays.zeros(so + si, o) for si in in_shapes] for so, o in zip(out_shapes, out)], aux
 
-    def pull(row: Any) -> tuple:
-        cotangents = tuple(
-            arrays.cast_like(arrays.reshape(arrays.slice_axis(row, lo, hi, 0), so), o)
-            for (lo, hi), so, o in zip(out_bounds, out_shapes, out)
-        )
+    def pull(*cotangents: Any) -> tuple:
         return tuple(vjp_fn(cotangents))
 
+    # Row r of the identity, cut into one cotangent per output leaf; cut before the
+    # vmap so that inside it only the vjp runs.
     basis = arrays.eye(m, out[0])
+    cotangent_rows = tuple(
+        arrays.cast_like(_part(arrays, basis, lo, hi, 1, (m, *so)), o) for (lo, hi), so, o in zip(out_bounds, out_shapes, out)
+    )
     if loop:
-        stacked = primitives.map_rows(pull, basis)
+        stacked = primitives.map_rows(pull, cotangent_rows)
     else:
-        stacked = primitives.map_chunks(primitives.vmap(pull, 0, 0), (basis,), chunk_size)
+        stacked = primitives.map_chunks(primitives.vmap(pull, 0, 0), cotangent_rows, chunk_size)
     blocks = [
-        [arrays.reshape(arrays.slice_axis(stacked[i], lo, hi, 0), so + si) for i, si in enumerate(in_shapes)]
+        [_part(arrays, stacked[i], lo, hi, 0, so + si) for i, si in enumerate(in_shapes)]
         for (lo, hi), so in zip(out_bounds, out_shapes)
     ]
     return blocks, aux
@@ -70,16 +81,15 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | None) -> tuple[li
         out, aux = res if call.has_aux else (res, None)
         return [[arrays.zeros(arrays.shape(o) + si, o) for si in in_shapes] for o in out], aux
 
-    def push(column: Any) -> Any:
-        tangents = tuple(
-            arrays.cast_like(arrays.reshape(arrays.slice_axis(column, lo, hi, 0), si), p)
-            for (lo, hi), si, p in zip(in_bounds, in_shapes, primals)
-        )
+    def push(*tangents: Any) -> Any:
         _, tout, aux = primitives.jvp(call.flat, primals, tangents, call.has_aux)
         return (tuple(tout), aux) if call.has_aux else tuple(tout)
 
     basis = arrays.eye(n, primals[0])
-    columns = primitives.map_chunks(primitives.vmap(push, 0, 0), (basis,), chunk_size)
+    tangent_columns = tuple(
+        arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p) for (lo, hi), si, p in zip(in_bounds, in_shapes, primals)
+    )
+    columns = primitives.map_chunks(primitives.vmap(push, 0, 0), tangent_columns, chunk_size)
     aux = None
     if call.has_aux:
         # aux does not depend on the tangent: every column holds the same copy (torch
@@ -93,8 +103,8 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | None) -> tuple[li
         row = []
         for (lo, hi), si in zip(in_bounds, in_shapes):
             # The column index runs first; move the input's axes behind the output's.
-            perm = list(range(len(si), len(si) + len(so))) + list(range(len(si)))
-            row.append(arrays.transpose(arrays.reshape(arrays.slice_axis(col, lo, hi, 0), si + so), perm))
+            block = _part(arrays, col, lo, hi, 0, si + so)
+            row.append(block if not so else arrays.transpose(block, [*range(len(si), len(si) + len(so)), *range(len(si))]))
         blocks.append(row)
     return blocks, aux
 
@@ -173,15 +183,24 @@ class Jacobians:
         used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
         builtin = {m: use_builtin(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
         made: dict[tuple, Callable] = {}
+        memo = Memo()
 
         def jacobian_f(*args: Any, **kwargs: Any) -> Any:
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            m = mode
-            if m == "auto":
-                key = call.signature()
-                m = modes.get(key) or modes.setdefault(key, auto_mode(backend, call))
+            key = Memo.key(args)
+            m = memo.get(key)
+            call = None
+            if m is None:
+                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+                m = mode
+                if m == "auto":
+                    sig = call.signature()
+                    m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
+                memo.put(key, m)
             if m != "loop" and builtin[m]:
-                return self._builtin_jacobian(name, made, m, call, chunk_size)(*pytree.canonical(args))
+                return self._builtin_jacobian(name, made, m, f, args, kwargs, argnums, has_aux,
+                                              chunk_size)(*pytree.canonical(args))
+            if call is None:
+                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
             if m == "fwd":
                 blocks, aux = fwd_blocks(backend, call, chunk_size)
             else:
@@ -191,14 +210,16 @@ class Jacobians:
 
         return jacobian_f
 
-    def _builtin_jacobian(self, name: str, made: dict, mode: str, call: Call, chunk_size: int | None) -> Callable:
-        key = (mode, len(call.args))
-        if call.kwargs or key not in made:
-            f = partial(call.f, **call.kwargs) if call.kwargs else call.f
-            g = checked(name, self.backend, f, call.has_aux, False)
+    def _builtin_jacobian(self, name: str, made: dict, mode: str, f: Callable, args: tuple, kwargs: dict,
+                          argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+        """The framework's jacrev/jacfwd, made once per arity (when no kwargs are given)."""
+        key = (mode, len(args))
+        if kwargs or key not in made:
+            nums, single = spec.normalize_argnums(name, argnums, len(args))
+            g = checked(name, self.backend, partial(f, **kwargs) if kwargs else f, has_aux, False)
             make = self.backend.builtins.jacrev if mode == "rev" else self.backend.builtins.jacfwd
-            fn = make(g, call.nums[0] if call.single else call.nums, call.has_aux, chunk_size)
-            if call.kwargs:
+            fn = make(g, nums[0] if single else nums, has_aux, chunk_size)
+            if kwargs:
                 return fn
             made[key] = fn
         return made[key]

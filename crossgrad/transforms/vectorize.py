@@ -8,7 +8,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import check_leaves, checked, use_builtin
+from crossgrad.transforms.common import Memo, check_leaves, checked, use_builtin
 
 
 def _is_axis(a: Any) -> bool:
@@ -92,16 +92,27 @@ class Vectorize:
         builtin = use_builtin(name, backend, impl, "vmap", chunk_size=chunk_size)
         in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
 
+        memo = Memo()
+        made: dict[int, Callable] = {}
+
         def batched(*args: Any, **kwargs: Any) -> Any:
-            axes = leaf_axes(name, in_axes, args, shape)
-            leaves, treedef = pytree.flatten(args)
-            check_leaves(name, backend, leaves)
-            batch_size(name, args, axes, shape)
+            key = Memo.key(args)
+            axes = memo.get(key)
+            if axes is None:
+                axes = leaf_axes(name, in_axes, args, shape)
+                check_leaves(name, backend, pytree.leaves(args))
+                batch_size(name, args, axes, shape)
+                memo.put(key, axes)
             g = partial(f, **kwargs) if kwargs else f
             if builtin:
-                run = backend.builtins.vmap(checked(name, backend, g, False, False), pytree.canonical(in_axes),
-                                            pytree.canonical(out_axes), chunk_size)
+                run = None if kwargs else made.get(len(args))
+                if run is None:
+                    run = backend.builtins.vmap(checked(name, backend, g, False, False), pytree.canonical(in_axes),
+                                                pytree.canonical(out_axes), chunk_size)
+                    if not kwargs:
+                        made[len(args)] = run
                 return run(*pytree.canonical(args))
+            leaves, treedef = pytree.flatten(args)
             return self._vmap_composed(name, g, leaves, treedef, axes, out_axes, chunk_size)
 
         return batched

@@ -52,10 +52,10 @@ def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
     return pytree.unflatten(treedef, leaves)
 
 
-def map_rows(f: Callable, xs: Any) -> tuple:
-    """``f`` applied to each row of ``xs`` in turn (``lax.map``: one traced body, a loop
-    at run time, so the reference loop stays small under ``jax.jit``), outputs stacked."""
-    return tuple(jax.lax.map(f, xs))
+def map_rows(f: Callable, xs: tuple) -> tuple:
+    """``f(*row)`` for each row of the arrays ``xs`` in turn (``lax.map``: one traced
+    body, a loop at run time, so the reference loop stays small under ``jax.jit``), stacked."""
+    return tuple(jax.lax.map(lambda row: f(*row), xs))
 
 
 def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:

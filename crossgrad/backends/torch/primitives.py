@@ -43,9 +43,9 @@ def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
     return pytree.unflatten(treedef, [torch.cat(col) for col in columns])
 
 
-def map_rows(f: Callable, xs: Any) -> tuple:
-    """``f`` applied to each row of ``xs`` in turn (a Python loop), outputs stacked."""
-    rows = [f(x) for x in xs.unbind(0)]
+def map_rows(f: Callable, xs: tuple) -> tuple:
+    """``f(*row)`` for each row of the arrays ``xs`` in turn (a Python loop), stacked."""
+    rows = [f(*row) for row in zip(*(x.unbind(0) for x in xs))]
     return tuple(torch.stack([r[i] for r in rows]) for i in range(len(rows[0])))
 
 
