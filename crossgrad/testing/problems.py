@@ -175,6 +175,56 @@ def mlp_dict(n_in: int = 3, hidden: int = 4) -> Problem:
     return Problem(f"mlp_dict_{n_in}x{hidden}", build, inputs, scalar=True, tags=("scalar", "pytree"))
 
 
+def mlp(sizes: tuple[int, ...], batch: int | None = None, wrt: str = "input", seed: int = 5) -> Problem:
+    """A tanh MLP with parameters in a dict: ``f(params, x)``, or the scalar loss
+    ``f(params, x, y)`` when differentiating the parameters.
+
+    ``wrt="input"``: per-sample input derivatives (argnums=1); a last layer of width 1
+    gives a scalar output (shape ()).  ``batch`` puts a batch axis on ``x`` (in_axes
+    ``(None, 0)``).  ``wrt="params"``: the mean squared error over ``batch`` samples as
+    a function of the parameter dict (argnums=0), as for a parameter Hessian or an hvp.
+    """
+
+    def build(o: Ops) -> Callable:
+        depth = len(sizes) - 1
+
+        def forward(params, x):
+            h = x
+            for k in range(depth):
+                h = h @ params[f"w{k}"] + params[f"b{k}"]
+                if k < depth - 1:
+                    h = o.tanh(h)
+            return h
+
+        if wrt == "params":
+            def loss(params, x, y):
+                return o.sum((forward(params, x) - y) ** 2) / x.shape[0]
+
+            return loss
+
+        def f(params, x):
+            out = forward(params, x)
+            return out[..., 0] if sizes[-1] == 1 else out
+
+        return f
+
+    def inputs(rng: np.random.Generator) -> tuple:
+        params = {}
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            params[f"w{k}"] = rng.standard_normal((a, b)) / np.sqrt(a)
+            params[f"b{k}"] = 0.1 * rng.standard_normal(b)
+        if wrt == "params":
+            n = batch or 8
+            return params, rng.standard_normal((n, sizes[0])), rng.standard_normal((n, sizes[-1]))
+        return params, rng.standard_normal((sizes[0],) if batch is None else (batch, sizes[0]))
+
+    label = "-".join(map(str, sizes))
+    if wrt == "params":
+        return Problem(f"mlp_params_{label}", build, inputs, argnums=0, scalar=True, tags=("scalar", "pytree"))
+    return Problem(f"mlp_input_{label}" + (f"_B{batch}" if batch else ""), build, inputs, argnums=1,
+                   scalar=sizes[-1] == 1, in_axes=(None, 0) if batch else None, tags=("mlp",))
+
+
 def catalog() -> list[Problem]:
     """The small problems every transform is tested on."""
     return [
@@ -183,9 +233,11 @@ def catalog() -> list[Problem]:
         rosenbrock(),
         logsumexp(),
         mlp_dict(),
+        mlp((2, 5, 3), wrt="params"),
     ]
 
 
 def batched_catalog() -> list[Problem]:
     """Problems whose inputs carry a batch (for vmap, batched_jacobian, batched_hessian)."""
-    return [tanh_linear(n_in=3, n_out=4, batch=5), critic_td_err(), logsumexp(n=4, batch=3)]
+    return [tanh_linear(n_in=3, n_out=4, batch=5), critic_td_err(), logsumexp(n=4, batch=3),
+            mlp((3, 6, 6, 1), batch=4), mlp((2, 5, 5, 3), batch=3)]
