@@ -9,6 +9,7 @@ ones, the benchmarks the notebook's.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,7 +211,7 @@ def mlp(sizes: tuple[int, ...], batch: int | None = None, wrt: str = "input", se
 
     def inputs(rng: np.random.Generator) -> tuple:
         params = {}
-        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for k, (a, b) in enumerate(itertools.pairwise(sizes)):
             params[f"w{k}"] = rng.standard_normal((a, b)) / np.sqrt(a)
             params[f"b{k}"] = 0.1 * rng.standard_normal(b)
         if wrt == "params":

@@ -1,0 +1,1 @@
+"""crossgrad's benchmark: every transform and implementation, torch against jax (``make bench``)."""

@@ -1,0 +1,63 @@
+"""The benchmark cases, built from the shared problem catalog.
+
+Each case names a problem, a transform kind and its sizes on a GPU; ``cpu`` gives the
+scaled-down sizes used on a CPU so that ``make bench`` stays under 10 minutes on two
+cores.  ``compile`` marks the cases where ``torch.compile`` is tried (it takes tens of
+seconds per implementation on a CPU); ``compile_gpu`` adds cases where it is tried on
+a GPU only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crossgrad.testing import problems
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # jacobian, batched_jacobian, hessian, batched_hessian, hvp
+    gpu: Callable[[], problems.Problem]
+    cpu: Callable[[], problems.Problem]
+    compile: bool = False
+    compile_gpu: bool = False  # torch.compile on a GPU only (it failed there for these shapes on torch 2.11)
+    loop: bool = False  # the notebook's loop finishes in reasonable time
+    exclude_on_gpu: dict[str, str] = field(default_factory=dict)  # implementation -> why it is not run
+
+
+CASES = [
+    Case("bjac B64 31->33", "batched_jacobian",
+         lambda: problems.tanh_linear(31, 33, batch=64), lambda: problems.tanh_linear(31, 33, batch=64),
+         compile=True, loop=True),
+    Case("bjac B1024 256->256", "batched_jacobian",
+         lambda: problems.tanh_linear(256, 256, batch=1024), lambda: problems.tanh_linear(256, 256, batch=64),
+         compile_gpu=True),
+    Case("bhess B64 31->33", "batched_hessian",
+         lambda: problems.tanh_linear(31, 33, batch=64), lambda: problems.tanh_linear(31, 33, batch=64), compile=True),
+    Case("bhess B64 512->32", "batched_hessian",
+         lambda: problems.tanh_linear(512, 32, batch=64), lambda: problems.tanh_linear(512, 32, batch=1),
+         compile_gpu=True),
+    Case("jac 32->2048 (tall)", "jacobian",
+         lambda: problems.tanh_linear(32, 2048), lambda: problems.tanh_linear(32, 2048), compile=True, loop=True),
+    Case("jac 2048->32 (wide)", "jacobian",
+         lambda: problems.tanh_linear(2048, 32), lambda: problems.tanh_linear(2048, 32), loop=True),
+    Case("bhess logsumexp N1024 B1024", "batched_hessian",
+         lambda: problems.logsumexp(1024, batch=1024), lambda: problems.logsumexp(128, batch=32),
+         exclude_on_gpu={f"cg {s} composed": "N^3 per-sample intermediates (4 TB at N=1024, B=1024)"
+                         for s in ("rev-rev", "rev-fwd", "fwd-fwd")}),
+    Case("bhess MLP 64-256-256-1 B1024", "batched_hessian",
+         lambda: problems.mlp((64, 256, 256, 1), batch=1024), lambda: problems.mlp((64, 256, 256, 1), batch=32)),
+    Case("bhess PINN 2-512x6-3 B10000", "batched_hessian",
+         lambda: problems.mlp((2, 512, 512, 512, 512, 512, 512, 3), batch=10000),
+         lambda: problems.mlp((2, 128, 128, 128, 128, 128, 128, 3), batch=256)),
+    Case("param hess MLP 8-16-16-1 (dict)", "hessian",
+         lambda: problems.mlp((8, 16, 16, 1), batch=32, wrt="params"),
+         lambda: problems.mlp((8, 16, 16, 1), batch=32, wrt="params")),
+    Case("hvp MLP 1.3M params", "hvp",
+         lambda: problems.mlp((256, 1024, 1024, 1), batch=256, wrt="params"),
+         lambda: problems.mlp((64, 256, 256, 1), batch=64, wrt="params")),
+    Case("hess D16 (dispatch)", "hessian",
+         lambda: problems.tanh_linear(16, 16), lambda: problems.tanh_linear(16, 16), compile=True),
+]

@@ -1,0 +1,120 @@
+"""The benchmark session: one run's device, ceilings, inputs, references and rows,
+a progress bar, and the report at the end (benchmarks/report.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the process
+
+import numpy as np
+import pytest
+
+from benchmarks import harness, report
+from benchmarks.cases import CASES
+from benchmarks.implementations import implementations
+from crossgrad.testing import frameworks
+
+
+@dataclass
+class Run:
+    gpu: bool
+    device: str
+    versions: dict
+    ceilings: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+
+
+RUN: Run | None = None
+
+
+def problem_of(case: Any, gpu: bool) -> Any:
+    return case.gpu() if gpu else case.cpu()
+
+
+def basis_directions(case: Any, problem: Any) -> tuple[int, int]:
+    """Rows the notebook's loop walks through (output elements times the batch), and
+    the output elements of one sample."""
+    shapes = [np.shape(a) for a in problem.inputs(np.random.default_rng(0))]
+    if case.kind == "hvp":
+        return 1, 1
+    f = problem.build(frameworks.ops("torch"))
+    args = frameworks.convert(problem.inputs(np.random.default_rng(0)), "torch", "float32")
+    if problem.in_axes is not None:
+        axes = problem.in_axes if isinstance(problem.in_axes, tuple) else (problem.in_axes,) * len(args)
+        batch = next(s[0] for s, ax in zip(shapes, axes) if ax is not None)
+        args = [a if ax is None else a[0] for a, ax in zip(args, axes)]
+    else:
+        batch = 1
+    per_sample = int(f(*args).numel())
+    return per_sample * batch, per_sample
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "impl" not in metafunc.fixturenames:
+        return
+    gpu = harness.on_gpu()
+    wanted = [f.strip() for f in os.environ.get("CROSSGRAD_BENCH_FRAMEWORKS", "torch,jax").split(",")]
+    params, ids = [], []
+    for case in CASES:
+        problem = problem_of(case, gpu)
+        basis, per_sample = basis_directions(case, problem)
+        for framework in wanted:
+            for impl in implementations(case, framework, per_sample, gpu):
+                params.append((case, problem, framework, impl, basis))
+                ids.append(f"{case.name}|{framework}|{impl.label}")
+    metafunc.parametrize(("case", "problem", "framework", "impl", "basis"), params, ids=ids)
+
+
+def pytest_sessionstart(session: Any) -> None:
+    global RUN
+    gpu = harness.on_gpu()
+    RUN = Run(gpu=gpu, device=harness.device_name(), versions=harness.versions())
+    session.config._precision = harness.pinned_precision()
+    session.config._precision.__enter__()
+    RUN.ceilings = harness.ceilings()
+
+
+@pytest.fixture
+def run() -> Run:
+    assert RUN is not None
+    return RUN
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.bar = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(items), unit="impl", file=sys.stderr, dynamic_ncols=True)
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        rep = report
+        if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+            if self.bar is not None:
+                self.bar.set_description(rep.nodeid.split("[", 1)[-1][:60])
+                self.bar.update(1)
+            if rep.failed:
+                print(f"\nFAILED {rep.nodeid}\n{rep.longreprtext[-3000:]}", file=sys.stderr)
+
+
+def pytest_configure(config: Any) -> None:
+    config.pluginmanager.register(Progress(), "crossgrad-progress")
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    if RUN is None:
+        return
+    precision = getattr(session.config, "_precision", None)
+    if precision is not None:
+        precision.__exit__(None, None, None)
+    if RUN.rows:
+        report.write(RUN, harness.PRECISION_NOTE)

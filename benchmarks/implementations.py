@@ -1,0 +1,130 @@
+"""What is timed: per case and framework, the raw framework call, crossgrad's built-in
+and composed implementations, each Hessian strategy, ``auto``, chunked, the loop, and
+compiled variants.  Each entry is ``(label, options, build)``; ``build(f, problem)``
+returns the function of the problem's arguments to time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import crossgrad as cg
+from benchmarks.cases import Case
+
+STRATEGIES = ("fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd")
+
+
+@dataclass(frozen=True)
+class Impl:
+    label: str
+    build: Callable[[Callable, Any, tuple], Callable]
+    compiled: bool = False  # torch.compile (torch) or jax.jit (jax)
+    tags: tuple[str, ...] = field(default=())  # "raw", "auto", "builtin", "loop"
+
+
+def _cg(framework: str, kind: str, **options: Any) -> Callable:
+    """crossgrad's transform of ``kind`` with ``options``, for one problem."""
+
+    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+        ns = cg.backend(framework)
+        if kind == "hvp":
+            tangent = args[0]  # a direction shaped like the parameters
+            return lambda *a: ns.hvp(f, a, (tangent,), problem.argnums, **options)
+        if kind.startswith("batched"):
+            return getattr(ns, kind)(f, problem.argnums, problem.in_axes, **options)
+        return getattr(ns, kind)(f, problem.argnums, **options)
+
+    return build
+
+
+def _raw_torch(kind: str, mode: str = "rev") -> Callable:
+    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+        import torch.func as tf
+
+        if kind == "hvp":
+            tangent = args[0]
+            rest = args[1:]
+            return lambda p, *a: tf.jvp(lambda q: tf.grad(f)(q, *rest), (p,), (tangent,))[1]
+        per = {"rev": tf.jacrev, "fwd": tf.jacfwd}[mode] if "jacobian" in kind else None
+        fn = per(f, argnums=problem.argnums) if per else tf.hessian(f, argnums=problem.argnums)
+        return tf.vmap(fn, in_dims=problem.in_axes) if kind.startswith("batched") else fn
+
+    return build
+
+
+def _raw_jax(kind: str, mode: str = "rev") -> Callable:
+    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+        import jax
+
+        if kind == "hvp":
+            tangent = args[0]
+            rest = args[1:]
+            return lambda p, *a: jax.jvp(lambda q: jax.grad(f)(q, *rest), (p,), (tangent,))[1]
+        per = {"rev": jax.jacrev, "fwd": jax.jacfwd}[mode] if "jacobian" in kind else None
+        fn = per(f, argnums=problem.argnums) if per else jax.hessian(f, argnums=problem.argnums)
+        return jax.vmap(fn, in_axes=problem.in_axes) if kind.startswith("batched") else fn
+
+    return build
+
+
+def _notebook_loop_torch(f: Callable, problem: Any, args: tuple) -> Callable:
+    """The seed notebook's method: one ``torch.autograd.grad`` per output row (and per
+    sample, for a batch), no vectorization."""
+    import torch
+
+    k = problem.argnums
+
+    def jacobian_of(sample_args: list) -> Any:
+        x = sample_args[k].detach().requires_grad_()
+        sample_args = list(sample_args)
+        sample_args[k] = x
+        out = f(*sample_args).reshape(-1)
+        rows = [torch.autograd.grad(out, x, e, retain_graph=True)[0] for e in torch.eye(out.numel(), dtype=out.dtype, device=out.device)]
+        return torch.stack(rows).reshape(*f(*sample_args).shape, *x.shape)
+
+    def run(*a: Any) -> Any:
+        if problem.in_axes is None:
+            return jacobian_of(list(a))
+        axes = problem.in_axes
+        size = next(x.shape[0] for x, ax in zip(a, axes) if ax is not None)
+        return torch.stack([jacobian_of([x if ax is None else x[b] for x, ax in zip(a, axes)]) for b in range(size)])
+
+    return run
+
+
+def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> list[Impl]:
+    kind = case.kind
+    raw = _raw_torch if framework == "torch" else _raw_jax
+    jit = framework == "jax"  # jax implementations are timed under jax.jit
+    out: list[Impl] = []
+    chunk = max(1, basis // 4)
+    if "jacobian" in kind:
+        out += [Impl(f"raw {m}", raw(kind, m), jit, ("raw",)) for m in ("rev", "fwd")]
+        for m in ("rev", "fwd"):
+            for impl in ("builtin", "composed"):
+                out.append(Impl(f"cg {m} {impl}", _cg(framework, kind, mode=m, impl=impl), jit, (impl,)))
+        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
+        out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
+        if case.loop:
+            out.append(Impl("cg loop", _cg(framework, kind, mode="loop"), jit, ("loop",)))
+            if framework == "torch":
+                out.append(Impl("notebook loop", _notebook_loop_torch, False, ("loop", "raw")))
+    elif kind == "hvp":
+        out += [Impl("raw jvp(grad)", raw(kind), jit, ("raw",))]
+        out += [Impl(f"cg {impl}", _cg(framework, kind, impl=impl), jit, (impl,)) for impl in ("builtin", "composed")]
+        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
+    else:
+        out.append(Impl("raw hessian", raw(kind), jit, ("raw",)))
+        out.append(Impl("cg fwd-rev builtin", _cg(framework, kind, strategy="fwd-rev", impl="builtin"), jit, ("builtin",)))
+        out += [Impl(f"cg {s} composed", _cg(framework, kind, strategy=s, impl="composed"), jit, ("composed",))
+                for s in STRATEGIES]
+        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
+        out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
+    if framework == "jax":
+        out.append(Impl("cg auto (eager, no jit)", _cg(framework, kind), False, ("eager",)))
+    elif case.compile or (on_gpu and case.compile_gpu):
+        first_raw = next(i for i in out if "raw" in i.tags)
+        out.append(Impl(first_raw.label + " + torch.compile", first_raw.build, True, ("raw", "compiled")))
+        out.append(Impl("cg auto + torch.compile", _cg(framework, kind), True, ("auto", "compiled")))
+    return out

@@ -1,0 +1,153 @@
+"""The report: a table per case, the checks the numbers are for, and the same data as
+JSON, markdown and a PNG plot under benchmarks/results/, named by device and date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+RESULTS = Path(__file__).parent / "results"
+HEADERS = ["framework", "implementation", "median ms", "IQR ms", "x fastest", "x fastest (same fw)", "GB/s",
+           "% write ceiling", "peak MB", "first call s", "rounds", "status"]
+
+
+def _ms(x: Any) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{1e3 * x:.3g}"
+
+
+def _num(x: Any, fmt: str = ".3g") -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
+    tables: dict[str, list[list[str]]] = {}
+    by_case: dict[str, list[dict]] = {}
+    for r in rows:
+        by_case.setdefault(f"{r['case']}  [{r['problem']}]", []).append(r)
+    for name, rs in by_case.items():
+        timed = [r for r in rs if r.get("median_s")]
+        fastest = min((r["median_s"] for r in timed), default=None)
+        best_fw = {fw: min((r["median_s"] for r in timed if r["framework"] == fw), default=None) for fw in ("torch", "jax")}
+        table = []
+        for r in sorted(rs, key=lambda r: (r["framework"] != "torch", r.get("median_s") or math.inf)):
+            m = r.get("median_s")
+            table.append([
+                r["framework"], r["impl"], _ms(m), _ms(r.get("iqr_s")),
+                _num(m / fastest, ".2f") if m and fastest else "", _num(m / best_fw[r["framework"]], ".2f") if m else "",
+                _num(r.get("GBps")), _num(r.get("pct_write"), ".1f"),
+                _num(r["peak_bytes"] / 2**20) if r.get("peak_bytes") is not None else "n/a",
+                _num(r.get("first_s"), ".2f"), str(r.get("rounds", "")), r["status"],
+            ])
+        tables[name] = table
+    return tables
+
+
+def checks(rows: list[dict]) -> list[str]:
+    """The targets of the benchmark issue, each reported as met or missed."""
+    lines = []
+    timed = [r for r in rows if r.get("median_s") and r["status"] == "ok"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in timed:
+        groups.setdefault((r["case"], r["framework"]), []).append(r)
+    for (case, fw), rs in groups.items():
+        eager = [r for r in rs if "compiled" not in r["tags"] and "eager" not in r["tags"]]
+        raw = [r for r in eager if "raw" in r["tags"] and "loop" not in r["tags"]]
+        builtin = [r for r in eager if "builtin" in r["tags"]]
+        if raw and builtin:
+            # crossgrad's overhead: its built-in route against the same raw framework call
+            r0 = min(raw, key=lambda r: r["median_s"])
+            b0 = next((b for b in builtin if b["impl"].split()[1:2] == r0["impl"].split()[1:2]), builtin[0])
+            extra = b0["median_s"] - r0["median_s"]
+            ok = extra <= 0.05 * r0["median_s"] or (r0["median_s"] < 1e-3 and extra <= 10e-6)
+            lines.append(f"{'met ' if ok else 'MISS'} overhead  {case} / {fw}: {b0['impl']} {_ms(b0['median_s'])} ms vs "
+                         f"{r0['impl']} {_ms(r0['median_s'])} ms ({100 * extra / r0['median_s']:+.1f}%, {1e6 * extra:+.0f} us)")
+        auto = [r for r in rs if r["impl"] == "cg auto"]
+        if auto:
+            # Same regime: torch eager against torch eager, jax.jit against jax.jit.
+            peers = [r for r in rs if "compiled" not in r["tags"] and "eager" not in r["tags"] and "loop" not in r["tags"]]
+            top = min(peers, key=lambda r: r["median_s"])
+            ratio = auto[0]["median_s"] / top["median_s"]
+            lines.append(f"{'met ' if ratio <= 1.1 else 'MISS'} auto      {case} / {fw}: {ratio:.2f}x the fastest ({top['impl']})")
+        notebook = [r for r in rs if r["impl"] == "notebook loop"]
+        if notebook and rs[0]["basis"] >= 64:
+            others = [r for r in rs if "loop" not in r["tags"]]
+            worst = max(others, key=lambda r: r["median_s"])
+            ratio = notebook[0]["median_s"] / worst["median_s"]
+            lines.append(f"{'met ' if ratio >= 10 else 'MISS'} vs loop   {case} / {fw}: the slowest ({worst['impl']}) is "
+                         f"{ratio:.0f}x faster than the notebook's loop ({rs[0]['basis']} basis directions)")
+    wrong = [r for r in rows if r["status"].startswith("WRONG")]
+    failed = [r for r in rows if "failed" in r["status"]]
+    lines.append(f"{'met ' if not wrong else 'MISS'} correct   {len(wrong)} implementation(s) disagree with the reference")
+    if failed:
+        lines.append(f"note      {len(failed)} implementation(s) failed to build or compile (see status)")
+    return lines
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()
+
+
+def write(run: Any, precision: str) -> dict[str, Path]:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.date.today().isoformat()
+    base = RESULTS / f"{_slug(run.device)}-{stamp}"
+    header = [
+        f"device: {run.device}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
+        f"precision: {precision}",
+        f"ceilings measured in this run: write {run.ceilings['write_GBps']:.1f} GB/s, "
+        f"fp32 matmul {run.ceilings['fp32_matmul_TFLOPs']:.2f} TFLOP/s",
+        "timing: median of >= 20 synchronized calls after warm-up (fewer where one call is slow: see rounds); "
+        "'first call' includes compilation (jax.jit, torch.compile)",
+    ]
+    tables = case_tables(run.rows)
+    summary = checks(run.rows)
+    text = ["\n".join(header)]
+    md = ["# crossgrad benchmark", "", *[f"- {h}" for h in header], ""]
+    for name, table in tables.items():
+        text.append(f"\n== {name}\n" + tabulate(table, headers=HEADERS, disable_numparse=True))
+        md += [f"## {name}", "", tabulate(table, headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
+    text.append("\n== checks\n" + "\n".join(summary))
+    md += ["## checks", "", *[f"- {line}" for line in summary], ""]
+    print("\n".join(text))
+    paths = {"json": base.with_suffix(".json"), "md": base.with_suffix(".md"), "png": base.with_suffix(".png")}
+    paths["json"].write_text(json.dumps({"device": run.device, "versions": run.versions, "precision": precision,
+                                         "ceilings": run.ceilings, "checks": summary, "rows": run.rows}, indent=1, default=str))
+    paths["md"].write_text("\n".join(md))
+    plot(run.rows, paths["png"], run.device)
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+def plot(rows: list[dict], path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cols = 3
+    nrows = math.ceil(len(cases) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 4.2 * nrows), squeeze=False)
+    for ax, case in zip(axes.flat, cases):
+        rs = sorted((r for r in rows if r["case"] == case and r.get("median_s")), key=lambda r: r["median_s"])
+        labels = [f"{r['framework']}: {r['impl']}" for r in rs]
+        colors = ["tab:red" if r["framework"] == "torch" else "tab:blue" for r in rs]
+        ax.barh(range(len(rs)), [1e3 * r["median_s"] for r in rs], color=colors)
+        ax.set_yticks(range(len(rs)), labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("median ms (log)")
+        ax.set_title(case, fontsize=9)
+    for ax in list(axes.flat)[len(cases):]:
+        ax.axis("off")
+    fig.suptitle(f"crossgrad benchmark on {device} (red: torch, blue: jax)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,66 @@
+"""One benchmark per (case, framework, implementation), timed with pytest-benchmark.
+
+The first call is timed on its own (compilation included) and its result checked
+against the raw framework call of the same case (and torch's against jax's); a
+result that disagrees fails the run, so a fast wrong answer never shows as a win.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import harness
+from crossgrad.testing import frameworks
+
+TOLERANCE = 2e-4  # fp32, relative to the result's largest magnitude
+TIME_PER_IMPL_S = 5.0
+
+
+def test_implementation(benchmark, run, case, problem, framework, impl, basis):
+    key = (case.name, framework)
+    if key not in run.inputs:
+        f = problem.build(frameworks.ops(framework))
+        run.inputs[key] = (f, harness.to_device(framework, problem.inputs(np.random.default_rng(0))))
+    f, args = run.inputs[key]
+    skip = case.exclude_on_gpu.get(impl.label) if run.gpu else None
+    if skip:
+        run.rows.append({"case": case.name, "problem": problem.name, "kind": case.kind, "framework": framework,
+                         "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": f"skipped: {skip}"})
+        return
+    row = {"case": case.name, "problem": problem.name, "kind": case.kind, "framework": framework,
+           "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": "ok"}
+    run.rows.append(row)
+    try:
+        fn = impl.build(f, problem, args)
+        fn, out, first, peak = harness.first_call(framework, impl, fn, args)
+    except Exception as exc:  # a compile failure is a result, recorded in the table
+        row["status"] = f"{'compile ' if impl.compiled else ''}failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        return
+    row.update(first_s=first, peak_bytes=peak, result_bytes=harness.nbytes(out))
+    reference = run.references.get(key)
+    if "raw" in impl.tags and reference is None:
+        run.references[key] = out
+        other = run.references.get((case.name, "torch" if framework == "jax" else "jax"))
+        row["rel_err"] = harness.agreement(out, other) if other is not None else 0.0
+    else:
+        row["rel_err"] = harness.agreement(out, reference) if reference is not None else float("nan")
+    del out
+    wrong = not row["rel_err"] <= TOLERANCE and not np.isnan(row["rel_err"])
+    if wrong:
+        row["status"] = f"WRONG: rel err {row['rel_err']:.1e}"
+
+    def target():
+        return harness.sync(framework, fn(*args))
+
+    # A slow implementation (a loop, rev-over-rev on a wide input) gets fewer rounds,
+    # reported in the table, so the whole run fits its time budget.
+    slow = first > 1.0 and not impl.compiled
+    estimate = first if slow else harness.median_time(target, framework, runs=1)
+    rounds = 20 if estimate * 20 <= TIME_PER_IMPL_S else max(3, int(TIME_PER_IMPL_S / estimate))
+    benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0 if slow else 1)
+    stats = benchmark.stats.stats
+    row.update(median_s=stats.median, iqr_s=stats.iqr, min_s=stats.min, rounds=stats.rounds)
+    row["compile_s"] = max(0.0, first - stats.median)
+    row["GBps"] = row["result_bytes"] / stats.median / 1e9
+    row["pct_write"] = 100 * row["GBps"] / run.ceilings["write_GBps"]
+    assert not wrong, row["status"]
