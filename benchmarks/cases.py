@@ -25,6 +25,7 @@ class Case:
     compile_gpu: bool = False  # torch.compile on a GPU only (it failed there for these shapes on torch 2.11)
     loop: bool = False  # the notebook's loop finishes in reasonable time
     exclude_on_gpu: dict[str, str] = field(default_factory=dict)  # implementation -> why it is not run
+    exclude_on_cpu: dict[str, str] = field(default_factory=dict)
 
 
 CASES = [
@@ -38,7 +39,8 @@ CASES = [
          lambda: problems.tanh_linear(31, 33, batch=64), lambda: problems.tanh_linear(31, 33, batch=64), compile=True),
     Case("bhess B64 512->32", "batched_hessian",
          lambda: problems.tanh_linear(512, 32, batch=64), lambda: problems.tanh_linear(512, 32, batch=1),
-         compile_gpu=True),
+         compile_gpu=True,
+         exclude_on_cpu={"cg rev-fwd composed": "minutes on 2 cores: reverse mode over a 16384-output forward Jacobian"}),
     Case("jac 32->2048 (tall)", "jacobian",
          lambda: problems.tanh_linear(32, 2048), lambda: problems.tanh_linear(32, 2048), compile=True, loop=True),
     Case("jac 2048->32 (wide)", "jacobian",

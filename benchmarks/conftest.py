@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ class Run:
     rows: list = field(default_factory=list)
     inputs: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() after which the rest is skipped, reported as such
 
 
 RUN: Run | None = None
@@ -75,6 +77,9 @@ def pytest_sessionstart(session: Any) -> None:
     global RUN
     gpu = harness.on_gpu()
     RUN = Run(gpu=gpu, device=harness.device_name(), versions=harness.versions())
+    budget = os.environ.get("CROSSGRAD_BENCH_BUDGET_S")
+    if budget:
+        RUN.deadline = time.monotonic() + float(budget)
     session.config._precision = harness.pinned_precision()
     session.config._precision.__enter__()
     RUN.ceilings = harness.ceilings()

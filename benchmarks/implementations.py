@@ -29,8 +29,8 @@ def _cg(framework: str, kind: str, **options: Any) -> Callable:
     def build(f: Callable, problem: Any, args: tuple) -> Callable:
         ns = cg.backend(framework)
         if kind == "hvp":
-            tangent = args[0]  # a direction shaped like the parameters
-            return lambda *a: ns.hvp(f, a, (tangent,), problem.argnums, **options)
+            # The direction is the parameter pytree itself: no constant is captured.
+            return lambda *a: ns.hvp(f, a, (a[0],), problem.argnums, **options)
         if kind.startswith("batched"):
             return getattr(ns, kind)(f, problem.argnums, problem.in_axes, **options)
         return getattr(ns, kind)(f, problem.argnums, **options)
@@ -38,32 +38,29 @@ def _cg(framework: str, kind: str, **options: Any) -> Callable:
     return build
 
 
-def _raw_torch(kind: str, mode: str = "rev") -> Callable:
-    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+def _framework(name: str) -> dict[str, Callable]:
+    """The raw framework transforms a user would call, under one set of names."""
+    if name == "torch":
         import torch.func as tf
 
-        if kind == "hvp":
-            tangent = args[0]
-            rest = args[1:]
-            return lambda p, *a: tf.jvp(lambda q: tf.grad(f)(q, *rest), (p,), (tangent,))[1]
-        per = {"rev": tf.jacrev, "fwd": tf.jacfwd}[mode] if "jacobian" in kind else None
-        fn = per(f, argnums=problem.argnums) if per else tf.hessian(f, argnums=problem.argnums)
-        return tf.vmap(fn, in_dims=problem.in_axes) if kind.startswith("batched") else fn
+        return {"jacrev": tf.jacrev, "jacfwd": tf.jacfwd, "hessian": tf.hessian, "grad": tf.grad, "jvp": tf.jvp,
+                "vmap": lambda f, axes: tf.vmap(f, in_dims=axes)}
+    import jax
 
-    return build
+    return {"jacrev": jax.jacrev, "jacfwd": jax.jacfwd, "hessian": jax.hessian, "grad": jax.grad, "jvp": jax.jvp,
+            "vmap": lambda f, axes: jax.vmap(f, in_axes=axes)}
 
 
-def _raw_jax(kind: str, mode: str = "rev") -> Callable:
+def _raw(framework: str, kind: str, mode: str = "rev") -> Callable:
+    """The framework's own call for ``kind``, without crossgrad."""
+
     def build(f: Callable, problem: Any, args: tuple) -> Callable:
-        import jax
-
+        fw = _framework(framework)
         if kind == "hvp":
-            tangent = args[0]
-            rest = args[1:]
-            return lambda p, *a: jax.jvp(lambda q: jax.grad(f)(q, *rest), (p,), (tangent,))[1]
-        per = {"rev": jax.jacrev, "fwd": jax.jacfwd}[mode] if "jacobian" in kind else None
-        fn = per(f, argnums=problem.argnums) if per else jax.hessian(f, argnums=problem.argnums)
-        return jax.vmap(fn, in_axes=problem.in_axes) if kind.startswith("batched") else fn
+            return lambda p, *rest: fw["jvp"](lambda q: fw["grad"](f)(q, *rest), (p,), (p,))[1]
+        transform = fw["jac" + mode] if "jacobian" in kind else fw["hessian"]
+        fn = transform(f, argnums=problem.argnums)
+        return fw["vmap"](fn, problem.in_axes) if kind.startswith("batched") else fn
 
     return build
 
@@ -95,7 +92,9 @@ def _notebook_loop_torch(f: Callable, problem: Any, args: tuple) -> Callable:
 
 def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> list[Impl]:
     kind = case.kind
-    raw = _raw_torch if framework == "torch" else _raw_jax
+    def raw(kind: str, mode: str = "rev") -> Callable:
+        return _raw(framework, kind, mode)
+
     jit = framework == "jax"  # jax implementations are timed under jax.jit
     out: list[Impl] = []
     chunk = max(1, basis // 4)

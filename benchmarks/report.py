@@ -131,9 +131,9 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cases = list(dict.fromkeys(r["case"] for r in rows if r.get("median_s")))
     cols = 3
-    nrows = math.ceil(len(cases) / cols)
+    nrows = max(1, math.ceil(len(cases) / cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 4.2 * nrows), squeeze=False)
     for ax, case in zip(axes.flat, cases):
         rs = sorted((r for r in rows if r["case"] == case and r.get("median_s")), key=lambda r: r["median_s"])

@@ -68,6 +68,11 @@ class StructureError(CrossgradValueError):
     """Two pytrees that must match do not (tangents vs primals, cotangents vs outputs)."""
 
 
+class GraphInputError(CrossgradValueError):
+    """``crossgrad.graph``: an input that is not in the output's graph (unused, or not
+    requiring grad)."""
+
+
 class OptionError(CrossgradValueError):
     """An unknown ``mode``, ``strategy`` or ``impl``, or a bad ``chunk_size``."""
 

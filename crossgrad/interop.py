@@ -21,11 +21,12 @@ def to_jax(tree: Any, *, copy: bool = False) -> Any:
         >>> cg.to_jax(torch.ones(2)).dtype
         dtype('float32')
     """
-    import jax
     import jax.numpy as jnp
     import numpy as np
 
-    x64 = jax.config.jax_enable_x64
+    from crossgrad.backends.jax.arrays import x64_enabled
+
+    x64 = x64_enabled()
 
     def convert(x: Any) -> Any:
         owner = framework_of(x)

@@ -17,6 +17,8 @@ import pytest
 from crossgrad.testing import frameworks
 
 BACKENDS = frameworks.selected()
+for _name in BACKENDS:  # imported up front so that every test runs with pinned precision
+    __import__(_name)
 
 
 def global_state() -> dict:
@@ -38,9 +40,9 @@ def global_state() -> dict:
         import jax
 
         state.update(
-            jax_x64=jax.config.jax_enable_x64,
-            jax_matmul_precision=jax.config.jax_default_matmul_precision,
-            jax_debug_nans=jax.config.jax_debug_nans,
+            jax_x64=jax.dtypes.canonicalize_dtype(np.float64) == np.float64,
+            jax_matmul_precision=getattr(jax.config, "jax_default_matmul_precision", None),
+            jax_debug_nans=getattr(jax.config, "jax_debug_nans", None),
         )
     return state
 
@@ -52,6 +54,32 @@ def unchanged_global_state():
     after = global_state()
     changed = {k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]}
     assert not changed, f"global framework state changed: {sorted(changed)}"
+
+
+@pytest.fixture(autouse=True)
+def pinned_precision(unchanged_global_state):
+    """Numerical comparisons mean something on a GPU too: TF32 off in torch, "highest"
+    matmul precision in jax, for the test's duration only (the state check above runs
+    outside this fixture, so the restore is checked as well)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    if "torch" in sys.modules:
+        import torch
+
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+        def restore():
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+        stack.callback(restore)
+    if "jax" in sys.modules:
+        import jax
+
+        stack.enter_context(jax.default_matmul_precision("highest"))
+    with stack:
+        yield
 
 
 @pytest.fixture(params=BACKENDS)

@@ -35,13 +35,14 @@ def dtype_name(x: Any) -> str:
     return str(jnp.result_type(x))
 
 
+def x64_enabled() -> bool:
+    """Whether jax keeps 64-bit values (its x64 mode), read without changing it."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
 def float64_unavailable(x: Any) -> bool:
     """A 64-bit NumPy input that jax would silently truncate because x64 is off."""
-    return (
-        isinstance(x, (np.ndarray, np.generic))
-        and x.dtype in (np.float64, np.complex128)
-        and not jax.config.jax_enable_x64
-    )
+    return isinstance(x, (np.ndarray, np.generic)) and x.dtype in (np.float64, np.complex128) and not x64_enabled()
 
 
 def reshape(x: Array, shape: Sequence[int]) -> Array:
