@@ -17,6 +17,7 @@ import pytest
 from benchmarks import harness, report
 from benchmarks.cases import CASES
 from benchmarks.implementations import implementations
+from crossgrad import pytree
 from crossgrad.testing import frameworks
 
 
@@ -41,7 +42,7 @@ def problem_of(case: Any, gpu: bool) -> Any:
 
 def basis_directions(case: Any, problem: Any) -> tuple[int, int]:
     """Rows the notebook's loop walks through (output elements times the batch), and
-    the output elements of one sample."""
+    the basis vectors of one sample (output elements; input elements for a Hessian)."""
     shapes = [np.shape(a) for a in problem.inputs(np.random.default_rng(0))]
     if case.kind == "hvp":
         return 1, 1
@@ -54,6 +55,9 @@ def basis_directions(case: Any, problem: Any) -> tuple[int, int]:
     else:
         batch = 1
     per_sample = int(f(*args).numel())
+    if "hessian" in case.kind:
+        # The Jacobians of a Hessian run over the differentiated input's elements.
+        per_sample = sum(int(np.prod(np.shape(leaf))) for leaf in pytree.leaves(args[problem.argnums]))
     return per_sample * batch, per_sample
 
 

@@ -93,11 +93,11 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()
 
 
-def write(run: Any, precision: str) -> dict[str, Path]:
+def write(run: Any, precision: str, notes: tuple[str, ...] = ()) -> dict[str, Path]:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.date.today().isoformat()
     base = RESULTS / f"{_slug(run.device)}-{stamp}"
-    header = [
+    header = [*notes,
         f"device: {run.device}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
         f"precision: {precision}",
@@ -151,3 +151,29 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def merge(paths: list[str]) -> None:
+    """Join the JSON of runs split into parts (``python -m benchmarks.report A.json B.json``):
+    a case measured (not skipped) in a later part replaces the same case of earlier parts."""
+    from types import SimpleNamespace
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    rows: list[dict] = []
+    for part in parts:
+        measured = {r["case"] for r in part["rows"] if r.get("median_s")}
+        rows = [r for r in rows if r["case"] not in measured] + [r for r in part["rows"] if r["case"] in measured]
+    first = parts[0]
+    run = SimpleNamespace(device=first["device"], versions=first["versions"], ceilings=first["ceilings"], rows=rows)
+    notes = tuple(
+        f"part {k + 1}: {', '.join(sorted({r['case'] for r in part['rows'] if r.get('median_s')}))}; ceilings "
+        f"write {part['ceilings']['write_GBps']:.0f} GB/s, fp32 {part['ceilings']['fp32_matmul_TFLOPs']:.1f} TFLOP/s"
+        for k, part in enumerate(parts)
+    )
+    write(run, first["precision"], notes)
+
+
+if __name__ == "__main__":
+    import sys
+
+    merge(sys.argv[1:])

@@ -24,6 +24,10 @@ def release_other_cases(run, case_name):
     for store in (run.inputs, run.references):
         for k in [k for k in store if k[0] != case_name]:
             del store[k]
+    free_device_cache(run)
+
+
+def free_device_cache(run):
     if run.gpu:
         import torch
 
@@ -52,6 +56,7 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
         fn, out, first, peak = harness.first_call(framework, impl, fn, args)
     except Exception as exc:  # a compile failure is a result, recorded in the table
         row["status"] = f"{'compile ' if impl.compiled else ''}failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        free_device_cache(run)
         return
     row.update(first_s=first, peak_bytes=peak, result_bytes=harness.nbytes(out))
     reference = run.references.get(key)
@@ -71,10 +76,15 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
 
     # A slow implementation (a loop, rev-over-rev on a wide input) gets fewer rounds,
     # reported in the table, so the whole run fits its time budget.
-    estimate = first if first > 30 else harness.median_time(target, framework, runs=1)
-    slow = estimate > 1.0
-    rounds = 20 if estimate * 20 <= TIME_PER_IMPL_S else max(3, int(TIME_PER_IMPL_S / estimate))
-    benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0 if slow else 1)
+    try:
+        estimate = first if first > 30 else harness.median_time(target, framework, runs=1)
+        slow = estimate > 1.0
+        rounds = 20 if estimate * 20 <= TIME_PER_IMPL_S else max(3, int(TIME_PER_IMPL_S / estimate))
+        benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0 if slow else 1)
+    except Exception as exc:  # out of memory on a repeat call, say: a result, not a crash
+        row["status"] = f"failed while timing: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        free_device_cache(run)
+        return
     stats = benchmark.stats.stats
     row.update(median_s=stats.median, iqr_s=stats.iqr, min_s=stats.min, rounds=stats.rounds)
     row["compile_s"] = max(0.0, first - stats.median)

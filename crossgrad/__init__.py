@@ -27,6 +27,7 @@ from crossgrad.errors import (
     CrossgradError,
     CrossgradTypeError,
     CrossgradValueError,
+    GraphInputError,
     HasAuxError,
     InputDtypeError,
     MixedFrameworksError,
@@ -146,7 +147,8 @@ hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents
 __all__ = [
     "backend", "infer_backend", "to_jax", "to_torch", "errors", *spec.TRANSFORMS,
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError",
-    "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "HasAuxError",
+    "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",
+    "HasAuxError",
     "InputDtypeError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
     "OutputError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
 ]

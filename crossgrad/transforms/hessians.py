@@ -3,18 +3,24 @@
 NOTE [hessian strategy]: ``strategy="outer-inner"`` is ``jacobian(jacobian(f,
 mode=inner), mode=outer)``: ``"fwd-rev"`` is forward over reverse (what
 ``torch.func.hessian`` and ``jax.hessian`` compute), ``"loop"`` is the row loop over
-the row loop.  ``"auto"`` picks per backend, from measurements (fp32; the anchors in
-``benchmarks/README.md`` and ``make bench``'s ``hessian`` cases):
+the row loop.  ``"auto"`` picks per backend, from measurements (fp32, ``make bench``,
+benchmarks/results/, H200 and 2 CPU cores):
 
-* torch (eager ``torch.func``): ``"fwd-rev"`` always.  It was fastest or within 3% on
-  every measured shape on an H200 (tanh-linear B=64 31→33: 2.66 ms vs rev-rev 2.59,
-  fwd-fwd 3.19; 512→32: 6.16 ms vs fwd-fwd 17.6; scalar MLP: 5.13 ms vs rev-rev 10.4,
-  fwd-fwd 131) and on a 2-core CPU (rev-rev 30-100x slower).
+* torch (eager ``torch.func``): ``"rev-rev"`` (crossgrad's composition) for a scalar
+  output, ``"fwd-rev"`` otherwise.  Scalar outputs: per-sample MLP 64-256-256-1,
+  B=1024, H200: rev-rev 3.5 ms vs fwd-rev 4.8 ms (torch.func.hessian); parameter
+  Hessian of a dict MLP: 5.2 vs 7.0 ms; tiny D=16 Hessian on a CPU: 0.82 vs 1.06 ms.
+  Vector outputs: rev-rev and rev-fwd explode (B=64 31->33 on a CPU: 376 ms vs 9.5
+  ms) and fwd-fwd is 3x slower on the large case (H200 512->32: 17.6 vs 6.2 ms).
 * jax (``jax.jit``): ``"fwd-fwd"`` when the output has more than one element,
   ``"fwd-rev"`` for a scalar output.  Vector outputs: fwd-fwd 0.86 ms vs fwd-rev
-  2.54 ms (tanh-linear B=64 512→32, H200), 0.112 vs 0.135 ms (31→33), and 7x
-  faster on the 2-core CPU; scalar outputs: fwd-fwd loses 15-25x (scalar MLP
-  17.6 ms vs 1.04 ms).
+  2.54 ms (B=64 512->32, H200), 0.64 vs 3.1 ms (B=64 31->33, 2 CPU cores); scalar
+  outputs: fwd-fwd loses 15-25x (scalar MLP 17.6 ms vs 1.04 ms).
+
+Known framework defect, found by ``make bench``: on a CPU, jax 0.10.2 returns wrong
+fp32 values for ``jax.jit(jax.vmap(jax.jacrev(jax.jacrev(f))))`` at B=64, 31->33
+(relative error 0.75; eager and float64 are right, and so is the same program on an
+H200).  ``auto`` never picks rev-rev on jax.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ from crossgrad.backends.base import Backend
 from crossgrad.transforms.common import Call, Memo, size_of, use_builtin
 
 
-def auto_strategy(backend_name: str, out_size: Callable[[], int]) -> str:
-    """The measured per-backend rule of NOTE [hessian strategy] (``out_size`` is asked
-    for only where the rule depends on it)."""
-    if backend_name == "jax" and out_size() > 1:
-        return "fwd-fwd"
-    return "fwd-rev"
+def auto_strategy(backend_name: str, out_size: Callable[[], int]) -> tuple[str, str | None]:
+    """The measured per-backend rule of NOTE [hessian strategy]: a strategy, and the
+    implementation it was measured with (None: whatever ``impl`` says)."""
+    scalar = out_size() == 1
+    if backend_name == "torch":
+        return ("rev-rev", "composed") if scalar else ("fwd-rev", None)
+    return ("fwd-rev", None) if scalar else ("fwd-fwd", None)
 
 
 class Hessians:
@@ -55,9 +62,10 @@ class Hessians:
         Args:
             strategy: ``"fwd-rev"``, ``"rev-rev"``, ``"rev-fwd"``, ``"fwd-fwd"`` (outer
                 over inner mode), ``"loop"`` (the reference) or ``"auto"``: on torch
-                ``"fwd-rev"``; on jax ``"fwd-fwd"`` for outputs with more than one
-                element and ``"fwd-rev"`` for scalars (measurements in
-                NOTE [hessian strategy], :mod:`crossgrad.transforms.hessians`).
+                ``"rev-rev"`` for a scalar output and ``"fwd-rev"`` otherwise; on jax
+                ``"fwd-rev"`` for a scalar output and ``"fwd-fwd"`` otherwise
+                (measurements in NOTE [hessian strategy],
+                :mod:`crossgrad.transforms.hessians`).
             chunk_size: bounds the basis vectors of each of the two Jacobians.
             impl: ``"builtin"`` builds the strategy from the framework's jacrev/jacfwd
                 (``"fwd-rev"`` is ``torch.func.hessian`` / ``jax.hessian``), ``"composed"``
@@ -77,35 +85,37 @@ class Hessians:
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
                               impl=impl)
         backend = self.backend
-        built: dict[str, Callable] = {}
-        chosen: dict[tuple, str] = {}
+        built: dict[tuple[str, str], Callable] = {}
+        chosen: dict[tuple, tuple[str, str | None]] = {}
 
-        def for_strategy(s: str) -> Callable:
-            if s not in built:
-                if s == "fwd-rev" and use_builtin(name, backend, impl, "hessian", chunk_size=chunk_size):
+        def for_strategy(s: str, how: str) -> Callable:
+            if (s, how) not in built:
+                if s == "fwd-rev" and use_builtin(name, backend, how, "hessian", chunk_size=chunk_size):
                     make = backend.builtins.hessian
-                    built[s] = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
-                                                 argnums, has_aux, scalar=False)
+                    fn = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
+                                           argnums, has_aux, scalar=False)
                 else:
                     outer, inner = ("loop", "loop") if s == "loop" else s.split("-")
-                    inner_f = self._jacobian(name, f, argnums, has_aux, inner, chunk_size, impl)
-                    built[s] = self._jacobian(name, inner_f, argnums, has_aux, outer, chunk_size, impl)
-            return built[s]
+                    inner_f = self._jacobian(name, f, argnums, has_aux, inner, chunk_size, how)
+                    fn = self._jacobian(name, inner_f, argnums, has_aux, outer, chunk_size, how)
+                built[(s, how)] = fn
+            return built[(s, how)]
 
         memo = Memo()
 
         def hessian_f(*args: Any, **kwargs: Any) -> Any:
-            s = strategy
-            if s == "auto":
-                key = Memo.key(args)
-                s = memo.get(key)
-                if s is None:
-                    call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-                    sig = call.signature()
-                    if sig not in chosen:
-                        chosen[sig] = auto_strategy(backend.name, lambda: sum(
-                            size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output, call.primals)))
-                    s = memo.put(key, chosen[sig])
-            return for_strategy(s)(*args, **kwargs)
+            if strategy != "auto":
+                return for_strategy(strategy, impl)(*args, **kwargs)
+            key = Memo.key(args)
+            picked = memo.get(key)
+            if picked is None:
+                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+                sig = call.signature()
+                if sig not in chosen:
+                    chosen[sig] = auto_strategy(backend.name, lambda: sum(
+                        size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output, call.primals)))
+                picked = memo.put(key, chosen[sig])
+            s, measured_impl = picked
+            return for_strategy(s, measured_impl if impl == "auto" and measured_impl else impl)(*args, **kwargs)
 
         return hessian_f

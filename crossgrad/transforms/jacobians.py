@@ -110,21 +110,31 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | None) -> tuple[li
 
 
 # NOTE [jacobian auto mode]: forward mode pays one jvp per input element, reverse mode
-# one vjp per output element; ``auto`` picks forward when ``n * FORWARD_COST < m``.
-# The cost of a jvp relative to a vjp is measured per backend: 1 for jax under jit
-# (B=64, 31->33 on a 2-core CPU: jacfwd 0.11 ms, jacrev 0.32 ms), 2 for eager torch.func,
-# whose forward mode costs ~1.8x a reverse pass per basis vector on a CPU (31->33:
-# jacfwd 1.08 ms vs jacrev 0.64 ms) and ~1x on an H200 (0.90 vs 0.96 ms), where
-# near-square shapes are overhead-bound either way.  Tall and wide shapes (32->2048,
-# 2048->32) are decided the same way on both.
-FORWARD_COST = {"torch": 2.0, "jax": 1.0}
+# one vjp per output element; ``auto`` picks forward when ``n * forward_cost < m``, the
+# cost of a jvp relative to a vjp measured per backend and device (``make bench``,
+# benchmarks/results/):
+# * jax under jit: 0.5.  Forward mode wins at square shapes: B=1024, 256->256 on an
+#   H200 0.22 ms (jacfwd) vs 1.14 ms (jacrev); B=64, 256->256 on 2 CPU cores 2.1 vs 6.3
+#   ms; wide shapes (2048->32) stay reverse.
+# * eager torch.func on a CPU: 2.  A jvp costs ~1.8x a vjp per basis vector (B=64,
+#   31->33: jacfwd 1.08 ms vs jacrev 0.64 ms); the tall 32->2048 case still goes forward
+#   (0.44 vs 2.52 ms).
+# * eager torch.func on a GPU: 64, reverse nearly always.  Launch-bound at these sizes,
+#   forward mode loses even on the tall 32->2048 case (H200: jacfwd 1.28 ms, jacrev
+#   0.88 ms) and ties at 256->256 (1.75 vs 1.70 ms).
+def forward_cost(backend: Backend, leaf: Any) -> float:
+    if backend.name == "jax":
+        return 0.5
+    return 64.0 if backend.arrays.on_accelerator(leaf) else 2.0
 
 
 def auto_mode(backend: Backend, call: Call) -> str:
     """``"fwd"`` when the inputs are few enough against the outputs (NOTE [jacobian auto mode])."""
     n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
     m = sum(size_of(s) for s in backend.primitives.output_shapes(call.flat_output, call.primals))
-    return "fwd" if n * FORWARD_COST.get(backend.name, 1.0) < m else "rev"
+    if not call.primals:
+        return "rev"
+    return "fwd" if n * forward_cost(backend, call.primals[0]) < m else "rev"
 
 
 class Jacobians:
@@ -174,9 +184,10 @@ class Jacobians:
         ``mode``: ``"rev"`` (:meth:`jacrev`), ``"fwd"`` (:meth:`jacfwd`), ``"loop"``
         (one vjp per output element in a loop: the reference, slow, it ignores
         ``impl`` and ``chunk_size``) or ``"auto"``: forward mode when the
-        differentiated input has fewer elements than the output, reverse otherwise,
-        with forward mode counted twice as expensive on torch, where a jvp costs up
-        to ~2x a vjp (NOTE [jacobian auto mode]); decided once per input shape.
+        differentiated input has few enough elements against the output, reverse
+        otherwise: ``n * c < m`` with the measured cost ``c`` of a jvp relative to a
+        vjp, 0.5 for jax, 2 for torch on a CPU, 64 for torch on a GPU (NOTE [jacobian
+        auto mode]); decided once per input shape.
 
         Example:
             >>> import torch, crossgrad as cg

@@ -35,6 +35,11 @@ def dtype_name(x: Any) -> str:
     return str(jnp.result_type(x))
 
 
+def on_accelerator(x: Any) -> bool:
+    # Tracers carry no device: the default backend is where jax runs them.
+    return jax.default_backend() != "cpu"
+
+
 def x64_enabled() -> bool:
     """Whether jax keeps 64-bit values (its x64 mode), read without changing it."""
     return jax.dtypes.canonicalize_dtype(np.float64) == np.float64

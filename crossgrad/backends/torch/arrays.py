@@ -30,6 +30,10 @@ def dtype_name(x: Array) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
+def on_accelerator(x: Array) -> bool:
+    return x.device.type != "cpu"
+
+
 def float64_unavailable(x: Any) -> bool:
     """Whether ``x`` would lose precision on the way in (never, in torch)."""
     return False
