@@ -35,7 +35,7 @@ parity: $(SETUP)
 	$(RUN) -m pytest -q -m parity
 
 lint: $(SETUP)
-	$(RUN) -m ruff check crossgrad tests benchmarks
+	$(RUN) -m ruff check crossgrad tests benchmarks examples
 
 bench: $(SETUP)
 	$(RUN) -m benchmarks

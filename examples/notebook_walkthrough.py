@@ -145,6 +145,7 @@ def main():
     jac_first, second_head_values = cg.batched_jacobian(td_err_torch, argnums=1, has_aux=True)(
         *map(torch.tensor, (states, actions, q_target)))
     assert tuple(second_head_values.shape) == (batch, 1)  # values, not derivatives
+    assert tuple(jac_first.shape) == (batch, 1, d)
     print("(c) has_aux=True returns the second head's values as aux; without it, both heads' Jacobians come back "
           f"(shapes {tuple(heads_t[0].shape)} and {tuple(heads_t[1].shape)})")
 
