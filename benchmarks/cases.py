@@ -26,6 +26,9 @@ class Case:
     loop: bool = False  # the notebook's loop finishes in reasonable time
     exclude_on_gpu: dict[str, str] = field(default_factory=dict)  # implementation -> why it is not run
     exclude_on_cpu: dict[str, str] = field(default_factory=dict)
+    # (framework, implementation) -> a framework defect that makes it disagree on a CPU;
+    # reported as WRONG (known) without failing the run
+    known_wrong_on_cpu: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 CASES = [
@@ -36,7 +39,9 @@ CASES = [
          lambda: problems.tanh_linear(256, 256, batch=1024), lambda: problems.tanh_linear(256, 256, batch=64),
          compile_gpu=True),
     Case("bhess B64 31->33", "batched_hessian",
-         lambda: problems.tanh_linear(31, 33, batch=64), lambda: problems.tanh_linear(31, 33, batch=64), compile=True),
+         lambda: problems.tanh_linear(31, 33, batch=64), lambda: problems.tanh_linear(31, 33, batch=64), compile=True,
+         known_wrong_on_cpu={("jax", f"cg {s} composed"): "jax 0.10.2 CPU: jit(vmap(jacrev(jacrev))) wrong in fp32"
+                             for s in ("rev-rev", "rev-fwd")}),
     Case("bhess B64 512->32", "batched_hessian",
          lambda: problems.tanh_linear(512, 32, batch=64), lambda: problems.tanh_linear(512, 32, batch=1),
          compile_gpu=True,
