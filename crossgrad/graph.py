@@ -45,6 +45,14 @@ def _check_inputs(transform: str, inputs: list[torch.Tensor]) -> None:
                                          "Call x.requires_grad_() before building the output from x.")
 
 
+def _check_used(transform: str, grads: Sequence[torch.Tensor | None]) -> None:
+    unused = [k for k, g in enumerate(grads) if g is None]
+    if unused:
+        raise errors.GraphInputError(
+            transform, "inputs the output depends on", f"input {unused[0]}, which the output does not use",
+            "Pass allow_unused=True to get zero rows and columns for it, or drop it from inputs.")
+
+
 def _flat(parts: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor], batch: int | None = None) -> torch.Tensor:
     """Gradients (None for unused inputs) as one flat vector, or (batch, N) rows."""
     lead = () if batch is None else (batch,)
@@ -70,11 +78,7 @@ def _rows(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool
         grads = torch.autograd.grad(flat_out, inputs, basis, retain_graph=True, create_graph=create_graph,
                                     allow_unused=True, is_grads_batched=True)
         if not allow_unused:
-            unused = [k for k, g in enumerate(grads) if g is None]
-            if unused:
-                raise errors.GraphInputError(
-                    transform, "inputs the output depends on", f"input {unused[0]}, which the output does not use",
-                    "Pass allow_unused=True to get zero rows and columns for it, or drop it from inputs.")
+            _check_used(transform, grads)
         blocks.append(_flat(grads, inputs, batch=stop - start))
     return torch.cat(blocks, dim=0)
 
@@ -126,11 +130,7 @@ def hessian(output: torch.Tensor, inputs: Tensors, out: torch.Tensor | None = No
                                           "Reduce the output to a scalar with output.sum(), or use graph.jacobian.")
     grads = torch.autograd.grad(output, ins, create_graph=True, allow_unused=True)
     if not allow_unused:
-        unused = [k for k, g in enumerate(grads) if g is None]
-        if unused:
-            raise errors.GraphInputError(
-                transform, "inputs the output depends on", f"input {unused[0]}, which the output does not use",
-                "Pass allow_unused=True to get zero rows and columns for it, or drop it from inputs.")
+        _check_used(transform, grads)
     gradient_vector = _flat(grads, ins)
     h = _rows(gradient_vector, ins, create_graph, chunk_size, transform, allow_unused=True).to(output.dtype)
     if out is None:

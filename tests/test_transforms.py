@@ -180,29 +180,24 @@ def per_sample(problem, args, fn):
     return pytree.unflatten(pytree.flatten(results[0])[1], [np.stack(col) for col in zip(*leaves)])
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("mode", ["rev", "fwd", "loop", "auto"])
-@pytest.mark.parametrize("problem", BATCHED, ids=lambda p: p.name)
-def test_batched_jacobian(backend, problem, mode, impl):
-    f, args = setup(backend, problem)
-    got = checked_call(backend.batched_jacobian(f, problem.argnums, problem.in_axes, mode=mode, impl=impl), args)
-    if problem.jacobian is not None:
-        expected = problem.jacobian(*frameworks.to_numpy(args))
-    else:
-        expected = per_sample(problem, args, backend.jacobian(f, problem.argnums, mode="loop"))
-    assert_trees_close(got, expected, **TOL["float64"]["same"], what=problem.name)
+BATCHED_OPTIONS = [("jacobian", {"mode": m}) for m in ("rev", "fwd", "loop", "auto")] + [
+    ("hessian", {"strategy": s}) for s in ("fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop", "auto")]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("strategy", ["fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop", "auto"])
+@pytest.mark.parametrize(("kind", "options"), BATCHED_OPTIONS, ids=[f"{k}-{next(iter(o.values()))}" for k, o in BATCHED_OPTIONS])
 @pytest.mark.parametrize("problem", BATCHED, ids=lambda p: p.name)
-def test_batched_hessian(backend, problem, strategy, impl):
+def test_batched(backend, problem, kind, options, impl):
+    """batched_jacobian / batched_hessian against the closed form, or the per-sample loop reference."""
     f, args = setup(backend, problem)
-    got = checked_call(backend.batched_hessian(f, problem.argnums, problem.in_axes, strategy=strategy, impl=impl), args)
-    if problem.hessian is not None:
-        expected = problem.hessian(*frameworks.to_numpy(args))
+    transform = getattr(backend, "batched_" + kind)
+    got = checked_call(transform(f, problem.argnums, problem.in_axes, impl=impl, **options), args)
+    closed = getattr(problem, kind)
+    if closed is not None:
+        expected = closed(*frameworks.to_numpy(args))
     else:
-        expected = per_sample(problem, args, backend.hessian(f, problem.argnums, strategy="loop"))
+        loop = {"mode": "loop"} if kind == "jacobian" else {"strategy": "loop"}
+        expected = per_sample(problem, args, getattr(backend, kind)(f, problem.argnums, **loop))
     assert_trees_close(got, expected, **TOL["float64"]["same"], what=problem.name)
 
 
