@@ -143,3 +143,13 @@ def test_the_notebooks_cells_run_unchanged():
     outputs = f(weight, bias, newxp)
     lib_jacobian = jacobian(outputs, newxp)
     assert torch.isclose(my_jacobian, lib_jacobian).all()
+
+
+def test_tall_jacobian_by_columns_keeps_the_graph():
+    """More outputs than inputs goes through the column route; create_graph still works."""
+    (x,) = leaves((2,))
+    out = torch.stack([x[0] * x[1], x[0] ** 2, x[1] ** 3])
+    j = jacobian(out, x, create_graph=True)
+    torch.testing.assert_close(j, loop_jacobian(out, x))
+    (d,) = torch.autograd.grad(j.sum(), x)
+    torch.testing.assert_close(d, torch.stack([torch.tensor(3.0, dtype=torch.float64), 1 + 6 * x[1].detach()]))
