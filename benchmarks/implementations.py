@@ -90,6 +90,13 @@ def _notebook_loop_torch(f: Callable, problem: Any, args: tuple) -> Callable:
     return run
 
 
+def _pair(first: Callable, second: Callable) -> Callable:
+    def build(f: Callable, problem: Any, args: tuple) -> tuple[Callable, Callable]:
+        return first(f, problem, args), second(f, problem, args)
+
+    return build
+
+
 def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> list[Impl]:
     kind = case.kind
     def raw(kind: str, mode: str = "rev") -> Callable:
@@ -120,6 +127,12 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
                 for s in STRATEGIES]
         out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
         out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
+    # crossgrad's overhead, measured as paired differences: the raw call and crossgrad's
+    # route to the same built-in, alternated call by call (see test_bench.py).
+    raw_first = next(i for i in out if "raw" in i.tags)
+    builtin_first = next(i for i in out if "builtin" in i.tags)
+    out.append(Impl(f"overhead: {builtin_first.label} vs {raw_first.label}", _pair(raw_first.build, builtin_first.build),
+                    jit, ("paired",)))
     if framework == "jax":
         out.append(Impl("cg auto (eager, no jit)", _cg(framework, kind), False, ("eager",)))
     elif case.compile or (on_gpu and case.compile_gpu):

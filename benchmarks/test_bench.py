@@ -27,6 +27,26 @@ def release_other_cases(run, case_name):
     free_device_cache(run)
 
 
+def paired_overhead(row, framework, impl, fns, args, pairs=41):
+    """The raw call and crossgrad's route to the same built-in, alternated call by call
+    (the order flipping every pair), so that drifts of a shared machine hit both alike:
+    the median of the paired differences is crossgrad's overhead."""
+    raw, ours = (harness.first_call(framework, impl, fn, args)[0] for fn in fns)
+    diffs, base = [], []
+    for k in range(pairs):
+        order = (raw, ours) if k % 2 == 0 else (ours, raw)
+        times = {}
+        for fn in order:
+            t0 = time.perf_counter()
+            harness.sync(framework, fn(*args))
+            times[fn] = time.perf_counter() - t0
+        diffs.append(times[ours] - times[raw])
+        base.append(times[raw])
+        if sum(base) > TIME_PER_IMPL_S:
+            break
+    row.update(overhead_s=float(np.median(diffs)), raw_s=float(np.median(base)), rounds=len(diffs))
+
+
 def free_device_cache(run):
     if run.gpu:
         import torch
@@ -51,6 +71,9 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
     row = {"case": case.name, "problem": problem.name, "kind": case.kind, "framework": framework,
            "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": "ok"}
     run.rows.append(row)
+    if "paired" in impl.tags:
+        paired_overhead(row, framework, impl, impl.build(f, problem, args), args)
+        return
     try:
         fn = impl.build(f, problem, args)
         fn, out, first, peak = harness.first_call(framework, impl, fn, args)
