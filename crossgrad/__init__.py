@@ -24,6 +24,7 @@ from crossgrad.errors import (
     AxisSizeError,
     BackendInferenceError,
     BackendUnavailableError,
+    ControlFlowError,
     CrossgradError,
     CrossgradTypeError,
     CrossgradValueError,
@@ -35,6 +36,7 @@ from crossgrad.errors import (
     OptionError,
     OptionTypeError,
     OutputError,
+    RandomnessError,
     StructureError,
     UnsupportedOptionError,
     X64DisabledError,
@@ -146,9 +148,9 @@ hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents
 
 __all__ = [
     "backend", "infer_backend", "to_jax", "to_torch", "errors", *spec.TRANSFORMS,
-    "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError",
+    "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",
     "HasAuxError",
     "InputDtypeError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
-    "OutputError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
+    "OutputError", "RandomnessError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
 ]

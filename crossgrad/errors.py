@@ -73,6 +73,14 @@ class GraphInputError(CrossgradValueError):
     requiring grad)."""
 
 
+class ControlFlowError(CrossgradTypeError):
+    """The transformed function branches (``if``, ``bool()``, ``int()``) on a traced array's value."""
+
+
+class RandomnessError(CrossgradValueError):
+    """The vmapped function draws random numbers from the framework's global generator."""
+
+
 class OptionError(CrossgradValueError):
     """An unknown ``mode``, ``strategy`` or ``impl``, or a bad ``chunk_size``."""
 

@@ -132,3 +132,33 @@ def test_float64_numpy_input_without_x64_is_an_error():
             cg.jax.grad(lambda x: (x * x).sum())(np.ones(3))
     assert "jax would turn it into float32" in str(info.value)
     assert "jax_enable_x64" in str(info.value)
+
+
+@pytest.mark.parametrize("transform", ["vmap", "batched_jacobian", "batched_hessian"])
+def test_data_dependent_control_flow_is_named(transform):
+    messages = {}
+    for name in frameworks.selected():
+        ops = frameworks.ops(name)
+
+        def f(x, ops=ops):
+            return ops.sin(x) if float(ops.sum(x)) > 0 else ops.exp(x)
+
+        with pytest.raises(cg.ControlFlowError) as info:
+            getattr(cg.backend(name), transform)(f)(x_of(name, shape=(2, 3)))
+        assert info.value.__cause__ is not None  # the framework's own error stays attached
+        messages[name] = str(info.value)
+    assert len(set(messages.values())) == 1
+    assert next(iter(messages.values())) == (
+        f"{transform}: expected a function whose Python control flow does not depend on array values, but got an if, "
+        "bool(), int() or float() on an array being transformed. Select with where(cond, a, b) (torch.where / "
+        "jnp.where) instead of branching, or compute the condition outside the transformed function and pass it in.")
+
+
+def test_global_randomness_under_vmap_is_named():
+    """torch draws from a global generator (refused under vmap); jax has none: its random
+    functions take explicit keys, so there is nothing to refuse."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(cg.RandomnessError) as info:
+        cg.torch.vmap(lambda x: x + torch.randn(()))(torch.ones(3))
+    assert str(info.value).startswith("vmap: expected a deterministic function under vmap, but got a call to a random "
+                                      "operation of the framework's global generator.")

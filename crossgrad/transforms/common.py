@@ -45,6 +45,30 @@ def size_of(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
+def call_user(transform: str, backend: Backend, f: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``f(*args, **kwargs)``, with the framework's refusals of data-dependent control flow
+    and of global randomness under a transform turned into named crossgrad errors."""
+    try:
+        return f(*args, **kwargs)
+    except errors.CrossgradError:
+        raise
+    except Exception as exc:
+        cause = backend.primitives.failure_cause(exc)
+        if cause == "control flow":
+            raise errors.ControlFlowError(
+                transform, "a function whose Python control flow does not depend on array values",
+                "an if, bool(), int() or float() on an array being transformed",
+                "Select with where(cond, a, b) (torch.where / jnp.where) instead of branching, or compute the "
+                "condition outside the transformed function and pass it in.") from exc
+        if cause == "randomness":
+            raise errors.RandomnessError(
+                transform, "a deterministic function under vmap",
+                "a call to a random operation of the framework's global generator",
+                "Draw the random numbers outside and pass them in: batched (one draw per sample) or with "
+                "in_axes=None (the same draw for every sample).") from exc
+        raise
+
+
 class Call:
     """One call ``f(*args, **kwargs)``, seen as a function of the leaves of ``args[argnums]``.
 
@@ -86,7 +110,7 @@ class Call:
         return args
 
     def flat(self, *leaves: Any) -> Any:
-        out = self.f(*self.rebuild(leaves), **self.kwargs)
+        out = call_user(self.transform, self.backend, self.f, *self.rebuild(leaves), **self.kwargs)
         aux = None
         if self.has_aux:
             out, aux = spec.split_aux(self.transform, out)
@@ -158,7 +182,7 @@ def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar
     owns, shape = backend.arrays.owns, backend.arrays.shape
 
     def checked_f(*args: Any, **kwargs: Any) -> Any:
-        out = f(*args, **kwargs)
+        out = call_user(transform, backend, f, *args, **kwargs)
         if not has_aux and owns(out):  # the common case, kept cheap
             if scalar:
                 spec.check_scalar(transform, shape(out))

@@ -8,7 +8,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Memo, check_leaves, checked, use_builtin
+from crossgrad.transforms.common import Memo, call_user, check_leaves, checked, use_builtin
 
 
 def _is_axis(a: Any) -> bool:
@@ -129,7 +129,7 @@ class Vectorize:
             full = list(leaves)
             for k, leaf in zip(mapped, mapped_leaves):
                 full[k] = leaf
-            out = g(*pytree.unflatten(treedef, full))
+            out = call_user(name, backend, g, *pytree.unflatten(treedef, full))
             out_leaves, out_treedef = pytree.flatten(out)
             out_def[:] = [out_treedef]
             for leaf in out_leaves:

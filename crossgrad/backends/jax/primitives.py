@@ -58,6 +58,15 @@ def map_rows(f: Callable, xs: tuple) -> tuple:
     return tuple(jax.lax.map(lambda row: f(*row), xs))
 
 
+def failure_cause(exc: BaseException) -> str | None:
+    """``"control flow"`` when ``exc`` is jax refusing a Python branch on a traced value
+    (jax has no global random generator to refuse)."""
+    if isinstance(exc, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError
+                  | jax.errors.TracerIntegerConversionError):
+        return "control flow"
+    return None
+
+
 def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
     """Shapes of the leaves ``f(*args)`` returns (traced abstractly, nothing computed)."""
     return [tuple(o.shape) for o in pytree.leaves(jax.eval_shape(f, *args))]

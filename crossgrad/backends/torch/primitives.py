@@ -49,6 +49,16 @@ def map_rows(f: Callable, xs: tuple) -> tuple:
     return tuple(torch.stack([r[i] for r in rows]) for i in range(len(rows[0])))
 
 
+def failure_cause(exc: BaseException) -> str | None:
+    """``"control flow"`` or ``"randomness"`` when ``exc`` is torch.func refusing one of them."""
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
+        return "control flow"
+    if isinstance(exc, RuntimeError) and "random operation" in text and "randomness" in text:
+        return "randomness"
+    return None
+
+
 def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
     """Shapes of the leaves ``f(*args)`` returns (one forward pass without a graph)."""
     with torch.no_grad():
