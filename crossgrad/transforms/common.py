@@ -142,9 +142,9 @@ class Call:
 
 class Memo:
     """Outcomes of checks and decisions that depend only on the arguments' types,
-    shapes and dtypes, remembered per such signature, so a transformed function called
-    again on like arguments skips them.  Only calls whose positional arguments are all
-    arrays get a key; containers are checked on every call."""
+    shapes, dtypes and pytree structure, remembered per such signature, so a transformed
+    function called again on like arguments skips them.  Arguments holding anything but
+    arrays (Python numbers, objects) get no key and are checked on every call."""
 
     MAXSIZE = 256
 
@@ -153,12 +153,19 @@ class Memo:
 
     @staticmethod
     def key(args: tuple) -> tuple | None:
-        parts = []
+        parts: list[Any] = []
         for a in args:
             shape = getattr(a, "shape", None)
-            if shape is None or isinstance(a, (tuple, list, dict)):
-                return None
-            parts.append((type(a), tuple(shape), a.dtype))
+            if shape is not None and not isinstance(a, (tuple, list, dict)):
+                parts.append((type(a), tuple(shape), a.dtype))
+                continue
+            leaves, treedef = pytree.flatten(a)
+            for leaf in leaves:
+                leaf_shape = getattr(leaf, "shape", None)
+                if leaf_shape is None:
+                    return None  # a Python number or an object: checked on every call
+                parts.append((type(leaf), tuple(leaf_shape), leaf.dtype))
+            parts.append(treedef)
         return tuple(parts)
 
     def get(self, key: tuple | None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -227,6 +228,18 @@ class Derivatives:
 
         return pytree.unflatten(out_def, list(out)), jvp_fn
 
+    def _hvp_gradient(self, f: Callable, nums: tuple[int, ...], impl: str) -> Callable:
+        """hvp's gradient function, kept per ``f`` (weakly) so that repeated products
+        with the same function reuse its remembered checks and built-ins."""
+        store = self.__dict__.setdefault("_hvp_gradients", weakref.WeakKeyDictionary())
+        try:
+            per_f = store.setdefault(f, {})
+        except TypeError:  # not weak-referenceable: no reuse
+            per_f = {}
+        if (nums, impl) not in per_f:
+            per_f[(nums, impl)] = self._value_and_grad("hvp", f, nums, False, impl, with_value=False)
+        return per_f[(nums, impl)]
+
     def hvp(self, f: Callable, primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
             impl: str = "auto") -> Any:
         """Hessian-vector product of a scalar function, without forming the Hessian.
@@ -251,7 +264,7 @@ class Derivatives:
         tangents = _as_tuple(name, "tangents", tangents)
         nums, single = spec.normalize_argnums(name, argnums, len(primals))
         _check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
-        grad_f = self._value_and_grad(name, f, nums, False, impl, with_value=False)
+        grad_f = self._hvp_gradient(f, nums, impl)
 
         def grad_of_differentiated(*diff: Any) -> tuple:
             args = list(primals)
