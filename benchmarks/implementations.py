@@ -21,6 +21,7 @@ class Impl:
     build: Callable[[Callable, Any, tuple], Callable]
     compiled: bool = False  # torch.compile (torch) or jax.jit (jax)
     tags: tuple[str, ...] = field(default=())  # "raw", "auto", "builtin", "loop"
+    peers: tuple[Impl, ...] = field(default=())  # for "auto-check": the implementations auto competes with
 
 
 def _cg(framework: str, kind: str, **options: Any) -> Callable:
@@ -133,6 +134,10 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
     builtin_first = next(i for i in out if "builtin" in i.tags)
     out.append(Impl(f"overhead: {builtin_first.label} vs {raw_first.label}", _pair(raw_first.build, builtin_first.build),
                     jit, ("paired",)))
+    # auto against the fastest of its peers (same regime), alternated call by call once
+    # every peer has been timed: the check "auto within 1.1x of the fastest".
+    peers = tuple(i for i in out if not {"loop", "chunked", "paired"} & set(i.tags))
+    out.append(Impl("auto vs the fastest", _cg(framework, kind), jit, ("auto-check",), peers))
     if framework == "jax":
         out.append(Impl("cg auto (eager, no jit)", _cg(framework, kind), False, ("eager",)))
     elif case.compile or (on_gpu and case.compile_gpu):

@@ -29,7 +29,7 @@ def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
     tables: dict[str, list[list[str]]] = {}
     by_case: dict[str, list[dict]] = {}
     for r in rows:
-        if "paired" not in r["tags"]:
+        if not {"paired", "auto-check"} & set(r["tags"]):
             by_case.setdefault(f"{r['case']}  [{r['problem']}]", []).append(r)
     for name, rs in by_case.items():
         timed = [r for r in rs if r.get("median_s") and r["status"] == "ok"]  # a wrong answer is never a win
@@ -53,7 +53,8 @@ def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
 def checks(rows: list[dict]) -> list[str]:
     """The targets of the benchmark issue, each reported as met or missed."""
     lines = []
-    timed = [r for r in rows if r.get("median_s") and r["status"] == "ok" and "paired" not in r["tags"]]
+    timed = [r for r in rows if r.get("median_s") and r["status"] == "ok" and not {"paired", "auto-check"} & set(r["tags"])]
+    auto_pairs = {(r["case"], r["framework"]): r for r in rows if "auto-check" in r["tags"] and r.get("ratio")}
     paired = {(r["case"], r["framework"]): r for r in rows if "paired" in r["tags"] and r.get("overhead_s") is not None}
     groups: dict[tuple, list[dict]] = {}
     for r in timed:
@@ -80,7 +81,12 @@ def checks(rows: list[dict]) -> list[str]:
             lines.append(f"{'met ' if ok else 'MISS'} overhead  {case} / {fw}: {b0['impl']} {_ms(b0['median_s'])} ms vs "
                          f"{r0['impl']} {_ms(r0['median_s'])} ms ({100 * extra / r0['median_s']:+.1f}%, {1e6 * extra:+.0f} us)")
         auto = [r for r in rs if r["impl"] == "cg auto"]
-        if auto:
+        pair = auto_pairs.get((case, fw))
+        if pair:
+            ratio = pair["ratio"]
+            lines.append(f"{'met ' if ratio <= 1.1 else 'MISS'} auto      {case} / {fw}: {ratio:.2f}x {pair['versus']}, the "
+                         f"fastest of its peers (median of {pair['rounds']} alternated pairs)")
+        elif auto:  # reports from before the paired check
             # Same regime: torch eager against torch eager, jax.jit against jax.jit.
             peers = [r for r in rs if "compiled" not in r["tags"] and "eager" not in r["tags"] and "loop" not in r["tags"]]
             top = min(peers, key=lambda r: r["median_s"])

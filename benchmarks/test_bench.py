@@ -27,12 +27,27 @@ def release_other_cases(run, case_name):
     free_device_cache(run)
 
 
+def auto_against_fastest(run, row, case, framework, impl, f, problem, args):
+    """``auto`` and the fastest of its peers in this run, alternated call by call; the
+    median of the paired time ratios is how far auto is from the best choice."""
+    by_label = {p.label: p for p in impl.peers}
+    timed = [r for r in run.rows if r["case"] == case.name and r["framework"] == framework
+             and r.get("median_s") and r["status"] == "ok" and r["impl"] in by_label and r["impl"] != "cg auto"]
+    if not timed:
+        row["status"] = "skipped: no peer was timed"
+        return
+    best = by_label[min(timed, key=lambda r: r["median_s"])["impl"]]
+    fns = (best.build(f, problem, args), impl.build(f, problem, args))
+    paired_overhead(row, framework, impl, fns, args)
+    row["versus"] = best.label
+
+
 def paired_overhead(row, framework, impl, fns, args, pairs=41):
     """The raw call and crossgrad's route to the same built-in, alternated call by call
     (the order flipping every pair), so that drifts of a shared machine hit both alike:
     the median of the paired differences is crossgrad's overhead."""
     raw, ours = (harness.first_call(framework, impl, fn, args)[0] for fn in fns)
-    diffs, base = [], []
+    diffs, base, ratios = [], [], []
     for k in range(pairs):
         order = (raw, ours) if k % 2 == 0 else (ours, raw)
         times = {}
@@ -42,9 +57,11 @@ def paired_overhead(row, framework, impl, fns, args, pairs=41):
             times[fn] = time.perf_counter() - t0
         diffs.append(times[ours] - times[raw])
         base.append(times[raw])
+        ratios.append(times[ours] / times[raw])
         if sum(base) > TIME_PER_IMPL_S:
             break
-    row.update(overhead_s=float(np.median(diffs)), raw_s=float(np.median(base)), rounds=len(diffs))
+    row.update(overhead_s=float(np.median(diffs)), raw_s=float(np.median(base)), ratio=float(np.median(ratios)),
+               rounds=len(diffs))
 
 
 def free_device_cache(run):
@@ -73,6 +90,9 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
     run.rows.append(row)
     if "paired" in impl.tags:
         paired_overhead(row, framework, impl, impl.build(f, problem, args), args)
+        return
+    if "auto-check" in impl.tags:
+        auto_against_fastest(run, row, case, framework, impl, f, problem, args)
         return
     try:
         fn = impl.build(f, problem, args)
