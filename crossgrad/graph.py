@@ -19,7 +19,7 @@ arrays use the functional API (:func:`crossgrad.jacobian`, :func:`crossgrad.hess
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -62,6 +62,16 @@ def _flat(parts: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor], ba
     ], dim=-1)
 
 
+def _basis_chunks(n: int, chunk_size: int | None, like: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The rows of the n x n identity, ``chunk_size`` at a time (all at once for None)."""
+    step = n if chunk_size is None else chunk_size
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        basis = torch.zeros(stop - start, n, dtype=like.dtype, device=like.device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        yield basis
+
+
 def _rows(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool, chunk_size: int | None,
           transform: str, allow_unused: bool) -> torch.Tensor:
     """The (M, N) matrix d flat_out / d inputs, M rows pushed through batched backward calls."""
@@ -69,17 +79,13 @@ def _rows(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool
     n = sum(x.numel() for x in inputs)
     if m == 0 or not flat_out.requires_grad:
         return torch.zeros(m, n, dtype=flat_out.dtype, device=flat_out.device)
-    step = m if chunk_size is None else chunk_size
     blocks = []
-    for start in range(0, m, step):
-        stop = min(m, start + step)
-        basis = torch.zeros(stop - start, m, dtype=flat_out.dtype, device=flat_out.device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+    for basis in _basis_chunks(m, chunk_size, flat_out):
         grads = torch.autograd.grad(flat_out, inputs, basis, retain_graph=True, create_graph=create_graph,
                                     allow_unused=True, is_grads_batched=True)
         if not allow_unused:
             _check_used(transform, grads)
-        blocks.append(_flat(grads, inputs, batch=stop - start))
+        blocks.append(_flat(grads, inputs, batch=basis.shape[0]))
     return torch.cat(blocks, dim=0)
 
 
@@ -99,14 +105,10 @@ def _columns(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: b
     g = _flat(grads, inputs)
     if not g.requires_grad:
         return torch.zeros(m, n, dtype=flat_out.dtype, device=flat_out.device)
-    step = n if chunk_size is None else chunk_size
-    blocks = []
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        basis = torch.zeros(stop - start, n, dtype=g.dtype, device=g.device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        (cols,) = torch.autograd.grad(g, u, basis, retain_graph=True, create_graph=create_graph, is_grads_batched=True)
-        blocks.append(cols)
+    blocks = [
+        torch.autograd.grad(g, u, basis, retain_graph=True, create_graph=create_graph, is_grads_batched=True)[0]
+        for basis in _basis_chunks(n, chunk_size, g)
+    ]
     return torch.cat(blocks, dim=0).T
 
 
