@@ -31,6 +31,7 @@ from crossgrad.errors import (
     GraphInputError,
     HasAuxError,
     InputDtypeError,
+    InputMutationError,
     MixedFrameworksError,
     NonScalarOutputError,
     OptionError,
@@ -151,6 +152,6 @@ __all__ = [
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",
     "HasAuxError",
-    "InputDtypeError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
+    "InputDtypeError", "InputMutationError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
     "OutputError", "RandomnessError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
 ]

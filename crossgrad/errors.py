@@ -73,6 +73,10 @@ class GraphInputError(CrossgradValueError):
     requiring grad)."""
 
 
+class InputMutationError(CrossgradValueError):
+    """The transformed function modified one of its inputs in place."""
+
+
 class ControlFlowError(CrossgradTypeError):
     """The transformed function branches (``if``, ``bool()``, ``int()``) on a traced array's value."""
 

@@ -45,6 +45,30 @@ def size_of(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
+def mutation_error(transform: str, what: str) -> errors.InputMutationError:
+    return errors.InputMutationError(
+        transform, "a function that leaves its inputs unchanged", what,
+        "Use out-of-place operations (y = x * 2 rather than x.mul_(2)), or work on a copy (x.clone()).")
+
+
+def input_versions(backend: Backend, trees: tuple) -> list[tuple[int, Any, int]]:
+    """``(argument index, leaf, version)`` for every input whose in-place writes can be seen."""
+    found = []
+    for k, tree in enumerate(trees):
+        for leaf in pytree.leaves(tree):
+            v = backend.arrays.version(leaf)
+            if v is not None:
+                found.append((k, leaf, v))
+    return found
+
+
+def check_unchanged(transform: str, versions: list[tuple[int, Any, int]]) -> None:
+    """Raise if an input's version counter moved: the function wrote into it."""
+    for k, leaf, v in versions:
+        if leaf._version != v:
+            raise mutation_error(transform, f"argument {k} modified in place (the caller's array has been changed)")
+
+
 def call_user(transform: str, backend: Backend, f: Callable, *args: Any, **kwargs: Any) -> Any:
     """``f(*args, **kwargs)``, with the framework's refusals of data-dependent control flow
     and of global randomness under a transform turned into named crossgrad errors."""
@@ -60,6 +84,8 @@ def call_user(transform: str, backend: Backend, f: Callable, *args: Any, **kwarg
                 "an if, bool(), int() or float() on an array being transformed",
                 "Select with where(cond, a, b) (torch.where / jnp.where) instead of branching, or compute the "
                 "condition outside the transformed function and pass it in.") from exc
+        if cause == "mutation":
+            raise mutation_error(transform, "an in-place operation on an input") from exc
         if cause == "randomness":
             raise errors.RandomnessError(
                 transform, "a deterministic function under vmap",

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from crossgrad.backends.base import Backend
+from crossgrad.spec import TRANSFORMS
 from crossgrad.transforms.batched import Batched
+from crossgrad.transforms.common import check_unchanged, input_versions
 from crossgrad.transforms.derivatives import Derivatives
 from crossgrad.transforms.hessians import Hessians
 from crossgrad.transforms.jacobians import Jacobians
 from crossgrad.transforms.vectorize import Vectorize
+
+IMMEDIATE = {"vjp": lambda a, k: a[1:], "jvp": lambda a, k: a[1:3], "linearize": lambda a, k: a[1:],
+             "hvp": lambda a, k: a[1:3]}
+
+
+def _watch_inputs(name: str, method: Callable) -> Callable:
+    """Wrap a public transform so that a function writing into its inputs in place is
+    reported (:class:`crossgrad.errors.InputMutationError`) instead of silently
+    changing the caller's arrays.  Only where the backend's arrays can be written to."""
+
+    @functools.wraps(method)
+    def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
+        if self.backend.name == "jax":  # immutable arrays
+            return method(self, *args, **kwargs)
+        if name in IMMEDIATE:
+            watched = input_versions(self.backend, tuple(IMMEDIATE[name](args, kwargs)) + tuple(kwargs.values()))
+            result = method(self, *args, **kwargs)
+            check_unchanged(name, watched)
+            return result
+        fn = method(self, *args, **kwargs)
+
+        @functools.wraps(fn)
+        def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
+            watched = input_versions(self.backend, call_args + tuple(call_kwargs.values()))
+            out = fn(*call_args, **call_kwargs)
+            if watched:
+                check_unchanged(name, watched)
+            return out
+
+        return watched_fn
+
+    return transform
 
 
 class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched):
@@ -26,3 +64,7 @@ class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched):
 
     def __repr__(self) -> str:
         return f"<crossgrad namespace for {self.backend.name}>"
+
+
+for _name in TRANSFORMS:
+    setattr(Namespace, _name, _watch_inputs(_name, getattr(Namespace, _name)))

@@ -35,6 +35,11 @@ def dtype_name(x: Any) -> str:
     return str(jnp.result_type(x))
 
 
+def version(x: Any) -> int | None:
+    """jax arrays are immutable: nothing to watch."""
+    return None
+
+
 def on_accelerator(x: Any) -> bool:
     # Tracers carry no device: the default backend is where jax runs them.
     return jax.default_backend() != "cpu"

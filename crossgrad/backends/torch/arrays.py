@@ -30,6 +30,16 @@ def dtype_name(x: Array) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
+def version(x: Any) -> int | None:
+    """The in-place version counter of a plain tensor (None inside a transform's wrapper)."""
+    if not isinstance(x, torch.Tensor):
+        return None
+    functorch = torch._C._functorch
+    if functorch.is_batchedtensor(x) or functorch.is_gradtrackingtensor(x) or functorch.is_functionaltensor(x):
+        return None
+    return x._version
+
+
 def on_accelerator(x: Array) -> bool:
     return x.device.type != "cpu"
 

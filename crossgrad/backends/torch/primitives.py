@@ -50,12 +50,14 @@ def map_rows(f: Callable, xs: tuple) -> tuple:
 
 
 def failure_cause(exc: BaseException) -> str | None:
-    """``"control flow"`` or ``"randomness"`` when ``exc`` is torch.func refusing one of them."""
+    """``"control flow"``, ``"randomness"`` or ``"mutation"`` when ``exc`` is torch refusing one of them."""
     text = str(exc)
     if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
         return "control flow"
     if isinstance(exc, RuntimeError) and "random operation" in text and "randomness" in text:
         return "randomness"
+    if isinstance(exc, RuntimeError) and "is being used in an in-place operation" in text:
+        return "mutation"
     return None
 
 
