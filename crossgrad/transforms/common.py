@@ -53,13 +53,7 @@ def mutation_error(transform: str, what: str) -> errors.InputMutationError:
 
 def input_versions(backend: Backend, trees: tuple) -> list[tuple[int, Any, int]]:
     """``(argument index, leaf, version)`` for every input whose in-place writes can be seen."""
-    found = []
-    for k, tree in enumerate(trees):
-        for leaf in pytree.leaves(tree):
-            v = backend.arrays.version(leaf)
-            if v is not None:
-                found.append((k, leaf, v))
-    return found
+    return backend.arrays.watch(trees)
 
 
 def check_unchanged(transform: str, versions: list[tuple[int, Any, int]]) -> None:

@@ -35,9 +35,9 @@ def dtype_name(x: Any) -> str:
     return str(jnp.result_type(x))
 
 
-def version(x: Any) -> int | None:
+def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     """jax arrays are immutable: nothing to watch."""
-    return None
+    return []
 
 
 def on_accelerator(x: Any) -> bool:

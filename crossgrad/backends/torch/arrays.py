@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from crossgrad import pytree
+
 Array = torch.Tensor
 
 
@@ -30,14 +32,17 @@ def dtype_name(x: Array) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
-def version(x: Any) -> int | None:
-    """The in-place version counter of a plain tensor (None inside a transform's wrapper)."""
-    if not isinstance(x, torch.Tensor):
-        return None
-    functorch = torch._C._functorch
-    if functorch.is_batchedtensor(x) or functorch.is_gradtrackingtensor(x) or functorch.is_functionaltensor(x):
-        return None
-    return x._version
+def watch(trees: tuple) -> list[tuple[int, Any, int]]:
+    """``(argument index, tensor, version counter)`` for every tensor in ``trees``, taken
+    outside any torch.func transform and compilation (inside one, the outermost
+    crossgrad call is the one that watches)."""
+    if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
+        return []
+    found = []
+    for k, tree in enumerate(trees):
+        leaves = (tree,) if isinstance(tree, torch.Tensor) else pytree.leaves(tree)
+        found.extend((k, leaf, leaf._version) for leaf in leaves if isinstance(leaf, torch.Tensor))
+    return found
 
 
 def on_accelerator(x: Array) -> bool:
