@@ -51,11 +51,6 @@ def mutation_error(transform: str, what: str) -> errors.InputMutationError:
         "Use out-of-place operations (y = x * 2 rather than x.mul_(2)), or work on a copy (x.clone()).")
 
 
-def input_versions(backend: Backend, trees: tuple) -> list[tuple[int, Any, int]]:
-    """``(argument index, leaf, version)`` for every input whose in-place writes can be seen."""
-    return backend.arrays.watch(trees)
-
-
 def check_unchanged(transform: str, versions: list[tuple[int, Any, int]]) -> None:
     """Raise if an input's version counter moved: the function wrote into it."""
     for k, leaf, v in versions:

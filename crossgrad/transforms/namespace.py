@@ -9,7 +9,7 @@ from typing import Any
 from crossgrad.backends.base import Backend
 from crossgrad.spec import TRANSFORMS
 from crossgrad.transforms.batched import Batched
-from crossgrad.transforms.common import check_unchanged, input_versions
+from crossgrad.transforms.common import check_unchanged
 from crossgrad.transforms.derivatives import Derivatives
 from crossgrad.transforms.hessians import Hessians
 from crossgrad.transforms.jacobians import Jacobians
@@ -29,7 +29,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
         if self.backend.name == "jax":  # immutable arrays
             return method(self, *args, **kwargs)
         if name in IMMEDIATE:
-            watched = input_versions(self.backend, tuple(IMMEDIATE[name](args, kwargs)) + tuple(kwargs.values()))
+            watched = self.backend.arrays.watch(tuple(IMMEDIATE[name](args, kwargs)) + tuple(kwargs.values()))
             result = method(self, *args, **kwargs)
             check_unchanged(name, watched)
             return result
@@ -37,7 +37,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
 
         @functools.wraps(fn)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
-            watched = input_versions(self.backend, call_args + tuple(call_kwargs.values()))
+            watched = self.backend.arrays.watch(call_args + tuple(call_kwargs.values()))
             out = fn(*call_args, **call_kwargs)
             if watched:
                 check_unchanged(name, watched)
