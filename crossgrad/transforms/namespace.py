@@ -15,21 +15,19 @@ from crossgrad.transforms.hessians import Hessians
 from crossgrad.transforms.jacobians import Jacobians
 from crossgrad.transforms.vectorize import Vectorize
 
-IMMEDIATE = {"vjp": lambda a, k: a[1:], "jvp": lambda a, k: a[1:3], "linearize": lambda a, k: a[1:],
-             "hvp": lambda a, k: a[1:3]}
+# The transforms that evaluate at once, and where their arrays are among the positional arguments.
+IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, None), "hvp": slice(1, 3)}
 
 
 def _watch_inputs(name: str, method: Callable) -> Callable:
     """Wrap a public transform so that a function writing into its inputs in place is
     reported (:class:`crossgrad.errors.InputMutationError`) instead of silently
-    changing the caller's arrays.  Only where the backend's arrays can be written to."""
+    changing the caller's arrays; ``arrays.watch`` is empty for immutable arrays (jax)."""
 
     @functools.wraps(method)
     def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
-        if self.backend.name == "jax":  # immutable arrays
-            return method(self, *args, **kwargs)
         if name in IMMEDIATE:
-            watched = self.backend.arrays.watch(tuple(IMMEDIATE[name](args, kwargs)) + tuple(kwargs.values()))
+            watched = self.backend.arrays.watch(args[IMMEDIATE[name]] + tuple(kwargs.values()))
             result = method(self, *args, **kwargs)
             check_unchanged(name, watched)
             return result
