@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from crossgrad import errors, pytree, spec
@@ -192,6 +193,29 @@ class Memo:
                 self._seen.clear()
             self._seen[key] = value
         return value
+
+
+class Builtins:
+    """The framework's built-ins for one transformed function, each made once per arity
+    (and per ``tag``, e.g. the Jacobian mode); made anew on every call that passes
+    keyword arguments, which are closed over."""
+
+    def __init__(self, transform: str, backend: Backend, f: Callable, argnums: Any, has_aux: bool, scalar: bool):
+        self.transform, self.backend, self.f = transform, backend, f
+        self.argnums, self.has_aux, self.scalar = argnums, has_aux, scalar
+        self._made: dict[tuple, Callable] = {}
+
+    def get(self, make: Callable[[Callable, Any], Callable], args: tuple, kwargs: dict, tag: str = "") -> Callable:
+        """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``."""
+        key = (tag, len(args))
+        if kwargs or key not in self._made:
+            nums, single = spec.normalize_argnums(self.transform, self.argnums, len(args))
+            f = partial(self.f, **kwargs) if kwargs else self.f
+            fn = make(checked(self.transform, self.backend, f, self.has_aux, self.scalar), nums[0] if single else nums)
+            if kwargs:
+                return fn
+            self._made[key] = fn
+        return self._made[key]
 
 
 def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar: bool) -> Callable:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Call, Memo, check_leaves, check_output, checked, use_builtin
+from crossgrad.transforms.common import Builtins, Call, Memo, check_leaves, check_output, checked, use_builtin
 
 
 def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
@@ -44,21 +43,14 @@ class Derivatives:
         """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
         crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
         backend = self.backend
-        made: dict[int, Callable] = {}
+        builtins = Builtins(name, backend, f, argnums, has_aux, scalar)
         memo = Memo()
 
         def run(*args: Any, **kwargs: Any) -> Any:
             key = Memo.key(args)
             if memo.get(key) is None:
                 memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-            fn = None if kwargs else made.get(len(args))
-            if fn is None:
-                nums, single = spec.normalize_argnums(name, argnums, len(args))
-                g = checked(name, backend, partial(f, **kwargs) if kwargs else f, has_aux, scalar)
-                fn = make(g, nums[0] if single else nums)
-                if not kwargs:
-                    made[len(args)] = fn
-            return fn(*pytree.canonical(args))
+            return builtins.get(make, args, kwargs)(*pytree.canonical(args))
 
         return run
 

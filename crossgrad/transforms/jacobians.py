@@ -12,12 +12,11 @@ nests the blocks as JAX does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Call, Memo, checked, size_of, use_builtin
+from crossgrad.transforms.common import Builtins, Call, Memo, size_of, use_builtin
 
 
 def _offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
@@ -205,7 +204,7 @@ class Jacobians:
         modes: dict[tuple, str] = {}
         used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
         builtin = {m: use_builtin(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
-        made: dict[tuple, Callable] = {}
+        builtins = Builtins(name, backend, f, argnums, has_aux, scalar=False)
         memo = Memo()
 
         def jacobian_f(*args: Any, **kwargs: Any) -> Any:
@@ -220,8 +219,9 @@ class Jacobians:
                     m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
                 memo.put(key, m)
             if m != "loop" and builtin[m]:
-                return self._builtin_jacobian(name, made, m, f, args, kwargs, argnums, has_aux,
-                                              chunk_size)(*pytree.canonical(args))
+                make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
+                fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m)
+                return fn(*pytree.canonical(args))
             if call is None:
                 call = Call(name, backend, f, args, kwargs, argnums, has_aux)
             if m == "fwd":
@@ -232,17 +232,3 @@ class Jacobians:
             return (result, aux) if has_aux else result
 
         return jacobian_f
-
-    def _builtin_jacobian(self, name: str, made: dict, mode: str, f: Callable, args: tuple, kwargs: dict,
-                          argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
-        """The framework's jacrev/jacfwd, made once per arity (when no kwargs are given)."""
-        key = (mode, len(args))
-        if kwargs or key not in made:
-            nums, single = spec.normalize_argnums(name, argnums, len(args))
-            g = checked(name, self.backend, partial(f, **kwargs) if kwargs else f, has_aux, False)
-            make = self.backend.builtins.jacrev if mode == "rev" else self.backend.builtins.jacfwd
-            fn = make(g, nums[0] if single else nums, has_aux, chunk_size)
-            if kwargs:
-                return fn
-            made[key] = fn
-        return made[key]
