@@ -24,6 +24,7 @@ from crossgrad.errors import (
     AxisSizeError,
     BackendInferenceError,
     BackendUnavailableError,
+    CompileFallbackWarning,
     ControlFlowError,
     CrossgradError,
     CrossgradTypeError,
@@ -43,6 +44,7 @@ from crossgrad.errors import (
     X64DisabledError,
 )
 from crossgrad.interop import to_jax, to_torch
+from crossgrad.memory import memory_budget
 
 __version__ = "0.1.0"
 
@@ -142,13 +144,15 @@ jacobian = _deferred("jacobian")
 hessian = _deferred("hessian")
 batched_jacobian = _deferred("batched_jacobian")
 batched_hessian = _deferred("batched_hessian")
+jit = _deferred("jit")
 vjp = _immediate("vjp", lambda b: (b.arguments.get("primals", ()),))
 jvp = _immediate("jvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
 linearize = _immediate("linearize", lambda b: (b.arguments.get("primals", ()),))
 hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
 
 __all__ = [
-    "backend", "infer_backend", "to_jax", "to_torch", "errors", *spec.TRANSFORMS,
+    "backend", "infer_backend", "memory_budget", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
+    "CompileFallbackWarning",
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",
     "HasAuxError",

@@ -111,3 +111,8 @@ class X64DisabledError(CrossgradTypeError):
 
 class BackendUnavailableError(CrossgradError, ImportError):
     """The framework behind a backend is not installed."""
+
+
+class CompileFallbackWarning(UserWarning):
+    """:func:`crossgrad.jit`: compilation failed (or, with ``check=True``, disagreed with
+    eager execution) and the function runs eagerly instead; issued once per function."""

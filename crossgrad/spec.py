@@ -15,7 +15,10 @@ Conventions every backend follows:
 * Pytrees are tuples, lists, dicts, namedtuples; dict keys are visited and returned
   in sorted order on both backends (see :mod:`crossgrad.pytree`).
 * ``chunk_size`` bounds how many basis vectors (Jacobian/Hessian transforms) or batch
-  elements (``vmap``) go through the vectorized computation at once.
+  elements (``vmap``) go through the vectorized computation at once; ``"auto"`` sizes
+  the chunks from a memory budget and retries a chunk that runs out of memory in
+  halves (:mod:`crossgrad.memory`, NOTE [auto chunks] in
+  :mod:`crossgrad.transforms.chunking`).
 * ``impl`` selects the implementation: ``"builtin"`` (the framework's own transform,
   or its documented recipe), ``"composed"`` (crossgrad's composition from vjp, jvp and
   vmap) or ``"auto"`` (the fastest one that supports the options given).
@@ -43,6 +46,8 @@ TRANSFORMS = (
     "batched_jacobian",
     "batched_hessian",
 )
+# Not transforms of derivatives, but in both namespaces with one signature too.
+TOOLS = ("jit",)
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")
@@ -97,11 +102,11 @@ def check_bool(transform: str, name: str, value: Any) -> None:
 
 
 def check_chunk_size(transform: str, chunk_size: Any) -> None:
-    if chunk_size is None:
+    if chunk_size is None or chunk_size == "auto":
         return
-    fix = "Pass a positive int, or chunk_size=None to process everything at once."
+    fix = 'Pass a positive int, chunk_size="auto" to fit a memory budget, or chunk_size=None to process everything at once.'
     if not _is_int(chunk_size):
-        raise errors.OptionTypeError(transform, "chunk_size to be a positive int or None", f"{chunk_size!r} of type {type(chunk_size).__name__}", fix)
+        raise errors.OptionTypeError(transform, 'chunk_size to be a positive int, "auto" or None', f"{chunk_size!r} of type {type(chunk_size).__name__}", fix)
     if chunk_size <= 0:
         raise errors.OptionError(transform, "chunk_size >= 1", f"chunk_size={chunk_size}", fix)
 
@@ -129,6 +134,13 @@ def validate_options(transform: str, **options: Any) -> None:
             check_choice(transform, name, value, IMPLS)
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)
+        elif name == "check":
+            check_bool(transform, name, value)
+        elif name == "options" and value is not None and not isinstance(value, dict):
+            raise errors.OptionTypeError(transform, "options to be a dict of compiler arguments or None",
+                                         f"{value!r} of type {type(value).__name__}",
+                                         "Pass e.g. options={'backend': 'aot_eager'} (torch) or "
+                                         "options={'static_argnums': 1} (jax).")
 
 
 def check_callable(transform: str, f: Any) -> None:

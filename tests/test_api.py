@@ -20,8 +20,8 @@ def public(ns):
 
 def test_namespaces_have_the_same_names_and_signatures():
     torch_ns, jax_ns = public(cg.backend("torch")), public(cg.backend("jax"))
-    assert sorted(torch_ns) == sorted(jax_ns) == sorted(spec.TRANSFORMS)
-    for name in spec.TRANSFORMS:
+    assert sorted(torch_ns) == sorted(jax_ns) == sorted(spec.TRANSFORMS + spec.TOOLS)
+    for name in spec.TRANSFORMS + spec.TOOLS:
         assert inspect.signature(torch_ns[name]) == inspect.signature(jax_ns[name]), name
         assert inspect.signature(getattr(cg, name)) == inspect.signature(torch_ns[name]), name
 

@@ -60,9 +60,9 @@ CASES = [
      "vmap: expected an axis in [-1, 0] for argument 0, but got in_axes entry 1 for an array of shape (3,). "
      "Pick an axis the array has, or None for an unbatched argument."),
     ("chunk_size zero", lambda n, ns: ns.jacfwd(square_sum(n), chunk_size=0), cg.OptionError,
-     "jacfwd: expected chunk_size >= 1, but got chunk_size=0. Pass a positive int, or chunk_size=None to process everything at once."),
+     "jacfwd: expected chunk_size >= 1, but got chunk_size=0. Pass a positive int, chunk_size=\"auto\" to fit a memory budget, or chunk_size=None to process everything at once."),
     ("chunk_size negative on vmap", lambda n, ns: ns.vmap(square_sum(n), chunk_size=-3), cg.OptionError,
-     "vmap: expected chunk_size >= 1, but got chunk_size=-3. Pass a positive int, or chunk_size=None to process everything at once."),
+     "vmap: expected chunk_size >= 1, but got chunk_size=-3. Pass a positive int, chunk_size=\"auto\" to fit a memory budget, or chunk_size=None to process everything at once."),
     ("unknown mode", lambda n, ns: ns.jacobian(square_sum(n), mode="reverse"), cg.OptionError,
      "jacobian: expected mode to be one of 'auto', 'rev', 'fwd', 'loop', but got mode='reverse'. Pick one of 'auto', 'rev', 'fwd', 'loop'."),
     ("unknown strategy", lambda n, ns: ns.batched_hessian(square_sum(n), strategy="fwd-over-rev"), cg.OptionError,

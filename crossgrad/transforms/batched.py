@@ -15,21 +15,27 @@ from crossgrad import spec
 from crossgrad.backends.base import Backend
 
 
+def _split_chunks(chunk_size: Any) -> tuple[Any, Any]:
+    """(per-sample chunks, batch chunks): ``"auto"`` chunks the batch, an int the basis."""
+    return (None, "auto") if chunk_size == "auto" else (chunk_size, None)
+
+
 class Batched:
     """batched_jacobian, batched_hessian."""
 
     backend: Backend
 
     def batched_jacobian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                         mode: str = "auto", chunk_size: int | None = None, *, impl: str = "auto") -> Callable:
+                         mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
         """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
 
         ``f`` is written for one sample; ``in_axes`` says which arguments carry the
         batch (None for shared ones, such as weights).  For output leaves of
         per-sample shape ``out`` and inputs of per-sample shape ``in`` the result has
-        shape ``(B, *out, *in)``; aux, with ``has_aux``, is batched too.  ``mode`` and
-        ``chunk_size`` are those of :meth:`jacobian` (the chunks bound the basis
-        vectors per sample).
+        shape ``(B, *out, *in)``; aux, with ``has_aux``, is batched too.  ``mode`` is
+        that of :meth:`jacobian`; an int ``chunk_size`` bounds the basis vectors per
+        sample, ``"auto"`` bounds the samples computed at once by the memory budget
+        (:func:`crossgrad.memory_budget`; the per-sample work is what grows with the batch).
 
         Example:
             >>> import torch, crossgrad as cg
@@ -40,15 +46,16 @@ class Batched:
         """
         name = "batched_jacobian"
         spec.validate_options(name, in_axes=in_axes)
-        per_sample = self._jacobian(name, f, argnums, has_aux, mode, chunk_size, impl)
-        return self._vmap(name, per_sample, in_axes, 0, None, impl)
+        inner, outer = _split_chunks(chunk_size)
+        per_sample = self._jacobian(name, f, argnums, has_aux, mode, inner, impl)
+        return self._vmap(name, per_sample, in_axes, 0, outer, impl)
 
     def batched_hessian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                        strategy: str = "auto", chunk_size: int | None = None, *, impl: str = "auto") -> Callable:
+                        strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
         """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
 
-        Shapes ``(B, *out, *in, *in)``; ``strategy`` and ``chunk_size`` are those of
-        :meth:`hessian`.
+        Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
+        ``chunk_size`` as in :meth:`batched_jacobian`.
 
         Example:
             >>> import torch, crossgrad as cg
@@ -59,5 +66,6 @@ class Batched:
         """
         name = "batched_hessian"
         spec.validate_options(name, in_axes=in_axes)
-        per_sample = self._hessian(name, f, argnums, has_aux, strategy, chunk_size, impl)
-        return self._vmap(name, per_sample, in_axes, 0, None, impl)
+        inner, outer = _split_chunks(chunk_size)
+        per_sample = self._hessian(name, f, argnums, has_aux, strategy, inner, impl)
+        return self._vmap(name, per_sample, in_axes, 0, outer, impl)

@@ -261,7 +261,9 @@ def use_builtin(transform: str, backend: Backend, impl: str, builtin: str | None
     of ``transform`` with ``options``: ``impl`` asks for it, and it lacks none of them."""
     if impl == "composed":
         return False
-    lacking = [name for name in backend.builtins.LACKS.get(builtin or transform, ()) if options.get(name) is not None]
+    # chunk_size="auto" is crossgrad's own (sized from memory, retried on exhaustion): no built-in has it.
+    lacking = [name for name, value in options.items()
+               if value is not None and (value == "auto" or name in backend.builtins.LACKS.get(builtin or transform, ()))]
     if impl == "builtin" and lacking:
         raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
     return not lacking

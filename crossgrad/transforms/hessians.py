@@ -48,7 +48,7 @@ class Hessians:
     backend: Backend
 
     def hessian(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, strategy: str = "auto",
-                chunk_size: int | None = None, *, impl: str = "auto") -> Callable:
+                chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
         """Hessian: the Jacobian of the Jacobian.
 
         Returns a function with ``f``'s arguments returning, for each output leaf of
@@ -66,7 +66,9 @@ class Hessians:
                 ``"fwd-rev"`` for a scalar output and ``"fwd-fwd"`` otherwise
                 (measurements in NOTE [hessian strategy],
                 :mod:`crossgrad.transforms.hessians`).
-            chunk_size: bounds the basis vectors of each of the two Jacobians.
+            chunk_size: bounds the basis vectors of each of the two Jacobians;
+                ``"auto"`` sizes the outer Jacobian's chunks from the memory budget
+                (:func:`crossgrad.memory_budget`).
             impl: ``"builtin"`` builds the strategy from the framework's jacrev/jacfwd
                 (``"fwd-rev"`` is ``torch.func.hessian`` / ``jax.hessian``), ``"composed"``
                 from crossgrad's.
@@ -80,7 +82,7 @@ class Hessians:
         return self._hessian("hessian", f, argnums, has_aux, strategy, chunk_size, impl)
 
     def _hessian(self, name: str, f: Callable, argnums: Any, has_aux: bool, strategy: str,
-                 chunk_size: int | None, impl: str) -> Callable:
+                 chunk_size: int | str | None, impl: str) -> Callable:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
                               impl=impl)
@@ -96,7 +98,10 @@ class Hessians:
                                            argnums, has_aux, scalar=False)
                 else:
                     outer, inner = ("loop", "loop") if s == "loop" else s.split("-")
-                    inner_f = self._jacobian(name, f, argnums, has_aux, inner, chunk_size, how)
+                    # Under the outer Jacobian's vmap the inner one cannot see how many rows
+                    # share its memory: "auto" chunks the outer one only.
+                    inner_chunks = None if chunk_size == "auto" else chunk_size
+                    inner_f = self._jacobian(name, f, argnums, has_aux, inner, inner_chunks, how)
                     fn = self._jacobian(name, inner_f, argnums, has_aux, outer, chunk_size, how)
                 built[(s, how)] = fn
             return built[(s, how)]

@@ -16,6 +16,7 @@ from typing import Any
 
 from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import chunking
 from crossgrad.transforms.common import Builtins, Call, Memo, size_of, use_builtin
 
 
@@ -37,7 +38,7 @@ def _part(arrays: Any, x: Any, lo: int, hi: int, axis: int, shape: tuple[int, ..
     return x if full == tuple(shape) else arrays.reshape(x, shape)
 
 
-def rev_blocks(backend: Backend, call: Call, chunk_size: int | None, loop: bool) -> tuple[list, Any]:
+def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop: bool) -> tuple[list, Any]:
     """Blocks from the rows of the Jacobian: vmap of vjp over the identity (or a loop)."""
     arrays, primitives = backend.arrays, backend.primitives
     out, vjp_fn, aux = primitives.vjp(call.flat, call.primals, call.has_aux)
@@ -60,7 +61,7 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | None, loop: bool)
     if loop:
         stacked = primitives.map_rows(pull, cotangent_rows)
     else:
-        stacked = primitives.map_chunks(primitives.vmap(pull, 0, 0), cotangent_rows, chunk_size)
+        stacked = chunking.map_chunks(backend, primitives.vmap(pull, 0, 0), cotangent_rows, chunk_size)
     blocks = [
         [_part(arrays, stacked[i], lo, hi, 0, so + si) for i, si in enumerate(in_shapes)]
         for (lo, hi), so in zip(out_bounds, out_shapes)
@@ -68,7 +69,7 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | None, loop: bool)
     return blocks, aux
 
 
-def fwd_blocks(backend: Backend, call: Call, chunk_size: int | None) -> tuple[list, Any]:
+def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tuple[list, Any]:
     """Blocks from the columns of the Jacobian: vmap of jvp over the identity."""
     arrays, primitives = backend.arrays, backend.primitives
     primals = call.primals
@@ -88,7 +89,7 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | None) -> tuple[li
     tangent_columns = tuple(
         arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p) for (lo, hi), si, p in zip(in_bounds, in_shapes, primals)
     )
-    columns = primitives.map_chunks(primitives.vmap(push, 0, 0), tangent_columns, chunk_size)
+    columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangent_columns, chunk_size)
     aux = None
     if call.has_aux:
         # aux does not depend on the tangent: every column holds the same copy (torch
@@ -142,7 +143,7 @@ class Jacobians:
     backend: Backend
 
     def jacrev(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False,
-               chunk_size: int | None = None, *, impl: str = "auto") -> Callable:
+               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
         """Jacobian by reverse mode: one vjp per output element, vectorized.
 
         Returns a function with ``f``'s arguments returning the Jacobian: for each
@@ -161,7 +162,7 @@ class Jacobians:
         return self._jacobian("jacrev", f, argnums, has_aux, "rev", chunk_size, impl)
 
     def jacfwd(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False,
-               chunk_size: int | None = None, *, impl: str = "auto") -> Callable:
+               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
         """Jacobian by forward mode: one jvp per input element, vectorized.
 
         Same result and nesting as :meth:`jacrev`; cheaper when the input has fewer
@@ -177,7 +178,7 @@ class Jacobians:
         return self._jacobian("jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
 
     def jacobian(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
-                 chunk_size: int | None = None, *, impl: str = "auto") -> Callable:
+                 chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
         """Jacobian, choosing reverse mode, forward mode or the row-by-row loop.
 
         ``mode``: ``"rev"`` (:meth:`jacrev`), ``"fwd"`` (:meth:`jacfwd`), ``"loop"``
@@ -197,7 +198,7 @@ class Jacobians:
         return self._jacobian("jacobian", f, argnums, has_aux, mode, chunk_size, impl)
 
     def _jacobian(self, name: str, f: Callable, argnums: Any, has_aux: bool, mode: str,
-                  chunk_size: int | None, impl: str) -> Callable:
+                  chunk_size: int | str | None, impl: str) -> Callable:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
         backend = self.backend

@@ -10,6 +10,7 @@ from crossgrad.backends.base import Backend
 from crossgrad.spec import TRANSFORMS
 from crossgrad.transforms.batched import Batched
 from crossgrad.transforms.common import check_unchanged
+from crossgrad.transforms.compiled import Compiled
 from crossgrad.transforms.derivatives import Derivatives
 from crossgrad.transforms.hessians import Hessians
 from crossgrad.transforms.jacobians import Jacobians
@@ -46,7 +47,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
     return transform
 
 
-class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched):
+class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Compiled):
     """Every crossgrad transform for one backend (``crossgrad.torch``, ``crossgrad.jax``).
 
     Both namespaces are instances of this one class, so their names and signatures

@@ -8,6 +8,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import chunking
 from crossgrad.transforms.common import Memo, call_user, check_leaves, checked, use_builtin
 
 
@@ -62,7 +63,7 @@ class Vectorize:
 
     backend: Backend
 
-    def vmap(self, f: Callable, in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | None = None, *,
+    def vmap(self, f: Callable, in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
              impl: str = "auto") -> Callable:
         """Vectorize ``f`` over a batch axis of its positional arguments.
 
@@ -83,7 +84,7 @@ class Vectorize:
         """
         return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl)
 
-    def _vmap(self, name: str, f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None,
+    def _vmap(self, name: str, f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | str | None,
               impl: str) -> Callable:
         spec.check_callable(name, f)
         spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl)
@@ -118,7 +119,7 @@ class Vectorize:
         return batched
 
     def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
-                       axes: list[int | None], out_axes: Any, chunk_size: int | None) -> Any:
+                       axes: list[int | None], out_axes: Any, chunk_size: int | str | None) -> Any:
         backend = self.backend
         arrays, primitives = backend.arrays, backend.primitives
         mapped = [k for k, ax in enumerate(axes) if ax is not None]
@@ -136,7 +137,7 @@ class Vectorize:
                 spec.check_output_leaf(name, arrays.owns(leaf), leaf)
             return tuple(out_leaves)
 
-        outs = primitives.map_chunks(primitives.vmap(one, 0, 0), moved, chunk_size)
+        outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0), moved, chunk_size)
         out_tree = pytree.unflatten(out_def[0], list(outs))
         try:
             oaxes = pytree.broadcast_prefix(out_axes, out_tree, _is_axis)

@@ -45,6 +45,25 @@ def on_accelerator(x: Any) -> bool:
     return jax.default_backend() != "cpu"
 
 
+def nbytes(x: Any) -> int:
+    return int(np.prod(jnp.shape(x), dtype=np.int64)) * jnp.dtype(x.dtype).itemsize
+
+
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` is abstract (under ``jax.jit`` or another transform's trace)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def free_memory(x: Any) -> int | None:
+    """Bytes free on ``x``'s device as its allocator reports them; None on a CPU."""
+    devices = getattr(x, "devices", None)
+    device = next(iter(devices()), None) if callable(devices) and not is_traced(x) else jax.devices()[0]
+    stats = device.memory_stats() if device is not None and device.platform != "cpu" else None
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+
+
 def x64_enabled() -> bool:
     """Whether jax keeps 64-bit values (its x64 mode), read without changing it."""
     return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
@@ -98,3 +117,8 @@ def zeros_like(x: Array) -> Array:
 
 def ones_like(x: Array) -> Array:
     return jnp.ones_like(x)
+
+
+def to_numpy(x: Array) -> Any:
+    """A NumPy copy (bfloat16 widened to float32)."""
+    return np.asarray(x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x)

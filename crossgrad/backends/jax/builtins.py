@@ -56,3 +56,7 @@ def jacfwd(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> 
 
 def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
     return jax.hessian(f, argnums=argnums, has_aux=has_aux)
+
+
+def compile(f: Callable, options: dict) -> Callable:
+    return jax.jit(f, **options)

@@ -67,6 +67,16 @@ def failure_cause(exc: BaseException) -> str | None:
     return None
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is XLA failing to allocate (``RESOURCE_EXHAUSTED``)."""
+    return "RESOURCE_EXHAUSTED" in str(exc) and type(exc).__name__ in ("XlaRuntimeError", "JaxRuntimeError")
+
+
+def output_bytes(f: Callable, args: tuple) -> list[int]:
+    """Bytes of each leaf ``f(*args)`` returns (traced abstractly, nothing computed)."""
+    return [o.size * o.dtype.itemsize for o in pytree.leaves(jax.eval_shape(f, *args))]
+
+
 def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
     """Shapes of the leaves ``f(*args)`` returns (traced abstractly, nothing computed)."""
     return [tuple(o.shape) for o in pytree.leaves(jax.eval_shape(f, *args))]

@@ -49,6 +49,22 @@ def on_accelerator(x: Array) -> bool:
     return x.device.type != "cpu"
 
 
+def nbytes(x: Array) -> int:
+    return x.numel() * x.element_size()
+
+
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` is being traced by ``torch.compile`` (nothing runs yet)."""
+    return torch.compiler.is_compiling()
+
+
+def free_memory(x: Array) -> int | None:
+    """Bytes free on ``x``'s accelerator; None on a CPU."""
+    if x.device.type == "cuda":
+        return torch.cuda.mem_get_info(x.device)[0]
+    return None
+
+
 def float64_unavailable(x: Any) -> bool:
     """Whether ``x`` would lose precision on the way in (never, in torch)."""
     return False
@@ -96,3 +112,9 @@ def zeros_like(x: Array) -> Array:
 
 def ones_like(x: Array) -> Array:
     return torch.ones_like(x)
+
+
+def to_numpy(x: Array) -> Any:
+    """A NumPy copy (bfloat16 widened to float32, which NumPy lacks)."""
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.func as tf
 
 LACKS: dict[str, tuple[str, ...]] = {
@@ -63,3 +64,7 @@ def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) ->
     if not has_aux:
         return tf.hessian(f, argnums=argnums)
     return tf.jacfwd(tf.jacrev(f, argnums=argnums, has_aux=True), argnums=argnums, has_aux=True)
+
+
+def compile(f: Callable, options: dict) -> Callable:
+    return torch.compile(f, **options)

@@ -61,6 +61,19 @@ def failure_cause(exc: BaseException) -> str | None:
     return None
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CUDA's or the CPU allocator's)."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def output_bytes(f: Callable, args: tuple) -> list[int]:
+    """Bytes of each leaf ``f(*args)`` returns (one forward pass without a graph)."""
+    with torch.no_grad():
+        out = f(*args)
+    return [o.numel() * o.element_size() for o in pytree.leaves(out)]
+
+
 def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
     """Shapes of the leaves ``f(*args)`` returns (one forward pass without a graph)."""
     with torch.no_grad():
