@@ -13,8 +13,17 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from crossgrad.testing import frameworks
+
+# The fuzz suite's budgets: "ci" runs inside `make test` (fixed seed, nothing stored),
+# "fuzz" is `make fuzz`'s deeper run with fresh random cases.
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=200, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("CROSSGRAD_FUZZ_PROFILE", "ci"))
 
 BACKENDS = frameworks.selected()
 for _name in BACKENDS:  # imported up front so that every test runs with pinned precision

@@ -150,6 +150,10 @@ class Call:
         assert self.out_def is not None
         return pytree.unflatten(self.out_def, [self.per_argnum(row) for row in blocks])
 
+    def has_no_elements(self) -> bool:
+        """Whether the differentiated inputs hold no elements at all (an empty Jacobian)."""
+        return sum(self.backend.arrays.size(p) for p in self.primals) == 0
+
     def signature(self) -> tuple:
         """Shapes and dtypes of the primals: the key of decisions made once per signature."""
         arrays = self.backend.arrays
@@ -266,4 +270,6 @@ def use_builtin(transform: str, backend: Backend, impl: str, builtin: str | None
                if value is not None and (value == "auto" or name in backend.builtins.LACKS.get(builtin or transform, ()))]
     if impl == "builtin" and lacking:
         raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
+    if impl == "auto" and (builtin or transform) in backend.builtins.AUTO_AVOIDS:
+        return False
     return not lacking

@@ -196,7 +196,9 @@ class Derivatives:
         Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
         returns ``J @ tangents`` shaped like ``out``, without re-running ``f``.
         ``"builtin"`` is ``torch.func.linearize`` / ``jax.linearize``; ``"composed"`` is
-        the transpose of the vjp.
+        the transpose of the vjp, which ``"auto"`` picks on torch (``torch.func.linearize``
+        traces the function on every call: 100x slower to build, see
+        ``AUTO_AVOIDS`` in :mod:`crossgrad.backends.torch.builtins`).
 
         Example:
             >>> import torch, crossgrad as cg

@@ -109,18 +109,26 @@ class Hessians:
         memo = Memo()
 
         def hessian_f(*args: Any, **kwargs: Any) -> Any:
-            if strategy != "auto":
-                return for_strategy(strategy, impl)(*args, **kwargs)
             key = Memo.key(args)
             picked = memo.get(key)
             if picked is None:
                 call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-                sig = call.signature()
-                if sig not in chosen:
-                    chosen[sig] = auto_strategy(backend.name, lambda: sum(
-                        size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output, call.primals)))
-                picked = memo.put(key, chosen[sig])
-            s, measured_impl = picked
-            return for_strategy(s, measured_impl if impl == "auto" and measured_impl else impl)(*args, **kwargs)
+                if call.has_no_elements():
+                    # No elements, nothing to differentiate: the composition builds the
+                    # empty blocks (torch.func's built-ins fail on empty inputs).
+                    picked = (strategy if strategy != "auto" else "fwd-rev", "composed", True)
+                elif strategy != "auto":
+                    picked = (strategy, None, False)
+                else:
+                    sig = call.signature()
+                    if sig not in chosen:
+                        chosen[sig] = auto_strategy(backend.name, lambda: sum(
+                            size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output,
+                                                                                          call.primals)))
+                    picked = (*chosen[sig], False)
+                memo.put(key, picked)
+            s, picked_impl, forced = picked
+            how = picked_impl if forced or (impl == "auto" and picked_impl) else impl
+            return for_strategy(s, how)(*args, **kwargs)
 
         return hessian_f

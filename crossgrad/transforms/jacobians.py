@@ -210,16 +210,19 @@ class Jacobians:
 
         def jacobian_f(*args: Any, **kwargs: Any) -> Any:
             key = Memo.key(args)
-            m = memo.get(key)
+            known = memo.get(key)
             call = None
-            if m is None:
+            if known is None:
                 call = Call(name, backend, f, args, kwargs, argnums, has_aux)
                 m = mode
                 if m == "auto":
                     sig = call.signature()
                     m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
-                memo.put(key, m)
-            if m != "loop" and builtin[m]:
+                known = memo.put(key, (m, call.has_no_elements()))
+            m, empty = known
+            # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
+            # basis and fails); the composition builds the empty blocks directly.
+            if m != "loop" and builtin[m] and not empty:
                 make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
                 fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m)
                 return fn(*pytree.canonical(args))

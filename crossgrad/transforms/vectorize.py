@@ -98,13 +98,16 @@ class Vectorize:
 
         def batched(*args: Any, **kwargs: Any) -> Any:
             key = Memo.key(args)
-            axes = memo.get(key)
-            if axes is None:
+            known = memo.get(key)
+            if known is None:
                 axes = leaf_axes(name, in_axes, args, shape)
                 check_leaves(name, backend, pytree.leaves(args))
-                batch_size(name, args, axes, shape)
-                memo.put(key, axes)
+                known = memo.put(key, (axes, batch_size(name, args, axes, shape)))
+            axes, size = known
             g = partial(f, **kwargs) if kwargs else f
+            if size == 0:
+                leaves, treedef = pytree.flatten(args)
+                return self._empty_batch(name, g, leaves, treedef, axes, out_axes)
             if builtin:
                 run = None if kwargs else made.get(len(args))
                 if run is None:
@@ -117,6 +120,28 @@ class Vectorize:
             return self._vmap_composed(name, g, leaves, treedef, axes, out_axes, chunk_size)
 
         return batched
+
+    def _empty_batch(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
+                     axes: list[int | None], out_axes: Any) -> Any:
+        """A batch of size 0: ``g``'s output shapes from one abstract sample (torch.func.vmap
+        fails on empty batches; jax's does not, and both backends take this one path)."""
+        arrays, primitives = self.backend.arrays, self.backend.primitives
+        sample = [leaf if ax is None else arrays.zeros(arrays.shape(leaf)[:ax] + arrays.shape(leaf)[ax + 1:], leaf)
+                  for leaf, ax in zip(leaves, axes)]
+        out = primitives.empty_map(lambda *xs: call_user(name, self.backend, g, *pytree.unflatten(treedef, list(xs))),
+                                   tuple(sample))
+        return self._place_out_axes(name, out, out_axes)
+
+    def _place_out_axes(self, name: str, out_tree: Any, out_axes: Any) -> Any:
+        """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
+        arrays = self.backend.arrays
+        outs, out_def = pytree.flatten(out_tree)
+        try:
+            oaxes = pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
+        except ValueError as exc:
+            raise errors.AxisError(name, "out_axes matching the output's structure", str(exc),
+                                   "Give out_axes as an int or a pytree prefix of the output.") from None
+        return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
 
     def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
                        axes: list[int | None], out_axes: Any, chunk_size: int | str | None) -> Any:
@@ -138,10 +163,4 @@ class Vectorize:
             return tuple(out_leaves)
 
         outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0), moved, chunk_size)
-        out_tree = pytree.unflatten(out_def[0], list(outs))
-        try:
-            oaxes = pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
-        except ValueError as exc:
-            raise errors.AxisError(name, "out_axes matching the output's structure", str(exc),
-                                   "Give out_axes as an int or a pytree prefix of the output.") from None
-        return pytree.unflatten(out_def[0], [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
+        return self._place_out_axes(name, pytree.unflatten(out_def[0], list(outs)), out_axes)

@@ -74,6 +74,14 @@ def output_bytes(f: Callable, args: tuple) -> list[int]:
     return [o.numel() * o.element_size() for o in pytree.leaves(out)]
 
 
+def empty_map(f: Callable, sample: tuple) -> Any:
+    """``f`` mapped over a batch of size 0: ``f(*sample)``'s leaves with a leading axis of
+    size 0 (one forward pass on the sample, without a graph, for the shapes)."""
+    with torch.no_grad():
+        out = f(*sample)
+    return pytree.map_leaves(lambda o: o.new_zeros((0, *o.shape)), out)
+
+
 def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
     """Shapes of the leaves ``f(*args)`` returns (one forward pass without a graph)."""
     with torch.no_grad():
