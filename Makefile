@@ -34,6 +34,12 @@ test: $(SETUP)
 parity: $(SETUP)
 	$(RUN) -m pytest -q -m parity
 
+# The property-based parity suite with many fresh random cases (make test runs a
+# few fixed ones); FUZZ_PROFILE=ci repeats make test's cases.
+FUZZ_PROFILE ?= fuzz
+fuzz: $(SETUP)
+	CROSSGRAD_FUZZ_PROFILE=$(FUZZ_PROFILE) $(RUN) -m pytest -q tests/test_fuzz.py
+
 lint: $(SETUP)
 	$(RUN) -m ruff check crossgrad tests benchmarks examples
 
