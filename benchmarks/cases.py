@@ -29,6 +29,7 @@ class Case:
     # (framework, implementation) -> a framework defect that makes it disagree on a CPU;
     # reported as WRONG (known) without failing the run
     known_wrong_on_cpu: dict[tuple[str, str], str] = field(default_factory=dict)
+    scaling: bool = False  # time the batch spread over 1, 2, 4 ... devices (devices=), nothing else
 
 
 CASES = [
@@ -67,4 +68,7 @@ CASES = [
          lambda: problems.mlp((64, 256, 256, 1), batch=64, wrt="params")),
     Case("hess D16 (dispatch)", "hessian",
          lambda: problems.tanh_linear(16, 16), lambda: problems.tanh_linear(16, 16), compile=True),
+    Case("scaling bhess B4096 31->33", "batched_hessian",
+         lambda: problems.tanh_linear(31, 33, batch=4096), lambda: problems.tanh_linear(31, 33, batch=256),
+         scaling=True),
 ]

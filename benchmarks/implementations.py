@@ -22,6 +22,7 @@ class Impl:
     compiled: bool = False  # torch.compile (torch) or jax.jit (jax)
     tags: tuple[str, ...] = field(default=())  # "raw", "auto", "builtin", "loop"
     peers: tuple[Impl, ...] = field(default=())  # for "auto-check": the implementations auto competes with
+    skip: str = ""  # why it cannot run on this machine (reported as skipped)
 
 
 def _cg(framework: str, kind: str, **options: Any) -> Callable:
@@ -98,7 +99,56 @@ def _pair(first: Callable, second: Callable) -> Callable:
     return build
 
 
+def participants(framework: str) -> int:
+    """Devices a batch can be spread over: jax's devices, or torch.distributed's ranks."""
+    if framework == "jax":
+        import jax
+
+        return len(jax.devices())
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _spread(framework: str, kind: str, count: int) -> Callable:
+    """crossgrad's auto transform with the batch spread over ``count`` devices: jax keeps
+    the result sharded; torch gathers it on every rank (its cost included)."""
+
+    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+        ns = cg.backend(framework)
+        if framework == "jax":
+            import jax
+
+            devices = jax.devices()[:count]
+            return getattr(ns, kind)(f, problem.argnums, problem.in_axes, devices=devices)
+        if count == 1:
+            return getattr(ns, kind)(f, problem.argnums, problem.in_axes)
+        return getattr(ns, kind)(f, problem.argnums, problem.in_axes, devices="all", gather=True)
+
+    return build
+
+
+def scaling(case: Case, framework: str) -> list[Impl]:
+    """The raw call (the reference), then the batch over 1, 2, 4 ... and all devices."""
+    jit = framework == "jax"
+    out = [Impl("raw hessian" if "hessian" in case.kind else "raw rev", _raw(framework, case.kind), jit, ("raw",))]
+    available = participants(framework)
+    counts = sorted({1, available, *(2 ** k for k in range(1, 10) if 2 ** k < available)})
+    if available == 1:
+        counts.append(2)
+    why = ("only one jax device (more GPUs, or XLA_FLAGS=--xla_force_host_platform_device_count=N for "
+           "virtual CPU devices sharing the same cores)" if framework == "jax" else
+           "one process: torch spreads over torch.distributed ranks, run under torchrun --nproc-per-node=N")
+    for n in counts:
+        # jax's spread compiles inside (jit partitioning); timed as called.
+        out.append(Impl(f"cg auto devices={n}", _spread(framework, case.kind, n), False, ("scaling",),
+                        skip=why if n > available else ""))
+    return out
+
+
 def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> list[Impl]:
+    if case.scaling:
+        return scaling(case, framework)
     kind = case.kind
     def raw(kind: str, mode: str = "rev") -> Callable:
         return _raw(framework, kind, mode)

@@ -92,6 +92,12 @@ def checks(rows: list[dict]) -> list[str]:
             top = min(peers, key=lambda r: r["median_s"])
             ratio = auto[0]["median_s"] / top["median_s"]
             lines.append(f"{'met ' if ratio <= 1.1 else 'MISS'} auto      {case} / {fw}: {ratio:.2f}x the fastest ({top['impl']})")
+        spread = sorted((r for r in rs if "scaling" in r["tags"]), key=lambda r: int(r["impl"].rsplit("=", 1)[1]))
+        if len(spread) > 1:
+            one = spread[0]["median_s"]
+            steps = ", ".join(f"{r['impl'].rsplit(' ', 1)[1]}: {_ms(r['median_s'])} ms ({one / r['median_s']:.2f}x)"
+                              for r in spread)
+            lines.append(f"note      scaling   {case} / {fw}: {steps}")
         notebook = [r for r in rs if r["impl"] == "notebook loop"]
         if notebook and rs[0]["basis"] >= 64:
             others = [r for r in rs if "loop" not in r["tags"]]
@@ -99,6 +105,9 @@ def checks(rows: list[dict]) -> list[str]:
             ratio = notebook[0]["median_s"] / worst["median_s"]
             lines.append(f"{'met ' if ratio >= 10 else 'MISS'} vs loop   {case} / {fw}: the slowest ({worst['impl']}) is "
                          f"{ratio:.0f}x faster than the notebook's loop ({rs[0]['basis']} basis directions)")
+    for r in rows:
+        if "scaling" in r["tags"] and r["status"].startswith("skipped"):
+            lines.append(f"note      scaling   {r['case']} / {r['framework']}: not measured, {r['status']}")
     wrong = [r for r in rows if r["status"].startswith("WRONG:")]
     known = [r for r in rows if r["status"].startswith("WRONG (known")]
     if known:

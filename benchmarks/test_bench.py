@@ -78,7 +78,7 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
         f = problem.build(frameworks.ops(framework))
         run.inputs[key] = (f, harness.to_device(framework, problem.inputs(np.random.default_rng(0))))
     f, args = run.inputs[key]
-    skip = (case.exclude_on_gpu if run.gpu else case.exclude_on_cpu).get(impl.label)
+    skip = impl.skip or (case.exclude_on_gpu if run.gpu else case.exclude_on_cpu).get(impl.label)
     if run.deadline is not None and time.monotonic() > run.deadline:
         skip = "the run's time budget (CROSSGRAD_BENCH_BUDGET_S) was spent"
     if skip:

@@ -24,6 +24,7 @@ from crossgrad.errors import (
     AxisSizeError,
     BackendInferenceError,
     BackendUnavailableError,
+    ChunkError,
     CompileFallbackWarning,
     ControlFlowError,
     CrossgradError,
@@ -45,6 +46,7 @@ from crossgrad.errors import (
 )
 from crossgrad.interop import to_jax, to_torch
 from crossgrad.memory import memory_budget
+from crossgrad.streaming import Chunk, stream, stream_to
 
 __version__ = "0.1.0"
 
@@ -151,7 +153,7 @@ linearize = _immediate("linearize", lambda b: (b.arguments.get("primals", ()),))
 hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
 
 __all__ = [
-    "backend", "infer_backend", "memory_budget", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
+    "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
     "CompileFallbackWarning",
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",

@@ -116,3 +116,13 @@ class BackendUnavailableError(CrossgradError, ImportError):
 class CompileFallbackWarning(UserWarning):
     """:func:`crossgrad.jit`: compilation failed (or, with ``check=True``, disagreed with
     eager execution) and the function runs eagerly instead; issued once per function."""
+
+
+class ChunkError(CrossgradError, RuntimeError):
+    """:func:`crossgrad.stream_to`: one chunk of the batch failed.  ``start`` and ``stop``
+    are its rows, ``done`` the rows already written (all valid); resume with ``start=done``."""
+
+    def __init__(self, transform: str, expected: str, received: str, fix: str, *, index: int, start: int,
+                 stop: int, done: int):
+        self.index, self.start, self.stop, self.done = index, start, stop, done
+        super().__init__(transform, expected, received, fix)

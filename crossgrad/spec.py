@@ -134,7 +134,7 @@ def validate_options(transform: str, **options: Any) -> None:
             check_choice(transform, name, value, IMPLS)
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)
-        elif name == "check":
+        elif name in ("check", "gather"):
             check_bool(transform, name, value)
         elif name == "options" and value is not None and not isinstance(value, dict):
             raise errors.OptionTypeError(transform, "options to be a dict of compiler arguments or None",

@@ -10,6 +10,10 @@ import sys
 # process's setting, made before jax is imported; crossgrad itself never sets it.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# Four virtual CPU devices for the sharding tests (tests/test_distributed.py); other
+# tests run on jax's default device as before.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 
 import numpy as np
 import pytest

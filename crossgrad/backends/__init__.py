@@ -7,7 +7,9 @@ Each backend is a package with the same modules and the same names:
 * ``primitives.py``: vjp, jvp and vmap on flat tuples of arrays, and ``map_chunks``,
   the framework's way to push a long batch through a vectorized function in slices;
 * ``builtins.py``: the framework's own transforms (``torch.func.*`` / ``jax.*``) behind
-  one signature, and what each of them supports.
+  one signature, and what each of them supports;
+* ``distributed.py``: a batch spread over devices on the framework's own engine
+  (``jax.sharding`` meshes partitioned by ``jax.jit``; ``torch.distributed`` ranks).
 
 Everything else (pytrees, validation, every composition) is shared and lives in
 :mod:`crossgrad.spec`, :mod:`crossgrad.pytree` and :mod:`crossgrad.transforms`.

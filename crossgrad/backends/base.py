@@ -12,13 +12,15 @@ class Backend:
 
     ``arrays``: array operations and dtype rules; ``primitives``: vjp, jvp, vmap and
     chunked mapping on flat tuples of arrays; ``builtins``: the framework's own
-    transforms and the options each one lacks (``builtins.LACKS``).
+    transforms and the options each one lacks (``builtins.LACKS``); ``distributed``:
+    the batch spread over devices with the framework's own engine.
     """
 
     name: str
     arrays: ModuleType
     primitives: ModuleType
     builtins: ModuleType
+    distributed: ModuleType
 
     def __repr__(self) -> str:
         return f"<crossgrad backend {self.name!r}>"

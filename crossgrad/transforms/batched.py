@@ -26,7 +26,8 @@ class Batched:
     backend: Backend
 
     def batched_jacobian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                         mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+                         mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
+                         devices: Any = None, gather: bool = False) -> Callable:
         """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
 
         ``f`` is written for one sample; ``in_axes`` says which arguments carry the
@@ -36,6 +37,7 @@ class Batched:
         that of :meth:`jacobian`; an int ``chunk_size`` bounds the basis vectors per
         sample, ``"auto"`` bounds the samples computed at once by the memory budget
         (:func:`crossgrad.memory_budget`; the per-sample work is what grows with the batch).
+        ``devices`` and ``gather`` spread the batch over devices as in :meth:`vmap`.
 
         Example:
             >>> import torch, crossgrad as cg
@@ -48,14 +50,15 @@ class Batched:
         spec.validate_options(name, in_axes=in_axes)
         inner, outer = _split_chunks(chunk_size)
         per_sample = self._jacobian(name, f, argnums, has_aux, mode, inner, impl)
-        return self._vmap(name, per_sample, in_axes, 0, outer, impl)
+        return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather)
 
     def batched_hessian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                        strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+                        strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
+                        devices: Any = None, gather: bool = False) -> Callable:
         """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
 
         Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
-        ``chunk_size`` as in :meth:`batched_jacobian`.
+        ``chunk_size``, ``devices`` and ``gather`` as in :meth:`batched_jacobian`.
 
         Example:
             >>> import torch, crossgrad as cg
@@ -68,4 +71,4 @@ class Batched:
         spec.validate_options(name, in_axes=in_axes)
         inner, outer = _split_chunks(chunk_size)
         per_sample = self._hessian(name, f, argnums, has_aux, strategy, inner, impl)
-        return self._vmap(name, per_sample, in_axes, 0, outer, impl)
+        return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather)

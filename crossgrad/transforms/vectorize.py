@@ -1,4 +1,17 @@
-"""vmap, with chunking and one rule for keyword arguments."""
+"""vmap, with chunking, one rule for keyword arguments, and the batch spread over devices.
+
+NOTE [spreading the batch]: ``devices=`` hands the batch to the framework's own
+distributed engine instead of a crossgrad one.  jax (single controller): batched
+inputs are placed with a ``NamedSharding`` over a device ``Mesh``, ``jax.jit``
+partitions the batched function, and the result comes back sharded along its batch
+axis (``crossgrad.backends.jax.distributed``); with ``jax.distributed.initialize`` the
+mesh spans hosts unchanged.  torch (one process per rank, SPMD): every rank of an
+initialised ``torch.distributed`` group calls the same transform on the whole batch and
+computes its contiguous slice (``crossgrad.backends.torch.distributed``).  Both keep
+the result spread by default and give every participant the whole result with
+``gather=True``.  Per-sample work needs no communication, so each sample's numbers
+are those of one device.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +77,7 @@ class Vectorize:
     backend: Backend
 
     def vmap(self, f: Callable, in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
-             impl: str = "auto") -> Callable:
+             impl: str = "auto", devices: Any = None, gather: bool = False) -> Callable:
         """Vectorize ``f`` over a batch axis of its positional arguments.
 
         ``in_axes`` is an int, None (not batched) or a tuple with one entry per
@@ -74,6 +87,14 @@ class Vectorize:
         (jax alone would batch them along axis 0).  ``chunk_size`` bounds how many
         batch elements are vectorized at once; the result is the same.
 
+        ``devices`` spreads the batch over several devices on the framework's own
+        engine (NOTE [spreading the batch]): ``"all"`` means every jax device (a
+        one-axis mesh) or every rank of torch's default process group; a
+        ``jax.sharding.Mesh`` or a ``torch.distributed.ProcessGroup`` names them
+        exactly.  The result keeps the batch spread (jax: an array sharded along the
+        batch axis; torch: this rank's contiguous slice); ``gather=True`` gives every
+        participant the whole result.
+
         Returns the batched function; each output leaf gets the batch axis at
         ``out_axes``.
 
@@ -82,12 +103,15 @@ class Vectorize:
             >>> cg.torch.vmap(torch.dot, in_axes=(0, None))(torch.ones(3, 2), torch.tensor([1.0, 2.0]))
             tensor([3., 3., 3.])
         """
-        return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl)
+        return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather)
 
     def _vmap(self, name: str, f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | str | None,
-              impl: str) -> Callable:
+              impl: str, devices: Any = None, gather: bool = False) -> Callable:
         spec.check_callable(name, f)
-        spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl)
+        spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
+                              gather=gather)
+        if devices is not None:
+            self.backend.distributed.check_devices(name, devices)
         backend = self.backend
         shape = backend.arrays.shape
         builtin = use_builtin(name, backend, impl, "vmap", chunk_size=chunk_size)
@@ -96,14 +120,18 @@ class Vectorize:
         memo = Memo()
         made: dict[int, Callable] = {}
 
-        def batched(*args: Any, **kwargs: Any) -> Any:
+        def layout(args: tuple) -> tuple[list[int | None], int]:
+            """Each leaf's batch axis, and the batch size."""
             key = Memo.key(args)
             known = memo.get(key)
             if known is None:
                 axes = leaf_axes(name, in_axes, args, shape)
                 check_leaves(name, backend, pytree.leaves(args))
                 known = memo.put(key, (axes, batch_size(name, args, axes, shape)))
-            axes, size = known
+            return known
+
+        def batched(*args: Any, **kwargs: Any) -> Any:
+            axes, size = layout(args)
             g = partial(f, **kwargs) if kwargs else f
             if size == 0:
                 leaves, treedef = pytree.flatten(args)
@@ -119,7 +147,33 @@ class Vectorize:
             leaves, treedef = pytree.flatten(args)
             return self._vmap_composed(name, g, leaves, treedef, axes, out_axes, chunk_size)
 
-        return batched
+        if devices is None:
+            return batched
+        return self._spread(name, batched, layout, out_axes, devices, gather)
+
+    def _spread(self, name: str, batched: Callable, layout: Callable, out_axes: Any, devices: Any,
+                gather: bool) -> Callable:
+        """``batched`` with its batch spread over ``devices`` (NOTE [spreading the batch])."""
+        backend = self.backend
+        compiled: dict = {}
+
+        def placed_axes(out: Any) -> list[int]:
+            try:
+                axes = pytree.broadcast_prefix(out_axes, out, _is_axis)
+            except ValueError as exc:
+                raise errors.AxisError(name, "out_axes matching the output's structure", str(exc),
+                                       "Give out_axes as an int or a pytree prefix of the output.") from None
+            return [ax % len(backend.arrays.shape(o)) for ax, o in zip(axes, pytree.leaves(out))]
+
+        def spread(*args: Any, **kwargs: Any) -> Any:
+            axes, size = layout(args)
+            leaves, treedef = pytree.flatten(args)
+            # Keyword arguments are closed over: a call with them gets its own partitioned function.
+            fn = partial(batched, **kwargs) if kwargs else batched
+            return backend.distributed.spread(name, fn, leaves, treedef, axes, size, placed_axes, devices, gather,
+                                              {} if kwargs else compiled)
+
+        return spread
 
     def _empty_batch(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
                      axes: list[int | None], out_axes: Any) -> Any:

@@ -119,6 +119,13 @@ def ones_like(x: Array) -> Array:
     return jnp.ones_like(x)
 
 
+def from_numpy(x: Any, like: Array | None) -> Array:
+    """A NumPy array as a jax array on ``like``'s device (the default device without one)."""
+    if like is not None and not is_traced(like):
+        return jax.device_put(x, next(iter(like.devices())))
+    return jnp.asarray(x)
+
+
 def to_numpy(x: Array) -> Any:
     """A NumPy copy (bfloat16 widened to float32)."""
     return np.asarray(x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x)

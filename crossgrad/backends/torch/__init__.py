@@ -1,6 +1,6 @@
 """The torch backend (``torch.func``)."""
 
 from crossgrad.backends.base import Backend
-from crossgrad.backends.torch import arrays, builtins, primitives
+from crossgrad.backends.torch import arrays, builtins, distributed, primitives
 
-BACKEND = Backend("torch", arrays, primitives, builtins)
+BACKEND = Backend("torch", arrays, primitives, builtins, distributed)

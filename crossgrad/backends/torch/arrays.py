@@ -114,6 +114,12 @@ def ones_like(x: Array) -> Array:
     return torch.ones_like(x)
 
 
+def from_numpy(x: Any, like: Array | None) -> Array:
+    """A NumPy array as a tensor on ``like``'s device (the default device without one)."""
+    out = torch.from_numpy(x)
+    return out.to(like.device) if like is not None else out
+
+
 def to_numpy(x: Array) -> Any:
     """A NumPy copy (bfloat16 widened to float32, which NumPy lacks)."""
     x = x.detach().cpu()
