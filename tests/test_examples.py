@@ -27,3 +27,23 @@ def test_notebook_walkthrough_runs_in_under_a_minute():
     for heading in ("## Jacobian of tanh", "## Hessian of tanh", "## Batched", "## The critic", "(a) ", "(b) jacrev: expected distinct argnums", "(c) "):
         assert heading in result.stdout
     assert elapsed < 60, f"the walkthrough took {elapsed:.0f} s"
+
+
+def _run_example(name: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_ENABLE_X64": "0"}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
+def test_memory_bounded_example_chunks_and_agrees():
+    out = _run_example("memory_bounded.py", "--batch", "256", "--budget", "1000000")
+    assert out.count("rows per chunk") == 2 and "torch: 256 per-sample Hessians" in out and "jax: 256" in out
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
+def test_scale_out_example_runs():
+    out = _run_example("scale_out.py")
+    assert "jax: 4 devices" in out and "torch rank 1/2" in out and "stream: 512 rows written" in out

@@ -31,7 +31,7 @@ def python_objects() -> int:
     those of nested transforms (jax.hessian, jacfwd of jacrev) in an LRU cache that
     stops at 4,096 entries (20,000 calls of jax.hessian: 4,028 and 13.7 MiB, flat
     after the first 5,000), a bounded cache of jax's rather than a leak."""
-    return sum(1 for o in gc.get_objects() if not (isinstance(o, weakref.ref) and o() is None))
+    return sum(1 for o in gc.get_objects() if not (issubclass(type(o), weakref.ref) and o() is None))
 
 
 def live_arrays(name: str) -> int:

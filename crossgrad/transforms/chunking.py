@@ -12,6 +12,7 @@ chunk size comes from the output's abstract shape, and no retry is possible.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,9 @@ from crossgrad import memory, pytree
 from crossgrad.backends.base import Backend
 
 WORKING_FACTOR = 4
+# The decisions of chunk_size="auto" (chunk sizes, retries), for users tuning a budget:
+# logging.getLogger("crossgrad").setLevel(logging.INFO).
+log = logging.getLogger("crossgrad")
 
 
 def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int | str | None) -> Any:
@@ -39,10 +43,15 @@ def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int
     budget = memory.budget_bytes(arrays, xs[0])
     if arrays.is_traced(xs[0]):
         out_row = sum(primitives.output_bytes(batched_f, rows(0, 1)))
-        return primitives.map_chunks(batched_f, xs, _rows_within(budget, in_row + out_row, n))
+        size = _rows_within(budget, in_row + out_row, n)
+        log.info("chunk_size='auto' (traced): %d of %d rows per chunk (%d bytes per row, budget %d)",
+                 size, n, in_row + out_row, budget)
+        return primitives.map_chunks(batched_f, xs, size)
     parts = [batched_f(*rows(0, 1))]
     out_row = sum(arrays.nbytes(leaf) for leaf in pytree.leaves(parts[0]))
     size, start = _rows_within(budget, in_row + out_row, n), 1
+    log.info("chunk_size='auto': %d of %d rows per chunk (%d bytes per row, budget %d)", size, n,
+             in_row + out_row, budget)
     while start < n:
         stop = min(start + size, n)
         try:
@@ -51,6 +60,7 @@ def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int
             if stop - start == 1 or not primitives.is_out_of_memory(exc):
                 raise
             size = max(1, (stop - start) // 2)
+            log.info("chunk_size='auto': out of memory at %d rows; retrying with %d", stop - start, size)
             continue
         start = stop
     treedef = pytree.flatten(parts[0])[1]

@@ -69,9 +69,8 @@ class Compiled:
         Example:
             >>> import jax.numpy as jnp, crossgrad as cg
             >>> fast = cg.jax.jit(cg.jax.hessian(lambda x: jnp.sum(x ** 3)), check=True)
-            >>> fast(jnp.array([1.0, 2.0]))
-            Array([[ 6.,  0.],
-                   [ 0., 12.]], dtype=float32)
+            >>> fast(jnp.array([1.0, 2.0])).tolist()
+            [[6.0, 0.0], [0.0, 12.0]]
         """
         name = "jit"
         spec.check_callable(name, f)
