@@ -15,9 +15,13 @@ from crossgrad.testing import distributed, frameworks, problems
 
 
 def _jax_problem(batch: int):
+    """On a CPU device: the one-device references must run where the mesh's devices are
+    (on a GPU machine jax's default device is the GPU, whose arithmetic differs)."""
+    import jax
+
     prob = problems.tanh_linear(n_in=7, n_out=4, batch=batch)
-    return prob.build(frameworks.ops("jax")), frameworks.convert(prob.inputs(np.random.default_rng(3)), "jax",
-                                                                "float64")
+    args = frameworks.convert(prob.inputs(np.random.default_rng(3)), "jax", "float64")
+    return prob.build(frameworks.ops("jax")), jax.device_put(args, jax.devices("cpu")[0])
 
 
 @pytest.fixture
@@ -96,8 +100,8 @@ def test_jax_already_sharded_inputs_stay_put(cpu_devices):
     mesh = Mesh(np.array(cpu_devices), ("batch",))
     W, b, x = _jax_problem(batch=8)[1]
     f = _jax_problem(batch=8)[0]
-    x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))
-    out = cg.jax.batched_jacobian(f, argnums=2, in_axes=(None, None, 0), devices=mesh)(W, b, x)
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))
+    out = cg.jax.batched_jacobian(f, argnums=2, in_axes=(None, None, 0), devices=mesh)(W, b, sharded)
     assert out.sharding.spec[0] == "batch"
     one = jax.jit(cg.jax.batched_jacobian(f, argnums=2, in_axes=(None, None, 0)))
     _exactly_equal(out, _sliced(one, (W, b, x), [(0, 2), (2, 4), (4, 6), (6, 8)]))

@@ -47,7 +47,7 @@ def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int
         log.info("chunk_size='auto' (traced): %d of %d rows per chunk (%d bytes per row, budget %d)",
                  size, n, in_row + out_row, budget)
         return primitives.map_chunks(batched_f, xs, size)
-    parts = [batched_f(*rows(0, 1))]
+    parts = [primitives.ready(batched_f(*rows(0, 1)))]
     out_row = sum(arrays.nbytes(leaf) for leaf in pytree.leaves(parts[0]))
     size, start = _rows_within(budget, in_row + out_row, n), 1
     log.info("chunk_size='auto': %d of %d rows per chunk (%d bytes per row, budget %d)", size, n,
@@ -55,7 +55,9 @@ def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int
     while start < n:
         stop = min(start + size, n)
         try:
-            parts.append(batched_f(*rows(start, stop)))
+            # jax dispatches asynchronously: an allocation failure surfaces only when the
+            # result is used, so wait for each chunk here, where a retry is possible.
+            parts.append(primitives.ready(batched_f(*rows(start, stop))))
         except Exception as exc:
             if stop - start == 1 or not primitives.is_out_of_memory(exc):
                 raise

@@ -72,6 +72,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "RESOURCE_EXHAUSTED" in str(exc) and type(exc).__name__ in ("XlaRuntimeError", "JaxRuntimeError")
 
 
+def ready(tree: Any) -> Any:
+    """``tree`` once computed (``block_until_ready``), so that a failure of the
+    asynchronous computation (out of memory) is raised here."""
+    return jax.block_until_ready(tree)
+
+
 def output_bytes(f: Callable, args: tuple) -> list[int]:
     """Bytes of each leaf ``f(*args)`` returns (traced abstractly, nothing computed)."""
     return [o.size * o.dtype.itemsize for o in pytree.leaves(jax.eval_shape(f, *args))]

@@ -67,6 +67,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
+def ready(tree: Any) -> Any:
+    """``tree`` once computed; torch reports allocation failures when they happen, so
+    nothing to wait for."""
+    return tree
+
+
 def output_bytes(f: Callable, args: tuple) -> list[int]:
     """Bytes of each leaf ``f(*args)`` returns (one forward pass without a graph)."""
     with torch.no_grad():
