@@ -229,6 +229,15 @@ def check_axis_sizes(transform: str, sizes: dict[str, int]) -> int:
     return distinct[0]
 
 
+def bad_devices(transform: str, devices: Any) -> errors.OptionTypeError:
+    """The one message for a ``devices=`` value neither backend accepts."""
+    return errors.OptionTypeError(
+        transform, "devices to be None, 'all', a jax.sharding.Mesh or list of jax devices (jax backend), "
+        "or a torch.distributed.ProcessGroup (torch backend)", f"{devices!r} of type {type(devices).__name__}",
+        "Pass devices='all' to spread the batch over every device (jax) or every rank of the default process "
+        "group (torch).")
+
+
 def unsupported(transform: str, backend: str, option: str, value: Any) -> errors.UnsupportedOptionError:
     return errors.UnsupportedOptionError(
         transform,

@@ -140,9 +140,18 @@ def test_torch_without_a_process_group_says_how_to_start_one():
 
 
 @pytest.mark.parametrize("bad", ["gpu", 3])
-def test_bad_devices_are_named(backend, bad):
-    with pytest.raises(cg.OptionTypeError, match="Mesh" if backend.name == "jax" else "ProcessGroup"):
-        backend.batched_jacobian(lambda x: x, devices=bad)
+def test_bad_devices_get_one_message_on_both_backends(bad):
+    messages = set()
+    for name in frameworks.selected():
+        with pytest.raises(cg.OptionTypeError) as caught:
+            cg.backend(name).batched_jacobian(lambda x: x, devices=bad)
+        messages.add(str(caught.value))
+    assert len(messages) == 1
+    assert messages.pop() == (
+        "batched_jacobian: expected devices to be None, 'all', a jax.sharding.Mesh or list of jax devices (jax "
+        f"backend), or a torch.distributed.ProcessGroup (torch backend), but got {bad!r} of type "
+        f"{type(bad).__name__}. Pass devices='all' to spread the batch over every device (jax) or every rank of "
+        "the default process group (torch).")
 
 
 def test_gather_must_be_a_bool(backend):

@@ -74,6 +74,16 @@ CASES = [
      "jacrev: expected has_aux to be True or False, but got 'yes'. Pass has_aux=True or has_aux=False."),
     ("not callable", lambda n, ns: ns.hessian(3), cg.OptionTypeError,
      "hessian: expected a callable as its first argument, but got 3 of type int. Pass the function to transform, e.g. hessian(f)."),
+    ("memory budget not positive", lambda n, ns: cg.memory_budget(0).__enter__(), cg.OptionError,
+     "memory_budget: expected a positive number of bytes, but got 0. Pass an int, e.g. memory_budget(2 * 1024**3) for 2 GiB."),
+    ("jit check not a bool", lambda n, ns: ns.jit(square_sum(n), check="yes"), cg.OptionTypeError,
+     "jit: expected check to be True or False, but got 'yes'. Pass check=True or check=False."),
+    ("gather not a bool", lambda n, ns: ns.batched_hessian(square_sum(n), devices="all", gather=1), cg.OptionTypeError,
+     "batched_hessian: expected gather to be True or False, but got 1. Pass gather=True or gather=False."),
+    ("stream start past the batch", lambda n, ns: next(cg.stream(lambda x: x, x_of(n, shape=(3, 2)), chunk_size=2, start=5)),
+     cg.OptionError,
+     "stream: expected start between 0 and the batch size 3, but got start=5. "
+     "Pass start=0, or the `done` of the ChunkError to resume after a failure."),
     ("builtin lacks chunk_size", lambda n, ns: ns.jacfwd(square_sum(n), chunk_size=2, impl="builtin"), cg.UnsupportedOptionError,
      None),
 ]

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from crossgrad import errors, pytree
+from crossgrad import errors, pytree, spec
 
 
 def mesh_of(transform: str, devices: Any) -> Mesh:
@@ -31,10 +31,7 @@ def mesh_of(transform: str, devices: Any) -> Mesh:
         return Mesh(np.array(jax.devices()), ("batch",))
     if isinstance(devices, Sequence) and devices and all(isinstance(d, jax.Device) for d in devices):
         return Mesh(np.array(list(devices)), ("batch",))
-    raise errors.OptionTypeError(
-        transform, "devices to be None, 'all', a jax.sharding.Mesh or a list of jax devices",
-        f"{devices!r} of type {type(devices).__name__}",
-        "Pass devices='all' to use every device, or a Mesh, e.g. jax.make_mesh((4,), ('batch',)).")
+    raise spec.bad_devices(transform, devices)
 
 
 def check_devices(transform: str, devices: Any) -> None:

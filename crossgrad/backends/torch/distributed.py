@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from crossgrad import errors, pytree
+from crossgrad import errors, pytree, spec
 
 
 def check_devices(transform: str, devices: Any) -> None:
@@ -23,10 +23,7 @@ def check_devices(transform: str, devices: Any) -> None:
     import torch.distributed as dist
 
     if devices != "all" and not (dist.is_available() and isinstance(devices, dist.ProcessGroup)):
-        raise errors.OptionTypeError(
-            transform, "devices to be None, 'all' or a torch.distributed.ProcessGroup",
-            f"{devices!r} of type {type(devices).__name__}",
-            "Pass devices='all' for the default process group, or a group from torch.distributed.new_group.")
+        raise spec.bad_devices(transform, devices)
 
 
 def _group(transform: str, devices: Any) -> Any:
