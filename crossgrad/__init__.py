@@ -7,6 +7,11 @@
 The top-level transforms (``cg.grad``, ``cg.hessian``, ``cg.batched_jacobian`` ...) pick
 the backend at call time from the arrays they are given; mixing torch tensors and
 jax arrays in one call is an error.  ``import crossgrad`` imports neither framework.
+
+Around the transforms: ``cg.jit`` (the framework's compiler, eager when it fails),
+``cg.memory_budget`` (bounds ``chunk_size="auto"``), ``cg.stream`` / ``cg.stream_to``
+(a batched transform chunk by chunk, into a sink), and ``devices=`` on ``vmap`` and the
+batched transforms (the batch spread over a jax mesh or torch.distributed ranks).
 """
 
 from __future__ import annotations
