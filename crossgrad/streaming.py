@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from crossgrad import errors, pytree, spec
-from crossgrad.transforms.vectorize import leaf_axes
+from crossgrad.transforms.vectorize import batch_size, leaf_axes
 
 NAME = "stream"
 
@@ -44,11 +44,7 @@ def _validate(name: str, fn: Any, args: tuple, in_axes: Any, chunk_size: Any, st
         raise errors.OptionTypeError(name, "chunk_size to be a positive int (samples per chunk)",
                                      f"{chunk_size!r}", "Pass e.g. chunk_size=1024.")
     axes = leaf_axes(name, in_axes, args, _shape)
-    sizes: dict[str, int] = {}
-    for k, (leaf, ax) in enumerate(zip(pytree.leaves(args), axes)):
-        if ax is not None:
-            sizes[f"leaf {k}"] = _shape(leaf)[ax]
-    size = spec.check_axis_sizes(name, sizes)
+    size = batch_size(name, args, axes, _shape)
     if not (isinstance(start, int) and not isinstance(start, bool) and 0 <= start <= size):
         raise errors.OptionError(name, f"start between 0 and the batch size {size}", f"start={start!r}",
                                  "Pass start=0, or the `done` of the ChunkError to resume after a failure.")

@@ -16,8 +16,6 @@ from typing import Any
 import torch
 import torch.func as tf
 
-from crossgrad import pytree
-
 LACKS: dict[str, tuple[str, ...]] = {
     "jacfwd": ("chunk_size",),
     "hessian": ("chunk_size",),
@@ -67,17 +65,7 @@ def jacrev(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> 
 
 
 def jacfwd(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
-    forward = tf.jacfwd(f, argnums=argnums, has_aux=has_aux)
-    reverse = tf.jacrev(f, argnums=argnums, has_aux=has_aux)
-    nums = (argnums,) if isinstance(argnums, int) else argnums
-
-    def jacfwd_f(*args: Any) -> Any:
-        # torch.func.jacfwd raises IndexError on inputs without elements (torch 2.13);
-        # their Jacobian is empty either way, and jacrev builds it.
-        empty = sum(leaf.numel() for k in nums for leaf in pytree.leaves(args[k])) == 0
-        return (reverse if empty else forward)(*args)
-
-    return jacfwd_f
+    return tf.jacfwd(f, argnums=argnums, has_aux=has_aux)
 
 
 def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
