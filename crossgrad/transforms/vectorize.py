@@ -57,6 +57,15 @@ def leaf_axes(transform: str, in_axes: Any, args: tuple, shape: Callable) -> lis
     return axes
 
 
+def _out_axes(transform: str, out_axes: Any, out_tree: Any) -> list[int]:
+    """One entry of ``out_axes`` per output leaf."""
+    try:
+        return pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
+    except ValueError as exc:
+        raise errors.AxisError(transform, "out_axes matching the output's structure", str(exc),
+                               "Give out_axes as an int or a pytree prefix of the output.") from None
+
+
 def batch_size(transform: str, args: tuple, axes: list[int | None], shape: Callable) -> int:
     sizes: dict[str, int] = {}
     position = 0
@@ -158,12 +167,8 @@ class Vectorize:
         compiled: dict = {}
 
         def placed_axes(out: Any) -> list[int]:
-            try:
-                axes = pytree.broadcast_prefix(out_axes, out, _is_axis)
-            except ValueError as exc:
-                raise errors.AxisError(name, "out_axes matching the output's structure", str(exc),
-                                       "Give out_axes as an int or a pytree prefix of the output.") from None
-            return [ax % len(backend.arrays.shape(o)) for ax, o in zip(axes, pytree.leaves(out))]
+            return [ax % len(backend.arrays.shape(o)) for ax, o in zip(_out_axes(name, out_axes, out),
+                                                                       pytree.leaves(out))]
 
         def spread(*args: Any, **kwargs: Any) -> Any:
             axes, size = layout(args)
@@ -190,11 +195,7 @@ class Vectorize:
         """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
         arrays = self.backend.arrays
         outs, out_def = pytree.flatten(out_tree)
-        try:
-            oaxes = pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
-        except ValueError as exc:
-            raise errors.AxisError(name, "out_axes matching the output's structure", str(exc),
-                                   "Give out_axes as an int or a pytree prefix of the output.") from None
+        oaxes = _out_axes(name, out_axes, out_tree)
         return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
 
     def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
