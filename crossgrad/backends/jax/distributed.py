@@ -91,5 +91,7 @@ def spread(transform: str, fn: Callable, leaves: list, treedef: pytree.TreeDef, 
                 kept.append(_constrain(mesh, leaf, NamedSharding(mesh, spec)))
             return pytree.unflatten(out_def, kept)
 
+        if len(cache) >= 64:  # one compiled function per batch layout; many batch sizes must not pile up
+            cache.clear()
         run = cache.setdefault(key, jax.jit(partitioned))
     return run(*placed)
