@@ -99,17 +99,6 @@ def _pair(first: Callable, second: Callable) -> Callable:
     return build
 
 
-def participants(framework: str) -> int:
-    """Devices a batch can be spread over: jax's devices, or torch.distributed's ranks."""
-    if framework == "jax":
-        import jax
-
-        return len(jax.devices())
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def _spread(framework: str, kind: str, count: int) -> Callable:
     """crossgrad's auto transform with the batch spread over ``count`` devices: jax keeps
     the result sharded; torch gathers it on every rank (its cost included)."""
@@ -132,7 +121,7 @@ def scaling(case: Case, framework: str) -> list[Impl]:
     """The raw call (the reference), then the batch over 1, 2, 4 ... and all devices."""
     jit = framework == "jax"
     out = [Impl("raw hessian" if "hessian" in case.kind else "raw rev", _raw(framework, case.kind), jit, ("raw",))]
-    available = participants(framework)
+    available = cg.backend(framework).backend.distributed.participants("all")
     counts = sorted({1, available, *(2 ** k for k in range(1, 10) if 2 ** k < available)})
     if available == 1:
         counts.append(2)

@@ -157,3 +157,14 @@ def test_bad_devices_get_one_message_on_both_backends(bad):
 def test_gather_must_be_a_bool(backend):
     with pytest.raises(cg.OptionTypeError, match="gather to be True or False"):
         backend.vmap(lambda x: x, devices="all", gather="yes")
+
+
+def test_participants_of_all(backend):
+    """What devices="all" spreads over here: jax's devices; torch's ranks, 1 without a process group."""
+    count = backend.backend.distributed.participants("all")
+    if backend.name == "jax":
+        import jax
+
+        assert count == len(jax.devices())
+    else:
+        assert count == 1

@@ -123,7 +123,7 @@ class Hessians:
                     sig = call.signature()
                     if sig not in chosen:
                         chosen[sig] = auto_strategy(backend.name, lambda: sum(
-                            size_of(shape) for shape in backend.primitives.output_shapes(call.flat_output,
+                            size_of(shape) for shape, _ in backend.primitives.output_shapes(call.flat_output,
                                                                                           call.primals)))
                     picked = (*chosen[sig], False)
                 memo.put(key, picked)

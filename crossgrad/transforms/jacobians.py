@@ -131,7 +131,7 @@ def forward_cost(backend: Backend, leaf: Any) -> float:
 def auto_mode(backend: Backend, call: Call) -> str:
     """``"fwd"`` when the inputs are few enough against the outputs (NOTE [jacobian auto mode])."""
     n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
-    m = sum(size_of(s) for s in backend.primitives.output_shapes(call.flat_output, call.primals))
+    m = sum(size_of(s) for s, _ in backend.primitives.output_shapes(call.flat_output, call.primals))
     if not call.primals:
         return "rev"
     return "fwd" if n * forward_cost(backend, call.primals[0]) < m else "rev"

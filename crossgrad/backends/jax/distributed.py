@@ -40,7 +40,7 @@ def check_devices(transform: str, devices: Any) -> None:
 
 
 def participants(devices: Any) -> int:
-    """How many devices share the batch."""
+    """How many devices would share the batch."""
     return mesh_of("devices", devices).size
 
 

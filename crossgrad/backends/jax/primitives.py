@@ -78,17 +78,13 @@ def ready(tree: Any) -> Any:
     return jax.block_until_ready(tree)
 
 
-def output_bytes(f: Callable, args: tuple) -> list[int]:
-    """Bytes of each leaf ``f(*args)`` returns (traced abstractly, nothing computed)."""
-    return [o.size * o.dtype.itemsize for o in pytree.leaves(jax.eval_shape(f, *args))]
-
-
 def empty_map(f: Callable, sample: tuple) -> Any:
     """``f`` mapped over a batch of size 0: ``f(*sample)``'s leaves with a leading axis of
     size 0 (traced abstractly, nothing computed)."""
     return pytree.map_leaves(lambda o: jnp.zeros((0, *o.shape), o.dtype), jax.eval_shape(f, *sample))
 
 
-def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
-    """Shapes of the leaves ``f(*args)`` returns (traced abstractly, nothing computed)."""
-    return [tuple(o.shape) for o in pytree.leaves(jax.eval_shape(f, *args))]
+def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int]]:
+    """Shape and bytes per element of each leaf ``f(*args)`` returns (traced abstractly,
+    nothing computed)."""
+    return [(tuple(o.shape), o.dtype.itemsize) for o in pytree.leaves(jax.eval_shape(f, *args))]

@@ -40,9 +40,12 @@ def _group(transform: str, devices: Any) -> Any:
 
 
 def participants(devices: Any) -> int:
-    """How many ranks share the batch."""
+    """How many ranks would share the batch: 1 for ``"all"`` in a process without a
+    process group."""
     import torch.distributed as dist
 
+    if devices == "all" and not (dist.is_available() and dist.is_initialized()):
+        return 1
     return dist.get_world_size(_group("devices", devices))
 
 

@@ -73,13 +73,6 @@ def ready(tree: Any) -> Any:
     return tree
 
 
-def output_bytes(f: Callable, args: tuple) -> list[int]:
-    """Bytes of each leaf ``f(*args)`` returns (one forward pass without a graph)."""
-    with torch.no_grad():
-        out = f(*args)
-    return [o.numel() * o.element_size() for o in pytree.leaves(out)]
-
-
 def empty_map(f: Callable, sample: tuple) -> Any:
     """``f`` mapped over a batch of size 0: ``f(*sample)``'s leaves with a leading axis of
     size 0 (one forward pass on the sample, without a graph, for the shapes)."""
@@ -88,8 +81,9 @@ def empty_map(f: Callable, sample: tuple) -> Any:
     return pytree.map_leaves(lambda o: o.new_zeros((0, *o.shape)), out)
 
 
-def output_shapes(f: Callable, args: tuple) -> list[tuple[int, ...]]:
-    """Shapes of the leaves ``f(*args)`` returns (one forward pass without a graph)."""
+def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int]]:
+    """Shape and bytes per element of each leaf ``f(*args)`` returns (one forward pass
+    without a graph)."""
     with torch.no_grad():
         out = f(*args)
-    return [tuple(o.shape) for o in pytree.leaves(out)]
+    return [(tuple(o.shape), o.element_size()) for o in pytree.leaves(out)]
