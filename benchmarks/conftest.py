@@ -31,6 +31,7 @@ class Run:
     inputs: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
     deadline: float | None = None  # time.monotonic() after which the rest is skipped, reported as such
+    selection: str = ""  # the -k expression of a partial run ("" for every case)
 
 
 RUN: Run | None = None
@@ -80,7 +81,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
 def pytest_sessionstart(session: Any) -> None:
     global RUN
     gpu = harness.on_gpu()
-    RUN = Run(gpu=gpu, device=harness.device_name(), versions=harness.versions())
+    RUN = Run(gpu=gpu, device=harness.device_name(), versions=harness.versions(),
+              selection=os.environ.get("CROSSGRAD_BENCH_SELECTION", ""))
     budget = os.environ.get("CROSSGRAD_BENCH_BUDGET_S")
     if budget:
         RUN.deadline = time.monotonic() + float(budget)

@@ -40,6 +40,16 @@ def _cg(framework: str, kind: str, **options: Any) -> Callable:
     return build
 
 
+def _jit(framework: str, kind: str, route: str = "auto") -> Callable:
+    """``cg.jit`` around crossgrad's auto transform: the compiled route a user takes."""
+    inner = _cg(framework, kind)
+
+    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+        return cg.backend(framework).jit(inner(f, problem, args), route=route)
+
+    return build
+
+
 def _framework(name: str) -> dict[str, Callable]:
     """The raw framework transforms a user would call, under one set of names."""
     if name == "torch":
@@ -175,12 +185,20 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
                     jit, ("paired",)))
     # auto against the fastest of its peers (same regime), alternated call by call once
     # every peer has been timed: the check "auto within 1.1x of the fastest".
-    peers = tuple(i for i in out if not {"loop", "chunked", "paired"} & set(i.tags))
+    peers = tuple(i for i in out if not {"loop", "chunked", "paired", "jit"} & set(i.tags))
     out.append(Impl("auto vs the fastest", _cg(framework, kind), jit, ("auto-check",), peers))
+    # cg.jit compiles by itself (its first call includes tracing and compiling).
+    out.append(Impl("cg jit", _jit(framework, kind), False, ("jit",)))
     if framework == "jax":
         out.append(Impl("cg auto (eager, no jit)", _cg(framework, kind), False, ("eager",)))
-    elif case.compile or (on_gpu and case.compile_gpu):
+        # The user's question "which backend": torch's cg.jit against jax's, alternated call by call.
+        out.append(Impl("torch cg jit vs jax cg jit", _jit(framework, kind), False, ("versus",)))
+        return out
+    out.append(Impl("cg jit route=trace", _jit(framework, kind, "trace"), False, ("jit",)))
+    if case.compile or (on_gpu and case.compile_gpu):
+        # What a torch user gets from torch.compile of torch.func (crossgrad's own compiled
+        # route is cg jit: torch.compile of a forward-over-forward Hessian can kill the
+        # process, NOTE [jit routes]).
         first_raw = next(i for i in out if "raw" in i.tags)
         out.append(Impl(first_raw.label + " + torch.compile", first_raw.build, True, ("raw", "compiled")))
-        out.append(Impl("cg auto + torch.compile", _cg(framework, kind), True, ("auto", "compiled")))
     return out

@@ -50,6 +50,51 @@ def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
     return tables
 
 
+# The four routes a user chooses between, per case: (label, framework, implementation rows, best of them).
+ROUTES = (("torch default", "torch", ("cg auto",)), ("torch cg.jit", "torch", ("cg jit",)),
+          ("jax eager", "jax", ("cg auto (eager, no jit)",)), ("jax cg.jit", "jax", ("cg jit", "cg auto")))
+
+
+def routes(rows: list[dict]) -> dict[str, dict[str, dict | None]]:
+    """Per case, the row of each of :data:`ROUTES` (the fastest where several qualify), or
+    the failed/skipped row, or None when it was not run."""
+    out: dict[str, dict[str, dict | None]] = {}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case]
+        if any("scaling" in r["tags"] for r in rs):
+            continue
+        out[case] = {}
+        for label, fw, impls in ROUTES:
+            cands = [r for r in rs if r["framework"] == fw and r["impl"] in impls]
+            ok = [r for r in cands if r.get("median_s") and r["status"] == "ok"]
+            out[case][label] = min(ok, key=lambda r: r["median_s"]) if ok else (cands[0] if cands else None)
+    return out
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per case: the four routes, the paired torch/jax ratio, and the route to use."""
+    versus = {r["case"]: r for r in rows if "versus" in r["tags"] and r.get("ratio")}
+    lines = []
+    for case, by in routes(rows).items():
+        parts, best = [], None
+        for label, r in by.items():
+            if r is None:
+                continue
+            if r.get("median_s") and r["status"] == "ok":
+                parts.append(f"{label} {_ms(r['median_s'])} ms")
+                if best is None or r["median_s"] < best[1]:
+                    best = (label, r["median_s"])
+            else:
+                parts.append(f"{label} {r['status'].split(':')[0]}")
+        pair = versus.get(case)
+        if pair:
+            parts.append(f"torch/jax with cg.jit {pair['ratio']:.2f}x (paired)")
+        if best:
+            parts.append(f"use: {best[0]}")
+        lines.append(f"{case}: " + " | ".join(parts))
+    return lines
+
+
 def checks(rows: list[dict]) -> list[str]:
     """The targets of the benchmark issue, each reported as met or missed."""
     lines = []
@@ -105,6 +150,7 @@ def checks(rows: list[dict]) -> list[str]:
             ratio = notebook[0]["median_s"] / worst["median_s"]
             lines.append(f"{'met ' if ratio >= 10 else 'MISS'} vs loop   {case} / {fw}: the slowest ({worst['impl']}) is "
                          f"{ratio:.0f}x faster than the notebook's loop ({rs[0]['basis']} basis directions)")
+    lines += goals(rows)
     for r in rows:
         if "scaling" in r["tags"] and r["status"].startswith("skipped"):
             lines.append(f"note      scaling   {r['case']} / {r['framework']}: not measured, {r['status']}")
@@ -119,6 +165,36 @@ def checks(rows: list[dict]) -> list[str]:
     return lines
 
 
+def goals(rows: list[dict]) -> list[str]:
+    """The speed goals: torch's cg.jit within 1.5x of jax's (paired); torch's default
+    within 3x of jitted jax on Hessians where jitted jax takes >= 2 ms; torch's default
+    >= the case's speedup goal over the raw torch.func call."""
+    lines = []
+    by_case = routes(rows)
+    for r in rows:
+        if "versus" in r["tags"] and r.get("ratio"):
+            ok = r["ratio"] <= 1.5
+            lines.append(f"{'met ' if ok else 'MISS'} jit       {r['case']}: torch cg.jit {_ms(r['torch_s'])} ms vs jax "
+                         f"cg.jit {_ms(r['jax_s'])} ms, {r['ratio']:.2f}x (goal <= 1.5x, {r['rounds']} alternated pairs)")
+    for case, by in by_case.items():
+        default, jax_jit = by.get("torch default"), by.get("jax cg.jit")
+        if not (default and jax_jit and default.get("median_s") and jax_jit.get("median_s")):
+            continue
+        kind = default["kind"]
+        if "hessian" in kind and jax_jit["median_s"] >= 2e-3:
+            ratio = default["median_s"] / jax_jit["median_s"]
+            lines.append(f"{'met ' if ratio <= 3 else 'MISS'} default   {case}: torch default {_ms(default['median_s'])} ms "
+                         f"is {ratio:.2f}x jitted jax (goal <= 3x where jitted jax >= 2 ms)")
+        goal = default.get("speedup_goal")
+        raw = next((r for r in rows if r["case"] == case and r["framework"] == "torch" and r["impl"] == "raw hessian"
+                    and r.get("median_s")), None)
+        if goal and raw:
+            speedup = raw["median_s"] / default["median_s"]
+            lines.append(f"{'met ' if speedup >= goal else 'MISS'} speedup   {case}: torch default {speedup:.2f}x faster than "
+                         f"vmap(torch.func.hessian) ({_ms(raw['median_s'])} ms; goal >= {goal:g}x)")
+    return lines
+
+
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()
 
@@ -126,9 +202,12 @@ def _slug(s: str) -> str:
 def write(run: Any, precision: str, notes: tuple[str, ...] = ()) -> dict[str, Path]:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.date.today().isoformat()
-    base = RESULTS / f"{_slug(run.device)}-{stamp}"
+    selection = getattr(run, "selection", "") or ""
+    # A selected subset is a part, named by its selection: it never replaces a full report.
+    base = RESULTS / (f"{_slug(run.device)}-{stamp}" + (f"-part-{_slug(selection)[:60]}" if selection else ""))
     header = [*notes,
         f"device: {run.device}",
+        f"date: {stamp}; selection: {selection or 'every case'}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
         f"precision: {precision}",
         f"ceilings measured in this run: write {run.ceilings['write_GBps']:.1f} GB/s, "
@@ -137,18 +216,23 @@ def write(run: Any, precision: str, notes: tuple[str, ...] = ()) -> dict[str, Pa
         "'first call' includes compilation (jax.jit, torch.compile)",
     ]
     tables = case_tables(run.rows)
-    summary = checks(run.rows)
-    text = ["\n".join(header)]
-    md = ["# crossgrad benchmark", "", *[f"- {h}" for h in header], ""]
+    summary_lines = summary(run.rows)
+    check_lines = checks(run.rows)
+    text = ["\n".join(header), "\n== which backend, which route\n" + "\n".join(summary_lines)]
+    md = ["# crossgrad benchmark", "", *[f"- {h}" for h in header], "", "## Which backend, which route", "",
+          "Per case: crossgrad's default (eager) and `cg.jit` route on each framework, the torch/jax ratio of the "
+          "`cg.jit` routes measured in alternated pairs, and the fastest route.", "",
+          *[f"- {line}" for line in summary_lines], ""]
     for name, table in tables.items():
         text.append(f"\n== {name}\n" + tabulate(table, headers=HEADERS, disable_numparse=True))
         md += [f"## {name}", "", tabulate(table, headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
-    text.append("\n== checks\n" + "\n".join(summary))
-    md += ["## checks", "", *[f"- {line}" for line in summary], ""]
+    text.append("\n== checks\n" + "\n".join(check_lines))
+    md += ["## checks", "", *[f"- {line}" for line in check_lines], ""]
     print("\n".join(text))
     paths = {"json": base.with_suffix(".json"), "md": base.with_suffix(".md"), "png": base.with_suffix(".png")}
     paths["json"].write_text(json.dumps({"device": run.device, "versions": run.versions, "precision": precision,
-                                         "ceilings": run.ceilings, "checks": summary, "rows": run.rows}, indent=1, default=str))
+                                         "ceilings": run.ceilings, "summary": summary_lines, "checks": check_lines,
+                                         "selection": getattr(run, "selection", ""), "rows": run.rows}, indent=1, default=str))
     paths["md"].write_text("\n".join(md))
     plot(run.rows, paths["png"], run.device)
     print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
@@ -156,28 +240,50 @@ def write(run: Any, precision: str, notes: tuple[str, ...] = ()) -> dict[str, Pa
 
 
 def plot(rows: list[dict], path: Path, device: str) -> None:
+    """The headline figure: per case, the four routes of :data:`ROUTES` with their IQR, a
+    route that failed or was skipped named as such; the detailed tables stay in the markdown."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = list(dict.fromkeys(r["case"] for r in rows if r.get("median_s")))
+    by_case = routes(rows)
+    versus = {r["case"]: r for r in rows if "versus" in r["tags"] and r.get("ratio")}
+    cases = list(by_case)
     cols = 3
     nrows = max(1, math.ceil(len(cases) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 4.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols, 3.0 * nrows + 0.8), squeeze=False)
+    colors = {"torch": "tab:red", "jax": "tab:blue"}
     for ax, case in zip(axes.flat, cases):
-        rs = sorted((r for r in rows if r["case"] == case and r.get("median_s")), key=lambda r: r["median_s"])
-        labels = [f"{r['framework']}: {r['impl']}" for r in rs]
-        colors = ["tab:red" if r["framework"] == "torch" else "tab:blue" for r in rs]
-        ax.barh(range(len(rs)), [1e3 * r["median_s"] for r in rs], color=colors)
-        ax.set_yticks(range(len(rs)), labels, fontsize=6)
+        labels, widths, errs, cols_ = [], [], [], []
+        timed = [r["median_s"] for r in by_case[case].values() if r and r.get("median_s") and r["status"] == "ok"]
+        floor = 1e3 * min(timed) if timed else 1.0
+        for k, (label, fw, _) in enumerate(ROUTES):
+            r = by_case[case][label]
+            labels.append(label)
+            cols_.append(colors[fw])
+            if r and r.get("median_s") and r["status"] == "ok":
+                widths.append(1e3 * r["median_s"])
+                errs.append(1e3 * (r.get("iqr_s") or 0.0) / 2)
+                ax.text(1e3 * r["median_s"] * 1.08, k, f"{1e3 * r['median_s']:.3g} ms", va="center", fontsize=9)
+            else:
+                widths.append(0.0)
+                errs.append(0.0)
+                what = "not run" if r is None else r["status"].split(":")[0]
+                ax.text(floor, k, f"  {what}", va="center", fontsize=9, color="dimgray")
+        ax.barh(range(len(labels)), widths, xerr=errs, color=cols_, capsize=3)
+        ax.set_yticks(range(len(labels)), labels, fontsize=10)
         ax.invert_yaxis()
         ax.set_xscale("log")
-        ax.set_xlabel("median ms (log)")
-        ax.set_title(case, fontsize=9)
+        if timed:
+            ax.set_xlim(floor / 3, 1e3 * max(timed) * 4)
+        ax.set_xlabel("median ms per call (log scale; bars: IQR)", fontsize=9)
+        title = case if case not in versus else f"{case}\ntorch/jax with cg.jit: {versus[case]['ratio']:.2f}x"
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=9)
     for ax in list(axes.flat)[len(cases):]:
         ax.axis("off")
-    fig.suptitle(f"crossgrad benchmark on {device} (red: torch, blue: jax)")
+    fig.suptitle(f"crossgrad: which backend, which route, on {device} (red: torch, blue: jax)", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from benchmarks import harness
+from benchmarks import harness, implementations
 from crossgrad.testing import frameworks
 
 TOLERANCE = 2e-4  # fp32, relative to the result's largest magnitude
@@ -64,6 +64,32 @@ def paired_overhead(row, framework, impl, fns, args, pairs=41):
                rounds=len(diffs))
 
 
+def torch_versus_jax(run, row, case, problem, impl):
+    """torch's ``cg.jit`` and jax's on the same case, alternated call by call: the median of
+    the paired time ratios (torch / jax) answers "which backend" without the drift of a
+    shared machine between two separately timed rows."""
+    sides = {fw: run.inputs.get((case.name, fw)) for fw in ("torch", "jax")}
+    if any(v is None for v in sides.values()):
+        row["status"] = "skipped: needs both frameworks in this run"
+        return
+    fns = {}
+    for fw, (f, args) in sides.items():
+        fn = implementations._jit(fw, case.kind)(f, problem, args)
+        fns[fw] = (harness.first_call(fw, impl, fn, args)[0], args)
+    times = {"torch": [], "jax": []}
+    for k in range(41):
+        for fw in (("torch", "jax") if k % 2 == 0 else ("jax", "torch")):
+            fn, args = fns[fw]
+            t0 = time.perf_counter()
+            harness.sync(fw, fn(*args))
+            times[fw].append(time.perf_counter() - t0)
+        if sum(times["torch"]) + sum(times["jax"]) > 2 * TIME_PER_IMPL_S:
+            break
+    ratios = [a / b for a, b in zip(times["torch"], times["jax"])]
+    row.update(ratio=float(np.median(ratios)), torch_s=float(np.median(times["torch"])),
+               jax_s=float(np.median(times["jax"])), rounds=len(ratios))
+
+
 def free_device_cache(run):
     if run.gpu:
         import torch
@@ -86,10 +112,14 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
                          "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": f"skipped: {skip}"})
         return
     row = {"case": case.name, "problem": problem.name, "kind": case.kind, "framework": framework,
-           "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": "ok"}
+           "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": "ok",
+           "speedup_goal": case.speedup_goal}
     run.rows.append(row)
     if "paired" in impl.tags:
         paired_overhead(row, framework, impl, impl.build(f, problem, args), args)
+        return
+    if "versus" in impl.tags:
+        torch_versus_jax(run, row, case, problem, impl)
         return
     if "auto-check" in impl.tags:
         auto_against_fastest(run, row, case, framework, impl, f, problem, args)

@@ -51,6 +51,8 @@ TOOLS = ("jit",)
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")
+# How jit compiles (NOTE [jit routes]); each backend has a subset (``builtins.JIT_ROUTES``).
+JIT_ROUTES = ("auto", "compile", "trace", "trace-compile")
 
 Argnums = int | tuple[int, ...] | list[int]
 
@@ -134,6 +136,8 @@ def validate_options(transform: str, **options: Any) -> None:
             check_choice(transform, name, value, IMPLS)
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)
+        elif name == "route":
+            check_choice(transform, name, value, JIT_ROUTES)
         elif name in ("check", "gather"):
             check_bool(transform, name, value)
         elif name == "options" and value is not None and not isinstance(value, dict):
@@ -236,6 +240,15 @@ def bad_devices(transform: str, devices: Any) -> errors.OptionTypeError:
         "or a torch.distributed.ProcessGroup (torch backend)", f"{devices!r} of type {type(devices).__name__}",
         "Pass devices='all' to spread the batch over every device (jax) or every rank of the default process "
         "group (torch).")
+
+
+def check_route(transform: str, backend: str, route: str, available: tuple[str, ...]) -> None:
+    """A jit route the backend has (NOTE [jit routes])."""
+    if route not in available:
+        raise errors.UnsupportedOptionError(
+            transform, f"a route the {backend} backend has ({', '.join(map(repr, available))})", f"route={route!r}",
+            "Tracing into a graph of operations is torch's route: jax.jit traces and compiles already. "
+            "Use route='compile' or route='auto'.")
 
 
 def unsupported(transform: str, backend: str, option: str, value: Any) -> errors.UnsupportedOptionError:

@@ -8,11 +8,19 @@ formed.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import spec
+from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import policy
+from crossgrad.transforms.common import Call, Memo
+from crossgrad.transforms.jacobians import inside_blocks
+from crossgrad.transforms.vectorize import batch_size, leaf_axes
+
+log = logging.getLogger("crossgrad")
 
 
 def _split_chunks(chunk_size: Any) -> tuple[Any, Any]:
@@ -71,4 +79,61 @@ class Batched:
         spec.validate_options(name, in_axes=in_axes)
         inner, outer = _split_chunks(chunk_size)
         per_sample = self._hessian(name, f, argnums, has_aux, strategy, inner, impl)
-        return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather)
+        outside = self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather)
+        if devices is not None or outer is not None or impl == "builtin":
+            return outside
+        return self._batch_inside(name, f, argnums, in_axes, has_aux, strategy, inner, outside)
+
+    def _batch_inside(self, name: str, f: Callable, argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
+                      chunk_size: int | None, outside: Callable) -> Callable:
+        """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
+        the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
+        so, decided once per argument signature."""
+        backend = self.backend
+        shape = backend.arrays.shape
+        batched_f = self._vmap(name, f, in_axes, 0, None, "auto")
+        axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+        memo = Memo()
+
+        def route(args: tuple, kwargs: dict) -> tuple:
+            """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
+            axes = leaf_axes(name, axes_form, args, shape)
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+            starts = [0]
+            for a in args:
+                starts.append(starts[-1] + len(pytree.leaves(a)))
+            diff = [axes[starts[k] + j] for k in call.nums for j in range(starts[k + 1] - starts[k])]
+            size = batch_size(name, args, axes, shape)
+            if not diff or None in diff or size == 0 or call.has_no_elements():
+                return ("outside",)
+            n = sum(math.prod(shape(p)) for p in call.primals) // size
+
+            def m() -> int:
+                g = (lambda *a: batched_f(*a, **kwargs)) if kwargs else batched_f
+                return sum(math.prod(s[1:]) for s, _ in backend.primitives.output_shapes(g, args))
+
+            chosen = policy.batched_hessian_inside(backend.name, strategy, n, m, size)
+            if chosen is None:
+                return ("outside",)
+            log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
+            return (chosen, diff)
+
+        def jacobian_inside(g: Callable, mode: str, diff: list[int]) -> Callable:
+            def jacobian_g(*args: Any, **kwargs: Any) -> Any:
+                call = Call(name, backend, g, args, kwargs, argnums, has_aux)
+                blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)
+                result = call.assemble(blocks)
+                return (result, aux) if has_aux else result
+
+            return jacobian_g
+
+        def hessian_f(*args: Any, **kwargs: Any) -> Any:
+            key = Memo.key(args)
+            chosen = memo.get(key) or memo.put(key, route(args, kwargs))
+            if chosen[0] == "outside":
+                return outside(*args, **kwargs)
+            outer, inner = chosen[0].split("-")
+            diff = chosen[1]
+            return jacobian_inside(jacobian_inside(batched_f, inner, diff), outer, diff)(*args, **kwargs)
+
+        return hessian_f

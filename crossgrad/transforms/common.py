@@ -9,6 +9,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import policy
 
 
 def framework_of(x: Any) -> str | None:
@@ -270,6 +271,6 @@ def use_builtin(transform: str, backend: Backend, impl: str, builtin: str | None
                if value is not None and (value == "auto" or name in backend.builtins.LACKS.get(builtin or transform, ()))]
     if impl == "builtin" and lacking:
         raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
-    if impl == "auto" and (builtin or transform) in backend.builtins.AUTO_AVOIDS:
+    if impl == "auto" and (builtin or transform) in policy.AUTO_AVOIDS[backend.name]:
         return False
     return not lacking

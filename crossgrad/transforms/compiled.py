@@ -1,25 +1,47 @@
-"""jit: the framework's compiler (``torch.compile``, ``jax.jit``) with an eager fallback.
+"""jit: a transform compiled once per argument signature, by the route that is fastest on
+the device, never worse than eager.
 
-NOTE [compile fallback]: a compiler can fail where eager execution works
-(``torch.compile`` of ``vmap(hessian(f))`` raises "Tensor device mismatch" on torch
-2.13 and "RuntimeError when making fake tensor call" on 2.11; ``jax.jit`` refuses
-Python branches on array values).  :meth:`Compiled.jit` then warns once
-(:class:`crossgrad.errors.CompileFallbackWarning`, naming the compiler's error) and
-runs that argument signature eagerly from then on; an error that eager execution
-raises too is the user's and propagates unchanged.  With ``check=True`` the first
-compiled call of each signature is compared with an eager one (relative tolerance
-per dtype, :data:`CHECK_RTOL`); a disagreement warns and falls back the same way.
+NOTE [jit routes]: ``route`` names how a function is compiled:
+
+* ``"compile"``: the framework's compiler on the function (``torch.compile``,
+  ``jax.jit``).  ``torch.compile`` of ``vmap(hessian(f))`` fails on torch 2.11 and 2.13
+  (forward-over-reverse under fake tensors), and of ``vmap(jacfwd(jacfwd(f)))`` kills
+  the process with a segmentation fault on torch 2.13 (no Python fallback can catch
+  that): torch's ``auto`` never takes this route.
+* ``"trace"`` (torch): the function, crossgrad's transforms and torch.func inside it
+  included, run once per argument signature under ``make_fx`` with real tensors; the
+  aten operations it dispatched form a graph, replayed on later calls without
+  torch.func's per-operation interpretation.  Tensors the function closes over are
+  graph inputs held by reference (a weight updated in place between calls changes the
+  result); Python values are fixed at trace time, as under ``torch.compile``.  A
+  Python branch on a traced value (``if x.sum() > 0``) makes the trace fail, so a
+  branch is never baked in: that signature runs eagerly.
+* ``"trace-compile"`` (torch): that graph compiled by ``torch.compile`` (inductor
+  unless ``options`` say otherwise).  Compiling the traced graph works where compiling
+  the function fails or crashes.
+
+``"auto"`` tries the routes of :func:`crossgrad.transforms.policy.jit_routes` for the
+device in turn.  A route that fails for a signature warns once
+(:class:`crossgrad.errors.CompileFallbackWarning`, naming the error) and the next is
+tried; when none works, that signature runs eagerly from then on.  An error that
+eager execution raises too is the user's and propagates unchanged.  With
+``check=True`` the first result of each signature is compared with an eager one
+(relative tolerance per dtype, :data:`CHECK_RTOL`); a disagreement warns and falls
+back to eager execution.  The ``crossgrad`` logger says which route runs.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Memo
+from crossgrad.transforms import policy
+
+log = logging.getLogger("crossgrad")
 
 # Compiled code may fuse and reorder floating-point operations: agreement with eager
 # execution is judged relative to the largest eager magnitude of each leaf.
@@ -48,23 +70,78 @@ def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
     return None
 
 
+def signature(backend: Backend, args: tuple, kwargs: dict) -> tuple:
+    """What a compiled or traced program is specialised to: the pytree structure, each
+    array's type, shape, dtype and device (and, on torch, whether it requires grad),
+    and every other leaf's value (its identity when it cannot be hashed)."""
+    leaves, treedef = pytree.flatten((args, kwargs))
+    parts: list[Any] = [treedef]
+    for leaf in leaves:
+        if backend.arrays.owns(leaf):
+            parts.append(backend.arrays.signature(leaf))
+            continue
+        try:
+            hash(leaf)
+            parts.append(("value", type(leaf), leaf))
+        except TypeError:
+            parts.append(("id", id(leaf)))
+    return tuple(parts)
+
+
+def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: dict | None) -> Callable:
+    """``f`` traced at ``args`` into a graph of the framework's operations (compiled with
+    ``options`` unless None): a function of arguments of the same signature."""
+    leaves, treedef = pytree.flatten((args, kwargs))
+    positions = [i for i, leaf in enumerate(leaves) if backend.arrays.owns(leaf)]
+    # Only the non-array leaves are kept: they are fixed by the signature.
+    fixed = [None if i in set(positions) else leaf for i, leaf in enumerate(leaves)]
+    out_def: list[pytree.TreeDef] = []
+
+    def flat_f(*arrays_in: Any) -> tuple:
+        full = list(fixed)
+        for i, a in zip(positions, arrays_in):
+            full[i] = a
+        call_args, call_kwargs = pytree.unflatten(treedef, full)
+        out_leaves, out_treedef = pytree.flatten(f(*call_args, **call_kwargs))
+        other = [type(o).__name__ for o in out_leaves if not backend.arrays.owns(o)]
+        if other:
+            raise TypeError(f"a trace returns arrays only; the function returned a {other[0]} leaf")
+        out_def[:] = [out_treedef]
+        return tuple(out_leaves)
+
+    graph = backend.builtins.trace(flat_f, tuple(leaves[i] for i in positions))
+    if options is not None:
+        graph = backend.builtins.compile(graph, options)
+
+    def run(*call_args: Any, **call_kwargs: Any) -> Any:
+        call_leaves = pytree.leaves((call_args, call_kwargs))
+        return pytree.unflatten(out_def[0], list(graph(*(call_leaves[i] for i in positions))))
+
+    return run
+
+
 class Compiled:
     """jit."""
 
     backend: Backend
 
-    def jit(self, f: Callable, check: bool = False, options: dict | None = None) -> Callable:
-        """``f`` compiled by the framework (``torch.compile`` / ``jax.jit``), never worse than eager.
+    def jit(self, f: Callable, check: bool = False, options: dict | None = None, *, route: str = "auto") -> Callable:
+        """``f`` compiled once per argument signature, never worse than eager.
 
-        Returns a function with ``f``'s arguments and results.  When compilation fails
-        for an argument signature (shapes, dtypes, pytree structure), it warns once
-        (:class:`crossgrad.errors.CompileFallbackWarning`) and runs ``f`` eagerly for that
-        signature; errors that eager execution raises too propagate unchanged.
-        ``check=True`` compares the first compiled result of each signature with an
-        eager one and falls back the same way when they disagree.  ``options`` go to
-        the compiler (e.g. ``{"backend": "aot_eager"}`` for torch,
-        ``{"static_argnums": 1}`` for jax).  Compose it around any transform:
-        ``cg.jit(cg.batched_hessian(f))``.
+        Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit
+        routes], :mod:`crossgrad.transforms.compiled`): ``"compile"`` is the framework's
+        compiler (``torch.compile`` / ``jax.jit``); on torch, ``"trace"`` replays the
+        operations ``f`` dispatched, traced once per signature (shapes, dtypes,
+        devices, pytree structure, Python values), and ``"trace-compile"`` compiles that
+        graph; ``"auto"`` takes the fastest measured route for the device
+        (:func:`crossgrad.transforms.policy.jit_routes`).  When a route fails for a
+        signature it warns once (:class:`crossgrad.errors.CompileFallbackWarning`) and
+        tries the next, then eager execution; errors that eager execution raises too
+        propagate unchanged.  ``check=True`` compares the first result of each
+        signature with an eager one and falls back to eager when they disagree.
+        ``options`` go to the compiler (e.g. ``{"backend": "aot_eager"}`` or
+        ``{"mode": "max-autotune"}`` for torch, ``{"static_argnums": 1}`` for jax).
+        Compose it around any transform: ``cg.jit(cg.batched_hessian(f))``.
 
         Example:
             >>> import jax.numpy as jnp, crossgrad as cg
@@ -74,39 +151,69 @@ class Compiled:
         """
         name = "jit"
         spec.check_callable(name, f)
-        spec.validate_options(name, check=check, options=options)
+        spec.validate_options(name, check=check, options=options, route=route)
         backend = self.backend
-        compiled = backend.builtins.compile(f, dict(options or {}))
-        eager_only: set = set()
-        checked: set = set()
+        spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
+        options = dict(options or {})
+        fname = getattr(f, "__name__", "the function")
+        runs: dict[tuple, tuple[str, Callable]] = {}
+        made: dict[str, Callable] = {}
         warned: list[bool] = []
 
-        def fall_back(key: Any, why: str) -> None:
-            eager_only.add(key)
+        def warn(why: str, instead: str) -> None:
             if not warned:
                 warned.append(True)
-                warnings.warn(f"jit: {why}; running {getattr(f, '__name__', 'the function')} eagerly for these "
-                              "argument shapes (the result is eager execution's).",
+                warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
                               errors.CompileFallbackWarning, stacklevel=3)
 
+        def routes_for(args: tuple, kwargs: dict) -> tuple[str, ...]:
+            if route != "auto":
+                return (route,)
+            first = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)
+            return policy.jit_routes(backend.name, first is not None and backend.arrays.on_accelerator(first))
+
+        def build(r: str, args: tuple, kwargs: dict) -> Callable:
+            if r == "compile":
+                if r not in made:
+                    made[r] = backend.builtins.compile(f, options)
+                return made[r]
+            return traced(backend, f, args, kwargs, options if r == "trace-compile" else None)
+
+        def first_call(key: tuple, args: tuple, kwargs: dict) -> Any:
+            failures: list[str] = []
+            for r in routes_for(args, kwargs):
+                try:
+                    fn = build(r, args, kwargs)
+                    out = fn(*args, **kwargs)
+                except Exception as exc:
+                    text = (str(exc).strip().splitlines() or [""])[0][:200]
+                    failures.append(f"route {r!r}: {type(exc).__name__}: {text}")
+                    log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
+                    continue
+                if check:
+                    eager = f(*args, **kwargs)
+                    differs = agree(backend, out, eager)
+                    if differs is not None:
+                        runs[key] = ("eager", f)
+                        warn(f"the compiled result (route {r!r}) differs from eager execution in {differs}",
+                             "eagerly (the result is eager execution's)")
+                        return eager
+                if failures:
+                    warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
+                log.info("jit: %s runs by route %r", fname, r)
+                runs[key] = (r, fn)
+                return out
+            result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
+            runs[key] = ("eager", f)
+            warn(f"{backend.name} compilation failed ({'; '.join(failures)})",
+                 "eagerly (the result is eager execution's)")
+            return result
+
         def jitted(*args: Any, **kwargs: Any) -> Any:
-            key = Memo.key(args)
-            if key in eager_only:
-                return f(*args, **kwargs)
-            try:
-                out = compiled(*args, **kwargs)
-            except Exception as exc:
-                result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                fall_back(key, f"{backend.name} compilation failed ({type(exc).__name__}: {first})")
-                return result
-            if check and key not in checked:
-                checked.add(key)
-                eager = f(*args, **kwargs)
-                differs = agree(backend, out, eager)
-                if differs is not None:
-                    fall_back(key, f"the compiled result differs from eager execution in {differs}")
-                    return eager
-            return out
+            key = signature(backend, args, kwargs)
+            known = runs.get(key)
+            if known is None:
+                return first_call(key, args, kwargs)
+            return known[1](*args, **kwargs)
 
         return jitted

@@ -198,7 +198,7 @@ class Derivatives:
         ``"builtin"`` is ``torch.func.linearize`` / ``jax.linearize``; ``"composed"`` is
         the transpose of the vjp, which ``"auto"`` picks on torch (``torch.func.linearize``
         traces the function on every call: 100x slower to build, see
-        ``AUTO_AVOIDS`` in :mod:`crossgrad.backends.torch.builtins`).
+        NOTE [auto avoids] in :mod:`crossgrad.transforms.policy`).
 
         Example:
             >>> import torch, crossgrad as cg

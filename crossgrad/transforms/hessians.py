@@ -1,26 +1,7 @@
 """hessian: the Jacobian of the Jacobian, with the composition chosen per backend.
 
-NOTE [hessian strategy]: ``strategy="outer-inner"`` is ``jacobian(jacobian(f,
-mode=inner), mode=outer)``: ``"fwd-rev"`` is forward over reverse (what
-``torch.func.hessian`` and ``jax.hessian`` compute), ``"loop"`` is the row loop over
-the row loop.  ``"auto"`` picks per backend, from measurements (fp32, ``make bench``,
-benchmarks/results/, H200 and 2 CPU cores):
-
-* torch (eager ``torch.func``): ``"rev-rev"`` (crossgrad's composition) for a scalar
-  output, ``"fwd-rev"`` otherwise.  Scalar outputs: per-sample MLP 64-256-256-1,
-  B=1024, H200: rev-rev 3.5 ms vs fwd-rev 4.8 ms (torch.func.hessian); parameter
-  Hessian of a dict MLP: 5.2 vs 7.0 ms; tiny D=16 Hessian on a CPU: 0.82 vs 1.06 ms.
-  Vector outputs: rev-rev and rev-fwd explode (B=64 31->33 on a CPU: 376 ms vs 9.5
-  ms) and fwd-fwd is 3x slower on the large case (H200 512->32: 17.6 vs 6.2 ms).
-* jax (``jax.jit``): ``"fwd-fwd"`` when the output has more than one element,
-  ``"fwd-rev"`` for a scalar output.  Vector outputs: fwd-fwd 0.86 ms vs fwd-rev
-  2.54 ms (B=64 512->32, H200), 0.64 vs 3.1 ms (B=64 31->33, 2 CPU cores); scalar
-  outputs: fwd-fwd loses 15-25x (scalar MLP 17.6 ms vs 1.04 ms).
-
-Known framework defect, found by ``make bench``: on a CPU, jax 0.10.2 returns wrong
-fp32 values for ``jax.jit(jax.vmap(jax.jacrev(jax.jacrev(f))))`` at B=64, 31->33
-(relative error 0.75; eager and float64 are right, and so is the same program on an
-H200).  ``auto`` never picks rev-rev on jax.
+The composition is chosen per backend by the measured rule of NOTE [hessian strategy]
+in :mod:`crossgrad.transforms.policy`.
 """
 
 from __future__ import annotations
@@ -30,16 +11,8 @@ from typing import Any
 
 from crossgrad import spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import policy
 from crossgrad.transforms.common import Call, Memo, size_of, use_builtin
-
-
-def auto_strategy(backend_name: str, out_size: Callable[[], int]) -> tuple[str, str | None]:
-    """The measured per-backend rule of NOTE [hessian strategy]: a strategy, and the
-    implementation it was measured with (None: whatever ``impl`` says)."""
-    scalar = out_size() == 1
-    if backend_name == "torch":
-        return ("rev-rev", "composed") if scalar else ("fwd-rev", None)
-    return ("fwd-rev", None) if scalar else ("fwd-fwd", None)
 
 
 class Hessians:
@@ -65,7 +38,7 @@ class Hessians:
                 ``"rev-rev"`` for a scalar output and ``"fwd-rev"`` otherwise; on jax
                 ``"fwd-rev"`` for a scalar output and ``"fwd-fwd"`` otherwise
                 (measurements in NOTE [hessian strategy],
-                :mod:`crossgrad.transforms.hessians`).
+                :mod:`crossgrad.transforms.policy`).
             chunk_size: bounds the basis vectors of each of the two Jacobians;
                 ``"auto"`` sizes the outer Jacobian's chunks from the memory budget
                 (:func:`crossgrad.memory_budget`).
@@ -122,7 +95,7 @@ class Hessians:
                 else:
                     sig = call.signature()
                     if sig not in chosen:
-                        chosen[sig] = auto_strategy(backend.name, lambda: sum(
+                        chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
                             size_of(shape) for shape, _ in backend.primitives.output_shapes(call.flat_output,
                                                                                           call.primals)))
                     picked = (*chosen[sig], False)

@@ -16,7 +16,7 @@ from typing import Any
 
 from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import chunking
+from crossgrad.transforms import chunking, policy
 from crossgrad.transforms.common import Builtins, Call, Memo, size_of, use_builtin
 
 
@@ -109,32 +109,91 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tu
     return blocks, aux
 
 
-# NOTE [jacobian auto mode]: forward mode pays one jvp per input element, reverse mode
-# one vjp per output element; ``auto`` picks forward when ``n * forward_cost < m``, the
-# cost of a jvp relative to a vjp measured per backend and device (``make bench``,
-# benchmarks/results/):
-# * jax under jit: 0.5.  Forward mode wins at square shapes: B=1024, 256->256 on an
-#   H200 0.22 ms (jacfwd) vs 1.14 ms (jacrev); B=64, 256->256 on 2 CPU cores 2.1 vs 6.3
-#   ms; wide shapes (2048->32) stay reverse.
-# * eager torch.func on a CPU: 2.  A jvp costs ~1.8x a vjp per basis vector (B=64,
-#   31->33: jacfwd 1.08 ms vs jacrev 0.64 ms); the tall 32->2048 case still goes forward
-#   (0.44 vs 2.52 ms).
-# * eager torch.func on a GPU: 64, reverse nearly always.  Launch-bound at these sizes,
-#   forward mode loses even on the tall 32->2048 case (H200: jacfwd 1.28 ms, jacrev
-#   0.88 ms) and ties at 256->256 (1.75 vs 1.70 ms).
-def forward_cost(backend: Backend, leaf: Any) -> float:
-    if backend.name == "jax":
-        return 0.5
-    return 64.0 if backend.arrays.on_accelerator(leaf) else 2.0
+def _with_batch(arrays: Any, x: Any, axis: int, shape: tuple[int, ...]) -> Any:
+    """Basis rows ``x`` of shape ``(k, *sample)`` broadcast across the batch: shape
+    ``(k, *shape)``, the batch axis of ``shape`` at ``axis`` (a view, nothing copied)."""
+    sample = arrays.shape(x)[1:]
+    return arrays.broadcast_to(arrays.reshape(x, (arrays.shape(x)[0], *sample[:axis], 1, *sample[axis:])),
+                               (arrays.shape(x)[0], *shape))
+
+
+def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
+                  chunk_size: int | None) -> tuple[list, Any]:
+    """Per-sample Jacobian blocks of a batched function, the batch inside (NOTE [batch
+    inside] in :mod:`crossgrad.transforms.policy`).
+
+    ``call.f`` maps a batch of independent samples: primal leaf ``i`` carries the batch
+    at ``axes[i]``, every output leaf at axis 0.  Each basis vector of one sample is
+    broadcast across the batch and pushed (``"fwd"``) or pulled (``"rev"``) through one
+    evaluation of the whole batch; since samples do not mix, each sample's slice of the
+    result is that sample's Jacobian column (row).  Blocks have shape ``(B, *out, *in)``
+    for a per-sample output leaf ``out`` and input leaf ``in``.
+    """
+    arrays, primitives = backend.arrays, backend.primitives
+    primals = call.primals
+    shapes = [arrays.shape(p) for p in primals]
+    samples = [s[:a] + s[a + 1:] for s, a in zip(shapes, axes)]
+    batch = shapes[0][axes[0]]
+    if mode == "fwd":
+        in_bounds = _offsets(samples)
+        n = in_bounds[-1][1]
+        basis = arrays.eye(n, primals[0])
+        tangents = tuple(_with_batch(arrays, arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p), a, s)
+                         for (lo, hi), si, p, a, s in zip(in_bounds, samples, primals, axes, shapes))
+
+        def push(*tangent: Any) -> Any:
+            _, tout, aux = primitives.jvp(call.flat, primals, tangent, call.has_aux)
+            return (tuple(tout), aux) if call.has_aux else tuple(tout)
+
+        columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangents, chunk_size)
+        aux = None
+        if call.has_aux:
+            columns, batched_aux = columns  # the same aux for every column (see fwd_blocks)
+            aux = pytree.map_leaves(lambda a: arrays.reshape(arrays.slice_axis(a, 0, 1, 0), arrays.shape(a)[1:]),
+                                    batched_aux)
+        blocks = []
+        for col in columns:
+            so = arrays.shape(col)[2:]
+            row = []
+            for (lo, hi), si in zip(in_bounds, samples):
+                # (*in, B, *out) -> (B, *out, *in)
+                block = _part(arrays, col, lo, hi, 0, (*si, batch, *so))
+                k = len(si)
+                row.append(arrays.transpose(block, [k, *range(k + 1, k + 1 + len(so)), *range(k)]))
+            blocks.append(row)
+        return blocks, aux
+    out, vjp_fn, aux = primitives.vjp(call.flat, primals, call.has_aux)
+    out_samples = [arrays.shape(o)[1:] for o in out]
+    out_bounds = _offsets(out_samples)
+    m = out_bounds[-1][1]
+    basis = arrays.eye(m, out[0])
+    cotangents = tuple(_with_batch(arrays, arrays.cast_like(_part(arrays, basis, lo, hi, 1, (m, *so)), o), 0,
+                                   arrays.shape(o))
+                       for (lo, hi), so, o in zip(out_bounds, out_samples, out))
+
+    def pull(*cotangent: Any) -> tuple:
+        return tuple(vjp_fn(cotangent))
+
+    rows = chunking.map_chunks(backend, primitives.vmap(pull, 0, 0), cotangents, chunk_size)
+    blocks = []
+    for (lo, hi), so in zip(out_bounds, out_samples):
+        row = []
+        for r, a, si in zip(rows, axes, samples):
+            # (m_o, *in with the batch at a) -> (B, *out, *in)
+            block = arrays.moveaxis(arrays.slice_axis(r, lo, hi, 0) if (lo, hi) != (0, m) else r, a + 1, 0)
+            row.append(arrays.reshape(block, (batch, *so, *si)))
+        blocks.append(row)
+    return blocks, aux
 
 
 def auto_mode(backend: Backend, call: Call) -> str:
-    """``"fwd"`` when the inputs are few enough against the outputs (NOTE [jacobian auto mode])."""
-    n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
-    m = sum(size_of(s) for s, _ in backend.primitives.output_shapes(call.flat_output, call.primals))
+    """``"fwd"`` when the inputs are few enough against the outputs (NOTE [jacobian auto
+    mode] in :mod:`crossgrad.transforms.policy`)."""
     if not call.primals:
         return "rev"
-    return "fwd" if n * forward_cost(backend, call.primals[0]) < m else "rev"
+    n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
+    m = sum(size_of(s) for s, _ in backend.primitives.output_shapes(call.flat_output, call.primals))
+    return policy.jacobian_mode(backend.name, backend.arrays.on_accelerator(call.primals[0]), n, m)
 
 
 class Jacobians:
@@ -187,7 +246,7 @@ class Jacobians:
         differentiated input has few enough elements against the output, reverse
         otherwise: ``n * c < m`` with the measured cost ``c`` of a jvp relative to a
         vjp, 0.5 for jax, 2 for torch on a CPU, 64 for torch on a GPU (NOTE [jacobian
-        auto mode]); decided once per input shape.
+        auto mode], :mod:`crossgrad.transforms.policy`); decided once per input shape.
 
         Example:
             >>> import torch, crossgrad as cg

@@ -40,6 +40,12 @@ def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     return []
 
 
+def signature(x: Any) -> tuple:
+    """What a traced or compiled program depends on: type, shape, dtype (placement is
+    ``jax.jit``'s own business)."""
+    return (type(x), tuple(x.shape), x.dtype)
+
+
 def on_accelerator(x: Any) -> bool:
     # Tracers carry no device: the default backend is where jax runs them.
     return jax.default_backend() != "cpu"
@@ -90,8 +96,9 @@ def concat(xs: Sequence[Array], axis: int) -> Array:
     return jnp.concatenate(list(xs), axis=axis)
 
 
-def stack(xs: Sequence[Array], axis: int) -> Array:
-    return jnp.stack(list(xs), axis=axis)
+def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
+    """``x`` repeated along its axes of size 1 (a view where the framework has them)."""
+    return jnp.broadcast_to(x, tuple(shape))
 
 
 def slice_axis(x: Array, start: int, stop: int, axis: int) -> Array:

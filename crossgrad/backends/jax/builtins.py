@@ -14,9 +14,6 @@ from typing import Any
 
 import jax
 
-# Built-ins that impl="auto" passes over for crossgrad's composition: none.
-AUTO_AVOIDS: frozenset[str] = frozenset()
-
 LACKS: dict[str, tuple[str, ...]] = {
     "vmap": ("chunk_size",),
     "jacrev": ("chunk_size",),
@@ -59,6 +56,10 @@ def jacfwd(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> 
 
 def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
     return jax.hessian(f, argnums=argnums, has_aux=has_aux)
+
+
+# The routes jit has on jax: jax.jit traces and compiles in one step.
+JIT_ROUTES = ("auto", "compile")
 
 
 def compile(f: Callable, options: dict) -> Callable:

@@ -45,6 +45,12 @@ def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     return found
 
 
+def signature(x: Array) -> tuple:
+    """What a traced or compiled program depends on: type, shape, dtype, device, and
+    whether autograd records through it."""
+    return (type(x), tuple(x.shape), x.dtype, x.device, x.requires_grad)
+
+
 def on_accelerator(x: Array) -> bool:
     return x.device.type != "cpu"
 
@@ -86,8 +92,9 @@ def concat(xs: Sequence[Array], axis: int) -> Array:
     return torch.cat(list(xs), dim=axis)
 
 
-def stack(xs: Sequence[Array], axis: int) -> Array:
-    return torch.stack(list(xs), dim=axis)
+def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
+    """``x`` repeated along its axes of size 1 (a view where the framework has them)."""
+    return x.expand(tuple(shape))
 
 
 def slice_axis(x: Array, start: int, stop: int, axis: int) -> Array:

@@ -21,13 +21,6 @@ LACKS: dict[str, tuple[str, ...]] = {
     "hessian": ("chunk_size",),
 }
 
-# Built-ins that impl="auto" passes over for crossgrad's composition, and why.
-# linearize: torch.func.linearize traces the function with make_fx on every call,
-# 41 ms for a 64-element MLP on 2 CPU cores against 0.41 ms for the transposed vjp
-# (4096 elements: 73 vs 7.5 ms), and each trace leaves ~27 objects behind (generated
-# source registered in linecache) that are never freed.  Its jvp_fn is faster (0.049
-# vs 0.087 ms at 64, 3.6 vs 3.8 ms at 4096), which pays back only after ~1,000 products.
-AUTO_AVOIDS: frozenset[str] = frozenset({"linearize"})
 
 
 def grad(f: Callable, argnums: Any, has_aux: bool) -> Callable:
@@ -74,5 +67,18 @@ def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) ->
     return tf.jacfwd(tf.jacrev(f, argnums=argnums, has_aux=True), argnums=argnums, has_aux=True)
 
 
+# The routes jit has on torch (NOTE [jit routes] in crossgrad.transforms.compiled).
+JIT_ROUTES = ("auto", "compile", "trace", "trace-compile")
+
+
 def compile(f: Callable, options: dict) -> Callable:
     return torch.compile(f, **options)
+
+
+def trace(f: Callable, args: tuple) -> Callable:
+    """The aten operations ``f(*args)`` dispatches, as a graph (``make_fx`` with real
+    tensors: torch.func's transforms run for real and only their operations are
+    recorded; a data-dependent Python branch raises)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(f, tracing_mode="real")(*args)

@@ -1,0 +1,155 @@
+"""Every measured choice ``auto`` makes, in one place, each beside its measurement.
+
+The transforms ask this module and decide nothing by themselves: the Jacobian mode
+(NOTE [jacobian auto mode]), the Hessian strategy (NOTE [hessian strategy]), the
+built-ins ``impl="auto"`` passes over (NOTE [auto avoids]), the order of the batch and
+basis maps of the batched transforms (NOTE [batch inside]) and the route ``jit`` takes
+(NOTE [jit routes]).  The next measurement changes one rule here.  Rules are pure
+functions of names and sizes: this module imports no framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# NOTE [jacobian auto mode]: forward mode pays one jvp per input element, reverse mode
+# one vjp per output element; ``auto`` picks forward when ``n * forward_cost < m``, the
+# cost of a jvp relative to a vjp measured per backend and device (``make bench``,
+# benchmarks/results/):
+# * jax under jit: 0.5.  Forward mode wins at square shapes: B=1024, 256->256 on an
+#   H200 0.22 ms (jacfwd) vs 1.14 ms (jacrev); B=64, 256->256 on 2 CPU cores 2.1 vs 6.3
+#   ms; wide shapes (2048->32) stay reverse.
+# * eager torch.func on a CPU: 2.  A jvp costs ~1.8x a vjp per basis vector (B=64,
+#   31->33: jacfwd 1.08 ms vs jacrev 0.64 ms); the tall 32->2048 case still goes forward
+#   (0.44 vs 2.52 ms).
+# * eager torch.func on a GPU: 64, reverse nearly always.  Launch-bound at these sizes,
+#   forward mode loses even on the tall 32->2048 case (H200: jacfwd 1.28 ms, jacrev
+#   0.88 ms) and ties at 256->256 (1.75 vs 1.70 ms).
+
+
+def forward_cost(backend: str, on_accelerator: bool) -> float:
+    """The cost of a jvp relative to a vjp (NOTE [jacobian auto mode])."""
+    if backend == "jax":
+        return 0.5
+    return 64.0 if on_accelerator else 2.0
+
+
+def jacobian_mode(backend: str, on_accelerator: bool, n: int, m: int) -> str:
+    """``"fwd"`` or ``"rev"`` for ``n`` input and ``m`` output elements."""
+    return "fwd" if n * forward_cost(backend, on_accelerator) < m else "rev"
+
+
+# NOTE [hessian strategy]: ``strategy="outer-inner"`` is ``jacobian(jacobian(f,
+# mode=inner), mode=outer)``.  ``"auto"`` picks per backend, from measurements (fp32,
+# ``make bench``, benchmarks/results/, H200 and 2 CPU cores):
+# * torch (eager ``torch.func``): ``"rev-rev"`` (crossgrad's composition) for a scalar
+#   output, ``"fwd-rev"`` otherwise.  Scalar outputs: per-sample MLP 64-256-256-1,
+#   B=1024, H200: rev-rev 3.5 ms vs fwd-rev 4.8 ms (torch.func.hessian); parameter
+#   Hessian of a dict MLP: 5.2 vs 7.0 ms; tiny D=16 Hessian on a CPU: 0.82 vs 1.06 ms.
+#   Vector outputs: rev-rev and rev-fwd explode (B=64 31->33 on a CPU: 376 ms vs 9.5
+#   ms) and fwd-fwd is 3x slower on the large case (H200 512->32: 17.6 vs 6.2 ms) --
+#   in the batch-outside order; the batched transforms may take fwd-fwd with the batch
+#   inside (NOTE [batch inside]).
+# * jax (``jax.jit``): ``"fwd-fwd"`` when the output has more than one element,
+#   ``"fwd-rev"`` for a scalar output.  Vector outputs: fwd-fwd 0.86 ms vs fwd-rev
+#   2.54 ms (B=64 512->32, H200), 0.64 vs 3.1 ms (B=64 31->33, 2 CPU cores); scalar
+#   outputs: fwd-fwd loses 15-25x (scalar MLP 17.6 ms vs 1.04 ms).
+# Known framework defect, found by ``make bench``: on a CPU, jax 0.10.2 returns wrong
+# fp32 values for ``jax.jit(jax.vmap(jax.jacrev(jax.jacrev(f))))`` at B=64, 31->33
+# (relative error 0.75; eager and float64 are right, and so is the same program on an
+# H200).  ``auto`` never picks rev-rev on jax.
+
+
+def hessian_strategy(backend: str, out_size: Callable[[], int]) -> tuple[str, str | None]:
+    """A strategy, and the implementation it was measured with (None: whatever ``impl``
+    says), by NOTE [hessian strategy]; ``out_size`` is asked only where it matters."""
+    scalar = out_size() == 1
+    if backend == "torch":
+        return ("rev-rev", "composed") if scalar else ("fwd-rev", None)
+    return ("fwd-rev", None) if scalar else ("fwd-fwd", None)
+
+
+# NOTE [auto avoids]: built-ins that ``impl="auto"`` passes over for crossgrad's
+# composition, per backend.
+# * torch ``linearize``: torch.func.linearize traces the function with make_fx on every
+#   call, 41 ms for a 64-element MLP on 2 CPU cores against 0.41 ms for the transposed
+#   vjp (4096 elements: 73 vs 7.5 ms), and each trace leaves ~27 objects behind
+#   (generated source registered in linecache) that are never freed.  Its jvp_fn is
+#   faster (0.049 vs 0.087 ms at 64, 3.6 vs 3.8 ms at 4096), which pays back only after
+#   ~1,000 products.
+# * jax: none.
+AUTO_AVOIDS: dict[str, frozenset[str]] = {"torch": frozenset({"linearize"}), "jax": frozenset()}
+
+
+# NOTE [batch inside]: a batched Hessian can map the batch inside or outside the maps
+# over basis vectors.  Outside (``vmap(hessian(f))``, what torch.func and jax users
+# write) every basis vector is pushed through the per-sample function under a batch
+# vmap; inside, the per-sample function is evaluated on the whole batch (one vmap) and
+# each basis vector is broadcast across the batch, so the basis maps wrap one batched
+# evaluation.  Eager torch pays per operation and per vmap level, and the two orders
+# give it different batched kernels (fp32, 2 CPU cores, torch 2.13, medians, the
+# notebook's tanh(W x + b) and the catalog's MLPs):
+#
+# | case                      | vmap(torch.func.hessian) | fwd-fwd inside | fwd-rev inside | rev-rev inside |
+# |---------------------------|--------------------------|----------------|----------------|----------------|
+# | B=64, 31->33              | 16.8 ms                  | 4.7 ms         | 11.8 ms        | 544 ms         |
+# | B=1, 512->32              | 27.1 ms                  | 58.9 ms        | 28.3 ms        | 568 ms         |
+# | PINN 2-128x6-3, B=256     | 14.4 ms                  | 16.8 ms        | 15.2 ms        | 14.8 ms        |
+# | MLP 64-256-256-1, B=32    | 9.6 ms                   | 698 ms         | 14.0 ms        | 11.9 ms        |
+#
+# A sweep of ``auto``'s candidate against ``vmap(torch.func.hessian)``, alternated call by
+# call (fp32, 2 CPU cores; ratio < 1: the batch inside is faster):
+#
+# | tanh(W x + b), n->m, B | ratio | MLP n-h-h-m, B          | ratio |
+# |------------------------|-------|-------------------------|-------|
+# | 8->8, 64               | 1.10  | 2-64-64-3, 256          | 1.42  |
+# | 16->16, 64             | 0.82  | 4-32-32-8, 64           | 1.40  |
+# | 31->33, 8              | 0.90  | 8-64-16, 64             | 1.20  |
+# | 31->33, 256            | 0.38  | log-sum-exp 16, B=64    | 1.28  |
+# | 64->64, 16             | 0.37  |                         |       |
+# | 16->64, 32             | 0.22  |                         |       |
+# | 4->16, 256             | 0.69  |                         |       |
+#
+# Forward-over-forward inside wins where one sample's Hessian is large (``n * m >= 256``)
+# and its second-order work (``n**2`` directions) does not exceed forward-over-reverse's
+# (``n * m``); deep networks with few inputs and outputs (the MLPs, the PINN) keep
+# torch.func's order, where nested forward mode pays per layer.  ``auto`` takes it for
+# vector outputs with ``n <= m``, ``n * m >= 256`` and ``B >= 8`` (the 4->16 win is left
+# out by that threshold); an explicit ``strategy="fwd-fwd"`` always runs batch-inside
+# from ``B >= 8``.  The PINN case is compute-bound (one [256, 128] x [128, 128] product
+# per layer and direction): no order helps it in eager torch; the traced routes of
+# ``jit`` do (NOTE [jit routes]).  jax under ``jax.jit`` compiles both orders to the
+# same program: jax keeps the batch outside.
+BATCH_INSIDE_MIN_BATCH = 8
+BATCH_INSIDE_MIN_ELEMENTS = 256
+
+
+def batched_hessian_inside(backend: str, strategy: str, n: int, m: Callable[[], int], batch: int) -> str | None:
+    """The strategy to run with the batch inside for a batched Hessian, or None to keep
+    the batch outside (NOTE [batch inside]).  ``strategy`` is the one asked for
+    (``"auto"`` included), ``n`` one sample's input elements, ``m()`` its output
+    elements (asked only where it matters), ``batch`` the number of samples."""
+    if backend != "torch" or batch < BATCH_INSIDE_MIN_BATCH or strategy not in ("auto", "fwd-fwd"):
+        return None
+    if strategy == "auto":
+        outputs = m()
+        if outputs == 1 or n > outputs or n * outputs < BATCH_INSIDE_MIN_ELEMENTS:
+            return None
+    return "fwd-fwd"
+
+
+# NOTE [jit routes] (the routes: :mod:`crossgrad.transforms.compiled`): which route
+# ``jit(route="auto")`` takes, in order of preference; the next is tried when one
+# fails for a signature.  Measured by ``make bench`` (the "cg jit" rows and the
+# route comparison in benchmarks/results/):
+# * jax: ``jax.jit``.
+# * torch: the traced graph compiled by inductor, then the traced graph as is.
+#   torch.compile of the function itself is never tried by ``auto`` (it fails on
+#   Hessians and crashes on forward-over-forward ones).
+
+
+def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
+    """The routes ``jit(route="auto")`` tries, in order (NOTE [jit routes])."""
+    if backend == "jax":
+        return ("compile",)
+    return ("trace-compile", "trace")

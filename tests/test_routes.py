@@ -1,0 +1,243 @@
+"""The speed routes: batched Hessians with the batch inside the basis maps, and jit's
+traced routes, each against the route it replaces, on every backend that has it."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+from tolerances import TOL
+
+import crossgrad as cg
+from crossgrad.testing import frameworks, problems
+from crossgrad.transforms import policy
+
+STRATEGIES = ("fwd-fwd", "fwd-rev", "rev-rev", "rev-fwd")
+
+
+@pytest.fixture
+def inside_always(monkeypatch):
+    """Every batched Hessian with a batched differentiated input runs with the batch
+    inside, whatever the backend and sizes (the route is shared code; the policy only
+    decides where it pays)."""
+    monkeypatch.setattr(policy, "batched_hessian_inside",
+                        lambda backend, strategy, n, m, batch: "fwd-fwd" if strategy == "auto" else strategy)
+
+
+def _prepared(backend, prob, dtype="float64"):
+    f = prob.build(frameworks.ops(backend.name))
+    return f, frameworks.convert(prob.inputs(np.random.default_rng(0)), backend.name, dtype)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("prob", problems.batched_catalog(), ids=lambda p: p.name)
+def test_batch_inside_equals_batch_outside(backend, inside_always, prob, strategy):
+    f, args = _prepared(backend, prob)
+    expected = backend.batched_hessian(f, prob.argnums, prob.in_axes, impl="builtin")(*args)
+    got = backend.batched_hessian(f, prob.argnums, prob.in_axes, strategy=strategy, impl="composed")(*args)
+    frameworks.assert_trees_close(got, expected, **TOL["float64"]["same"], what=f"{strategy} inside")
+
+
+def test_batch_inside_options(backend, inside_always):
+    """Tuple argnums, an unbatched differentiated argument (the batch stays outside
+    there), aux, basis chunks and keyword arguments give the outside route's results."""
+    prob = problems.tanh_linear(n_in=3, n_out=4, batch=5)
+    f, (w, b, x) = _prepared(backend, prob)
+
+    def g(w, b, x, scale=1.0):
+        y = f(w, b, x) * scale
+        return y, {"norm": (y * y).sum()}
+
+    for argnums in (2, (1, 2), (0, 2)):
+        axes = (None, 0, 0) if argnums == (1, 2) else (None, None, 0)
+        # a per-sample bias where it is differentiated with the batch
+        bb = b if axes[1] is None else frameworks.convert(np.stack([frameworks.to_numpy(b)] * 5), backend.name,
+                                                          "float64")
+        outside = backend.batched_hessian(g, argnums, axes, has_aux=True, impl="builtin")(w, bb, x, scale=2.0)
+        for chunk in (None, 2):
+            inside = backend.batched_hessian(g, argnums, axes, has_aux=True, strategy="fwd-fwd", chunk_size=chunk,
+                                             impl="composed")(w, bb, x, scale=2.0)
+            frameworks.assert_trees_close(inside, outside, **TOL["float64"]["same"], what=f"argnums={argnums}")
+
+
+def test_batch_inside_matches_the_closed_form(backend, inside_always):
+    prob = problems.tanh_linear(n_in=6, n_out=7, batch=9)
+    f, args = _prepared(backend, prob)
+    got = backend.batched_hessian(f, prob.argnums, prob.in_axes)(*args)
+    expected = prob.hessian(*prob.inputs(np.random.default_rng(0)))
+    frameworks.assert_trees_close(got, expected, **TOL["float64"]["same"])
+
+
+def test_default_takes_the_measured_order(caplog):
+    """NOTE [batch inside]: torch runs the notebook's shape batch-inside, the MLP not."""
+    pytest.importorskip("torch")
+    ns = cg.backend("torch")
+    cases = {"inside": problems.tanh_linear(31, 33, batch=8), "outside": problems.mlp((3, 6, 6, 2), batch=8)}
+    for where, prob in cases.items():
+        f, args = _prepared(ns, prob, "float32")
+        with caplog.at_level(logging.INFO, logger="crossgrad"):
+            caplog.clear()
+            ns.batched_hessian(f, prob.argnums, prob.in_axes)(*args)
+        inside = any("batch inside" in r.getMessage() for r in caplog.records)
+        assert inside == (where == "inside"), (where, [r.getMessage() for r in caplog.records])
+
+
+@pytest.mark.parametrize(("n", "m", "batch", "expected"), [
+    (31, 33, 64, "fwd-fwd"), (31, 33, 4, None), (2, 3, 256, None), (512, 32, 64, None), (64, 1, 64, None),
+])
+def test_batch_inside_rule(n, m, batch, expected):
+    assert policy.batched_hessian_inside("torch", "auto", n, lambda: m, batch) == expected
+    assert policy.batched_hessian_inside("jax", "auto", n, lambda: m, batch) is None
+
+
+# -- jit's traced routes (torch) -----------------------------------------------------
+
+def _torch():
+    pytest.importorskip("torch")
+    return cg.backend("torch")
+
+
+TRACE_ROUTES = [("trace", None), ("trace-compile", {"backend": "aot_eager"})]
+
+
+@pytest.mark.parametrize(("route", "options"), TRACE_ROUTES, ids=[r for r, _ in TRACE_ROUTES])
+@pytest.mark.parametrize("transform", ["jacobian", "hessian", "batched_jacobian", "batched_hessian", "hvp"])
+def test_traced_routes_agree_with_eager(transform, route, options):
+    """Every Jacobian/Hessian transform through the traced routes, no fallback warning."""
+    ns = _torch()
+    batched = transform.startswith("batched")
+    prob = problems.tanh_linear(n_in=4, n_out=5, batch=3 if batched else None)
+    f, args = _prepared(ns, prob)
+    if transform == "hvp":
+        t = frameworks.convert(np.ones(4), "torch", "float64")
+
+        def fn(w, b, x):
+            return ns.hvp(lambda w, b, x: f(w, b, x).sum(), (w, b, x), (w * 0, b * 0, t), argnums=(0, 1, 2))
+    elif batched:
+        fn = getattr(ns, transform)(f, prob.argnums, prob.in_axes)
+    else:
+        fn = getattr(ns, transform)(f, prob.argnums)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cg.CompileFallbackWarning)
+        fast = ns.jit(fn, route=route, options=options)
+        first, again = fast(*args), fast(*args)
+    expected = fn(*args)
+    for got in (first, again):
+        frameworks.assert_trees_close(got, expected, **TOL["float64"]["same"], what=f"{transform} by {route}")
+
+
+@pytest.mark.parametrize("strategy", ["fwd-fwd", "fwd-rev", "rev-rev", "rev-fwd", "loop"])
+def test_traced_hessians_of_every_strategy_with_aux_and_chunks(strategy):
+    ns = _torch()
+    prob = problems.tanh_linear(n_in=3, n_out=4, batch=4)
+    f, args = _prepared(ns, prob)
+
+    def g(w, b, x):
+        y = f(w, b, x)
+        return y, y.sum()
+
+    h = ns.batched_hessian(g, prob.argnums, prob.in_axes, has_aux=True, strategy=strategy, chunk_size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cg.CompileFallbackWarning)
+        got = ns.jit(h, route="trace")(*args)
+    frameworks.assert_trees_close(got, h(*args), **TOL["float64"]["same"])
+
+
+def test_default_route_compiles_the_notebook_hessian_without_falling_back(caplog):
+    """The notebook's batched Hessian under cg.jit's default route (inductor on the traced
+    graph): compiled, not eager, and right; torch.compile of the function itself fails or
+    crashes on it (NOTE [jit routes])."""
+    ns = _torch()
+    prob = problems.tanh_linear(n_in=31, n_out=33, batch=8)
+    f, args = _prepared(ns, prob, "float32")
+    h = ns.batched_hessian(f, prob.argnums, prob.in_axes)
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="crossgrad"):
+        warnings.simplefilter("error", cg.CompileFallbackWarning)
+        got = ns.jit(h)(*args)
+    assert any("runs by route 'trace-compile'" in r.getMessage() for r in caplog.records)
+    frameworks.assert_trees_close(got, h(*args), **TOL["float32"]["same"])
+
+
+@pytest.mark.parametrize("route", ["trace", "trace-compile"])
+def test_a_branch_on_values_is_never_baked_in(route):
+    """The branch's direction changes between calls: both answers are right (the traced
+    routes refuse the branch and that signature runs eagerly, with a warning)."""
+    ns = _torch()
+    import torch
+
+    def branchy(x):
+        return torch.sin(x).sum() if x.sum() > 0 else torch.cos(x).sum()
+
+    fast = ns.jit(ns.grad(branchy), route=route, options={"backend": "aot_eager"} if route == "trace-compile" else None)
+    with pytest.warns(cg.CompileFallbackWarning, match="ControlFlowError"):
+        up = fast(torch.ones(3, dtype=torch.float64))
+    down = fast(-torch.ones(3, dtype=torch.float64))
+    np.testing.assert_allclose(up.numpy(), np.cos(np.ones(3)), rtol=1e-12)
+    np.testing.assert_allclose(down.numpy(), np.sin(np.ones(3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("route", ["trace", "trace-compile"])
+def test_closed_over_weights_are_inputs_not_constants(route):
+    """A model's weights updated in place between calls (an optimizer step) change the result."""
+    ns = _torch()
+    import torch
+
+    gen = torch.Generator().manual_seed(0)  # the test's own draws: the global generator stays untouched
+    with torch.random.fork_rng():  # nn.Linear initialises from the global generator
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    fast = ns.jit(ns.batched_hessian(lambda x: model(x)), route=route,
+                  options={"backend": "aot_eager"} if route == "trace-compile" else None)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    before = fast(x)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    after = fast(x)
+    assert not torch.allclose(before, after)
+    eager = ns.batched_hessian(lambda x: model(x))(x)
+    frameworks.assert_trees_close(after, eager, **TOL["float64"]["same"])
+
+
+def test_autograd_flows_through_the_traced_route():
+    """A loss built from per-sample Hessians trains a torch model through cg.jit."""
+    ns = _torch()
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+
+    def loss(w, x):
+        h = ns.batched_hessian(lambda w, x: torch.tanh(w @ x), argnums=1, in_axes=(None, 0))(w, x)
+        return (h ** 2).sum()
+
+    (expected,) = torch.autograd.grad(loss(w, x), w)
+    (got,) = torch.autograd.grad(ns.jit(loss, route="trace")(w, x), w)
+    frameworks.assert_trees_close(got, expected, **TOL["float64"]["same"])
+
+
+def test_a_new_signature_is_traced_anew():
+    ns = _torch()
+    import torch
+
+    fast = ns.jit(ns.hessian(lambda x, p: (x ** p).sum()), route="trace")
+    for n, p in ((3, 3), (5, 3), (3, 4)):
+        x = torch.arange(1.0, n + 1, dtype=torch.float64)
+        np.testing.assert_allclose(fast(x, p).numpy(), np.diag(p * (p - 1) * x.numpy() ** (p - 2)), rtol=1e-12)
+
+
+def test_jax_has_no_trace_route():
+    pytest.importorskip("jax")
+    with pytest.raises(cg.UnsupportedOptionError, match=r"^jit: expected a route the jax backend has \('auto', "
+                       r"'compile'\), but got route='trace'"):
+        cg.jax.jit(lambda x: x, route="trace")
+
+
+def test_unknown_route(backend):
+    with pytest.raises(cg.OptionError, match=r"^jit: expected"):
+        backend.jit(lambda x: x, route="fastest")
