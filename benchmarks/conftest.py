@@ -30,6 +30,7 @@ class Run:
     rows: list = field(default_factory=list)
     inputs: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
+    built: dict = field(default_factory=dict)  # (case, framework, label) -> the compiled function of a jit row
     deadline: float | None = None  # time.monotonic() after which the rest is skipped, reported as such
     selection: str = ""  # the -k expression of a partial run ("" for every case)
 

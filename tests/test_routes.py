@@ -23,7 +23,7 @@ def inside_always(monkeypatch):
     inside, whatever the backend and sizes (the route is shared code; the policy only
     decides where it pays)."""
     monkeypatch.setattr(policy, "batched_hessian_inside",
-                        lambda backend, strategy, n, m, batch: "fwd-fwd" if strategy == "auto" else strategy)
+                        lambda backend, gpu, strategy, n, m, batch: "fwd-fwd" if strategy == "auto" else strategy)
 
 
 def _prepared(backend, prob, dtype="float64"):
@@ -88,8 +88,9 @@ def test_default_takes_the_measured_order(caplog):
     (31, 33, 64, "fwd-fwd"), (31, 33, 4, None), (2, 3, 256, None), (512, 32, 64, None), (64, 1, 64, None),
 ])
 def test_batch_inside_rule(n, m, batch, expected):
-    assert policy.batched_hessian_inside("torch", "auto", n, lambda: m, batch) == expected
-    assert policy.batched_hessian_inside("jax", "auto", n, lambda: m, batch) is None
+    assert policy.batched_hessian_inside("torch", False, "auto", n, lambda: m, batch) == expected
+    assert policy.batched_hessian_inside("torch", True, "auto", n, lambda: m, batch) is None
+    assert policy.batched_hessian_inside("jax", False, "auto", n, lambda: m, batch) is None
 
 
 # -- jit's traced routes (torch) -----------------------------------------------------
@@ -145,19 +146,47 @@ def test_traced_hessians_of_every_strategy_with_aux_and_chunks(strategy):
     frameworks.assert_trees_close(got, h(*args), **TOL["float64"]["same"])
 
 
-def test_default_route_compiles_the_notebook_hessian_without_falling_back(caplog):
-    """The notebook's batched Hessian under cg.jit's default route (inductor on the traced
-    graph): compiled, not eager, and right; torch.compile of the function itself fails or
-    crashes on it (NOTE [jit routes])."""
+def test_default_route_measures_its_candidates_on_the_notebook_hessian(caplog):
+    """The notebook's batched Hessian under cg.jit's default route: the traced graph is
+    compiled by inductor (torch.compile of the function itself fails or crashes on it),
+    every candidate is measured, none falls back, and the result is right (NOTE [jit
+    routes])."""
     ns = _torch()
     prob = problems.tanh_linear(n_in=31, n_out=33, batch=8)
     f, args = _prepared(ns, prob, "float32")
     h = ns.batched_hessian(f, prob.argnums, prob.in_axes)
+    fast = ns.jit(h)
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="crossgrad"):
         warnings.simplefilter("error", cg.CompileFallbackWarning)
-        got = ns.jit(h)(*args)
-    assert any("runs by route 'trace-compile'" in r.getMessage() for r in caplog.records)
-    frameworks.assert_trees_close(got, h(*args), **TOL["float32"]["same"])
+        got = fast(*args)
+        again = fast(*args)
+    measured = [r.getMessage() for r in caplog.records if "measured" in r.getMessage()]
+    assert len(measured) == 1, measured  # once per signature
+    assert all(f"{route} " in measured[0] for route in policy.jit_routes("torch", False)), measured
+    for out in (got, again):
+        frameworks.assert_trees_close(out, h(*args), **TOL["float32"]["same"])
+
+
+def test_measuring_leaves_the_random_state_as_one_call_would(monkeypatch):
+    """route="auto" calls the function several times to measure; the global generator
+    ends where one call leaves it, and the draws are one call's."""
+    ns = _torch()
+    import torch
+
+    monkeypatch.setattr(policy, "jit_routes", lambda backend, gpu: ("trace", "eager"))
+
+    def noisy(x):
+        return x * torch.rand(x.shape, dtype=x.dtype)
+
+    x = torch.ones(4, dtype=torch.float64)
+    with torch.random.fork_rng():
+        start = torch.get_rng_state()
+        expected = noisy(x)
+        after_one = torch.get_rng_state()
+        torch.set_rng_state(start)
+        got = ns.jit(noisy)(x)
+        assert torch.equal(torch.get_rng_state(), after_one)
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("route", ["trace", "trace-compile"])

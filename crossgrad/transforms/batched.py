@@ -112,7 +112,8 @@ class Batched:
                 g = (lambda *a: batched_f(*a, **kwargs)) if kwargs else batched_f
                 return sum(math.prod(s[1:]) for s, _ in backend.primitives.output_shapes(g, args))
 
-            chosen = policy.batched_hessian_inside(backend.name, strategy, n, m, size)
+            chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
+                                                   strategy, n, m, size)
             if chosen is None:
                 return ("outside",)
             log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)

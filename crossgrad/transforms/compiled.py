@@ -33,6 +33,7 @@ back to eager execution.  The ``crossgrad`` logger says which route runs.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -74,10 +75,13 @@ def signature(backend: Backend, args: tuple, kwargs: dict) -> tuple:
     """What a compiled or traced program is specialised to: the pytree structure, each
     array's type, shape, dtype and device (and, on torch, whether it requires grad),
     and every other leaf's value (its identity when it cannot be hashed)."""
+    owns = backend.arrays.owns
+    if not kwargs and all(owns(a) for a in args):  # the common call, kept cheap
+        return tuple(backend.arrays.signature(a) for a in args)
     leaves, treedef = pytree.flatten((args, kwargs))
     parts: list[Any] = [treedef]
     for leaf in leaves:
-        if backend.arrays.owns(leaf):
+        if owns(leaf):
             parts.append(backend.arrays.signature(leaf))
             continue
         try:
@@ -118,6 +122,28 @@ def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: di
         return pytree.unflatten(out_def[0], list(graph(*(call_leaves[i] for i in positions))))
 
     return run
+
+
+# Measuring the candidates of route="auto": calls per candidate, and the time after
+# which a candidate gets no more (a slow function is measured once).
+MEASURE_CALLS = 3
+MEASURE_SECONDS = 0.5
+
+
+def _measure(backend: Backend, fns: list[Callable], args: tuple, kwargs: dict) -> list[float]:
+    """The fastest of up to :data:`MEASURE_CALLS` synchronized calls of each function,
+    taken in turns so that a drift of the machine hits all alike."""
+    best = [float("inf")] * len(fns)
+    spent = [0.0] * len(fns)
+    for _ in range(MEASURE_CALLS):
+        for k, fn in enumerate(fns):
+            if spent[k] > MEASURE_SECONDS and best[k] < float("inf"):
+                continue
+            t0 = time.perf_counter()
+            backend.arrays.synchronize(fn(*args, **kwargs))
+            elapsed = time.perf_counter() - t0
+            best[k], spent[k] = min(best[k], elapsed), spent[k] + elapsed
+    return best
 
 
 class Compiled:
@@ -166,13 +192,14 @@ class Compiled:
                 warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
                               errors.CompileFallbackWarning, stacklevel=3)
 
-        def routes_for(args: tuple, kwargs: dict) -> tuple[str, ...]:
+        def routes_for(args: tuple, kwargs: dict, like: Any) -> tuple[str, ...]:
             if route != "auto":
                 return (route,)
-            first = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)
-            return policy.jit_routes(backend.name, first is not None and backend.arrays.on_accelerator(first))
+            return policy.jit_routes(backend.name, like is not None and backend.arrays.on_accelerator(like))
 
         def build(r: str, args: tuple, kwargs: dict) -> Callable:
+            if r == "eager":
+                return f
             if r == "compile":
                 if r not in made:
                     made[r] = backend.builtins.compile(f, options)
@@ -180,34 +207,52 @@ class Compiled:
             return traced(backend, f, args, kwargs, options if r == "trace-compile" else None)
 
         def first_call(key: tuple, args: tuple, kwargs: dict) -> Any:
+            like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)
+            candidates = routes_for(args, kwargs, like)
             failures: list[str] = []
-            for r in routes_for(args, kwargs):
-                try:
-                    fn = build(r, args, kwargs)
-                    out = fn(*args, **kwargs)
-                except Exception as exc:
-                    text = (str(exc).strip().splitlines() or [""])[0][:200]
-                    failures.append(f"route {r!r}: {type(exc).__name__}: {text}")
-                    log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
-                    continue
-                if check:
-                    eager = f(*args, **kwargs)
-                    differs = agree(backend, out, eager)
-                    if differs is not None:
-                        runs[key] = ("eager", f)
-                        warn(f"the compiled result (route {r!r}) differs from eager execution in {differs}",
-                             "eagerly (the result is eager execution's)")
-                        return eager
-                if failures:
-                    warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
+            working: list[tuple[str, Callable, Any]] = []
+            # Building and measuring run f several times; the generators are restored
+            # afterwards, so the call below leaves them as one call would.
+            with backend.arrays.preserved_random_state(like):
+                for r in candidates:
+                    try:
+                        fn = build(r, args, kwargs)
+                        out = backend.arrays.synchronize(fn(*args, **kwargs))
+                    except Exception as exc:
+                        if r == "eager":
+                            raise  # the error is f's own
+                        text = (str(exc).strip().splitlines() or [""])[0][:200]
+                        failures.append(f"route {r!r}: {type(exc).__name__}: {text}")
+                        log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
+                        continue
+                    working.append((r, fn, out))
+                timings = _measure(backend, [fn for _, fn, _ in working], args, kwargs) if len(working) > 1 else []
+            if not working:
+                result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
+                runs[key] = ("eager", f)
+                warn(f"{backend.name} compilation failed ({'; '.join(failures)})",
+                     "eagerly (the result is eager execution's)")
+                return result
+            pick = min(range(len(working)), key=lambda k: timings[k]) if timings else 0
+            r, fn, _ = working[pick]
+            if timings:
+                log.info("jit: %s measured %s; runs by route %r", fname,
+                         ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), r)
+            else:
                 log.info("jit: %s runs by route %r", fname, r)
-                runs[key] = (r, fn)
-                return out
-            result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-            runs[key] = ("eager", f)
-            warn(f"{backend.name} compilation failed ({'; '.join(failures)})",
-                 "eagerly (the result is eager execution's)")
-            return result
+            if failures:
+                warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
+            out = fn(*args, **kwargs)
+            if check and r != "eager":
+                eager = f(*args, **kwargs)
+                differs = agree(backend, out, eager)
+                if differs is not None:
+                    runs[key] = ("eager", f)
+                    warn(f"the compiled result (route {r!r}) differs from eager execution in {differs}",
+                         "eagerly (the result is eager execution's)")
+                    return eager
+            runs[key] = (r, fn)
+            return out
 
         def jitted(*args: Any, **kwargs: Any) -> Any:
             key = signature(backend, args, kwargs)

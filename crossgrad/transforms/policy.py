@@ -116,7 +116,9 @@ AUTO_AVOIDS: dict[str, frozenset[str]] = {"torch": frozenset({"linearize"}), "ja
 # torch.func's order, where nested forward mode pays per layer.  ``auto`` takes it for
 # vector outputs with ``n <= m``, ``n * m >= 256`` and ``B >= 8`` (the 4->16 win is left
 # out by that threshold); an explicit ``strategy="fwd-fwd"`` always runs batch-inside
-# from ``B >= 8``.  The PINN case is compute-bound (one [256, 128] x [128, 128] product
+# from ``B >= 8``.  On a GPU the batch stays outside: the H200 ran the notebook's case
+# batch-inside in 4.58 ms against 3.84 ms for ``vmap(torch.func.hessian)`` (kernels are
+# launch-bound there, and the inside order launches more).  The PINN case is compute-bound (one [256, 128] x [128, 128] product
 # per layer and direction): no order helps it in eager torch; the traced routes of
 # ``jit`` do (NOTE [jit routes]).  jax under ``jax.jit`` compiles both orders to the
 # same program: jax keeps the batch outside.
@@ -124,12 +126,14 @@ BATCH_INSIDE_MIN_BATCH = 8
 BATCH_INSIDE_MIN_ELEMENTS = 256
 
 
-def batched_hessian_inside(backend: str, strategy: str, n: int, m: Callable[[], int], batch: int) -> str | None:
+def batched_hessian_inside(backend: str, on_accelerator: bool, strategy: str, n: int, m: Callable[[], int],
+                           batch: int) -> str | None:
     """The strategy to run with the batch inside for a batched Hessian, or None to keep
     the batch outside (NOTE [batch inside]).  ``strategy`` is the one asked for
     (``"auto"`` included), ``n`` one sample's input elements, ``m()`` its output
     elements (asked only where it matters), ``batch`` the number of samples."""
-    if backend != "torch" or batch < BATCH_INSIDE_MIN_BATCH or strategy not in ("auto", "fwd-fwd"):
+    if (backend != "torch" or on_accelerator or batch < BATCH_INSIDE_MIN_BATCH
+            or strategy not in ("auto", "fwd-fwd")):
         return None
     if strategy == "auto":
         outputs = m()
@@ -138,18 +142,33 @@ def batched_hessian_inside(backend: str, strategy: str, n: int, m: Callable[[], 
     return "fwd-fwd"
 
 
-# NOTE [jit routes] (the routes: :mod:`crossgrad.transforms.compiled`): which route
-# ``jit(route="auto")`` takes, in order of preference; the next is tried when one
-# fails for a signature.  Measured by ``make bench`` (the "cg jit" rows and the
-# route comparison in benchmarks/results/):
-# * jax: ``jax.jit``.
-# * torch: the traced graph compiled by inductor, then the traced graph as is.
-#   torch.compile of the function itself is never tried by ``auto`` (it fails on
-#   Hessians and crashes on forward-over-forward ones).
+# NOTE [jit routes] (the routes: :mod:`crossgrad.transforms.compiled`): the routes
+# ``jit(route="auto")`` considers.  jax: ``jax.jit``, nothing else to consider.  torch: the
+# traced graph compiled by inductor, the traced graph as is, and eager execution,
+# *measured* on the first call of each argument signature (a few synchronized calls of
+# each, taken in turns; the fastest is kept), because no rule of sizes picks the winner
+# on either device.  ``make bench``, fp32, median ms per call (2 CPU cores, torch 2.13 /
+# H200, torch 2.11):
+#
+# | case                      | trace-compile  | trace          | eager (cg auto) |
+# |---------------------------|----------------|----------------|-----------------|
+# | bhess B64 31->33          | 2.56 / 0.605   | 3.85 / 2.34    | 6.6 / 4.58      |
+# | bhess B64 512->32 (CPU B1)| 13.2 / 2.90    | 16.6 / 4.84    | 10.2 / 6.13     |
+# | bhess logsumexp           | 2.88 / 2.29    | -    / 36.8    | 2.65 / 38.5     |
+# | bhess PINN                | 5.61 / 11.4    | 12.4 / 16.0    | 11.0 / 19.4     |
+# | hvp MLP (1.3M on the GPU) | 4.75 / 5.55    | 2.19 / 2.69    | 3.92 / 5.93     |
+# | hess D16                  | 0.105 / 0.27   | 0.451 / -      | 0.966 / 2.59    |
+#
+# Inductor wins most Hessians, loses hvp on both devices and the memory-bound Hessians
+# on the CPU, where eager torch already runs at the memory's pace.  torch.compile of
+# the function itself is never considered: it fails on Hessians and crashes on
+# forward-over-forward ones.  Compile time is paid once per signature (1-60 s on 2 CPU
+# cores, 1-6 s on the H200) and reported apart by the benchmark.
 
 
 def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
-    """The routes ``jit(route="auto")`` tries, in order (NOTE [jit routes])."""
+    """The routes ``jit(route="auto")`` considers, measured in turn when more than one
+    (NOTE [jit routes])."""
     if backend == "jax":
         return ("compile",)
-    return ("trace-compile", "trace")
+    return ("trace-compile", "trace", "eager")

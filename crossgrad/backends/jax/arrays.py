@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,17 @@ def signature(x: Any) -> tuple:
     """What a traced or compiled program depends on: type, shape, dtype (placement is
     ``jax.jit``'s own business)."""
     return (type(x), tuple(x.shape), x.dtype)
+
+
+def synchronize(tree: Any) -> Any:
+    """``tree`` once computed (jax dispatches asynchronously)."""
+    return jax.block_until_ready(tree)
+
+
+def preserved_random_state(like: Any) -> Any:
+    """A context that restores the global random state on exit: jax has none (keys are
+    explicit), so nothing to restore."""
+    return contextlib.nullcontext()
 
 
 def on_accelerator(x: Any) -> bool:

@@ -51,6 +51,20 @@ def signature(x: Array) -> tuple:
     return (type(x), tuple(x.shape), x.dtype, x.device, x.requires_grad)
 
 
+def synchronize(tree: Any) -> Any:
+    """``tree`` once the device has finished computing it (CUDA work is asynchronous)."""
+    if any(isinstance(leaf, torch.Tensor) and leaf.is_cuda for leaf in pytree.leaves(tree)):
+        torch.cuda.synchronize()
+    return tree
+
+
+def preserved_random_state(like: Any) -> Any:
+    """A context that restores the global generators (CPU, and ``like``'s CUDA device)
+    on exit: evaluations crossgrad adds leave the random state as one call would."""
+    cuda = isinstance(like, torch.Tensor) and like.is_cuda
+    return torch.random.fork_rng(devices=[like.device] if cuda else [])
+
+
 def on_accelerator(x: Array) -> bool:
     return x.device.type != "cpu"
 
