@@ -105,7 +105,7 @@ def checks(rows: list[dict]) -> list[str]:
     for r in timed:
         groups.setdefault((r["case"], r["framework"]), []).append(r)
     for (case, fw), rs in groups.items():
-        eager = [r for r in rs if "compiled" not in r["tags"] and "eager" not in r["tags"]]
+        eager = [r for r in rs if not {"compiled", "eager", "jit"} & set(r["tags"])]
         raw = [r for r in eager if "raw" in r["tags"] and "loop" not in r["tags"]]
         builtin = [r for r in eager if "builtin" in r["tags"]]
         pair = paired.get((case, fw))
@@ -133,7 +133,7 @@ def checks(rows: list[dict]) -> list[str]:
                          f"fastest of its peers (median of {pair['rounds']} alternated pairs)")
         elif auto:  # reports from before the paired check
             # Same regime: torch eager against torch eager, jax.jit against jax.jit.
-            peers = [r for r in rs if "compiled" not in r["tags"] and "eager" not in r["tags"] and "loop" not in r["tags"]]
+            peers = [r for r in rs if not {"compiled", "eager", "loop", "jit"} & set(r["tags"])]
             top = min(peers, key=lambda r: r["median_s"])
             ratio = auto[0]["median_s"] / top["median_s"]
             lines.append(f"{'met ' if ratio <= 1.1 else 'MISS'} auto      {case} / {fw}: {ratio:.2f}x the fastest ({top['impl']})")

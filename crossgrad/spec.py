@@ -52,7 +52,7 @@ MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")
 # How jit compiles (NOTE [jit routes]); each backend has a subset (``builtins.JIT_ROUTES``).
-JIT_ROUTES = ("auto", "compile", "trace", "trace-compile")
+JIT_ROUTES = ("auto", "compile", "trace", "trace-compile", "trace-cudagraph")
 
 Argnums = int | tuple[int, ...] | list[int]
 

@@ -270,3 +270,64 @@ def test_jax_has_no_trace_route():
 def test_unknown_route(backend):
     with pytest.raises(cg.OptionError, match=r"^jit: expected"):
         backend.jit(lambda x: x, route="fastest")
+
+
+def test_cudagraph_route_is_refused_on_cpu_tensors():
+    ns = _torch()
+    import torch
+
+    fast = ns.jit(ns.hessian(lambda x: (x ** 3).sum()), route="trace-cudagraph")
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    with pytest.warns(cg.CompileFallbackWarning, match="CUDA graph needs every input on the GPU"):
+        got = fast(x)
+    np.testing.assert_allclose(got.numpy(), np.diag([6.0, 12.0]))
+
+
+def _cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    return cg.backend("torch"), torch
+
+
+def test_cudagraph_route_on_the_gpu():
+    """Replayed results equal eager ones, are fresh tensors (a later call does not change
+    an earlier result), and follow weights updated in place."""
+    ns, torch = _cuda()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    w = torch.randn(33, 31, device="cuda", generator=gen)
+    x = torch.randn(16, 31, device="cuda", generator=gen)
+    h = ns.batched_hessian(lambda x: torch.tanh(w @ x))
+    fast = ns.jit(h, route="trace-cudagraph")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cg.CompileFallbackWarning)
+        first = fast(x)
+        kept = first.clone()
+        second = fast(x * 2)
+    torch.testing.assert_close(first, kept)
+    torch.testing.assert_close(second, h(x * 2), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        w.mul_(0.5)
+    torch.testing.assert_close(fast(x), h(x), rtol=1e-4, atol=1e-5)
+
+
+def test_cudagraph_route_refuses_where_autograd_records():
+    ns, torch = _cuda()
+    w = torch.randn(4, 3, device="cuda", requires_grad=True, generator=torch.Generator(device="cuda").manual_seed(0))
+    x = torch.ones(5, 3, device="cuda")
+    fast = ns.jit(lambda w, x: ns.batched_hessian(lambda w, x: torch.tanh(w @ x), 1, (None, 0))(w, x).sum(),
+                  route="trace-cudagraph")
+    with pytest.warns(cg.CompileFallbackWarning, match="autograd records through this call"):
+        loss = fast(w, x)
+    loss.backward()
+    assert w.grad is not None
+
+
+def test_default_route_on_the_gpu_measures_the_replay(caplog):
+    ns, torch = _cuda()
+    x = torch.randn(8, 5, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    h = ns.batched_hessian(lambda x: torch.tanh(x) * x.sum())
+    with caplog.at_level(logging.INFO, logger="crossgrad"):
+        got = ns.jit(h)(x)
+    assert any("trace-cudagraph " in r.getMessage() for r in caplog.records if "measured" in r.getMessage())
+    torch.testing.assert_close(got, h(x), rtol=1e-4, atol=1e-5)

@@ -19,6 +19,10 @@ NOTE [jit routes]: ``route`` names how a function is compiled:
 * ``"trace-compile"`` (torch): that graph compiled by ``torch.compile`` (inductor
   unless ``options`` say otherwise).  Compiling the traced graph works where compiling
   the function fails or crashes.
+* ``"trace-cudagraph"`` (torch on a GPU): that compiled graph captured once into a CUDA
+  graph and replayed with one launch per call (inputs copied into the graph's buffers,
+  outputs copied out, so results stay ordinary tensors).  Refused where autograd must
+  record through the call (an input or closed-over tensor requires grad).
 
 ``"auto"`` tries the routes of :func:`crossgrad.transforms.policy.jit_routes` for the
 device in turn.  A route that fails for a signature warns once
@@ -92,9 +96,11 @@ def signature(backend: Backend, args: tuple, kwargs: dict) -> tuple:
     return tuple(parts)
 
 
-def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: dict | None) -> Callable:
+def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: dict | None,
+           replay: bool = False) -> Callable:
     """``f`` traced at ``args`` into a graph of the framework's operations (compiled with
-    ``options`` unless None): a function of arguments of the same signature."""
+    ``options`` unless None, and captured for replay with ``replay``): a function of
+    arguments of the same signature."""
     leaves, treedef = pytree.flatten((args, kwargs))
     positions = [i for i, leaf in enumerate(leaves) if backend.arrays.owns(leaf)]
     # Only the non-array leaves are kept: they are fixed by the signature.
@@ -113,9 +119,12 @@ def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: di
         out_def[:] = [out_treedef]
         return tuple(out_leaves)
 
-    graph = backend.builtins.trace(flat_f, tuple(leaves[i] for i in positions))
+    example = tuple(leaves[i] for i in positions)
+    graph = trace = backend.builtins.trace(flat_f, example)
     if options is not None:
         graph = backend.builtins.compile(graph, options)
+    if replay:
+        graph = backend.builtins.replay(trace, graph, example)
 
     def run(*call_args: Any, **call_kwargs: Any) -> Any:
         call_leaves = pytree.leaves((call_args, call_kwargs))
@@ -204,7 +213,8 @@ class Compiled:
                 if r not in made:
                     made[r] = backend.builtins.compile(f, options)
                 return made[r]
-            return traced(backend, f, args, kwargs, options if r == "trace-compile" else None)
+            compiled = r in ("trace-compile", "trace-cudagraph")
+            return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
 
         def first_call(key: tuple, args: tuple, kwargs: dict) -> Any:
             like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)

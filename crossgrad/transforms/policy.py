@@ -160,7 +160,19 @@ def batched_hessian_inside(backend: str, on_accelerator: bool, strategy: str, n:
 # | hess D16                  | 0.105 / 0.27   | 0.451 / -      | 0.966 / 2.59    |
 #
 # Inductor wins most Hessians, loses hvp on both devices and the memory-bound Hessians
-# on the CPU, where eager torch already runs at the memory's pace.  torch.compile of
+# on the CPU, where eager torch already runs at the memory's pace.  On a GPU the compiled
+# graph replayed as a CUDA graph (``"trace-cudagraph"``) joins the candidates: the calls
+# above are launch-bound there, and one replay replaces every launch (H200, same run
+# as jax, median ms; benchmarks/results/nvidia-h200-2026-11-26-part-2-routes.md):
+#
+# | case                   | torch cg.jit (measured auto) | jax cg.jit | before replay |
+# |------------------------|------------------------------|------------|---------------|
+# | bjac B64 31->33        | 0.058                        | 0.073      | 0.164         |
+# | bhess B64 31->33       | 0.130                        | 0.069      | 0.605         |
+# | jac 32->2048 / 2048->32| 0.078 / 0.058                | 0.069 / 0.081 | 0.237 / 0.239 |
+# | bhess MLP 64-256-256-1 | 0.727                        | 0.869      | 1.02          |
+# | bhess logsumexp N1024  | 2.04                         | 2.47       | 2.29          |
+# | bhess B64 512->32      | 2.81                         | 0.867      | 2.90          |  torch.compile of
 # the function itself is never considered: it fails on Hessians and crashes on
 # forward-over-forward ones.  Compile time is paid once per signature (1-60 s on 2 CPU
 # cores, 1-6 s on the H200) and reported apart by the benchmark.
@@ -171,4 +183,6 @@ def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
     (NOTE [jit routes])."""
     if backend == "jax":
         return ("compile",)
+    if on_accelerator:
+        return ("trace-cudagraph", "trace-compile", "trace", "eager")
     return ("trace-compile", "trace", "eager")

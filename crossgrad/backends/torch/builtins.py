@@ -68,7 +68,7 @@ def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) ->
 
 
 # The routes jit has on torch (NOTE [jit routes] in crossgrad.transforms.compiled).
-JIT_ROUTES = ("auto", "compile", "trace", "trace-compile")
+JIT_ROUTES = ("auto", "compile", "trace", "trace-compile", "trace-cudagraph")
 
 
 def compile(f: Callable, options: dict) -> Callable:
@@ -82,3 +82,38 @@ def trace(f: Callable, args: tuple) -> Callable:
     from torch.fx.experimental.proxy_tensor import make_fx
 
     return make_fx(f, tracing_mode="real")(*args)
+
+
+def replay(traced: Any, run: Callable, args: tuple) -> Callable:
+    """``run`` (``traced`` or its compiled form: a function of tensors returning a tuple of
+    tensors) captured once into a CUDA graph and replayed: each call copies its inputs
+    into the graph's static buffers, replays every kernel with one launch, and returns
+    copies of the outputs (a later replay overwrites the graph's own).
+
+    Refused (ValueError) where a replay would change the meaning: inputs off the GPU,
+    or autograd recording through the call (a graph replay records nothing).
+    """
+    if not args or not all(a.is_cuda for a in args):
+        raise ValueError("a CUDA graph needs every input on the GPU")
+    constants = [getattr(traced, n.target) for n in traced.graph.nodes if n.op == "get_attr"]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*args, *constants) if isinstance(t, torch.Tensor)):
+        raise ValueError("autograd records through this call (a tensor requires grad), which a CUDA graph replay "
+                         "would not")
+    static = [a.clone() for a in args]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up outside the capture (allocator, autotuning)
+            run(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = run(*static)
+
+    def replayed(*inputs: Any) -> tuple:
+        for buffer, x in zip(static, inputs):
+            buffer.copy_(x)
+        graph.replay()
+        return tuple(o.clone() for o in outputs)
+
+    return replayed
