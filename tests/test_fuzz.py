@@ -200,3 +200,20 @@ def test_hessians_of_the_scalar_output(case):
         results[(b, "chunked")] = ns.hessian(scalar, strategy=case["strategy"], chunk_size=case["chunk"])(xb)
         results[(b, "auto")] = ns.hessian(scalar)(xb)
     _check(results, dtype, f"hessian of shape {case['shape']} ({case['strategy']})")
+
+
+@given(jacobian_cases())
+def test_traced_routes(case):
+    """jit's traced route (torch: the transform traced into a graph, simplified) against
+    eager execution of the same transform, on drawn pytrees and argnums."""
+    import crossgrad as cg
+
+    if "torch" not in BACKENDS:
+        return
+    ns = cg.backend("torch")
+    f = smooth(frameworks.ops("torch"))
+    args = frameworks.convert(_numpy_args(case["shapes"], case["seed"]), "torch", case["dtype"])
+    for transform in (ns.jacobian(f, argnums=case["argnums"]), ns.jacrev(f, argnums=case["argnums"], chunk_size=case["chunk"])):
+        expected = transform(*args)
+        got = ns.jit(transform, route="trace")(*args)
+        frameworks.assert_trees_close(got, expected, **TOL[case["dtype"]]["same"], what=f"traced jacobian of {case['shapes']}")

@@ -331,3 +331,73 @@ def test_default_route_on_the_gpu_measures_the_replay(caplog):
         got = ns.jit(h)(x)
     assert any("trace-cudagraph " in r.getMessage() for r in caplog.records if "measured" in r.getMessage())
     torch.testing.assert_close(got, h(x), rtol=1e-4, atol=1e-5)
+
+
+# -- the algebraic simplification of traced graphs (torch) ------------------------------
+
+def _traced(fn, *args):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(fn, tracing_mode="real")(*args)
+
+
+def _simplified_count(fn, *args):
+    """(rewrites, simplified graph's output, eager output)."""
+    from crossgrad.backends.torch import simplify
+
+    gm = _traced(fn, *args)
+    count = simplify.simplify(gm)
+    return count, gm(*args), fn(*args)
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_identity_products_are_removed_from_batched_jacobians(mode):
+    """torch.func multiplies by its per-sample identity basis (NOTE [identity products]):
+    the pass rewrites those products and the graph's result is unchanged."""
+    ns = _torch()
+    import torch
+
+    prob = problems.tanh_linear(n_in=6, n_out=7, batch=5)
+    f, args = _prepared(ns, prob)
+    count, got, expected = _simplified_count(ns.batched_jacobian(f, 2, (None, None, 0), mode=mode), *args)
+    assert count >= 1
+    assert torch.equal(got, expected)
+
+
+def test_products_with_identities_diagonals_and_zeros():
+    _torch()
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, w, v = (torch.randn(s, generator=gen, dtype=torch.float64) for s in ((4, 3), (3, 5), (3,)))
+
+    def products(a, w, v):
+        eye = torch.eye(3, dtype=a.dtype)
+        batched = eye.expand(2, 3, 3)
+        return (a @ eye, eye @ w, (eye * v) @ w, a @ (v[:, None] * eye),
+                torch.bmm(a.expand(2, 4, 3), batched), torch.zeros(4, 3, dtype=a.dtype) @ w)
+
+    count, got, expected = _simplified_count(products, a, w, v)
+    assert count == 6
+    for x, y in zip(got, expected):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    assert got[0].data_ptr() != a.data_ptr()  # a fresh tensor, never a view of an input
+
+
+def test_buffers_written_in_place_are_not_taken_for_zeros_or_identities():
+    _torch()
+    import torch
+
+    def written(x, w):
+        z = torch.zeros(3, 3, dtype=x.dtype)
+        z.unsqueeze(0)[0].copy_(x)  # through two views
+        e = torch.eye(3, dtype=x.dtype)
+        e.diagonal().mul_(2.0)
+        return z @ w, e @ w
+
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 3, generator=gen, dtype=torch.float64), torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    count, got, expected = _simplified_count(written, x, w)
+    assert count == 0
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)

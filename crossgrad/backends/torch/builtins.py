@@ -81,7 +81,34 @@ def trace(f: Callable, args: tuple) -> Callable:
     recorded; a data-dependent Python branch raises)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    return make_fx(f, tracing_mode="real")(*args)
+    return simplified(make_fx(f, tracing_mode="real")(*args), args)
+
+
+def simplified(traced: Any, args: tuple) -> Any:
+    """``traced`` with its products with identity, diagonal and zero matrices rewritten
+    (NOTE [identity products], :mod:`crossgrad.backends.torch.simplify`), where the
+    rewritten graph reproduces ``traced``'s outputs at ``args``; else ``traced``."""
+    import torch.fx
+
+    from crossgrad.backends.torch import simplify
+
+    graph = torch.fx.Graph()
+    graph._codegen = traced.graph._codegen  # the calling convention (pytree arguments and outputs)
+    graph.output(graph.graph_copy(traced.graph, {}))
+    candidate = torch.fx.GraphModule(traced, graph)
+    if not simplify.simplify(candidate):
+        return traced
+    like = args[0] if args else None
+    cuda = isinstance(like, torch.Tensor) and like.is_cuda
+    try:
+        with torch.no_grad():
+            with torch.random.fork_rng(devices=[like.device] if cuda else []):
+                expected = traced(*args)
+            with torch.random.fork_rng(devices=[like.device] if cuda else []):
+                got = candidate(*args)
+    except Exception:  # a rewrite this pass got wrong: the traced graph as recorded
+        return traced
+    return candidate if simplify.agree(expected, got) else traced
 
 
 def replay(traced: Any, run: Callable, args: tuple) -> Callable:

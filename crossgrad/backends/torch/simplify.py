@@ -1,0 +1,253 @@
+"""Algebraic simplification of a traced torch graph: products with identity, diagonal and
+zero matrices, which torch.func's basis vectors create and eager torch computes in full.
+
+NOTE [identity products]: a Jacobian pushes an identity basis through the function.
+torch.func builds it per sample (``new_zeros`` and ``diagonal().fill_(1)``, or
+``eye``), and its batching rules multiply by it: ``bmm(W, I)`` costs ``2 k n**2`` flops
+per sample for a result that is ``W``; the reverse-mode basis through ``tanh`` becomes
+``I * (1 - y**2)``, a diagonal matrix, and ``bmm(A, diag(d))`` is a broadcast product
+``A * d``; zero tangents materialised as ``expand(zeros)`` are multiplied too.  XLA's
+algebraic simplifier removes all three; this pass does the same on the graph
+``make_fx`` records (the ``jit`` routes, NOTE [jit routes]).  It knows nothing of the
+user's function: it follows which tensors are structurally zero, identity (the last two
+axes, any leading axes) or diagonal through shape operations, and rewrites ``mm`` and
+``bmm`` that take one.  A product becomes a fresh tensor (a clone, zeros, or a
+broadcast product), never a view of an input, so results alias nothing.
+
+The pass checks itself: the simplified graph must reproduce the traced graph's outputs
+on the example inputs (same draws of the random generators) or it is discarded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx
+
+aten = torch.ops.aten
+
+# Shape operations that move elements without changing them.
+_SHAPE_OPS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.alias.default,
+              aten.clone.default, aten._to_copy.default, aten.expand.default, aten.permute.default,
+              aten.transpose.int, aten.t.default, aten.detach.default, aten.lift_fresh_copy.default}
+_ZERO_SOURCES = {aten.zeros.default, aten.new_zeros.default, aten.zeros_like.default,
+                 aten._efficientzerotensor.default}
+# Elementwise operations linear in their first argument: f(I, y) is diagonal where y is
+# constant along one of the last two axes, with values f(1, y); f(0, y) is 0.
+_LINEAR_FIRST = {aten.mul.Tensor, aten.tanh_backward.default, aten.sigmoid_backward.default}
+
+
+def _val(node: Any) -> Any:
+    return node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    v = _val(node)
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else None
+
+
+def _is_view(node: Any) -> bool:
+    """Whether ``node``'s result may share memory with its first argument."""
+    schema = getattr(node.target, "_schema", None) if isinstance(node, torch.fx.Node) else None
+    return schema is not None and any(r.alias_info is not None for r in schema.returns)
+
+
+def _mutated(graph: torch.fx.Graph) -> dict[torch.fx.Node, list[torch.fx.Node]]:
+    """Each node written in place through itself or any chain of views, with the
+    writing nodes (every node of the chain is recorded, the root included)."""
+    writes: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op != "call_function" or not hasattr(node.target, "_schema") or not node.target._schema.is_mutable:
+            continue
+        base = node.args[0] if node.args else None
+        while isinstance(base, torch.fx.Node):
+            writes.setdefault(base, []).append(node)
+            if not (base.op == "call_function" and _is_view(base) and base.args):
+                break
+            base = base.args[0]
+    return writes
+
+
+def _is_identity_fill(source: torch.fx.Node, writers: list[torch.fx.Node]) -> bool:
+    """``source.diagonal(0, -2, -1).fill_(1)`` and nothing else writes into ``source``."""
+    shape = _shape(source)
+    if shape is None or len(shape) < 2 or shape[-1] != shape[-2] or len(writers) != 1:
+        return False
+    fill = writers[0]
+    if fill.target != aten.fill_.Scalar or fill.args[1] != 1:
+        return False
+    diag = fill.args[0]
+    if not (isinstance(diag, torch.fx.Node) and diag.target == aten.diagonal.default and diag.args[0] is source):
+        return False
+    offset, d1, d2 = (list(diag.args[1:]) + [0, 0, 1][len(diag.args) - 1:])[:3]
+    rank = len(shape)
+    return offset == 0 and {d1 % rank, d2 % rank} == {rank - 2, rank - 1}
+
+
+def _keeps_matrix_axes(node: torch.fx.Node, source_shape: tuple[int, ...]) -> str | None:
+    """How a shape operation treats the last two axes: ``"same"`` (in place), ``"swap"``
+    (exchanged) or None (mixed with other axes)."""
+    out = _shape(node)
+    if out is None or len(out) < 2 or len(source_shape) < 2:
+        return None
+    t = node.target
+    if t in (aten.permute.default,):
+        perm = [p % len(source_shape) for p in node.args[1]]
+        r = len(source_shape)
+        if perm[-2:] == [r - 2, r - 1]:
+            return "same" if perm[:-2] == list(range(r - 2)) else "lead"
+        if perm[-2:] == [r - 1, r - 2]:
+            return "swap" if perm[:-2] == list(range(r - 2)) else "lead"
+        return None
+    if t in (aten.transpose.int,):
+        r = len(source_shape)
+        dims = {node.args[1] % r, node.args[2] % r}
+        if dims == {r - 2, r - 1}:
+            return "swap"
+        return "lead" if not dims & {r - 2, r - 1} else None
+    if t == aten.t.default:
+        return "swap"
+    if out[-2:] != source_shape[-2:]:
+        return None
+    if out == source_shape:
+        return "same"
+    return "lead"  # a view or expand that rearranges the leading axes only
+
+
+def simplify(gm: torch.fx.GraphModule) -> int:
+    """Rewrite products with zero, identity and diagonal matrices in ``gm`` in place;
+    the number of products rewritten."""
+    graph = gm.graph
+    writes = _mutated(graph)
+    kind: dict[torch.fx.Node, tuple] = {}
+    rewritten = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        t = node.target
+        shape = _shape(node)
+        if t in _ZERO_SOURCES:
+            writers = writes.get(node, [])
+            if not writers:
+                kind[node] = ("zero",)
+            elif _is_identity_fill(node, writers):
+                kind[node] = ("eye",)
+        elif t == aten.eye.default and shape is not None and node not in writes:
+            kind[node] = ("eye",)
+        elif t in _SHAPE_OPS and node.args and node.args[0] in kind and node not in writes:
+            src = node.args[0]
+            k = kind[src]
+            if k[0] == "zero":
+                kind[node] = k
+            else:
+                how = _keeps_matrix_axes(node, _shape(src) or ())
+                if k[0] == "eye" and how in ("same", "swap", "lead"):
+                    kind[node] = k
+                elif k[0] == "diag" and how in ("same", "swap"):
+                    kind[node] = k
+        elif t in _LINEAR_FIRST and len(node.args) >= 2 and node not in writes:
+            first, other = node.args[0], node.args[1]
+            if t == aten.mul.Tensor and first not in kind and other in kind:
+                first, other = other, first
+            if first in kind and kind[first][0] == "zero":
+                kind[node] = ("zero",)
+            elif first in kind and kind[first][0] == "eye" and shape is not None and isinstance(other, torch.fx.Node):
+                other_shape = _shape(other)
+                if other_shape is not None:
+                    padded = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
+                    if len(padded) == len(shape) and (padded[-2] == 1 or padded[-1] == 1):
+                        kind[node] = ("diag", t, other, padded, node.args[2:])
+        elif t in (aten.mm.default, aten.bmm.default) and shape is not None:
+            a, b = node.args[0], node.args[1]
+            replacement = _product(graph, node, a, b, kind)
+            if replacement is not None:
+                node.replace_all_uses_with(replacement)
+                graph.erase_node(node)
+                rewritten += 1
+    if rewritten:
+        graph.eliminate_dead_code()
+        _drop_unused_identities(graph)
+        graph.lint()
+        gm.recompile()
+    return rewritten
+
+
+def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: dict) -> torch.fx.Node | None:
+    """The node replacing ``mm/bmm(a, b)``, or None where neither factor is known."""
+    out = _val(node)
+    ka, kb = kind.get(a, (None,)), kind.get(b, (None,))
+    with graph.inserting_before(node):
+        if "zero" in (ka[0], kb[0]):
+            return graph.call_function(aten.zeros.default, (list(out.shape),),
+                                       {"dtype": out.dtype, "device": out.device})
+        for eye_side, other in ((kb, a), (ka, b)):
+            if eye_side[0] == "eye" and _same(other, out):
+                return graph.call_function(aten.clone.default, (other,))
+        for diag, other, row in ((kb, a, True), (ka, b, False)):
+            if diag[0] == "diag" and _broadcasts_to(other, diag, row, out):
+                return graph.call_function(aten.mul.Tensor, (other, _diagonal_values(graph, diag, row)))
+    return None
+
+
+def _broadcasts_to(x: Any, diag: tuple, row: bool, out: torch.Tensor) -> bool:
+    """Whether ``x * d`` (``d`` the diagonal as a row or a column) has ``out``'s shape and dtype."""
+    xv = _val(x)
+    if not isinstance(xv, torch.Tensor) or xv.dtype != out.dtype:
+        return False
+    padded = diag[3]
+    if (padded[-2] == 1) != row:
+        padded = (*padded[:-2], padded[-1], padded[-2])
+    try:
+        return torch.broadcast_shapes(tuple(xv.shape), padded) == tuple(out.shape)
+    except RuntimeError:
+        return False
+
+
+def _same(x: Any, out: torch.Tensor) -> bool:
+    v = _val(x)
+    return isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(out.shape) and v.dtype == out.dtype
+
+
+def _diagonal_values(graph: torch.fx.Graph, k: tuple, row: bool) -> torch.fx.Node:
+    """The diagonal of ``op(I, y)`` as ``op(1, y)``, shaped to broadcast along the rows
+    (``row``: ``[..., 1, n]``, multiplying on the right) or the columns (``[..., n, 1]``)."""
+    _, op, y, padded, rest = k
+    ones = graph.call_function(aten.ones_like.default, (y,))
+    values = graph.call_function(aten.reshape.default, (graph.call_function(op, (ones, y, *rest)), list(padded)))
+    if (padded[-2] == 1) != row:
+        values = graph.call_function(aten.transpose.int, (values, -2, -1))
+    return values
+
+
+def _drop_unused_identities(graph: torch.fx.Graph) -> None:
+    """An identity built by ``diagonal().fill_(1)`` that nothing reads any more: the fill
+    (an in-place write, which dead-code elimination keeps) and its buffer go too."""
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target == aten.fill_.Scalar:
+            diag = node.args[0]
+            if not (isinstance(diag, torch.fx.Node) and diag.target == aten.diagonal.default):
+                continue
+            source = diag.args[0]
+            if set(source.users) == {diag} and set(diag.users) == {node} and not node.users:
+                graph.erase_node(node)
+                graph.erase_node(diag)
+                graph.erase_node(source)
+
+
+def agree(a: Any, b: Any) -> bool:
+    """Whether two graph outputs (tuples of tensors) agree to rounding."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            if x != y:
+                return False
+            continue
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.numel() and not torch.allclose(x, y, rtol=1e-5 if x.dtype != torch.float64 else 1e-10,
+                                            atol=1e-6 if x.dtype != torch.float64 else 1e-12, equal_nan=True):
+            return False
+    return True
+
