@@ -91,7 +91,8 @@ def summary(rows: list[dict]) -> list[str]:
             parts.append(f"torch/jax with cg.jit {pair['ratio']:.2f}x (paired)")
         if best:
             parts.append(f"use: {best[0]}")
-        lines.append(f"{case}: " + " | ".join(parts))
+        problem = next((r["problem"] for r in rows if r["case"] == case), "")
+        lines.append(f"{case} [{problem}]: " + " | ".join(parts))
     return lines
 
 
@@ -278,7 +279,8 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
         if timed:
             ax.set_xlim(floor / 3, 1e3 * max(timed) * 4)
         ax.set_xlabel("median ms per call (log scale; bars: IQR)", fontsize=9)
-        title = case if case not in versus else f"{case}\ntorch/jax with cg.jit: {versus[case]['ratio']:.2f}x"
+        problem = next((r["problem"] for r in rows if r["case"] == case), "")
+        title = f"{case}\n[{problem}]" + (f"; torch/jax with cg.jit {versus[case]['ratio']:.2f}x" if case in versus else "")
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=9)
     for ax in list(axes.flat)[len(cases):]:

@@ -401,3 +401,74 @@ def test_buffers_written_in_place_are_not_taken_for_zeros_or_identities():
     assert count == 0
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)
+
+
+# -- hvp's per-function cache (issue: keyed by equality, kept every function alive) -------
+
+def test_hvp_cache_tells_equal_callables_apart(backend):
+    """Two callables that compare equal but compute different functions."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Power:
+        p: float = dataclasses.field(compare=False)
+
+        def __call__(self, x):
+            return (x ** self.p).sum()
+
+    cube, square = Power(3.0), Power(2.0)
+    assert cube == square
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+    t = frameworks.convert(np.ones(2), backend.name, "float64")
+    np.testing.assert_allclose(frameworks.to_numpy(backend.hvp(cube, (x,), (t,))), [6.0, 12.0])
+    np.testing.assert_allclose(frameworks.to_numpy(backend.hvp(square, (x,), (t,))), [2.0, 2.0])
+
+
+def test_hvp_keeps_no_function_alive(backend):
+    import gc
+    import weakref
+
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+    refs = []
+    for k in range(5):
+        big = frameworks.convert(np.full(1000, float(k)), backend.name, "float64")
+
+        def f(x, big=big):
+            return (x ** 3).sum() + big.sum() * 0
+
+        backend.hvp(f, (x,), (x,))
+        refs.append(weakref.ref(f))
+        del f, big
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_check_and_measuring_leave_the_caller_as_one_call_would():
+    """jit's extra evaluations (building, measuring, check=True) run on copies with the
+    generators restored: a stochastic function agrees with itself, the generator
+    advances once, and a function writing into its input writes once."""
+    ns = _torch()
+    import torch
+
+    def noisy(x):
+        return x * torch.rand(x.shape, dtype=x.dtype)
+
+    x = torch.ones(4, dtype=torch.float64)
+    with torch.random.fork_rng():
+        start = torch.get_rng_state()
+        expected = noisy(x)
+        after_one = torch.get_rng_state()
+        torch.set_rng_state(start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cg.CompileFallbackWarning)
+            got = ns.jit(noisy, check=True, route="trace")(x)
+        assert torch.equal(torch.get_rng_state(), after_one)
+    assert torch.equal(got, expected)
+
+    def bump(x):
+        x.add_(1.0)
+        return x * 2
+
+    y = torch.zeros(3, dtype=torch.float64)
+    out = ns.jit(bump, check=True)(y)
+    assert y.tolist() == [1.0, 1.0, 1.0] and out.tolist() == [2.0, 2.0, 2.0]

@@ -139,15 +139,17 @@ MEASURE_CALLS = 3
 MEASURE_SECONDS = 0.5
 
 
-def _measure(backend: Backend, fns: list[Callable], args: tuple, kwargs: dict) -> list[float]:
-    """The fastest of up to :data:`MEASURE_CALLS` synchronized calls of each function,
-    taken in turns so that a drift of the machine hits all alike."""
+def _measure(backend: Backend, fns: list[Callable], fresh: Callable[[], tuple[tuple, dict]]) -> list[float]:
+    """The fastest of up to :data:`MEASURE_CALLS` synchronized calls of each function on
+    ``fresh()`` arguments (made before the clock starts), taken in turns so that a drift
+    of the machine hits all alike."""
     best = [float("inf")] * len(fns)
     spent = [0.0] * len(fns)
     for _ in range(MEASURE_CALLS):
         for k, fn in enumerate(fns):
             if spent[k] > MEASURE_SECONDS and best[k] < float("inf"):
                 continue
+            args, kwargs = fresh()
             t0 = time.perf_counter()
             backend.arrays.synchronize(fn(*args, **kwargs))
             elapsed = time.perf_counter() - t0
@@ -221,13 +223,19 @@ class Compiled:
             candidates = routes_for(args, kwargs, like)
             failures: list[str] = []
             working: list[tuple[str, Callable, Any]] = []
-            # Building and measuring run f several times; the generators are restored
-            # afterwards, so the call below leaves them as one call would.
+            # Building, measuring and checking run f several times: on copies of the
+            # arrays, with the generators restored afterwards, so that the caller's arrays
+            # and the random state end as one call leaves them.
+            def fresh() -> tuple[tuple, dict]:
+                return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.owns(leaf) else leaf,
+                                         (args, kwargs))
+
             with backend.arrays.preserved_random_state(like):
                 for r in candidates:
                     try:
-                        fn = build(r, args, kwargs)
-                        out = backend.arrays.synchronize(fn(*args, **kwargs))
+                        copy_args, copy_kwargs = fresh()
+                        fn = build(r, copy_args, copy_kwargs)
+                        out = backend.arrays.synchronize(fn(*copy_args, **copy_kwargs))
                     except Exception as exc:
                         if r == "eager":
                             raise  # the error is f's own
@@ -236,7 +244,7 @@ class Compiled:
                         log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
                         continue
                     working.append((r, fn, out))
-                timings = _measure(backend, [fn for _, fn, _ in working], args, kwargs) if len(working) > 1 else []
+                timings = _measure(backend, [fn for _, fn, _ in working], fresh) if len(working) > 1 else []
             if not working:
                 result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
                 runs[key] = ("eager", f)
@@ -252,9 +260,12 @@ class Compiled:
                 log.info("jit: %s runs by route %r", fname, r)
             if failures:
                 warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
+            if check and r != "eager":
+                copy_args, copy_kwargs = fresh()
+                with backend.arrays.preserved_random_state(like):  # the same draws as the call below
+                    eager = f(*copy_args, **copy_kwargs)
             out = fn(*args, **kwargs)
             if check and r != "eager":
-                eager = f(*args, **kwargs)
                 differs = agree(backend, out, eager)
                 if differs is not None:
                     runs[key] = ("eager", f)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -223,15 +224,34 @@ class Derivatives:
         return pytree.unflatten(out_def, list(out)), jvp_fn
 
     def _hvp_gradient(self, f: Callable, nums: tuple[int, ...], impl: str) -> Callable:
-        """hvp's gradient function, kept per ``f`` (weakly) so that repeated products
-        with the same function reuse its remembered checks and built-ins."""
-        store = self.__dict__.setdefault("_hvp_gradients", weakref.WeakKeyDictionary())
-        try:
-            per_f = store.setdefault(f, {})
-        except TypeError:  # not weak-referenceable: no reuse
-            per_f = {}
+        """hvp's gradient function, kept per ``f`` so that repeated products with the same
+        function reuse its remembered checks and built-ins.
+
+        Keyed by identity (two callables that compare equal are still two functions),
+        and holding ``f`` weakly: the entry goes when ``f`` does, so a fresh closure per
+        call keeps nothing alive.
+        """
+        store: dict[int, tuple] = self.__dict__.setdefault("_hvp_gradients", {})
+        entry = store.get(id(f))
+        if entry is None or entry[0]() is not f:
+            try:
+                # A bound method is a new object at every attribute access: nothing to reuse.
+                if inspect.ismethod(f):
+                    raise TypeError
+                ref = weakref.ref(f)
+            except TypeError:  # not weak-referenceable: no reuse
+                return self._value_and_grad("hvp", f, nums, False, impl, with_value=False)
+
+            def weakly_f(*args: Any, **kwargs: Any) -> Any:
+                return ref()(*args, **kwargs)  # alive: hvp holds f while it runs
+
+            # The name only: functools.wraps would keep f alive through __wrapped__.
+            weakly_f.__name__ = weakly_f.__qualname__ = getattr(f, "__name__", type(f).__name__)
+            entry = store[id(f)] = (ref, weakly_f, {})
+            weakref.finalize(f, store.pop, id(f), None)
+        ref, weakly_f, per_f = entry
         if (nums, impl) not in per_f:
-            per_f[(nums, impl)] = self._value_and_grad("hvp", f, nums, False, impl, with_value=False)
+            per_f[(nums, impl)] = self._value_and_grad("hvp", weakly_f, nums, False, impl, with_value=False)
         return per_f[(nums, impl)]
 
     def hvp(self, f: Callable, primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,

@@ -47,6 +47,11 @@ def signature(x: Any) -> tuple:
     return (type(x), tuple(x.shape), x.dtype)
 
 
+def copy(x: Array) -> Array:
+    """``x`` itself: jax arrays are immutable, nothing can write into them."""
+    return x
+
+
 def synchronize(tree: Any) -> Any:
     """``tree`` once computed (jax dispatches asynchronously)."""
     return jax.block_until_ready(tree)

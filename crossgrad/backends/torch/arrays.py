@@ -51,6 +51,11 @@ def signature(x: Array) -> tuple:
     return (type(x), tuple(x.shape), x.dtype, x.device, x.requires_grad)
 
 
+def copy(x: Array) -> Array:
+    """A copy of ``x`` that autograd treats alike (a leaf, requiring grad where ``x`` does)."""
+    return x.detach().clone().requires_grad_(x.requires_grad)
+
+
 def synchronize(tree: Any) -> Any:
     """``tree`` once the device has finished computing it (CUDA work is asynchronous)."""
     if any(isinstance(leaf, torch.Tensor) and leaf.is_cuda for leaf in pytree.leaves(tree)):
