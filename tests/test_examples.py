@@ -47,3 +47,17 @@ def test_memory_bounded_example_chunks_and_agrees():
 def test_scale_out_example_runs():
     out = _run_example("scale_out.py")
     assert "jax: 4 devices" in out and "torch rank 1/2" in out and "stream: 512 rows written" in out
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
+def test_readme_jit_example_runs_as_written():
+    """The README's cg.jit example, extracted from the README and run as a script."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Which backend, which route", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_ENABLE_X64": "0"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shape, diff = result.stdout.strip().splitlines()[-1].split(" max |torch - jax| = ")
+    assert shape == "(64, 33, 31, 31)"
+    assert float(diff) < 1e-4
