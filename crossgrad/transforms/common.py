@@ -141,6 +141,27 @@ class Call:
         out = self.flat(*leaves)
         return out[0] if self.has_aux else out
 
+    def output_shapes(self) -> list[tuple[tuple[int, ...], int]]:
+        """Shape and element size of each output leaf, for the decisions made once per
+        signature (``auto``'s mode and strategy), evaluated on copies of every array
+        argument (the backend's ``output_shapes``): the caller's arrays never see this
+        extra evaluation."""
+        leaves, treedef = pytree.flatten((self.args, self.kwargs))
+        owns = self.backend.arrays.owns
+        positions = [i for i, leaf in enumerate(leaves) if owns(leaf)]
+
+        def run(*arrays: Any) -> tuple:
+            full = list(leaves)
+            for i, a in zip(positions, arrays):
+                full[i] = a
+            args, kwargs = pytree.unflatten(treedef, full)
+            out = call_user(self.transform, self.backend, self.f, *args, **kwargs)
+            if self.has_aux:
+                out, _ = spec.split_aux(self.transform, out)
+            return tuple(pytree.leaves(out))
+
+        return self.backend.primitives.output_shapes(run, tuple(leaves[i] for i in positions))
+
     def per_argnum(self, values: list[Any]) -> Any:
         """Per-input-leaf values grouped back into the argnums' pytrees (JAX's nesting)."""
         grouped = tuple(pytree.unflatten(d, values[lo:hi]) for d, (lo, hi) in zip(self.defs, self.bounds))

@@ -96,8 +96,7 @@ class Hessians:
                     sig = call.signature()
                     if sig not in chosen:
                         chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
-                            size_of(shape) for shape, _ in backend.primitives.output_shapes(call.flat_output,
-                                                                                          call.primals)))
+                            size_of(shape) for shape, _ in call.output_shapes()))
                     picked = (*chosen[sig], False)
                 memo.put(key, picked)
             s, picked_impl, forced = picked

@@ -192,7 +192,7 @@ def auto_mode(backend: Backend, call: Call) -> str:
     if not call.primals:
         return "rev"
     n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
-    m = sum(size_of(s) for s, _ in backend.primitives.output_shapes(call.flat_output, call.primals))
+    m = sum(size_of(s) for s, _ in call.output_shapes())
     return policy.jacobian_mode(backend.name, backend.arrays.on_accelerator(call.primals[0]), n, m)
 
 

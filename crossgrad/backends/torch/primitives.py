@@ -82,8 +82,13 @@ def empty_map(f: Callable, sample: tuple) -> Any:
 
 
 def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int]]:
-    """Shape and bytes per element of each leaf ``f(*args)`` returns (one forward pass
-    without a graph)."""
-    with torch.no_grad():
-        out = f(*args)
+    """Shape and bytes per element of each leaf ``f(*args)`` returns: one forward pass
+    without a graph, on copies of ``args`` and with the random generators restored, so
+    that the caller's arrays and random state are as before (torch has no abstract
+    evaluation that keeps closed-over tensors untouched, as ``jax.eval_shape`` does)."""
+    like = next((a for a in pytree.leaves(args) if isinstance(a, torch.Tensor)), None)
+    cuda = like is not None and like.is_cuda
+    copies = pytree.map_leaves(lambda a: a.clone() if isinstance(a, torch.Tensor) else a, args)
+    with torch.random.fork_rng(devices=[like.device] if cuda else []), torch.no_grad():
+        out = f(*copies)
     return [(tuple(o.shape), o.element_size()) for o in pytree.leaves(out)]
