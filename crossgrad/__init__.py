@@ -31,6 +31,7 @@ from crossgrad.errors import (
     BackendUnavailableError,
     ChunkError,
     CompileFallbackWarning,
+    ComplexOutputError,
     ControlFlowError,
     CrossgradError,
     CrossgradTypeError,
@@ -159,7 +160,7 @@ hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents
 
 __all__ = [
     "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
-    "CompileFallbackWarning",
+    "CompileFallbackWarning", "ComplexOutputError",
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",
     "HasAuxError",

@@ -52,6 +52,11 @@ class OutputError(CrossgradTypeError):
     """The function returned something that is not an array (or a pytree of arrays)."""
 
 
+class ComplexOutputError(CrossgradTypeError):
+    """A reverse-mode or loop route (or grad, hvp) got a complex output of real inputs:
+    its vjp would keep only the real part, so crossgrad refuses, as jax does."""
+
+
 class NonScalarOutputError(CrossgradValueError):
     """A transform that needs a scalar output (grad, value_and_grad, hvp) got a non-scalar."""
 

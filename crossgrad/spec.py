@@ -192,6 +192,19 @@ def check_scalar(transform: str, shape: tuple[int, ...]) -> None:
         )
 
 
+def check_real_output(transform: str, dtype: str, position: str) -> None:
+    """A reverse-mode route needs real outputs: the vjp of a complex output of real
+    inputs keeps only its real part (NOTE: forward mode returns the complex Jacobian)."""
+    if dtype.startswith("complex"):
+        raise errors.ComplexOutputError(
+            transform,
+            "real outputs for reverse mode (a vjp of a complex output of real inputs keeps only its real part)",
+            f"a {dtype} output at {position}",
+            "Use forward mode (jacfwd, mode='fwd', strategy='fwd-fwd', or 'auto', which picks it for complex "
+            "outputs), or return the real and imaginary parts as two real outputs.",
+        )
+
+
 def check_output_leaf(transform: str, is_array: bool, leaf: Any) -> None:
     if not is_array:
         raise errors.OutputError(

@@ -58,12 +58,17 @@ def ops(name: str) -> Ops:
 
 
 def to_numpy(tree: Any) -> Any:
-    """Every array leaf as a float64 NumPy array (structure kept)."""
+    """Every array leaf as a float64 NumPy array, complex128 where it is complex
+    (structure kept; an imaginary part is never dropped)."""
 
     def convert(x: Any) -> Any:
         if type(x).__module__.startswith("torch"):
-            return x.detach().cpu().double().numpy()
-        return np.asarray(x, dtype=np.float64)
+            import torch
+
+            x = x.detach().cpu()
+            return (x.to(torch.complex128) if x.is_complex() else x.double()).numpy()
+        a = np.asarray(x)
+        return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
 
     return pytree.map_leaves(convert, tree)
 

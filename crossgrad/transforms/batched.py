@@ -110,7 +110,7 @@ class Batched:
 
             def m() -> int:
                 g = (lambda *a: batched_f(*a, **kwargs)) if kwargs else batched_f
-                return sum(math.prod(s[1:]) for s, _ in backend.primitives.output_shapes(g, args))
+                return sum(math.prod(s[1:]) for s, _, _ in backend.primitives.output_shapes(g, args))
 
             chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
                                                    strategy, n, m, size)

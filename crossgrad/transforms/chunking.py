@@ -43,7 +43,7 @@ def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int
     in_row = sum(arrays.nbytes(x) for x in xs) // n
     budget = memory.budget_bytes(arrays, xs[0])
     if arrays.is_traced(xs[0]):
-        out_row = sum(math.prod(shape) * item for shape, item in primitives.output_shapes(batched_f, rows(0, 1)))
+        out_row = sum(math.prod(shape) * item for shape, item, _ in primitives.output_shapes(batched_f, rows(0, 1)))
         size = _rows_within(budget, in_row + out_row, n)
         log.info("chunk_size='auto' (traced): %d of %d rows per chunk (%d bytes per row, budget %d)",
                  size, n, in_row + out_row, budget)

@@ -141,8 +141,8 @@ class Call:
         out = self.flat(*leaves)
         return out[0] if self.has_aux else out
 
-    def output_shapes(self) -> list[tuple[tuple[int, ...], int]]:
-        """Shape and element size of each output leaf, for the decisions made once per
+    def output_shapes(self) -> list[tuple[tuple[int, ...], int, str]]:
+        """Shape, element size and dtype name of each output leaf, for the decisions made once per
         signature (``auto``'s mode and strategy), evaluated on copies of every array
         argument (the backend's ``output_shapes``): the caller's arrays never see this
         extra evaluation."""
@@ -231,38 +231,49 @@ class Builtins:
         self.argnums, self.has_aux, self.scalar = argnums, has_aux, scalar
         self._made: dict[tuple, Callable] = {}
 
-    def get(self, make: Callable[[Callable, Any], Callable], args: tuple, kwargs: dict, tag: str = "") -> Callable:
-        """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``."""
+    def get(self, make: Callable[[Callable, Any], Callable], args: tuple, kwargs: dict, tag: str = "",
+            real: bool = False) -> Callable:
+        """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``; with
+        ``real``, a complex output raises :class:`crossgrad.errors.ComplexOutputError`
+        before the built-in sees it."""
         key = (tag, len(args))
         if kwargs or key not in self._made:
             nums, single = spec.normalize_argnums(self.transform, self.argnums, len(args))
             f = partial(self.f, **kwargs) if kwargs else self.f
-            fn = make(checked(self.transform, self.backend, f, self.has_aux, self.scalar), nums[0] if single else nums)
+            fn = make(checked(self.transform, self.backend, f, self.has_aux, self.scalar, real),
+                      nums[0] if single else nums)
             if kwargs:
                 return fn
             self._made[key] = fn
         return self._made[key]
 
 
-def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar: bool) -> Callable:
+def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar: bool,
+            real: bool = False) -> Callable:
     """``f`` with its output checked the way the composed path checks it, dicts sorted.
 
     Wrapped around ``f`` before it goes into a framework built-in, so the built-in
     and the composed implementation raise the same errors and return the same nesting.
     """
 
-    owns, shape = backend.arrays.owns, backend.arrays.shape
+    owns, shape, dtype_name = backend.arrays.owns, backend.arrays.shape, backend.arrays.dtype_name
+    real = real or scalar  # grad, value_and_grad and hvp are reverse mode
 
     def checked_f(*args: Any, **kwargs: Any) -> Any:
         out = call_user(transform, backend, f, *args, **kwargs)
         if not has_aux and owns(out):  # the common case, kept cheap
             if scalar:
                 spec.check_scalar(transform, shape(out))
+            if real:
+                spec.check_real_output(transform, dtype_name(out), "output leaf 0")
             return out
         aux = None
         if has_aux:
             out, aux = spec.split_aux(transform, out)
         check_output(transform, backend, out, scalar)
+        if real:
+            for k, leaf in enumerate(pytree.leaves(out)):
+                spec.check_real_output(transform, dtype_name(leaf), f"output leaf {k}")
         out = pytree.canonical(out)
         return (out, pytree.canonical(aux)) if has_aux else out
 

@@ -40,7 +40,7 @@ class Derivatives:
     backend: Backend
 
     def _via_builtin(self, name: str, make: Callable, f: Callable, argnums: Any, has_aux: bool,
-                     scalar: bool) -> Callable:
+                     scalar: bool, real: bool = False) -> Callable:
         """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
         crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
         backend = self.backend
@@ -51,7 +51,7 @@ class Derivatives:
             key = Memo.key(args)
             if memo.get(key) is None:
                 memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-            return builtins.get(make, args, kwargs)(*pytree.canonical(args))
+            return builtins.get(make, args, kwargs, real=real)(*pytree.canonical(args))
 
         return run
 
@@ -69,6 +69,7 @@ class Derivatives:
             out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
             value = pytree.unflatten(call.out_def, list(out))
             check_output(name, backend, value, scalar=True)
+            spec.check_real_output(name, backend.arrays.dtype_name(out[0]), "output leaf 0")
             grads = call.per_argnum(list(vjp_fn((backend.arrays.ones_like(out[0]),))))
             if with_value:
                 return ((value, aux) if has_aux else value), grads

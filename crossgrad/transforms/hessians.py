@@ -68,7 +68,7 @@ class Hessians:
                 if s == "fwd-rev" and use_builtin(name, backend, how, "hessian", chunk_size=chunk_size):
                     make = backend.builtins.hessian
                     fn = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
-                                           argnums, has_aux, scalar=False)
+                                           argnums, has_aux, scalar=False, real=True)
                 else:
                     outer, inner = ("loop", "loop") if s == "loop" else s.split("-")
                     # Under the outer Jacobian's vmap the inner one cannot see how many rows
@@ -95,8 +95,12 @@ class Hessians:
                 else:
                     sig = call.signature()
                     if sig not in chosen:
-                        chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
-                            size_of(shape) for shape, _ in call.output_shapes()))
+                        outputs = call.output_shapes()
+                        if any(dtype.startswith("complex") for _, _, dtype in outputs):
+                            chosen[sig] = ("fwd-fwd", None)  # the only strategy that answers for complex outputs
+                        else:
+                            chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
+                                size_of(shape) for shape, _, _ in outputs))
                     picked = (*chosen[sig], False)
                 memo.put(key, picked)
             s, picked_impl, forced = picked

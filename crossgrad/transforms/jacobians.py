@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import pytree, spec
+from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking, policy
 from crossgrad.transforms.common import Builtins, Call, Memo, size_of, use_builtin
@@ -38,10 +38,18 @@ def _part(arrays: Any, x: Any, lo: int, hi: int, axis: int, shape: tuple[int, ..
     return x if full == tuple(shape) else arrays.reshape(x, shape)
 
 
+def check_real(backend: Backend, call: Call, out: Any) -> None:
+    """Reverse mode and the loop refuse complex outputs (their vjp would keep the real
+    part only); forward mode returns the complex Jacobian."""
+    for k, o in enumerate(out):
+        spec.check_real_output(call.transform, backend.arrays.dtype_name(o), f"output leaf {k}")
+
+
 def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop: bool) -> tuple[list, Any]:
     """Blocks from the rows of the Jacobian: vmap of vjp over the identity (or a loop)."""
     arrays, primitives = backend.arrays, backend.primitives
     out, vjp_fn, aux = primitives.vjp(call.flat, call.primals, call.has_aux)
+    check_real(backend, call, out)
     out_shapes = [arrays.shape(o) for o in out]
     in_shapes = [arrays.shape(p) for p in call.primals]
     out_bounds = _offsets(out_shapes)
@@ -163,6 +171,7 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
             blocks.append(row)
         return blocks, aux
     out, vjp_fn, aux = primitives.vjp(call.flat, primals, call.has_aux)
+    check_real(backend, call, out)
     out_samples = [arrays.shape(o)[1:] for o in out]
     out_bounds = _offsets(out_samples)
     m = out_bounds[-1][1]
@@ -192,7 +201,10 @@ def auto_mode(backend: Backend, call: Call) -> str:
     if not call.primals:
         return "rev"
     n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
-    m = sum(size_of(s) for s, _ in call.output_shapes())
+    outputs = call.output_shapes()
+    if any(dtype.startswith("complex") for _, _, dtype in outputs):
+        return "fwd"  # the only mode that answers for complex outputs
+    m = sum(size_of(s) for s, _, _ in outputs)
     return policy.jacobian_mode(backend.name, backend.arrays.on_accelerator(call.primals[0]), n, m)
 
 
@@ -278,13 +290,20 @@ class Jacobians:
                     sig = call.signature()
                     m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
                 known = memo.put(key, (m, call.has_no_elements()))
-            m, empty = known
+            m, empty = known[:2]
             # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
-            # basis and fails); the composition builds the empty blocks directly.
-            if m != "loop" and builtin[m] and not empty:
+            # basis and fails); the composition builds the empty blocks directly.  torch's
+            # jacfwd refuses complex outputs, which crossgrad's forward mode answers.
+            if m != "loop" and builtin[m] and not empty and len(known) == 2:
                 make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
-                fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m)
-                return fn(*pytree.canonical(args))
+                real = m == "rev" or not backend.builtins.COMPLEX_FORWARD
+                fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m, real=real)
+                try:
+                    return fn(*pytree.canonical(args))
+                except errors.ComplexOutputError:
+                    if m == "rev":
+                        raise
+                    memo.put(key, (m, empty, "composed"))
             if call is None:
                 call = Call(name, backend, f, args, kwargs, argnums, has_aux)
             if m == "fwd":

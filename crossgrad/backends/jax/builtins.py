@@ -14,6 +14,9 @@ from typing import Any
 
 import jax
 
+# jax.jacfwd returns the complex Jacobian of complex outputs of real inputs.
+COMPLEX_FORWARD = True
+
 LACKS: dict[str, tuple[str, ...]] = {
     "vmap": ("chunk_size",),
     "jacrev": ("chunk_size",),

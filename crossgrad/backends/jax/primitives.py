@@ -84,7 +84,7 @@ def empty_map(f: Callable, sample: tuple) -> Any:
     return pytree.map_leaves(lambda o: jnp.zeros((0, *o.shape), o.dtype), jax.eval_shape(f, *sample))
 
 
-def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int]]:
-    """Shape and bytes per element of each leaf ``f(*args)`` returns (traced abstractly,
-    nothing computed)."""
-    return [(tuple(o.shape), o.dtype.itemsize) for o in pytree.leaves(jax.eval_shape(f, *args))]
+def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int, str]]:
+    """Shape, bytes per element and dtype name of each leaf ``f(*args)`` returns (traced
+    abstractly, nothing computed)."""
+    return [(tuple(o.shape), o.dtype.itemsize, str(o.dtype)) for o in pytree.leaves(jax.eval_shape(f, *args))]

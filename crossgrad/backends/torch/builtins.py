@@ -16,6 +16,9 @@ from typing import Any
 import torch
 import torch.func as tf
 
+# torch.func.jacfwd refuses complex outputs of real inputs; crossgrad's vmap of jvp answers.
+COMPLEX_FORWARD = False
+
 LACKS: dict[str, tuple[str, ...]] = {
     "jacfwd": ("chunk_size",),
     "hessian": ("chunk_size",),

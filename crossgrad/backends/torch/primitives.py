@@ -81,8 +81,8 @@ def empty_map(f: Callable, sample: tuple) -> Any:
     return pytree.map_leaves(lambda o: o.new_zeros((0, *o.shape)), out)
 
 
-def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int]]:
-    """Shape and bytes per element of each leaf ``f(*args)`` returns: one forward pass
+def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int, str]]:
+    """Shape, bytes per element and dtype name of each leaf ``f(*args)`` returns: one forward pass
     without a graph, on copies of ``args`` and with the random generators restored, so
     that the caller's arrays and random state are as before (torch has no abstract
     evaluation that keeps closed-over tensors untouched, as ``jax.eval_shape`` does)."""
@@ -91,4 +91,4 @@ def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int]]
     copies = pytree.map_leaves(lambda a: a.clone() if isinstance(a, torch.Tensor) else a, args)
     with torch.random.fork_rng(devices=[like.device] if cuda else []), torch.no_grad():
         out = f(*copies)
-    return [(tuple(o.shape), o.element_size()) for o in pytree.leaves(out)]
+    return [(tuple(o.shape), o.element_size(), str(o.dtype).removeprefix("torch.")) for o in pytree.leaves(out)]
