@@ -92,7 +92,7 @@ def normalize_argnums(transform: str, argnums: Argnums, nargs: int) -> tuple[tup
     for a in nums:
         if not -nargs <= a < nargs:
             raise errors.ArgnumsError(transform, f"argnums in range for {nargs} positional argument(s)", f"argnums={argnums!r}", fix)
-        out.append(a % nargs)
+        out.append(int(a) % nargs)  # a NumPy integer too: frameworks take Python ints only
     if len(set(out)) != len(out):
         raise errors.ArgnumsError(transform, "distinct argnums", f"argnums={argnums!r}, which name the same argument twice", fix)
     return tuple(out), single

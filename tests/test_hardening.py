@@ -121,3 +121,60 @@ def test_complex_outputs_refused_by_reverse_routes_with_one_message(route):
         messages.append(str(err.value))
     assert len(set(messages)) == 1, messages
     assert "expected real outputs for reverse mode" in messages[0]
+
+
+# -- valid input torch.func refuses and jax takes (issue: crashes on valid input) -----------
+
+@pytest.mark.parametrize("transform", ["grad", "value_and_grad", "jacobian", "jacrev", "hessian"])
+def test_none_leaves_in_inputs(backend, transform):
+    """None is an empty subtree on both backends; its derivative is None."""
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+
+    def f(t):
+        return (t[0] ** 3).sum()
+
+    got = getattr(backend, transform)(f)((x, None))
+    if transform == "value_and_grad":
+        value, got = got
+        assert float(value) == 9.0
+    expected = {"grad": [3.0, 12.0], "value_and_grad": [3.0, 12.0], "jacobian": [3.0, 12.0],
+                "jacrev": [3.0, 12.0], "hessian": np.diag([6.0, 12.0])}[transform]
+    assert isinstance(got, tuple) and got[1] is None
+    if transform == "hessian":  # JAX's nesting: the input pytree outside, then inside
+        assert got[0][1] is None
+        got = got[0]
+    np.testing.assert_allclose(frameworks.to_numpy(got[0]), expected)
+
+
+def test_numpy_integer_argnums(backend):
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+    got = backend.grad(lambda a, b: (a * b * b).sum(), argnums=np.int64(1))(x, x)
+    np.testing.assert_allclose(frameworks.to_numpy(got), [2.0, 8.0])
+
+
+def test_inference_mode_tensors():
+    """Tensors made under torch.inference_mode keep no version counter; crossgrad's
+    input watch skips them instead of raising (jax has no such tensors)."""
+    torch = pytest.importorskip("torch")
+    with torch.inference_mode():
+        x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    np.testing.assert_allclose(cg.torch.grad(lambda t: (t ** 3).sum())(x).numpy(), [3.0, 12.0])
+    np.testing.assert_allclose(cg.torch.hessian(lambda t: (t ** 3).sum())(x).numpy(), np.diag([6.0, 12.0]))
+
+
+def test_vjp_takes_a_dict_cotangent_in_the_functions_own_key_order(backend):
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+    for impl in ("builtin", "composed"):
+        _, vjp_fn = backend.vjp(lambda t: {"b": t * 2, "a": t * 3}, x, impl=impl)
+        (got,) = vjp_fn({"b": x, "a": x})
+        np.testing.assert_allclose(frameworks.to_numpy(got), [5.0, 10.0])
+
+
+@pytest.mark.parametrize("impl", ["auto", "composed"])
+def test_negative_out_axes_on_an_output_that_ignores_the_batch(backend, impl):
+    """jax broadcasts the unbatched output and moves the batch axis last; torch.func.vmap
+    raised; crossgrad gives jax's answer on both."""
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+    batch = frameworks.convert(np.ones((3, 2)), backend.name, "float64")
+    got = backend.vmap(lambda t: x * 1.0, out_axes=-1, impl=impl)(batch)
+    np.testing.assert_allclose(frameworks.to_numpy(got), np.repeat([[1.0], [2.0]], 3, axis=1))

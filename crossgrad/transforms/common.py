@@ -182,6 +182,14 @@ class Call:
         return tuple((arrays.shape(p), arrays.dtype_name(p)) for p in self.primals)
 
 
+def has_none(tree: Any) -> bool:
+    """Whether ``tree`` holds a None (an empty subtree), which some built-ins refuse."""
+    def visit(td: pytree.TreeDef) -> bool:
+        return td.kind == "none" or any(visit(c) for c in td.children)
+
+    return visit(pytree.flatten(tree)[1])
+
+
 class Memo:
     """Outcomes of checks and decisions that depend only on the arguments' types,
     shapes, dtypes and pytree structure, remembered per such signature, so a transformed

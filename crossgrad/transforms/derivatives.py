@@ -9,7 +9,16 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import Builtins, Call, Memo, check_leaves, check_output, checked, use_builtin
+from crossgrad.transforms.common import (
+    Builtins,
+    Call,
+    Memo,
+    check_leaves,
+    check_output,
+    checked,
+    has_none,
+    use_builtin,
+)
 
 
 def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
@@ -60,10 +69,6 @@ class Derivatives:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, impl=impl)
         backend = self.backend
-        if use_builtin(name, backend, impl):
-            make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
-            return self._via_builtin(name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
-
         def composed(*args: Any, **kwargs: Any) -> Any:
             call = Call(name, backend, f, args, kwargs, argnums, has_aux)
             out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
@@ -75,7 +80,18 @@ class Derivatives:
                 return ((value, aux) if has_aux else value), grads
             return (grads, aux) if has_aux else grads
 
-        return composed
+        if not use_builtin(name, backend, impl):
+            return composed
+        make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
+        via = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
+        if backend.builtins.NONE_LEAVES:
+            return via
+
+        def builtin_or_composed(*args: Any, **kwargs: Any) -> Any:
+            # torch.func refuses None leaves: the composition takes them.
+            return composed(*args, **kwargs) if has_none(args) else via(*args, **kwargs)
+
+        return builtin_or_composed
 
     def grad(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, *,
              impl: str = "auto") -> Callable:
@@ -139,7 +155,15 @@ class Derivatives:
         if use_builtin(name, backend, impl):
             Call(name, backend, f, primals, {}, argnums, has_aux)
             g = checked(name, backend, f, has_aux, scalar=False)
-            return backend.builtins.vjp(g, pytree.canonical(primals), has_aux)
+            out, builtin_vjp, *aux = backend.builtins.vjp(g, pytree.canonical(primals), has_aux)
+
+            def builtin_vjp_fn(cotangent: Any) -> tuple:
+                # The output's dicts come back in crossgrad's key order; a cotangent in the
+                # function's own order is the same pytree (torch.func alone would refuse it).
+                _check_same_structure(name, "cotangents", cotangent, out, "the output")
+                return builtin_vjp(pytree.canonical(cotangent))
+
+            return (out, builtin_vjp_fn, *aux)
         call = Call(name, backend, f, primals, {}, argnums, has_aux)
         out_leaves, flat_vjp, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
         out = pytree.unflatten(call.out_def, list(out_leaves))

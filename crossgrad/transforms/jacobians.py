@@ -17,7 +17,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking, policy
-from crossgrad.transforms.common import Builtins, Call, Memo, size_of, use_builtin
+from crossgrad.transforms.common import Builtins, Call, Memo, has_none, size_of, use_builtin
 
 
 def _offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
@@ -289,7 +289,9 @@ class Jacobians:
                 if m == "auto":
                     sig = call.signature()
                     m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
-                known = memo.put(key, (m, call.has_no_elements()))
+                # torch.func refuses None leaves: the composition takes them.
+                composed_only = has_none(args) and not backend.builtins.NONE_LEAVES
+                known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
             m, empty = known[:2]
             # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
             # basis and fails); the composition builds the empty blocks directly.  torch's

@@ -124,6 +124,11 @@ class Vectorize:
         backend = self.backend
         shape = backend.arrays.shape
         builtin = use_builtin(name, backend, impl, "vmap", chunk_size=chunk_size)
+        negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
+        if negative and not backend.builtins.NEGATIVE_OUT_AXES:
+            # torch.func.vmap places a negative out_dims wrongly on an output that does not
+            # depend on the batch; the composition moves each axis itself.
+            builtin = False
         in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
 
         memo = Memo()

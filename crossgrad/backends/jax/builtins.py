@@ -17,6 +17,12 @@ import jax
 # jax.jacfwd returns the complex Jacobian of complex outputs of real inputs.
 COMPLEX_FORWARD = True
 
+# jax's transforms take None leaves (empty subtrees).
+NONE_LEAVES = True
+
+# jax.vmap places negative out_axes on every output.
+NEGATIVE_OUT_AXES = True
+
 LACKS: dict[str, tuple[str, ...]] = {
     "vmap": ("chunk_size",),
     "jacrev": ("chunk_size",),

@@ -41,7 +41,10 @@ def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     found = []
     for k, tree in enumerate(trees):
         leaves = (tree,) if isinstance(tree, torch.Tensor) else pytree.leaves(tree)
-        found.extend((k, leaf, leaf._version) for leaf in leaves if isinstance(leaf, torch.Tensor))
+        # Inference tensors keep no version counter (and cannot be written outside
+        # inference mode): nothing to watch.
+        found.extend((k, leaf, leaf._version) for leaf in leaves
+                     if isinstance(leaf, torch.Tensor) and not leaf.is_inference())
     return found
 
 

@@ -19,6 +19,12 @@ import torch.func as tf
 # torch.func.jacfwd refuses complex outputs of real inputs; crossgrad's vmap of jvp answers.
 COMPLEX_FORWARD = False
 
+# torch.func's transforms refuse None leaves in their arguments; crossgrad's compositions take them.
+NONE_LEAVES = False
+
+# torch.func.vmap breaks a negative out_dims on an output that does not depend on the batch.
+NEGATIVE_OUT_AXES = False
+
 LACKS: dict[str, tuple[str, ...]] = {
     "jacfwd": ("chunk_size",),
     "hessian": ("chunk_size",),
