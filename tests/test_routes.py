@@ -472,3 +472,28 @@ def test_check_and_measuring_leave_the_caller_as_one_call_would():
     y = torch.zeros(3, dtype=torch.float64)
     out = ns.jit(bump, check=True)(y)
     assert y.tolist() == [1.0, 1.0, 1.0] and out.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_identity_over_other_axes_copied_into_a_fresh_buffer():
+    """torch.func's forward-mode basis: an identity over axes (0, 2), broadcast along axis
+    1, copied into a fresh buffer and permuted, then multiplied in a bmm (on either side):
+    rewritten as a gather of the other factor's diagonal, the same values."""
+    _torch()
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    w, u = torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.randn(4, 6, generator=gen, dtype=torch.float64)
+
+    def products(w, u):
+        basis = torch.eye(4, dtype=w.dtype).view(4, 1, 4).expand(4, 3, 4)
+        buffer = torch.zeros(4, 3, 4, dtype=w.dtype)
+        buffer.copy_(basis)
+        right = torch.bmm(w.expand(4, 5, 4), buffer.permute(0, 2, 1))  # delta over (0, 1)
+        left = torch.bmm(buffer.permute(0, 1, 2).transpose(1, 2).transpose(1, 2), u.expand(4, 4, 6))
+        return right, left
+
+    count, got, expected = _simplified_count(products, w, u)
+    assert count == 2
+    for x, y in zip(got, expected):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+        assert x.is_contiguous()

@@ -9,10 +9,14 @@ per sample for a result that is ``W``; the reverse-mode basis through ``tanh`` b
 ``A * d``; zero tangents materialised as ``expand(zeros)`` are multiplied too.  XLA's
 algebraic simplifier removes all three; this pass does the same on the graph
 ``make_fx`` records (the ``jit`` routes, NOTE [jit routes]).  It knows nothing of the
-user's function: it follows which tensors are structurally zero, identity (the last two
-axes, any leading axes) or diagonal through shape operations, and rewrites ``mm`` and
-``bmm`` that take one.  A product becomes a fresh tensor (a clone, zeros, or a
-broadcast product), never a view of an input, so results alias nothing.
+user's function: it follows which tensors are structurally zero, a delta (``x[i] =
+[i_p == i_q]`` over two axes, constant along the others: the identity basis, also
+broadcast over a batch and copied into a fresh buffer, as torch.func's forward mode
+does) or diagonal, through shape operations, and rewrites ``mm`` and ``bmm`` that take
+one: a product with an identity is the other factor, a ``bmm`` with a delta between its
+batch and contracted axes is a gather of the other factor's diagonal, a product with a
+diagonal a broadcast product, with zeros zeros.  A product becomes a fresh tensor,
+never a view of an input, so results alias nothing.
 
 The pass checks itself: the simplified graph must reproduce the traced graph's outputs
 on the example inputs (same draws of the random generators) or it is discarded.
@@ -132,27 +136,31 @@ def simplify(gm: torch.fx.GraphModule) -> int:
             if not writers:
                 kind[node] = ("zero",)
             elif _is_identity_fill(node, writers):
-                kind[node] = ("eye",)
+                kind[node] = ("delta", len(shape) - 2, len(shape) - 1)
         elif t == aten.eye.default and shape is not None and node not in writes:
-            kind[node] = ("eye",)
+            kind[node] = ("delta", 0, 1)
+        elif t == aten.copy_.default and node not in writes and node.args[1] in kind and _fresh(node.args[0]) \
+                and _shape(node.args[0]) == _shape(node.args[1]):
+            # A fresh buffer filled with a copy holds what was copied.
+            kind[node] = kind[node.args[1]]
         elif t in _SHAPE_OPS and node.args and node.args[0] in kind and node not in writes:
             src = node.args[0]
             k = kind[src]
             if k[0] == "zero":
                 kind[node] = k
-            else:
-                how = _keeps_matrix_axes(node, _shape(src) or ())
-                if k[0] == "eye" and how in ("same", "swap", "lead"):
-                    kind[node] = k
-                elif k[0] == "diag" and how in ("same", "swap"):
-                    kind[node] = k
+            elif k[0] == "delta":
+                moved = _delta_axes(node, _shape(src) or (), k[1], k[2])
+                if moved is not None:
+                    kind[node] = ("delta", *moved)
+            elif k[0] == "diag" and _keeps_matrix_axes(node, _shape(src) or ()) in ("same", "swap"):
+                kind[node] = k
         elif t in _LINEAR_FIRST and len(node.args) >= 2 and node not in writes:
             first, other = node.args[0], node.args[1]
             if t == aten.mul.Tensor and first not in kind and other in kind:
                 first, other = other, first
             if first in kind and kind[first][0] == "zero":
                 kind[node] = ("zero",)
-            elif first in kind and kind[first][0] == "eye" and shape is not None and isinstance(other, torch.fx.Node):
+            elif first in kind and _is_eye(kind[first], shape) and isinstance(other, torch.fx.Node):
                 other_shape = _shape(other)
                 if other_shape is not None:
                     padded = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
@@ -181,9 +189,13 @@ def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: d
         if "zero" in (ka[0], kb[0]):
             return graph.call_function(aten.zeros.default, (list(out.shape),),
                                        {"dtype": out.dtype, "device": out.device})
-        for eye_side, other in ((kb, a), (ka, b)):
-            if eye_side[0] == "eye" and _same(other, out):
+        for eye_side, side, other in ((kb, b, a), (ka, a, b)):
+            if _is_eye(eye_side, _shape(side)) and _same(other, out):
                 return graph.call_function(aten.clone.default, (other,))
+        if node.target == aten.bmm.default:
+            gathered = _batched_delta_product(graph, a, b, ka, kb, out)
+            if gathered is not None:
+                return gathered
         for diag, other, row in ((kb, a, True), (ka, b, False)):
             if diag[0] == "diag" and _broadcasts_to(other, diag, row, out):
                 return graph.call_function(aten.mul.Tensor, (other, _diagonal_values(graph, diag, row)))
@@ -202,6 +214,78 @@ def _broadcasts_to(x: Any, diag: tuple, row: bool, out: torch.Tensor) -> bool:
         return torch.broadcast_shapes(tuple(xv.shape), padded) == tuple(out.shape)
     except RuntimeError:
         return False
+
+
+def _is_eye(k: tuple, shape: tuple[int, ...] | None) -> bool:
+    """An identity in the last two axes (constant along the leading ones)."""
+    return k[0] == "delta" and shape is not None and len(shape) >= 2 and (k[1], k[2]) == (len(shape) - 2, len(shape) - 1)
+
+
+def _fresh(node: Any) -> bool:
+    """A buffer made to be filled (its own values are never read before the fill)."""
+    return isinstance(node, torch.fx.Node) and node.target in (
+        aten.new_zeros.default, aten.zeros.default, aten.empty.memory_format, aten.new_empty.default,
+        aten._new_zeros_with_same_feature_meta.default, aten.zeros_like.default, aten.empty_like.default)
+
+
+def _delta_axes(node: torch.fx.Node, src_shape: tuple[int, ...], p: int, q: int) -> tuple[int, int] | None:
+    """Where a shape operation takes the two axes of a delta (``x[i] = [i_p == i_q]``,
+    constant along every other axis), or None where it mixes them with others."""
+    out = _shape(node)
+    if out is None or not src_shape:
+        return None
+    t = node.target
+    r = len(src_shape)
+    if t == aten.permute.default:
+        perm = [d % r for d in node.args[1]]
+        return perm.index(p), perm.index(q)
+    if t == aten.transpose.int:
+        d0, d1 = node.args[1] % r, node.args[2] % r
+        swap = {d0: d1, d1: d0}
+        return swap.get(p, p), swap.get(q, q)
+    if t == aten.t.default:
+        return (1 - p, 1 - q) if r == 2 else (p, q)
+    if t == aten.expand.default:
+        offset = len(out) - r  # new leading axes
+        if out[p + offset] != src_shape[p] or out[q + offset] != src_shape[q]:
+            return None
+        return p + offset, q + offset
+    if out == src_shape:
+        return p, q
+    # A view that inserts or removes axes of size 1, or regroups axes outside the delta's
+    src_big = [d for d in range(r) if src_shape[d] != 1]
+    out_big = [d for d in range(len(out)) if out[d] != 1]
+    if [src_shape[d] for d in src_big] == [out[d] for d in out_big] and p in src_big and q in src_big:
+        return out_big[src_big.index(p)], out_big[src_big.index(q)]
+    k = r - min(p, q)
+    if out[-k:] == src_shape[-k:]:
+        return p + len(out) - r, q + len(out) - r
+    return None
+
+
+def _batched_delta_product(graph: torch.fx.Graph, a: Any, b: Any, ka: tuple, kb: tuple,
+                           out: torch.Tensor) -> torch.fx.Node | None:
+    """``bmm`` with a factor that is a delta between the batch axis and its contracted
+    axis: a gather of the other factor's diagonal, broadcast over the free axis.
+    ``bmm(A, D)`` with ``D[b, n, m] = [b == n]`` is ``A[b, k, b]``; ``bmm(D, A)`` with
+    ``D[b, k, n] = [b == n]`` is ``A[b, b, m]``."""
+    av, bv = _val(a), _val(b)
+    if not (isinstance(av, torch.Tensor) and isinstance(bv, torch.Tensor)) or av.dtype != out.dtype != bv.dtype:
+        return None
+    batch, k, m = out.shape
+    if kb[0] == "delta" and (kb[1], kb[2]) == (0, 1) and av.shape[0] == av.shape[2] == batch:
+        diag = graph.call_function(aten.diagonal.default, (a, 0, 0, 2))  # [k, B]
+        rows = graph.call_function(aten.unsqueeze.default, (graph.call_function(aten.t.default, (diag,)), -1))
+        return graph.call_function(aten.clone.default, (graph.call_function(aten.expand.default,
+                                                                               (rows, [batch, k, m])),),
+                                   {"memory_format": torch.contiguous_format})
+    if ka[0] == "delta" and (ka[1], ka[2]) == (0, 2) and bv.shape[0] == bv.shape[1] == batch:
+        diag = graph.call_function(aten.diagonal.default, (b, 0, 0, 1))  # [m, B]
+        cols = graph.call_function(aten.unsqueeze.default, (graph.call_function(aten.t.default, (diag,)), 1))
+        return graph.call_function(aten.clone.default, (graph.call_function(aten.expand.default,
+                                                                               (cols, [batch, k, m])),),
+                                   {"memory_format": torch.contiguous_format})
+    return None
 
 
 def _same(x: Any, out: torch.Tensor) -> bool:
