@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test parity fuzz lint bench bench-quick clean
+.PHONY: install test parity fuzz lint bench clean
 
 install: $(SETUP)
 

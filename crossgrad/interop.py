@@ -21,6 +21,9 @@ def to_jax(tree: Any, *, copy: bool = False) -> Any:
         >>> cg.to_jax(torch.ones(2)).dtype
         dtype('float32')
     """
+    from crossgrad.backends import load
+
+    load("jax", "to_jax")  # a missing jax is a named error, not a raw ImportError
     import jax.numpy as jnp
     import numpy as np
 
@@ -61,6 +64,9 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
         >>> cg.to_torch(jnp.ones(2, dtype=jnp.float32)).dtype
         torch.float32
     """
+    from crossgrad.backends import load
+
+    load("torch", "to_torch")  # a missing torch is a named error, not a raw ImportError
     import numpy as np
     import torch
 

@@ -47,6 +47,20 @@ def test_missing_framework_names_the_extra():
     assert "pip install 'crossgrad[torch]'" in out
 
 
+@pytest.mark.parametrize(("convert", "missing"), [("to_jax", "jax"), ("to_torch", "torch")])
+def test_conversion_without_the_target_framework(convert, missing):
+    """cg.to_jax without jax (cg.to_torch without torch) is the named error, not a raw ImportError."""
+    code = (
+        f"import sys, numpy as np; sys.modules[{missing!r}] = None\n"
+        "import crossgrad as cg\n"
+        f"try:\n    cg.{convert}(np.ones(2, dtype=np.float32))\n"
+        "except cg.BackendUnavailableError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"{convert}: expected the {missing} package to be importable")
+    assert f"pip install 'crossgrad[{missing}]'" in out
+
+
 def test_unknown_backend_name():
     with pytest.raises(cg.OptionError, match="one of 'torch', 'jax'"):
         cg.backend("numpy")

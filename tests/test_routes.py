@@ -167,26 +167,36 @@ def test_default_route_measures_its_candidates_on_the_notebook_hessian(caplog):
         frameworks.assert_trees_close(out, h(*args), **TOL["float32"]["same"])
 
 
-def test_measuring_leaves_the_random_state_as_one_call_would(monkeypatch):
-    """route="auto" calls the function several times to measure; the global generator
-    ends where one call leaves it, and the draws are one call's."""
-    ns = _torch()
+def _noisy(x):
     import torch
 
-    monkeypatch.setattr(policy, "jit_routes", lambda backend, gpu: ("trace", "eager"))
+    return x * torch.rand(x.shape, dtype=x.dtype)
 
-    def noisy(x):
-        return x * torch.rand(x.shape, dtype=x.dtype)
+
+def _draws_as_one_call(fast):
+    """``fast(x)`` draws what one call of ``_noisy`` draws, and leaves torch's generator
+    where one call leaves it."""
+    import torch
 
     x = torch.ones(4, dtype=torch.float64)
     with torch.random.fork_rng():
         start = torch.get_rng_state()
-        expected = noisy(x)
+        expected = _noisy(x)
         after_one = torch.get_rng_state()
         torch.set_rng_state(start)
-        got = ns.jit(noisy)(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cg.CompileFallbackWarning)
+            got = fast(x)
         assert torch.equal(torch.get_rng_state(), after_one)
     assert torch.equal(got, expected)
+
+
+def test_measuring_leaves_the_random_state_as_one_call_would(monkeypatch):
+    """route="auto" calls the function several times to measure; the global generator
+    ends where one call leaves it, and the draws are one call's."""
+    ns = _torch()
+    monkeypatch.setattr(policy, "jit_routes", lambda backend, gpu: ("trace", "eager"))
+    _draws_as_one_call(ns.jit(_noisy))
 
 
 @pytest.mark.parametrize("route", ["trace", "trace-compile"])
@@ -450,20 +460,7 @@ def test_check_and_measuring_leave_the_caller_as_one_call_would():
     ns = _torch()
     import torch
 
-    def noisy(x):
-        return x * torch.rand(x.shape, dtype=x.dtype)
-
-    x = torch.ones(4, dtype=torch.float64)
-    with torch.random.fork_rng():
-        start = torch.get_rng_state()
-        expected = noisy(x)
-        after_one = torch.get_rng_state()
-        torch.set_rng_state(start)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", cg.CompileFallbackWarning)
-            got = ns.jit(noisy, check=True, route="trace")(x)
-        assert torch.equal(torch.get_rng_state(), after_one)
-    assert torch.equal(got, expected)
+    _draws_as_one_call(ns.jit(_noisy, check=True, route="trace"))
 
     def bump(x):
         x.add_(1.0)

@@ -27,8 +27,10 @@ _EXTRA = {"torch": "crossgrad[torch]", "jax": "crossgrad[jax]"}
 _loaded: dict[str, Any] = {}
 
 
-def load(name: str) -> Any:
-    """The backend object for ``name`` (``"torch"`` or ``"jax"``), importing its framework."""
+def load(name: str, transform: str = "backend") -> Any:
+    """The backend object for ``name`` (``"torch"`` or ``"jax"``), importing its framework;
+    :class:`crossgrad.errors.BackendUnavailableError` (naming ``transform`` and the extra to
+    install) when the framework is missing."""
     if name in _loaded:
         return _loaded[name]
     if name not in NAMES:
@@ -37,7 +39,7 @@ def load(name: str) -> Any:
         importlib.import_module(name)
     except ImportError as exc:
         raise errors.BackendUnavailableError(
-            "backend",
+            transform,
             f"the {name} package to be importable",
             f"ImportError: {exc}",
             f"Install it with: pip install '{_EXTRA[name]}'",

@@ -77,6 +77,17 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop:
     return blocks, aux
 
 
+def _split_column_aux(arrays: Any, call: Call, columns: Any) -> tuple[Any, Any]:
+    """``(columns, aux)`` from a vectorized jvp's result.  aux does not depend on the
+    tangent: every column holds the same copy (torch refuses out_dims=None for it under
+    an outer vmap), so the first is taken."""
+    if not call.has_aux:
+        return columns, None
+    columns, batched_aux = columns
+    return columns, pytree.map_leaves(lambda a: arrays.reshape(arrays.slice_axis(a, 0, 1, 0), arrays.shape(a)[1:]),
+                                      batched_aux)
+
+
 def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tuple[list, Any]:
     """Blocks from the columns of the Jacobian: vmap of jvp over the identity."""
     arrays, primitives = backend.arrays, backend.primitives
@@ -98,13 +109,7 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tu
         arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p) for (lo, hi), si, p in zip(in_bounds, in_shapes, primals)
     )
     columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangent_columns, chunk_size)
-    aux = None
-    if call.has_aux:
-        # aux does not depend on the tangent: every column holds the same copy (torch
-        # refuses out_dims=None for it under an outer vmap, so take the first row).
-        columns, batched_aux = columns
-        aux = pytree.map_leaves(lambda a: arrays.reshape(arrays.slice_axis(a, 0, 1, 0), arrays.shape(a)[1:]),
-                                batched_aux)
+    columns, aux = _split_column_aux(arrays, call, columns)
     blocks = []
     for col in columns:
         so = arrays.shape(col)[1:]
@@ -154,11 +159,7 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
             return (tuple(tout), aux) if call.has_aux else tuple(tout)
 
         columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangents, chunk_size)
-        aux = None
-        if call.has_aux:
-            columns, batched_aux = columns  # the same aux for every column (see fwd_blocks)
-            aux = pytree.map_leaves(lambda a: arrays.reshape(arrays.slice_axis(a, 0, 1, 0), arrays.shape(a)[1:]),
-                                    batched_aux)
+        columns, aux = _split_column_aux(arrays, call, columns)
         blocks = []
         for col in columns:
             so = arrays.shape(col)[2:]
