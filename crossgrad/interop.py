@@ -8,6 +8,14 @@ from crossgrad import errors, pytree
 from crossgrad.transforms.common import framework_of
 
 
+def _outside_int32(x: Any) -> bool:
+    """Whether an int64 array (NumPy or torch) holds a value int32 cannot."""
+    if not int(x.numel() if hasattr(x, "numel") else x.size):
+        return False
+    low, high = (int(x.min()), int(x.max()))
+    return low < -(2**31) or high >= 2**31
+
+
 def to_jax(tree: Any, *, copy: bool = False) -> Any:
     """Every torch tensor (and NumPy array) in ``tree`` as a jax array.
 
@@ -39,11 +47,15 @@ def to_jax(tree: Any, *, copy: bool = False) -> Any:
             return x
         dtype = str(x.dtype).removeprefix("torch.")
         if dtype in ("float64", "complex128", "int64") and not x64:
-            if dtype != "int64":
+            # int64 becomes int32: exact inside int32's range, wrapped outside it.
+            wraps = dtype == "int64" and _outside_int32(x)
+            if dtype != "int64" or wraps:
+                what = "an int64 array with values outside int32's range" if wraps else f"a {dtype} array"
                 raise errors.X64DisabledError(
                     "to_jax", "arrays jax can hold without losing precision",
-                    f"a {dtype} array while jax's x64 mode is off",
-                    "Enable 64-bit jax (JAX_ENABLE_X64=1 or `with jax.enable_x64(True):`), or convert to float32 first.")
+                    f"{what} while jax's x64 mode is off",
+                    "Enable 64-bit jax (JAX_ENABLE_X64=1 or `with jax.enable_x64(True):`), or convert to float32 "
+                    "(int32) first.")
         if owner == "torch":
             t = x.detach()
             t = t.clone() if copy else t.contiguous()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from crossgrad import errors, pytree, spec
+from crossgrad.transforms.common import check_leaves
 from crossgrad.transforms.vectorize import batch_size, leaf_axes
 
 NAME = "stream"
@@ -77,6 +78,8 @@ def stream(fn: Callable, *args: Any, in_axes: Any = 0, chunk_size: int = 1024, s
     axes, size = _validate(NAME, fn, args, in_axes, chunk_size, start)
     b = _backend(args, device_like, backend)
     leaves, treedef = pytree.flatten(args)
+    # NumPy float64 rows would turn into float32 on their way into jax with x64 off.
+    check_leaves(NAME, b, leaves)
     like = device_like if device_like is not None else next((x for x in leaves if b.arrays.owns(x)), None)
     for index, lo in enumerate(range(start, size, chunk_size)):
         hi = min(lo + chunk_size, size)

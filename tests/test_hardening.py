@@ -178,3 +178,46 @@ def test_negative_out_axes_on_an_output_that_ignores_the_batch(backend, impl):
     batch = frameworks.convert(np.ones((3, 2)), backend.name, "float64")
     got = backend.vmap(lambda t: x * 1.0, out_axes=-1, impl=impl)(batch)
     np.testing.assert_allclose(frameworks.to_numpy(got), np.repeat([[1.0], [2.0]], 3, axis=1))
+
+
+# -- float64 on jax with x64 off: X64DisabledError at every entry, never float32 ----------
+
+def _x64_off_entries():
+    import jax
+
+    x32 = np.ones(3, dtype=np.float32)
+    x64 = np.ones(3, dtype=np.float64)
+    ns = cg.jax
+
+    def scaled(x, scale):
+        return (x * scale).sum()
+
+    return jax, {
+        "keyword argument of a transform": lambda: ns.grad(scaled)(jax.numpy.asarray(x32), scale=x64),
+        "keyword argument of vmap": lambda: ns.vmap(lambda x, scale: x * scale)(jax.numpy.ones((2, 3)), scale=x64),
+        "cg.jax.jit": lambda: ns.jit(lambda x: x * 2)(x64),
+        "stream": lambda: list(cg.stream(ns.vmap(lambda x: x * 2), np.ones((4, 3)), chunk_size=2, backend="jax")),
+        "stream_to": lambda: cg.stream_to(np.zeros((4, 3)), ns.vmap(lambda x: x * 2), np.ones((4, 3)), chunk_size=2,
+                                          backend="jax"),
+    }
+
+
+@pytest.mark.parametrize("entry", ["keyword argument of a transform", "keyword argument of vmap", "cg.jax.jit",
+                                   "stream", "stream_to"])
+def test_float64_is_refused_at_every_entry_with_x64_off(entry):
+    pytest.importorskip("jax")
+    jax, entries = _x64_off_entries()
+    with jax.enable_x64(False), pytest.raises(cg.X64DisabledError):
+        entries[entry]()
+
+
+def test_to_jax_refuses_int64_values_int32_cannot_hold():
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(False):
+        small = cg.to_jax(np.array([1, -5, 2**31 - 1], dtype=np.int64))
+        assert np.asarray(small).tolist() == [1, -5, 2**31 - 1]
+        with pytest.raises(cg.X64DisabledError, match="values outside int32's range"):
+            cg.to_jax(np.array([2**31], dtype=np.int64))
+        torch = pytest.importorskip("torch")
+        with pytest.raises(cg.X64DisabledError, match="values outside int32's range"):
+            cg.to_jax(torch.tensor([-(2**40)], dtype=torch.int64))

@@ -108,7 +108,7 @@ class Call:
             self.defs.append(treedef)
             self.bounds.append((len(leaves), len(leaves) + len(arg_leaves)))
             leaves.extend(arg_leaves)
-        check_leaves(transform, backend, pytree.leaves(args))
+        check_leaves(transform, backend, pytree.leaves((args, kwargs)))
         for j, leaf in enumerate(leaves):
             k = next(i for i, (lo, hi) in enumerate(self.bounds) if lo <= j < hi)
             position = f"argument {self.nums[k]}" + (f", leaf {j - self.bounds[k][0]}" if self.defs[k].kind != "leaf" else "")

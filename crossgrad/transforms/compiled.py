@@ -45,6 +45,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
+from crossgrad.transforms.common import check_leaves
 
 log = logging.getLogger("crossgrad")
 
@@ -219,6 +220,8 @@ class Compiled:
             return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
 
         def first_call(key: tuple, args: tuple, kwargs: dict) -> Any:
+            # Once per signature: nothing the framework would silently truncate (jax, x64 off).
+            check_leaves(name, backend, pytree.leaves((args, kwargs)))
             like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)
             candidates = routes_for(args, kwargs, like)
             failures: list[str] = []

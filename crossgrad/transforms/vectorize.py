@@ -146,6 +146,8 @@ class Vectorize:
 
         def batched(*args: Any, **kwargs: Any) -> Any:
             axes, size = layout(args)
+            if kwargs:
+                check_leaves(name, backend, pytree.leaves(kwargs))
             g = partial(f, **kwargs) if kwargs else f
             if size == 0:
                 leaves, treedef = pytree.flatten(args)
