@@ -51,6 +51,8 @@ TOOLS = ("jit",)
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")
+# NumPy's casting rules, for writing results into a sink (stream_to).
+CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
 # How jit compiles (NOTE [jit routes]); each backend has a subset (``builtins.JIT_ROUTES``).
 JIT_ROUTES = ("auto", "compile", "trace", "trace-compile", "trace-cudagraph")
 
@@ -138,6 +140,8 @@ def validate_options(transform: str, **options: Any) -> None:
             check_axes_form(transform, name, value)
         elif name == "route":
             check_choice(transform, name, value, JIT_ROUTES)
+        elif name == "casting":
+            check_choice(transform, name, value, CASTINGS)
         elif name in ("check", "gather"):
             check_bool(transform, name, value)
         elif name == "options" and value is not None and not isinstance(value, dict):

@@ -92,7 +92,7 @@ def stream(fn: Callable, *args: Any, in_axes: Any = 0, chunk_size: int = 1024, s
 
 
 def stream_to(sink: Any, fn: Callable, *args: Any, in_axes: Any = 0, chunk_size: int = 1024, start: int = 0,
-              backend: str | None = None, device_like: Any = None) -> int:
+              backend: str | None = None, device_like: Any = None, casting: str = "safe") -> int:
     """Write ``fn``'s result for the whole batch into ``sink``, one chunk at a time.
 
     ``sink`` has the structure of ``fn``'s result (one array-like per result leaf), each
@@ -100,7 +100,11 @@ def stream_to(sink: Any, fn: Callable, *args: Any, in_axes: Any = 0, chunk_size:
     ``np.memmap``, zarr arrays, h5py datasets).  Rows arrive as NumPy arrays, copied off
     the device chunk by chunk.  Returns the number of rows written.  A failing chunk
     raises :class:`crossgrad.errors.ChunkError` (``done``: rows already written, all
-    valid; pass ``start=err.done`` to resume).
+    valid; pass ``start=err.done`` to resume).  ``casting`` has NumPy's meanings: by
+    default (``"safe"``) a sink whose dtype would lose values (float32 results into
+    uint8, int or float16) is refused before anything is written; ``"same_kind"`` or
+    ``"unsafe"`` accept such casts explicitly.  Every chunk's result must carry the
+    chunk's rows on axis 0 (never written transposed or broadcast).
 
     Example:
         >>> import numpy as np, torch, crossgrad as cg
@@ -112,15 +116,19 @@ def stream_to(sink: Any, fn: Callable, *args: Any, in_axes: Any = 0, chunk_size:
                [0., 6.]], dtype=float32)
     """
     _, size = _validate("stream_to", fn, args, in_axes, chunk_size, start)
+    spec.validate_options("stream_to", casting=casting)
     b = _backend(args, device_like, backend)
     done = start
     chunks = stream(fn, *args, in_axes=in_axes, chunk_size=chunk_size, start=start, backend=b.name,
                     device_like=device_like)
     for chunk in chunks:  # a failing chunk raises ChunkError with done == its first row
         targets = _targets(sink, chunk.result, size)
+        rows = [b.arrays.to_numpy(leaf) for leaf in pytree.leaves(chunk.result)]
+        for k, (target, values) in enumerate(zip(targets, rows)):
+            _check_writable(target, values, chunk.stop - chunk.start, casting, k)
         try:
-            for target, leaf in zip(targets, pytree.leaves(chunk.result)):
-                target[chunk.start:chunk.stop] = b.arrays.to_numpy(leaf)
+            for target, values in zip(targets, rows):
+                target[chunk.start:chunk.stop] = values
         except Exception as exc:
             raise _failed(chunk.index, chunk.start, chunk.stop, done, exc, name="stream_to") from exc
         done = chunk.stop
@@ -158,6 +166,24 @@ def _targets(sink: Any, result: Any, size: int) -> list:
                                         "Allocate the sink for the whole batch, e.g. np.lib.format.open_memmap(path, "
                                         f"mode='w+', dtype='float32', shape={want}).")
     return targets
+
+
+def _check_writable(target: Any, values: Any, rows: int, casting: str, k: int) -> None:
+    """A chunk's result leaf ``k`` goes into its sink without loss or reshaping: the
+    chunk's rows on axis 0, and a dtype the sink holds under ``casting``."""
+    import numpy as np
+
+    if not values.shape or values.shape[0] != rows:
+        raise errors.StructureError(
+            "stream_to", f"each chunk's result with the chunk's {rows} rows on axis 0",
+            f"result leaf {k} of shape {tuple(values.shape)}",
+            "Return the batch on axis 0 (out_axes=0), so that rows are never written transposed or broadcast.")
+    dtype = getattr(target, "dtype", None)
+    if dtype is not None and not np.can_cast(values.dtype, dtype, casting=casting):
+        raise errors.InputDtypeError(
+            "stream_to", f"a sink that holds {values.dtype} results under casting={casting!r}",
+            f"a {np.dtype(dtype)} sink for result leaf {k}",
+            f"Allocate the sink as {values.dtype}, or pass casting='same_kind' (or 'unsafe') to accept the cast.")
 
 
 def _failed(index: int, lo: int, hi: int, done: int, exc: BaseException, name: str = NAME) -> errors.ChunkError:

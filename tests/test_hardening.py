@@ -221,3 +221,31 @@ def test_to_jax_refuses_int64_values_int32_cannot_hold():
         torch = pytest.importorskip("torch")
         with pytest.raises(cg.X64DisabledError, match="values outside int32's range"):
             cg.to_jax(torch.tensor([-(2**40)], dtype=torch.int64))
+
+
+# -- stream_to writes only what fits without loss ------------------------------------
+
+@pytest.mark.parametrize("sink_dtype", ["uint8", "int32", "float16"])
+def test_stream_to_refuses_lossy_sinks_unless_asked(backend, sink_dtype):
+    x = frameworks.convert(np.full((4, 2), 1.7), backend.name, "float32")
+    square = backend.vmap(lambda t: t * t)
+    sink = np.zeros((4, 2), dtype=sink_dtype)
+    with pytest.raises(cg.InputDtypeError, match=r"^stream_to: expected a sink that holds float32 results"):
+        cg.stream_to(sink, square, x, chunk_size=2)
+    assert not sink.any()  # nothing written
+    assert cg.stream_to(sink, square, x, chunk_size=2, casting="unsafe") == 4
+    np.testing.assert_array_equal(sink, np.full((4, 2), 1.7 * 1.7, dtype=np.float32).astype(sink_dtype))
+
+
+def test_stream_to_refuses_chunks_without_their_rows_on_axis_0(backend):
+    x = frameworks.convert(np.ones((4, 2)), backend.name, "float32")
+    sink = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(cg.StructureError, match="with the chunk's 2 rows on axis 0"):
+        cg.stream_to(sink, lambda t: t[:1], x, chunk_size=2)  # one row per chunk of two: would broadcast
+    assert not sink.any()
+
+
+def test_stream_to_casting_is_validated(backend):
+    x = frameworks.convert(np.ones((4, 2)), backend.name, "float32")
+    with pytest.raises(cg.OptionError, match="casting"):
+        cg.stream_to(np.zeros((4, 2)), backend.vmap(lambda t: t), x, casting="lossy")
