@@ -219,6 +219,16 @@ def check_output_leaf(transform: str, is_array: bool, leaf: Any) -> None:
         )
 
 
+def check_some_output(transform: str, out: Any, count: int) -> None:
+    """A function differentiated must return at least one array (``None``, the return of
+    a function without ``return``, is not one)."""
+    if count == 0:
+        got = "None" if out is None else f"a {type(out).__name__} without arrays"
+        raise errors.OutputError(
+            transform, "the function to return at least one array", got,
+            "Return the array(s) to differentiate (a Python function without a return statement returns None).")
+
+
 def check_float_input(transform: str, dtype: str, position: str) -> None:
     if not dtype.startswith(("float", "bfloat")):
         raise errors.InputDtypeError(

@@ -249,3 +249,55 @@ def test_stream_to_casting_is_validated(backend):
     x = frameworks.convert(np.ones((4, 2)), backend.name, "float32")
     with pytest.raises(cg.OptionError, match="casting"):
         cg.stream_to(np.zeros((4, 2)), backend.vmap(lambda t: t), x, casting="lossy")
+
+
+# -- raw framework errors where a named crossgrad error is promised ------------------------
+
+def _raw_error_case(backend, case):
+    x = frameworks.convert(np.ones((3, 2)), backend.name, "float64")
+    x32 = frameworks.convert(np.ones((3, 2)), backend.name, "float32")
+    short = frameworks.convert(np.ones(3), backend.name, "float64")
+    cases = {
+        "out_axes out of range": lambda: backend.vmap(lambda t: t * 2, out_axes=5)(x),
+        "out_axes structure": lambda: backend.vmap(lambda t: (t, t), out_axes=(0, 0, 0))(x),
+        "jvp tangent dtype": lambda: backend.jvp(lambda t: t * 2, (x,), (x32,)),
+        "jvp tangent shape": lambda: backend.jvp(lambda t: t * 2, (x,), (short,)),
+        "vjp cotangent shape": lambda: backend.vjp(lambda t: t * 2, x)[1](short),
+        "in_axes on a non-array": lambda: backend.vmap(lambda t, s: t * s, in_axes=(0, 0))(x, 2.0),
+        "boolean mask under vmap": lambda: backend.vmap(lambda t: t[t > 0].sum())(x),
+        "jvp without primals": lambda: backend.jvp(lambda: 1.0, (), ()),
+        "vjp without primals": lambda: backend.vjp(lambda: x),
+        "a function returning None": lambda: backend.jacobian(lambda t: None)(x),
+    }
+    return cases[case]
+
+
+@pytest.mark.parametrize(("case", "error"), [
+    ("out_axes out of range", cg.AxisError), ("out_axes structure", cg.AxisError),
+    ("jvp tangent dtype", cg.InputDtypeError), ("jvp tangent shape", cg.StructureError),
+    ("vjp cotangent shape", cg.StructureError), ("in_axes on a non-array", cg.AxisError),
+    ("boolean mask under vmap", cg.ControlFlowError), ("jvp without primals", cg.OptionError),
+    ("vjp without primals", cg.OptionError), ("a function returning None", cg.OutputError),
+])
+def test_named_errors_with_one_text(case, error):
+    messages = []
+    for name in frameworks.selected():
+        with pytest.raises(error) as err:
+            _raw_error_case(cg.backend(name), case)()
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1, messages
+
+
+def test_a_tuple_prefix_for_a_list_or_namedtuple_argument_on_the_builtin(backend):
+    """crossgrad reads a tuple in_axes prefix for a list (or namedtuple) argument as the
+    same container; the framework's vmap, given it directly, refused it."""
+    import collections
+
+    pair = collections.namedtuple("pair", "a b")
+    values = np.arange(6.0).reshape(3, 2)
+    x = frameworks.convert(values, backend.name, "float64")
+    for impl in ("builtin", "composed"):
+        got = backend.vmap(lambda lst: lst[0] * lst[1], in_axes=((0, None),), impl=impl)([x, x[0]])
+        np.testing.assert_allclose(frameworks.to_numpy(got), values * values[0])
+        got = backend.vmap(lambda p: p.a + p.b, in_axes=((0, None),), impl=impl)(pair(x, x[0]))
+        np.testing.assert_allclose(frameworks.to_numpy(got), values + values[0])

@@ -75,6 +75,11 @@ def call_user(transform: str, backend: Backend, f: Callable, *args: Any, **kwarg
                 "an if, bool(), int() or float() on an array being transformed",
                 "Select with where(cond, a, b) (torch.where / jnp.where) instead of branching, or compute the "
                 "condition outside the transformed function and pass it in.") from exc
+        if cause == "dynamic shape":
+            raise errors.ControlFlowError(
+                transform, "a function whose array shapes do not depend on array values",
+                "boolean-mask indexing (x[mask]) or another operation whose output shape depends on values",
+                "Keep the shape fixed: where(mask, x, 0) instead of x[mask], then reduce.") from exc
         if cause == "mutation":
             raise mutation_error(transform, "an in-place operation on an input") from exc
         if cause == "randomness":
@@ -132,6 +137,7 @@ class Call:
         if self.has_aux:
             out, aux = spec.split_aux(self.transform, out)
         out_leaves, self.out_def = pytree.flatten(out)
+        spec.check_some_output(self.transform, out, len(out_leaves))
         for leaf in out_leaves:
             spec.check_output_leaf(self.transform, self.backend.arrays.owns(leaf), leaf)
         return (tuple(out_leaves), pytree.canonical(aux)) if self.has_aux else tuple(out_leaves)
@@ -291,6 +297,7 @@ def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar
 def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> None:
     """Every output leaf is an array; with ``scalar``, the output is one array of shape ()."""
     leaves, treedef = pytree.flatten(out)
+    spec.check_some_output(transform, out, len(leaves))
     for leaf in leaves:
         spec.check_output_leaf(transform, backend.arrays.owns(leaf), leaf)
     if scalar:

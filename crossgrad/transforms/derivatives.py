@@ -22,6 +22,8 @@ from crossgrad.transforms.common import (
 
 
 def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
+    """``tree`` (tangents, cotangents) matches ``like`` leaf for leaf: structure, shapes and
+    dtypes (torch alone would accept float32 tangents for float64 primals)."""
     if pytree.flatten(tree)[1] != pytree.flatten(like)[1]:
         raise errors.StructureError(
             transform,
@@ -30,6 +32,28 @@ def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_
             f"for {like_name} with {len(pytree.leaves(like))} leaves",
             f"Give one {what[:-1]} per leaf of {like_name}, in the same containers.",
         )
+    for k, (a, b) in enumerate(zip(pytree.leaves(tree), pytree.leaves(like))):
+        sa, sb = getattr(a, "shape", None), getattr(b, "shape", None)
+        if sa is None or sb is None:
+            continue
+        if tuple(sa) != tuple(sb):
+            raise errors.StructureError(
+                transform, f"{what} shaped like {like_name}",
+                f"{what[:-1]} leaf {k} of shape {tuple(sa)} for a leaf of shape {tuple(sb)}",
+                f"Give each {what[:-1]} the shape of its {like_name} leaf.")
+        da, db = (str(getattr(x, "dtype", "")).removeprefix("torch.") for x in (a, b))
+        if da != db:
+            raise errors.InputDtypeError(
+                transform, f"{what} of the dtypes of {like_name}",
+                f"{what[:-1]} leaf {k} of dtype {da} for a leaf of dtype {db}",
+                f"Convert the {what[:-1]} to {db}.")
+
+
+def _check_some_primals(transform: str, primals: tuple) -> None:
+    if not primals:
+        raise errors.OptionError(
+            transform, "at least one primal (the point to differentiate at)", "no primals",
+            f"Pass the point: {transform}(f, x)" + (" with tangents: jvp(f, (x,), (t,))." if transform == "jvp" else "."))
 
 
 def _as_tuple(transform: str, name: str, value: Any) -> tuple:
@@ -150,6 +174,7 @@ class Derivatives:
         name = "vjp"
         spec.check_callable(name, f)
         spec.validate_options(name, has_aux=has_aux, impl=impl)
+        _check_some_primals(name, primals)
         backend = self.backend
         argnums = tuple(range(len(primals)))
         if use_builtin(name, backend, impl):
@@ -202,6 +227,7 @@ class Derivatives:
         spec.check_callable(name, f)
         spec.validate_options(name, has_aux=has_aux, impl=impl)
         primals = _as_tuple(name, "primals", primals)
+        _check_some_primals(name, primals)
         tangents = _as_tuple(name, "tangents", tangents)
         _check_same_structure(name, "tangents", tangents, primals, "primals")
         backend = self.backend
@@ -235,6 +261,7 @@ class Derivatives:
         name = "linearize"
         spec.check_callable(name, f)
         spec.validate_options(name, impl=impl)
+        _check_some_primals(name, primals)
         backend = self.backend
         call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
         if use_builtin(name, backend, impl):

@@ -46,6 +46,10 @@ def leaf_axes(transform: str, in_axes: Any, args: tuple, shape: Callable) -> lis
         except ValueError as exc:
             raise errors.AxisError(transform, f"in_axes[{k}] to match argument {k}'s structure", str(exc), fix) from None
         for ax, leaf in zip(expanded, pytree.leaves(arg)):
+            if ax is not None and not hasattr(leaf, "shape"):
+                raise errors.AxisError(transform, f"None in in_axes for the non-array leaves of argument {k}",
+                                       f"in_axes entry {ax} for a {type(leaf).__name__}",
+                                       "Map arrays only: pass None for Python numbers and other objects.")
             if ax is not None:
                 ndim = len(shape(leaf))
                 if not -ndim <= ax < ndim:
@@ -132,36 +136,47 @@ class Vectorize:
         in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
 
         memo = Memo()
-        made: dict[int, Callable] = {}
+        made: dict[tuple, Callable] = {}
 
-        def layout(args: tuple) -> tuple[list[int | None], int]:
-            """Each leaf's batch axis, and the batch size."""
+        def layout(args: tuple) -> tuple[list[int | None], int, pytree.TreeDef]:
+            """Each leaf's batch axis, the batch size, and the arguments' structure."""
             key = Memo.key(args)
             known = memo.get(key)
             if known is None:
                 axes = leaf_axes(name, in_axes, args, shape)
                 check_leaves(name, backend, pytree.leaves(args))
-                known = memo.put(key, (axes, batch_size(name, args, axes, shape)))
+                known = memo.put(key, (axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1]))
             return known
 
         def batched(*args: Any, **kwargs: Any) -> Any:
-            axes, size = layout(args)
+            axes, size, treedef = layout(args)
             if kwargs:
                 check_leaves(name, backend, pytree.leaves(kwargs))
             g = partial(f, **kwargs) if kwargs else f
             if size == 0:
-                leaves, treedef = pytree.flatten(args)
-                return self._empty_batch(name, g, leaves, treedef, axes, out_axes)
+                return self._empty_batch(name, g, pytree.leaves(args), treedef, axes, out_axes)
             if builtin:
-                run = None if kwargs else made.get(len(args))
+                # The per-leaf axes in the arguments' own containers: a prefix crossgrad
+                # accepts (a tuple for a list, a tuple for a namedtuple) means the same to
+                # the framework.
+                key = (treedef, tuple(axes))
+                run = None if kwargs else made.get(key)
                 if run is None:
-                    run = backend.builtins.vmap(checked(name, backend, g, False, False), pytree.canonical(in_axes),
-                                                pytree.canonical(out_axes), chunk_size)
+                    run = backend.builtins.vmap(checked(name, backend, g, False, False),
+                                                tuple(pytree.unflatten(treedef, axes)), pytree.canonical(out_axes),
+                                                chunk_size)
                     if not kwargs:
-                        made[len(args)] = run
-                return run(*pytree.canonical(args))
-            leaves, treedef = pytree.flatten(args)
-            return self._vmap_composed(name, g, leaves, treedef, axes, out_axes, chunk_size)
+                        made[key] = run
+                try:
+                    return run(*pytree.canonical(args))
+                except errors.CrossgradError:
+                    raise
+                except Exception as exc:
+                    # The framework's own refusal: crossgrad's composition names the mistake
+                    # (out_axes out of range or not matching the output) where there is one.
+                    self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size)
+                    raise exc
+            return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size)
 
         if devices is None:
             return batched
@@ -178,8 +193,8 @@ class Vectorize:
                                                                        pytree.leaves(out))]
 
         def spread(*args: Any, **kwargs: Any) -> Any:
-            axes, size = layout(args)
-            leaves, treedef = pytree.flatten(args)
+            axes, size, treedef = layout(args)
+            leaves = pytree.leaves(args)
             # Keyword arguments are closed over: a call with them gets its own partitioned function.
             fn = partial(batched, **kwargs) if kwargs else batched
             return backend.distributed.spread(name, fn, leaves, treedef, axes, size, placed_axes, devices, gather,
@@ -203,6 +218,12 @@ class Vectorize:
         arrays = self.backend.arrays
         outs, out_def = pytree.flatten(out_tree)
         oaxes = _out_axes(name, out_axes, out_tree)
+        for k, (o, ax) in enumerate(zip(outs, oaxes)):
+            rank = len(arrays.shape(o))
+            if not -rank <= ax < rank:
+                raise errors.AxisError(name, f"an out_axes entry in [-{rank}, {rank - 1}] for output leaf {k}",
+                                       f"out_axes entry {ax} for a batched output of shape {arrays.shape(o)}",
+                                       "Pick an axis the batched output has (0 puts the batch first).")
         return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
 
     def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,

@@ -59,11 +59,14 @@ def map_rows(f: Callable, xs: tuple) -> tuple:
 
 
 def failure_cause(exc: BaseException) -> str | None:
-    """``"control flow"`` when ``exc`` is jax refusing a Python branch on a traced value
-    (jax has no global random generator to refuse)."""
+    """``"control flow"`` when ``exc`` is jax refusing a Python branch on a traced value,
+    ``"dynamic shape"`` for a boolean mask on one (jax has no global random generator to
+    refuse)."""
     if isinstance(exc, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError
                   | jax.errors.TracerIntegerConversionError):
         return "control flow"
+    if isinstance(exc, jax.errors.NonConcreteBooleanIndexError):
+        return "dynamic shape"
     return None
 
 

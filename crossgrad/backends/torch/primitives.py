@@ -50,10 +50,13 @@ def map_rows(f: Callable, xs: tuple) -> tuple:
 
 
 def failure_cause(exc: BaseException) -> str | None:
-    """``"control flow"``, ``"randomness"`` or ``"mutation"`` when ``exc`` is torch refusing one of them."""
+    """``"control flow"``, ``"dynamic shape"``, ``"randomness"`` or ``"mutation"`` when
+    ``exc`` is torch refusing one of them."""
     text = str(exc)
     if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
         return "control flow"
+    if isinstance(exc, RuntimeError) and "batching operators that can support dynamic shape" in text:
+        return "dynamic shape"
     if isinstance(exc, RuntimeError) and "random operation" in text and "randomness" in text:
         return "randomness"
     if isinstance(exc, RuntimeError) and "is being used in an in-place operation" in text:
