@@ -136,20 +136,21 @@ class Vectorize:
         in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
 
         memo = Memo()
-        made: dict[tuple, Callable] = {}
 
-        def layout(args: tuple) -> tuple[list[int | None], int, pytree.TreeDef]:
-            """Each leaf's batch axis, the batch size, and the arguments' structure."""
+        def layout(args: tuple) -> list:
+            """``[axes, size, treedef, built]``: each leaf's batch axis, the batch size, the
+            arguments' structure, and (filled on first use) the framework's vmap for them."""
             key = Memo.key(args)
             known = memo.get(key)
             if known is None:
                 axes = leaf_axes(name, in_axes, args, shape)
                 check_leaves(name, backend, pytree.leaves(args))
-                known = memo.put(key, (axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1]))
+                known = memo.put(key, [axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
             return known
 
         def batched(*args: Any, **kwargs: Any) -> Any:
-            axes, size, treedef = layout(args)
+            known = layout(args)
+            axes, size, treedef = known[:3]
             if kwargs:
                 check_leaves(name, backend, pytree.leaves(kwargs))
             g = partial(f, **kwargs) if kwargs else f
@@ -159,14 +160,13 @@ class Vectorize:
                 # The per-leaf axes in the arguments' own containers: a prefix crossgrad
                 # accepts (a tuple for a list, a tuple for a namedtuple) means the same to
                 # the framework.
-                key = (treedef, tuple(axes))
-                run = None if kwargs else made.get(key)
+                run = None if kwargs else known[3]
                 if run is None:
                     run = backend.builtins.vmap(checked(name, backend, g, False, False),
                                                 tuple(pytree.unflatten(treedef, axes)), pytree.canonical(out_axes),
                                                 chunk_size)
                     if not kwargs:
-                        made[key] = run
+                        known[3] = run
                 try:
                     return run(*pytree.canonical(args))
                 except errors.CrossgradError:
@@ -193,7 +193,7 @@ class Vectorize:
                                                                        pytree.leaves(out))]
 
         def spread(*args: Any, **kwargs: Any) -> Any:
-            axes, size, treedef = layout(args)
+            axes, size, treedef = layout(args)[:3]
             leaves = pytree.leaves(args)
             # Keyword arguments are closed over: a call with them gets its own partitioned function.
             fn = partial(batched, **kwargs) if kwargs else batched
