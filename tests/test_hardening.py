@@ -301,3 +301,56 @@ def test_a_tuple_prefix_for_a_list_or_namedtuple_argument_on_the_builtin(backend
         np.testing.assert_allclose(frameworks.to_numpy(got), values * values[0])
         got = backend.vmap(lambda p: p.a + p.b, in_axes=((0, None),), impl=impl)(pair(x, x[0]))
         np.testing.assert_allclose(frameworks.to_numpy(got), values + values[0])
+
+
+# -- auto's forward mode where only reverse works -------------------------------------------
+
+def _reverse_only_cube(backend):
+    """x ** 3 with a reverse rule only: a torch autograd.Function without jvp (nor a vmap
+    rule), a jax custom_vjp."""
+    if backend.name == "torch":
+        import torch
+
+        class Cube(torch.autograd.Function):
+            @staticmethod
+            def forward(x):
+                return x ** 3
+
+            @staticmethod
+            def setup_context(ctx, inputs, output):
+                ctx.save_for_backward(inputs[0])
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return 3 * x ** 2 * g
+
+        return Cube.apply
+    import jax
+
+    @jax.custom_vjp
+    def cube(x):
+        return x ** 3
+
+    cube.defvjp(lambda x: (x ** 3, x), lambda x, g: (3 * x ** 2 * g,))
+    return cube
+
+
+def test_auto_falls_back_to_reverse_where_forward_mode_fails(backend, caplog):
+    import logging
+
+    cube = _reverse_only_cube(backend)
+    w = np.random.default_rng(0).standard_normal((40, 3))
+    wb = frameworks.convert(w, backend.name, "float64")
+    x = frameworks.convert(np.array([0.5, -1.0, 2.0]), backend.name, "float64")
+    jac = backend.jacobian(lambda v: cube(wb @ v))  # 3 inputs, 40 outputs: auto picks forward mode
+    with caplog.at_level(logging.INFO, logger="crossgrad"):
+        first = jac(x)
+    second = jac(x)  # decided once per signature
+    expected = 3 * (w @ frameworks.to_numpy(x))[:, None] ** 2 * w
+    for got in (first, second):
+        np.testing.assert_allclose(frameworks.to_numpy(got), expected, rtol=1e-12)
+    assert sum("forward mode failed" in r.getMessage() for r in caplog.records) == 1
+    # An explicit forward mode is the user's choice: the framework's refusal is not replaced.
+    with pytest.raises((RuntimeError, TypeError), match=r"vmap|jvp|forward"):
+        backend.jacobian(lambda v: cube(wb @ v), mode="fwd")(x)

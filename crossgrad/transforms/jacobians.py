@@ -11,6 +11,7 @@ nests the blocks as JAX does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking, policy
 from crossgrad.transforms.common import Builtins, Call, Memo, has_none, size_of, use_builtin
+
+log = logging.getLogger("crossgrad")
 
 
 def _offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
@@ -280,20 +283,8 @@ class Jacobians:
         builtins = Builtins(name, backend, f, argnums, has_aux, scalar=False)
         memo = Memo()
 
-        def jacobian_f(*args: Any, **kwargs: Any) -> Any:
-            key = Memo.key(args)
-            known = memo.get(key)
-            call = None
-            if known is None:
-                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-                m = mode
-                if m == "auto":
-                    sig = call.signature()
-                    m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
-                # torch.func refuses None leaves: the composition takes them.
-                composed_only = has_none(args) and not backend.builtins.NONE_LEAVES
-                known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
-            m, empty = known[:2]
+        def compute(m: str, known: tuple, key: Any, call: Call | None, args: tuple, kwargs: dict) -> Any:
+            empty = known[1]
             # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
             # basis and fails); the composition builds the empty blocks directly.  torch's
             # jacfwd refuses complex outputs, which crossgrad's forward mode answers.
@@ -315,5 +306,39 @@ class Jacobians:
                 blocks, aux = rev_blocks(backend, call, chunk_size, loop=m == "loop")
             result = call.assemble(blocks)
             return (result, aux) if has_aux else result
+
+        def jacobian_f(*args: Any, **kwargs: Any) -> Any:
+            key = Memo.key(args)
+            known = memo.get(key)
+            call = None
+            if known is None:
+                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+                m = mode
+                if m == "auto":
+                    sig = call.signature()
+                    m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
+                # torch.func refuses None leaves: the composition takes them.
+                composed_only = has_none(args) and not backend.builtins.NONE_LEAVES
+                known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
+            m = known[0]
+            if mode != "auto" or m != "fwd":
+                return compute(m, known, key, call, args, kwargs)
+            try:
+                return compute(m, known, key, call, args, kwargs)
+            except errors.CrossgradError:
+                raise
+            except Exception as forward_failure:
+                # auto's forward mode failed where reverse mode may answer (a custom
+                # Function without jvp or vmap rules, jax's custom_vjp): the same Jacobian.
+                try:
+                    out = compute("rev", ("rev", *known[1:]), key, None, args, kwargs)
+                except Exception:
+                    raise forward_failure from None
+                log.info("%s: forward mode failed (%s); reverse mode for this signature", name,
+                         type(forward_failure).__name__)
+                memo.put(key, ("rev", *known[1:]))
+                if call is not None:
+                    modes[call.signature()] = "rev"
+                return out
 
         return jacobian_f
