@@ -354,3 +354,48 @@ def test_auto_falls_back_to_reverse_where_forward_mode_fails(backend, caplog):
     # An explicit forward mode is the user's choice: the framework's refusal is not replaced.
     with pytest.raises((RuntimeError, TypeError), match=r"vmap|jvp|forward"):
         backend.jacobian(lambda v: cube(wb @ v), mode="fwd")(x)
+
+
+# -- calls from several threads give the serial results -----------------------------------
+
+@pytest.mark.parametrize("transform", ["jacfwd", "hessian fwd-rev", "hvp", "batched_hessian"])
+def test_threads_get_the_serial_results(backend, transform):
+    """torch's forward-mode state is process-global: four threads inside torch.func at once
+    failed in every run ("no level exists"); crossgrad runs torch transform calls one at a
+    time across threads, jax's concurrently."""
+    import threading
+
+    mod = __import__("torch" if backend.name == "torch" else "jax.numpy", fromlist=["tanh"])
+    w = frameworks.convert(np.random.default_rng(0).standard_normal((20, 8)), backend.name, "float64")
+    xs = [frameworks.convert(np.random.default_rng(k).standard_normal(8), backend.name, "float64") for k in range(4)]
+
+    def f(x):
+        return mod.tanh(w @ x)
+
+    def g(x):
+        return mod.tanh(w @ x).sum()
+
+    work = {"jacfwd": lambda x: backend.jacfwd(f)(x),
+            "hessian fwd-rev": lambda x: backend.hessian(g, strategy="fwd-rev")(x),
+            "hvp": lambda x: backend.hvp(g, (x,), (x,)),
+            "batched_hessian": lambda x: backend.batched_hessian(f)(frameworks.convert(
+                np.stack([frameworks.to_numpy(x)] * 3), backend.name, "float64"))}[transform]
+    serial = [frameworks.to_numpy(work(x)) for x in xs]
+    for _ in range(3):
+        results, errors_seen = [None] * 4, []
+
+        def run(k, results, errors_seen):
+            try:
+                for _ in range(4):
+                    results[k] = frameworks.to_numpy(work(xs[k]))
+            except Exception as exc:  # collected: an assertion in a thread would be lost
+                errors_seen.append(exc)
+
+        threads = [threading.Thread(target=run, args=(k, results, errors_seen)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors_seen, errors_seen[0]
+        for got, expected in zip(results, serial):
+            np.testing.assert_allclose(got, expected, rtol=1e-12)

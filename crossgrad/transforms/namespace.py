@@ -23,24 +23,29 @@ IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, No
 def _watch_inputs(name: str, method: Callable) -> Callable:
     """Wrap a public transform so that a function writing into its inputs in place is
     reported (:class:`crossgrad.errors.InputMutationError`) instead of silently
-    changing the caller's arrays; ``arrays.watch`` is empty for immutable arrays (jax)."""
+    changing the caller's arrays (``arrays.watch`` is empty for immutable arrays: jax),
+    and so that its calls run in ``arrays.exclusive()`` (one thread at a time on torch,
+    whose forward-mode state is process-global)."""
 
     @functools.wraps(method)
     def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
+        arrays = self.backend.arrays
         if name in IMMEDIATE:
-            watched = self.backend.arrays.watch(args[IMMEDIATE[name]] + tuple(kwargs.values()))
-            result = method(self, *args, **kwargs)
-            check_unchanged(name, watched)
-            return result
+            with arrays.exclusive():
+                watched = arrays.watch(args[IMMEDIATE[name]] + tuple(kwargs.values()))
+                result = method(self, *args, **kwargs)
+                check_unchanged(name, watched)
+                return result
         fn = method(self, *args, **kwargs)
 
         @functools.wraps(fn)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
-            watched = self.backend.arrays.watch(call_args + tuple(call_kwargs.values()))
-            out = fn(*call_args, **call_kwargs)
-            if watched:
-                check_unchanged(name, watched)
-            return out
+            with arrays.exclusive():
+                watched = arrays.watch(call_args + tuple(call_kwargs.values()))
+                out = fn(*call_args, **call_kwargs)
+                if watched:
+                    check_unchanged(name, watched)
+                return out
 
         return watched_fn
 

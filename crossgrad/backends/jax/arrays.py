@@ -52,6 +52,12 @@ def copy(x: Array) -> Array:
     return x
 
 
+def exclusive() -> Any:
+    """The context in which one transform call runs: jax's transforms keep no global state,
+    so threads run concurrently."""
+    return contextlib.nullcontext()
+
+
 def synchronize(tree: Any) -> Any:
     """``tree`` once computed (jax dispatches asynchronously)."""
     return jax.block_until_ready(tree)

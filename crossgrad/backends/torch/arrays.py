@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,18 @@ def signature(x: Array) -> tuple:
 def copy(x: Array) -> Array:
     """A copy of ``x`` that autograd treats alike (a leaf, requiring grad where ``x`` does)."""
     return x.detach().clone().requires_grad_(x.requires_grad)
+
+
+# torch.func's forward-mode levels are process-global: two threads inside torch.func at
+# once corrupt each other's dual tensors ("no level exists"; jacfwd, hessians and hvp
+# failed in 5 of 5 runs with four threads).  crossgrad's transforms take this lock at
+# their outermost call; the same thread may re-enter it (a transform inside f).
+_EXCLUSIVE = threading.RLock()
+
+
+def exclusive() -> Any:
+    """The context in which one transform call runs: one thread at a time on torch."""
+    return _EXCLUSIVE
 
 
 def synchronize(tree: Any) -> Any:
