@@ -81,8 +81,17 @@ def _rows(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool
         return torch.zeros(m, n, dtype=flat_out.dtype, device=flat_out.device)
     blocks = []
     for basis in _basis_chunks(m, chunk_size, flat_out):
-        grads = torch.autograd.grad(flat_out, inputs, basis, retain_graph=True, create_graph=create_graph,
-                                    allow_unused=True, is_grads_batched=True)
+        try:
+            grads = torch.autograd.grad(flat_out, inputs, basis, retain_graph=True, create_graph=create_graph,
+                                        allow_unused=True, is_grads_batched=True)
+        except RuntimeError:
+            # A backward that cannot be batched (a custom Function computing in NumPy):
+            # one backward call per row, the notebook's method.
+            rows = [torch.autograd.grad(flat_out, inputs, row, retain_graph=True, create_graph=create_graph,
+                                        allow_unused=True) for row in basis]
+            grads = tuple(None if all(r[i] is None for r in rows) else
+                          torch.stack([r[i] if r[i] is not None else torch.zeros_like(x) for r in rows])
+                          for i, x in enumerate(inputs))
         if not allow_unused:
             _check_used(transform, grads)
         blocks.append(_flat(grads, inputs, batch=basis.shape[0]))
@@ -98,18 +107,48 @@ def _columns(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: b
     than the rows when the inputs have fewer elements than the outputs (32->2048:
     ~2 ms against ~100 ms for 2048 batched rows on 2 CPU cores).
     """
-    m = flat_out.numel()
     n = sum(x.numel() for x in inputs)
     u = torch.zeros_like(flat_out, requires_grad=True)
     grads = torch.autograd.grad(flat_out, inputs, u, create_graph=True, allow_unused=True)
     g = _flat(grads, inputs)
     if not g.requires_grad:
-        return torch.zeros(m, n, dtype=flat_out.dtype, device=flat_out.device)
+        return None  # the backward graph is not differentiable (a custom Function's backward)
     blocks = [
         torch.autograd.grad(g, u, basis, retain_graph=True, create_graph=create_graph, is_grads_batched=True)[0]
         for basis in _basis_chunks(n, chunk_size, g)
     ]
     return torch.cat(blocks, dim=0).T
+
+
+# Relative agreement of the column route with one backward pass (NOTE in _checked_columns).
+_PROBE_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+
+def _checked_columns(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool,
+                     chunk_size: int | None) -> torch.Tensor | None:
+    """The columns, or None where they cannot be trusted.
+
+    The column route differentiates the backward graph.  A custom autograd Function
+    whose backward is not itself differentiable (computed in NumPy, or
+    ``once_differentiable``) breaks that: its part of the Jacobian would come out as zeros
+    (or the second pass raises).  So the columns are checked against one ordinary
+    backward pass: ``p @ J`` must equal the vjp with ``p`` (a fixed pseudo-random
+    vector, drawn from a private generator); where it does not, the caller takes the rows.
+    """
+    try:
+        columns = _columns(flat_out, inputs, create_graph, chunk_size)
+    except RuntimeError:  # once_differentiable refuses the second pass
+        return None
+    if columns is None:
+        return None
+    gen = torch.Generator(device=flat_out.device).manual_seed(0)
+    probe = torch.randn(flat_out.shape, generator=gen, dtype=flat_out.dtype, device=flat_out.device)
+    expected = _flat(torch.autograd.grad(flat_out, inputs, probe, retain_graph=True, allow_unused=True), inputs)
+    got = probe @ columns.detach()
+    scale = max(float(expected.abs().max()), float(got.abs().max()), torch.finfo(flat_out.dtype).tiny)
+    if float((got - expected.detach()).abs().max()) > _PROBE_RTOL.get(flat_out.dtype, 1e-3) * scale:
+        return None
+    return columns
 
 
 def jacobian(outputs: Tensors, inputs: Tensors, create_graph: bool = False,
@@ -134,7 +173,9 @@ def jacobian(outputs: Tensors, inputs: Tensors, create_graph: bool = False,
     _check_inputs("graph.jacobian", ins)
     flat_out = torch.cat([o.reshape(-1) for o in outs])
     if flat_out.requires_grad and 0 < sum(x.numel() for x in ins) < flat_out.numel():
-        return _columns(flat_out, ins, create_graph, chunk_size)
+        columns = _checked_columns(flat_out, ins, create_graph, chunk_size)
+        if columns is not None:
+            return columns
     return _rows(flat_out, ins, create_graph, chunk_size, "graph.jacobian", allow_unused=True)
 
 

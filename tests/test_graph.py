@@ -153,3 +153,41 @@ def test_tall_jacobian_by_columns_keeps_the_graph():
     torch.testing.assert_close(j, loop_jacobian(out, x))
     (d,) = torch.autograd.grad(j.sum(), x)
     torch.testing.assert_close(d, torch.stack([torch.tensor(3.0, dtype=torch.float64), 1 + 6 * x[1].detach()]))
+
+
+def test_jacobian_through_a_backward_that_is_not_differentiable():
+    """A custom Function whose backward runs in NumPy (or is once_differentiable): the
+    column route (which differentiates the backward graph) would give its part as zeros;
+    the columns are checked against one backward pass and the rows taken instead."""
+    from torch.autograd.function import once_differentiable
+
+    class NumpyCube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.from_numpy(x.detach().numpy() ** 3)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return torch.from_numpy(3 * x.detach().numpy() ** 2 * g.detach().numpy())
+
+    class OnceCube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 3
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 3 * x ** 2 * g
+
+    w = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    expected = w * 3 * x0 ** 2 + 2 * (w @ x0)[:, None] * w
+    for cube in (NumpyCube, OnceCube):
+        x = x0.clone().requires_grad_()
+        y = w @ cube.apply(x) + (w @ x) ** 2  # 2 inputs, 50 outputs: the column route's shape
+        torch.testing.assert_close(jacobian(y, x), expected, rtol=1e-12, atol=1e-12)
