@@ -36,6 +36,7 @@ from crossgrad.errors import (
     CrossgradError,
     CrossgradTypeError,
     CrossgradValueError,
+    GradientCheckError,
     GraphInputError,
     HasAuxError,
     InputDtypeError,
@@ -157,10 +158,11 @@ vjp = _immediate("vjp", lambda b: (b.arguments.get("primals", ()),))
 jvp = _immediate("jvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
 linearize = _immediate("linearize", lambda b: (b.arguments.get("primals", ()),))
 hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
+check_grads = _immediate("check_grads", lambda b: (b.arguments["args"],))
 
 __all__ = [
     "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
-    "CompileFallbackWarning", "ComplexOutputError",
+    "CompileFallbackWarning", "ComplexOutputError", "GradientCheckError", "check_grads",
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "GraphInputError",
     "HasAuxError",

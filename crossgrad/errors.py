@@ -57,6 +57,11 @@ class ComplexOutputError(CrossgradTypeError):
     its vjp would keep only the real part, so crossgrad refuses, as jax does."""
 
 
+class GradientCheckError(CrossgradValueError):
+    """:func:`check_grads` found forward mode, reverse mode and finite differences to
+    disagree beyond the tolerance."""
+
+
 class NonScalarOutputError(CrossgradValueError):
     """A transform that needs a scalar output (grad, value_and_grad, hvp) got a non-scalar."""
 

@@ -47,7 +47,7 @@ TRANSFORMS = (
     "batched_hessian",
 )
 # Not transforms of derivatives, but in both namespaces with one signature too.
-TOOLS = ("jit",)
+TOOLS = ("jit", "check_grads")
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")

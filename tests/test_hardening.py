@@ -399,3 +399,83 @@ def test_threads_get_the_serial_results(backend, transform):
         assert not errors_seen, errors_seen[0]
         for got, expected in zip(results, serial):
             np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+# -- check_grads: forward against reverse against finite differences ----------------------
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("prob", [p for p in __import__("crossgrad.testing.problems", fromlist=["catalog"]).catalog()],
+                         ids=lambda p: p.name)
+def test_check_grads_passes_on_the_catalog(backend, prob, order):
+    f = prob.build(frameworks.ops(backend.name))
+    args = tuple(frameworks.convert(prob.inputs(np.random.default_rng(0)), backend.name, "float64"))
+    assert backend.check_grads(f, args, order=order) is None
+
+
+def _wrong_forward_rule(backend):
+    """sin with a forward rule twice too large (a custom jvp that is wrong)."""
+    if backend.name == "torch":
+        import torch
+
+        class Sin(torch.autograd.Function):
+            generate_vmap_rule = True
+
+            @staticmethod
+            def forward(x):
+                return torch.sin(x)
+
+            @staticmethod
+            def setup_context(ctx, inputs, output):
+                ctx.save_for_backward(inputs[0])
+                ctx.save_for_forward(inputs[0])
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return torch.cos(x) * g
+
+            @staticmethod
+            def jvp(ctx, t):
+                (x,) = ctx.saved_tensors
+                return 2 * torch.cos(x) * t
+
+        return Sin.apply
+    import jax
+
+    @jax.custom_jvp
+    def sin(x):
+        return jax.numpy.sin(x)
+
+    sin.defjvp(lambda primals, tangents: (jax.numpy.sin(primals[0]), 2 * jax.numpy.cos(primals[0]) * tangents[0]))
+    return sin
+
+
+def test_check_grads_catches_a_wrong_forward_rule(backend):
+    sin = _wrong_forward_rule(backend)
+    x = frameworks.convert(np.array([0.3, 0.7]), backend.name, "float64")
+    with pytest.raises(cg.GradientCheckError, match=r"^check_grads: expected forward mode to agree with central"):
+        backend.check_grads(sin, (x,))
+
+
+def test_check_grads_catches_no_grad_seen_by_one_mode_only():
+    """torch.no_grad inside f stops reverse mode but not forward mode: the two answer
+    differently, and the adjoint identity says so."""
+    torch = pytest.importorskip("torch")
+
+    def f(x):
+        with torch.no_grad():
+            y = x * 3
+        return y * x
+
+    with pytest.raises(cg.GradientCheckError, match="forward and reverse mode to agree"):
+        cg.torch.check_grads(f, (torch.tensor([0.3, 0.7], dtype=torch.float64),))
+
+
+def test_check_grads_options_are_validated_alike():
+    messages = []
+    for name in frameworks.selected():
+        x = frameworks.convert(np.ones(2), name, "float64")
+        with pytest.raises(cg.OptionError) as err:
+            cg.backend(name).check_grads(lambda t: t, (x,), order=3)
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1

@@ -9,6 +9,7 @@ from typing import Any
 from crossgrad.backends.base import Backend
 from crossgrad.spec import TRANSFORMS
 from crossgrad.transforms.batched import Batched
+from crossgrad.transforms.checking import Checking
 from crossgrad.transforms.common import check_unchanged
 from crossgrad.transforms.compiled import Compiled
 from crossgrad.transforms.derivatives import Derivatives
@@ -52,7 +53,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
     return transform
 
 
-class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Compiled):
+class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Compiled, Checking):
     """Every crossgrad transform for one backend (``crossgrad.torch``, ``crossgrad.jax``).
 
     Both namespaces are instances of this one class, so their names and signatures

@@ -1,0 +1,128 @@
+"""check_grads: forward mode against reverse mode against finite differences.
+
+NOTE [gradient checks]: three independent computations of one directional derivative
+must agree.  For a random tangent ``v`` (shaped like the arguments) and cotangent ``u``
+(shaped like the output), drawn from a fixed seed: the jvp ``J v`` against the central
+difference ``(f(x + eps v) - f(x - eps v)) / (2 eps)``, and the adjoint identity
+``u . (J v) == (J^T u) . v`` between the jvp and the vjp.  ``order=2`` checks the
+first-order check's directional derivative ``x -> J(x) v`` the same way (second
+derivatives by forward over forward, reverse over forward, and differences of the
+jvp).  Tolerances per dtype: :data:`TOLERANCES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from crossgrad import errors, pytree, spec
+from crossgrad.backends.base import Backend
+
+# (relative tolerance of the finite difference, of the adjoint identity, step eps) per dtype
+TOLERANCES = {"float64": (1e-5, 1e-10, 1e-5), "float32": (2e-2, 1e-4, 1e-2), "float16": (1e-1, 1e-2, 1e-1),
+              "bfloat16": (1e-1, 1e-2, 1e-1)}
+
+
+def _dot(backend: Backend, a: Any, b: Any) -> float:
+    to_numpy = backend.arrays.to_numpy
+    return float(sum(np.vdot(to_numpy(x).astype(np.float64), to_numpy(y).astype(np.float64))
+                     for x, y in zip(pytree.leaves(a), pytree.leaves(b))))
+
+
+def _random_like(backend: Backend, tree: Any, rng: np.random.Generator) -> Any:
+    arrays = backend.arrays
+    return pytree.map_leaves(
+        lambda x: arrays.cast_like(arrays.from_numpy(rng.standard_normal(arrays.shape(x)), x), x), tree)
+
+
+def _zip_map(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """``fn`` on the leaves of two pytrees of one structure, rebuilt as ``a``."""
+    leaves, treedef = pytree.flatten(a)
+    return pytree.unflatten(treedef, [fn(x, y) for x, y in zip(leaves, pytree.leaves(b))])
+
+
+def _largest(backend: Backend, a: Any, b: Any) -> tuple[float, float]:
+    """The largest absolute difference between two pytrees, and their largest magnitude."""
+    to_numpy = backend.arrays.to_numpy
+    diff, scale = 0.0, 0.0
+    for x, y in zip(pytree.leaves(a), pytree.leaves(b)):
+        x, y = to_numpy(x).astype(np.float64), to_numpy(y).astype(np.float64)
+        if x.size:
+            diff = max(diff, float(np.max(np.abs(x - y))))
+            scale = max(scale, float(np.max(np.abs(x))), float(np.max(np.abs(y))))
+    return diff, scale
+
+
+class Checking:
+    """check_grads."""
+
+    backend: Backend
+
+    def check_grads(self, f: Callable, args: tuple, order: int = 1, *, eps: float | None = None,
+                    rtol: float | None = None, seed: int = 0) -> None:
+        """Check ``f``'s derivatives at ``args``: forward mode against reverse mode
+        against central finite differences (NOTE [gradient checks]).
+
+        Returns None when they agree; raises :class:`crossgrad.errors.GradientCheckError`
+        naming the largest discrepancy otherwise.  ``order`` is 1 or 2; ``eps`` the
+        finite-difference step and ``rtol`` its relative tolerance (defaults per dtype,
+        :data:`TOLERANCES`); ``seed`` fixes the random directions (drawn with NumPy:
+        the frameworks' generators are not touched).
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.check_grads(lambda x: torch.sin(x) * x, (torch.tensor([0.5, 1.0], dtype=torch.float64),))
+        """
+        name = "check_grads"
+        spec.check_callable(name, f)
+        if not isinstance(args, tuple) or not args:
+            raise errors.OptionTypeError(name, "args as a non-empty tuple of the function's arguments",
+                                         f"{args!r}"[:80], "Pass check_grads(f, (x,)).")
+        if order not in (1, 2) or isinstance(order, bool):
+            raise errors.OptionError(name, "order 1 or 2", f"order={order!r}", "Pass order=1 or order=2.")
+        rng = np.random.default_rng(seed)
+        v = _random_like(self.backend, args, rng)
+        if order == 1:
+            self._check_first_order(f, args, v, rng, eps, rtol, "")
+            return None
+
+        def directional(*xs: Any) -> Any:  # x -> J(x) v
+            return self.jvp(f, xs, v)[1]
+
+        self._check_first_order(directional, args, _random_like(self.backend, args, rng), rng, eps, rtol,
+                                " of the directional derivative (order 2)")
+        return None
+
+    def _check_first_order(self, f: Callable, args: tuple, v: Any, rng: np.random.Generator, eps: float | None,
+                           rtol: float | None, what: str) -> None:
+        name = "check_grads"
+        backend = self.backend
+        dtype = backend.arrays.dtype_name(pytree.leaves(args)[0])
+        fd_rtol, adjoint_rtol, default_eps = TOLERANCES.get(dtype, TOLERANCES["float32"])
+        eps = default_eps if eps is None else eps
+        fd_rtol = fd_rtol if rtol is None else rtol
+        out, jv = self.jvp(f, args, v)
+        # forward mode against finite differences
+        plus = f(*_zip_map(lambda x, t: x + eps * t, args, v))
+        minus = f(*_zip_map(lambda x, t: x - eps * t, args, v))
+        fd = _zip_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
+        diff, scale = _largest(backend, jv, fd)
+        if diff > fd_rtol * max(scale, 1.0):
+            raise errors.GradientCheckError(
+                name, f"forward mode to agree with central differences{what} (relative {fd_rtol:g}, eps {eps:g})",
+                f"a largest difference of {diff:.3g} against a magnitude of {scale:.3g}",
+                "Check the function's jvp (a custom rule), or pass a larger eps or rtol for a rough function.")
+        # forward mode against reverse mode: u . (J v) == (J^T u) . v
+        u = _random_like(backend, out, rng)
+        _, vjp_fn = self.vjp(f, *args)
+        jtu = vjp_fn(u)
+        left, right = _dot(backend, u, jv), _dot(backend, jtu, v)
+        bound = adjoint_rtol * max(abs(left), abs(right), 1.0)
+        if abs(left - right) > bound:
+            raise errors.GradientCheckError(
+                name, f"forward and reverse mode to agree{what}: u . (J v) == (J^T u) . v (relative {adjoint_rtol:g})",
+                f"u . (J v) = {left:.6g} against (J^T u) . v = {right:.6g}",
+                "Check the function's custom jvp or vjp rule; a function that stops gradients (no_grad, detach) in "
+                "one mode only answers differently in the two.")
