@@ -80,10 +80,18 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop:
     return blocks, aux
 
 
-def _split_column_aux(arrays: Any, call: Call, columns: Any) -> tuple[Any, Any]:
-    """``(columns, aux)`` from a vectorized jvp's result.  aux does not depend on the
-    tangent: every column holds the same copy (torch refuses out_dims=None for it under
-    an outer vmap), so the first is taken."""
+def _pushed(backend: Backend, call: Call, tangents: tuple, chunk_size: int | str | None) -> tuple[Any, Any]:
+    """``(columns, aux)``: the rows of ``tangents`` (one tangent per primal leaf, the
+    basis index first) pushed through one vectorized jvp, in chunks.  aux does not
+    depend on the tangent: every column holds the same copy (torch refuses
+    out_dims=None for it under an outer vmap), so the first is taken."""
+    arrays, primitives = backend.arrays, backend.primitives
+
+    def push(*tangent: Any) -> Any:
+        _, tout, aux = primitives.jvp(call.flat, call.primals, tangent, call.has_aux)
+        return (tuple(tout), aux) if call.has_aux else tuple(tout)
+
+    columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangents, chunk_size)
     if not call.has_aux:
         return columns, None
     columns, batched_aux = columns
@@ -93,7 +101,7 @@ def _split_column_aux(arrays: Any, call: Call, columns: Any) -> tuple[Any, Any]:
 
 def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tuple[list, Any]:
     """Blocks from the columns of the Jacobian: vmap of jvp over the identity."""
-    arrays, primitives = backend.arrays, backend.primitives
+    arrays = backend.arrays
     primals = call.primals
     in_shapes = [arrays.shape(p) for p in primals]
     in_bounds = _offsets(in_shapes)
@@ -103,16 +111,11 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tu
         out, aux = res if call.has_aux else (res, None)
         return [[arrays.zeros(arrays.shape(o) + si, o) for si in in_shapes] for o in out], aux
 
-    def push(*tangents: Any) -> Any:
-        _, tout, aux = primitives.jvp(call.flat, primals, tangents, call.has_aux)
-        return (tuple(tout), aux) if call.has_aux else tuple(tout)
-
     basis = arrays.eye(n, primals[0])
     tangent_columns = tuple(
         arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p) for (lo, hi), si, p in zip(in_bounds, in_shapes, primals)
     )
-    columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangent_columns, chunk_size)
-    columns, aux = _split_column_aux(arrays, call, columns)
+    columns, aux = _pushed(backend, call, tangent_columns, chunk_size)
     blocks = []
     for col in columns:
         so = arrays.shape(col)[1:]
@@ -157,12 +160,7 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
         tangents = tuple(_with_batch(arrays, arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p), a, s)
                          for (lo, hi), si, p, a, s in zip(in_bounds, samples, primals, axes, shapes))
 
-        def push(*tangent: Any) -> Any:
-            _, tout, aux = primitives.jvp(call.flat, primals, tangent, call.has_aux)
-            return (tuple(tout), aux) if call.has_aux else tuple(tout)
-
-        columns = chunking.map_chunks(backend, primitives.vmap(push, 0, 0), tangents, chunk_size)
-        columns, aux = _split_column_aux(arrays, call, columns)
+        columns, aux = _pushed(backend, call, tangents, chunk_size)
         blocks = []
         for col in columns:
             so = arrays.shape(col)[2:]
