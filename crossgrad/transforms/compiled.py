@@ -105,7 +105,8 @@ def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: di
     leaves, treedef = pytree.flatten((args, kwargs))
     positions = [i for i, leaf in enumerate(leaves) if backend.arrays.owns(leaf)]
     # Only the non-array leaves are kept: they are fixed by the signature.
-    fixed = [None if i in set(positions) else leaf for i, leaf in enumerate(leaves)]
+    mapped = set(positions)
+    fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
     out_def: list[pytree.TreeDef] = []
 
     def flat_f(*arrays_in: Any) -> tuple:

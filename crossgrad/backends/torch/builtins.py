@@ -99,7 +99,7 @@ def simplified(traced: Any, args: tuple) -> Any:
     rewritten graph reproduces ``traced``'s outputs at ``args``; else ``traced``."""
     import torch.fx
 
-    from crossgrad.backends.torch import simplify
+    from crossgrad.backends.torch import arrays, simplify
 
     graph = torch.fx.Graph()
     graph._codegen = traced.graph._codegen  # the calling convention (pytree arguments and outputs)
@@ -108,12 +108,11 @@ def simplified(traced: Any, args: tuple) -> Any:
     if not simplify.simplify(candidate):
         return traced
     like = args[0] if args else None
-    cuda = isinstance(like, torch.Tensor) and like.is_cuda
     try:
         with torch.no_grad():
-            with torch.random.fork_rng(devices=[like.device] if cuda else []):
+            with arrays.preserved_random_state(like):  # the same draws for both
                 expected = traced(*args)
-            with torch.random.fork_rng(devices=[like.device] if cuda else []):
+            with arrays.preserved_random_state(like):
                 got = candidate(*args)
     except Exception:  # a rewrite this pass got wrong: the traced graph as recorded
         return traced

@@ -9,6 +9,7 @@ import torch
 import torch.func as tf
 
 from crossgrad import pytree
+from crossgrad.backends.torch import arrays
 
 
 def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]:
@@ -90,8 +91,7 @@ def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int, 
     that the caller's arrays and random state are as before (torch has no abstract
     evaluation that keeps closed-over tensors untouched, as ``jax.eval_shape`` does)."""
     like = next((a for a in pytree.leaves(args) if isinstance(a, torch.Tensor)), None)
-    cuda = like is not None and like.is_cuda
     copies = pytree.map_leaves(lambda a: a.clone() if isinstance(a, torch.Tensor) else a, args)
-    with torch.random.fork_rng(devices=[like.device] if cuda else []), torch.no_grad():
+    with arrays.preserved_random_state(like), torch.no_grad():
         out = f(*copies)
     return [(tuple(o.shape), o.element_size(), str(o.dtype).removeprefix("torch.")) for o in pytree.leaves(out)]

@@ -89,36 +89,6 @@ def _is_identity_fill(source: torch.fx.Node, writers: list[torch.fx.Node]) -> bo
     return offset == 0 and {d1 % rank, d2 % rank} == {rank - 2, rank - 1}
 
 
-def _keeps_matrix_axes(node: torch.fx.Node, source_shape: tuple[int, ...]) -> str | None:
-    """How a shape operation treats the last two axes: ``"same"`` (in place), ``"swap"``
-    (exchanged) or None (mixed with other axes)."""
-    out = _shape(node)
-    if out is None or len(out) < 2 or len(source_shape) < 2:
-        return None
-    t = node.target
-    if t in (aten.permute.default,):
-        perm = [p % len(source_shape) for p in node.args[1]]
-        r = len(source_shape)
-        if perm[-2:] == [r - 2, r - 1]:
-            return "same" if perm[:-2] == list(range(r - 2)) else "lead"
-        if perm[-2:] == [r - 1, r - 2]:
-            return "swap" if perm[:-2] == list(range(r - 2)) else "lead"
-        return None
-    if t in (aten.transpose.int,):
-        r = len(source_shape)
-        dims = {node.args[1] % r, node.args[2] % r}
-        if dims == {r - 2, r - 1}:
-            return "swap"
-        return "lead" if not dims & {r - 2, r - 1} else None
-    if t == aten.t.default:
-        return "swap"
-    if out[-2:] != source_shape[-2:]:
-        return None
-    if out == source_shape:
-        return "same"
-    return "lead"  # a view or expand that rearranges the leading axes only
-
-
 def simplify(gm: torch.fx.GraphModule) -> int:
     """Rewrite products with zero, identity and diagonal matrices in ``gm`` in place;
     the number of products rewritten."""
@@ -152,8 +122,11 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 moved = _delta_axes(node, _shape(src) or (), k[1], k[2])
                 if moved is not None:
                     kind[node] = ("delta", *moved)
-            elif k[0] == "diag" and _keeps_matrix_axes(node, _shape(src) or ()) in ("same", "swap"):
-                kind[node] = k
+            elif k[0] == "diag" and shape == _shape(src):
+                # A diagonal is symmetric: in place or with its two axes exchanged, it stays.
+                r = len(shape)
+                if _delta_axes(node, shape, r - 2, r - 1) in ((r - 2, r - 1), (r - 1, r - 2)):
+                    kind[node] = k
         elif t in _LINEAR_FIRST and len(node.args) >= 2 and node not in writes:
             first, other = node.args[0], node.args[1]
             if t == aten.mul.Tensor and first not in kind and other in kind:
