@@ -45,12 +45,21 @@ TRANSFORMS = (
     "hvp",
     "batched_jacobian",
     "batched_hessian",
+    "laplacian",
+    "hessian_trace",
+    "hessian_diagonal",
+    "batched_laplacian",
+    "batched_hessian_trace",
+    "batched_hessian_diagonal",
+    "hessian_operator",
 )
 # Not transforms of derivatives, but in both namespaces with one signature too.
 TOOLS = ("jit", "check_grads")
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")
+# How traces and diagonals of Hessians are computed (exactly, or estimated from random directions).
+ESTIMATORS = ("exact", "hutchinson", "hutch++")
 # NumPy's casting rules, for writing results into a sink (stream_to).
 CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
 # How jit compiles (NOTE [jit routes]); each backend has a subset (``builtins.JIT_ROUTES``).
@@ -140,6 +149,10 @@ def validate_options(transform: str, **options: Any) -> None:
             check_axes_form(transform, name, value)
         elif name == "route":
             check_choice(transform, name, value, JIT_ROUTES)
+        elif name == "estimator":
+            check_choice(transform, name, value, ESTIMATORS)
+        elif name == "samples":
+            check_samples(transform, value)
         elif name == "casting":
             check_choice(transform, name, value, CASTINGS)
         elif name in ("check", "gather"):
@@ -149,6 +162,42 @@ def validate_options(transform: str, **options: Any) -> None:
                                          f"{value!r} of type {type(value).__name__}",
                                          "Pass e.g. options={'backend': 'aot_eager'} (torch) or "
                                          "options={'static_argnums': 1} (jax).")
+
+
+def check_samples(transform: str, samples: Any) -> None:
+    fix = "Pass samples=None (the estimator's default) or a positive int, the number of random directions."
+    if samples is None:
+        return
+    if not _is_int(samples):
+        raise errors.OptionTypeError(transform, "samples to be a positive int or None", f"{samples!r} of type "
+                                     f"{type(samples).__name__}", fix)
+    if samples <= 0:
+        raise errors.OptionError(transform, "samples >= 1", f"samples={samples}", fix)
+
+
+def check_estimator_key(transform: str, estimator: str, key: Any, is_key: bool) -> None:
+    """A random estimator draws its directions from an explicit ``key`` (never a global
+    generator); the exact one takes none."""
+    if estimator == "exact":
+        if key is not None:
+            raise errors.OptionError(transform, "no key for estimator='exact'", f"key={key!r}",
+                                     "Drop key=, or pick estimator='hutchinson' or 'hutch++'.")
+        return
+    if key is None or not (is_key or _is_int(key)):
+        got = "no key" if key is None else f"{key!r} of type {type(key).__name__}"
+        raise errors.OptionTypeError(
+            transform, f"a random key for estimator={estimator!r}: a jax PRNG key (jax), a torch.Generator "
+            "(torch) or an int seed", got, "Pass key=jax.random.key(0), key=torch.Generator().manual_seed(0) or key=0.")
+
+
+def check_scalar_estimator(transform: str, estimator: str, shapes: list[tuple[int, ...]]) -> None:
+    """Hutch++ and the estimated diagonal take Hessian-vector products: one scalar output."""
+    if len(shapes) != 1 or tuple(shapes[0]) != ():
+        raise errors.NonScalarOutputError(
+            transform, f"a function with one scalar output (per sample) for estimator={estimator!r}",
+            f"output leaves of shapes {[tuple(s) for s in shapes]}",
+            "Reduce the output to a scalar, or use estimator='exact' or 'hutchinson' (for the trace), which "
+            "give one value per output element.")
 
 
 def check_callable(transform: str, f: Any) -> None:

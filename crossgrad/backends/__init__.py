@@ -9,7 +9,9 @@ Each backend is a package with the same modules and the same names:
 * ``builtins.py``: the framework's own transforms (``torch.func.*`` / ``jax.*``) behind
   one signature, and what each of them supports;
 * ``distributed.py``: a batch spread over devices on the framework's own engine
-  (``jax.sharding`` meshes partitioned by ``jax.jit``; ``torch.distributed`` ranks).
+  (``jax.sharding`` meshes partitioned by ``jax.jit``; ``torch.distributed`` ranks);
+* ``taylor.py``: one call recorded as a list of operations (torch's aten operations,
+  jax's jaxpr) for the forward Taylor propagation of :mod:`crossgrad.transforms.taylor`.
 
 Everything else (pytrees, validation, every composition) is shared and lives in
 :mod:`crossgrad.spec`, :mod:`crossgrad.pytree` and :mod:`crossgrad.transforms`.

@@ -1,4 +1,4 @@
-"""What a backend is: a name and three modules with the same names in both backends."""
+"""What a backend is: a name and five modules with the same names in both backends."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ class Backend:
     ``arrays``: array operations and dtype rules; ``primitives``: vjp, jvp, vmap and
     chunked mapping on flat tuples of arrays; ``builtins``: the framework's own
     transforms and the options each one lacks (``builtins.LACKS``); ``distributed``:
-    the batch spread over devices with the framework's own engine.
+    the batch spread over devices with the framework's own engine; ``taylor``: one call
+    recorded as a list of operations for the forward Taylor propagation
+    (NOTE [collapsed taylor], :mod:`crossgrad.transforms.taylor`).
     """
 
     name: str
@@ -21,6 +23,7 @@ class Backend:
     primitives: ModuleType
     builtins: ModuleType
     distributed: ModuleType
+    taylor: ModuleType
 
     def __repr__(self) -> str:
         return f"<crossgrad backend {self.name!r}>"

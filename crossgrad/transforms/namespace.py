@@ -12,13 +12,16 @@ from crossgrad.transforms.batched import Batched
 from crossgrad.transforms.checking import Checking
 from crossgrad.transforms.common import check_unchanged
 from crossgrad.transforms.compiled import Compiled
+from crossgrad.transforms.curvature import Curvature
 from crossgrad.transforms.derivatives import Derivatives
 from crossgrad.transforms.hessians import Hessians
 from crossgrad.transforms.jacobians import Jacobians
+from crossgrad.transforms.operators import Operators
 from crossgrad.transforms.vectorize import Vectorize
 
 # The transforms that evaluate at once, and where their arrays are among the positional arguments.
-IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, None), "hvp": slice(1, 3)}
+IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, None), "hvp": slice(1, 3),
+             "hessian_operator": slice(1, None)}
 
 
 def _watch_inputs(name: str, method: Callable) -> Callable:
@@ -53,7 +56,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
     return transform
 
 
-class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Compiled, Checking):
+class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Curvature, Operators, Compiled, Checking):
     """Every crossgrad transform for one backend (``crossgrad.torch``, ``crossgrad.jax``).
 
     Both namespaces are instances of this one class, so their names and signatures

@@ -186,3 +186,19 @@ def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
     if on_accelerator:
         return ("trace-cudagraph", "trace-compile", "trace", "eager")
     return ("trace-compile", "trace", "eager")
+
+
+# NOTE [laplacian route]
+# Traces and diagonals of Hessians: the forward Taylor route (NOTE [collapsed taylor],
+# crossgrad.transforms.taylor) pushes k + 1 tangents forward, where the trace of the
+# nested Hessian takes k forward-over-reverse passes.  Measured on 2 CPU cores
+# (float64, batched Laplacian of tanh MLPs, per call; benchmarks case "laplacian"):
+#   torch eager  D=50 50-768-768-512-512-1 B=16: 86 ms against 122 ms (0.71x)
+#   jax   jit    D=16 16-64-64-1 B=64:           0.77 ms against 1.47 ms (0.52x)
+# The benchmark's own tables (README, "Laplacians") hold the current figures; "auto"
+# takes the Taylor route on every backend and device, and the builtin (the trace or
+# diagonal of the framework's own Hessian) only when asked for.
+def curvature_route(backend: str, what: str) -> str:
+    """``"composed"`` (the forward Taylor route) or ``"builtin"`` (the framework's Hessian)
+    for ``impl="auto"`` of the trace and diagonal transforms (NOTE [laplacian route])."""
+    return "composed"

@@ -159,3 +159,22 @@ def from_numpy(x: Any, like: Array | None) -> Array:
 def to_numpy(x: Array) -> Any:
     """A NumPy copy (bfloat16 widened to float32)."""
     return np.asarray(x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x)
+
+
+def random_signs(key: Any, shapes: Sequence[Sequence[int]], like: Array) -> list[Array]:
+    """Independent Rademacher (+-1) arrays of the given shapes from ``key`` (a jax PRNG
+    key, or an int seed made into one), split once per array."""
+    if not is_random_key(key):
+        key = jax.random.key(int(key))
+    keys = jax.random.split(key, len(shapes))
+    return [jax.random.rademacher(k, tuple(s), dtype=like.dtype) for k, s in zip(keys, shapes)]
+
+
+def is_random_key(key: Any) -> bool:
+    return isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                           or (key.dtype == jnp.uint32 and key.shape == (2,)))
+
+
+def qr(x: Array) -> Array:
+    """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``."""
+    return jnp.linalg.qr(x)[0]

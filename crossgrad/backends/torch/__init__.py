@@ -1,6 +1,6 @@
 """The torch backend (``torch.func``)."""
 
 from crossgrad.backends.base import Backend
-from crossgrad.backends.torch import arrays, builtins, distributed, primitives
+from crossgrad.backends.torch import arrays, builtins, distributed, primitives, taylor
 
-BACKEND = Backend("torch", arrays, primitives, builtins, distributed)
+BACKEND = Backend("torch", arrays, primitives, builtins, distributed, taylor)

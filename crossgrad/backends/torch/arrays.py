@@ -166,3 +166,24 @@ def to_numpy(x: Array) -> Any:
     """A NumPy copy (bfloat16 widened to float32, which NumPy lacks)."""
     x = x.detach().cpu()
     return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+
+
+def random_signs(key: Any, shapes: Sequence[Sequence[int]], like: Array) -> list[Array]:
+    """Independent Rademacher (+-1) arrays of the given shapes, from ``key``: a
+    ``torch.Generator`` (advanced by the draws) or an int seed (a fresh generator);
+    never the global generator."""
+    if isinstance(key, torch.Generator):
+        generator = key
+    else:
+        generator = torch.Generator(device=like.device).manual_seed(int(key))
+    return [(torch.randint(0, 2, tuple(s), generator=generator, device=like.device) * 2 - 1).to(like.dtype)
+            for s in shapes]
+
+
+def is_random_key(key: Any) -> bool:
+    return isinstance(key, torch.Generator)
+
+
+def qr(x: Array) -> Array:
+    """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``."""
+    return torch.linalg.qr(x).Q

@@ -1,0 +1,169 @@
+"""The aten operations of one call, recorded for the forward Taylor propagation.
+
+NOTE [collapsed taylor] in :mod:`crossgrad.transforms.taylor`.  The call runs once, for
+real, under a dispatch mode that records every aten operation with its tensors (no
+graph, no fake tensors: the values computed are the outputs returned, and autograd
+records through them as usual).  Tensors are keyed by identity; the recording holds
+them, so an identity is never reused while it lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils import _pytree as tree_util
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from crossgrad import pytree
+from crossgrad.transforms.taylor import Entry, Recording, Unrecorded
+
+aten = torch.ops.aten
+
+# Linear in the tensors that vary, whatever the constants (views, reductions, scalings).
+_LINEAR = {
+    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.expand.default, aten.t.default,
+    aten.transpose.int, aten.permute.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
+    aten.unsqueeze.default, aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default,
+    aten.neg.default, aten.clone.default, aten.alias.default, aten.select.int, aten.slice.Tensor,
+    aten.mul.Scalar, aten.div.Scalar, aten.diagonal.default, aten.index_select.default, aten.unbind.int,
+    aten.split.Tensor, aten.split_with_sizes.default, aten.flip.default, aten.repeat.default,
+    aten.squeeze_copy.dim, aten.view_copy.default, aten.expand_copy.default, aten.permute_copy.default,
+    aten.diag_embed.default, aten.narrow.default, aten.movedim.int, aten.index.Tensor,
+}
+# Linear in each factor: linear when one varies, a product of two varying factors otherwise.
+_BILINEAR = {aten.mul.Tensor, aten.mm.default, aten.bmm.default, aten.mv.default, aten.dot.default}
+# Whose output carries no derivative.
+_CONSTANT = {aten.detach.default, aten.zeros_like.default, aten.ones_like.default, aten.empty_like.default,
+             aten.full_like.default, aten.rand_like.default, aten.randn_like.default, aten.lift_fresh.default}
+# Joined with the inputs (all of them must vary for the join to be linear).
+_JOINS = {aten.cat.default, aten.stack.default}
+
+
+def _known(func: Any) -> bool:
+    return (func in _LINEAR or func in _BILINEAR or func in _CONSTANT or func in _JOINS
+            or func in (aten.add.Tensor, aten.sub.Tensor, aten.addmm.default, aten.div.Tensor)
+            or torch.Tag.pointwise in func.tags)
+
+
+def _decomposition(func: Any) -> Callable | None:
+    """torch's own decomposition of an operation the rules do not know, if it has one."""
+    if _known(func):
+        return None
+    from torch._decomp import decomposition_table
+
+    return decomposition_table.get(func)
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[Entry] = []
+        self.held: list[Any] = []
+        self.decomposing = False  # one level: decompositions of decompositions reach prims, which torch.func lacks
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func._schema.is_mutable:
+            raise Unrecorded(f"{func} writes into a tensor in place")
+        decomposition = None if self.decomposing else _decomposition(func)
+        if decomposition is not None:
+            # Recorded as the operations it is made of: their rules are cheaper, and
+            # torch's forward-over-forward formulas of some composite operations are
+            # wrong (native_layer_norm's second directional derivative).
+            self.decomposing = True
+            try:
+                with self:
+                    return decomposition(*args, **kwargs)
+            finally:
+                self.decomposing = False
+        out = func(*args, **kwargs)
+        leaves, spec = tree_util.tree_flatten((args, kwargs))
+        results = tree_util.tree_flatten(out)[0]
+
+        def call(*values: Any, _func: Any = func, _spec: Any = spec) -> list:
+            a, kw = tree_util.tree_unflatten(list(values), _spec)
+            return tree_util.tree_flatten(_func(*a, **kw))[0]
+
+        keys = [id(x) if isinstance(x, torch.Tensor) else None for x in leaves]
+        self.entries.append(Entry(str(func), call, keys, leaves, [id(r) for r in results], results,
+                                  (func, args, kwargs)))
+        self.held.append(out)
+        return out
+
+
+def record(f: Callable, primals: tuple) -> Recording:
+    """``f(*primals)`` run once with its aten operations recorded.  Raises
+    :class:`Unrecorded` under an outer torch.func transform or for in-place writes."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        raise Unrecorded("called under a torch.func transform")
+    inputs = tuple(x.view_as(x) for x in primals)  # fresh identities: an input passed twice stays two inputs
+    recorder = _Recorder()
+    with recorder:
+        out = f(*inputs)
+    leaves, treedef = pytree.flatten(out)
+    return Recording([id(x) for x in inputs], recorder.entries, [id(x) for x in leaves], treedef,
+                     values=leaves)
+
+
+def is_float(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
+
+
+def kind(entry: Entry, live: tuple[int, ...]) -> Any:
+    """How NOTE [collapsed taylor] treats the operation, given the input positions that vary:
+    ``"linear"``, ``"pointwise"`` (one varying input), ``"bilinear"`` (two varying factors),
+    ``"constant"``, ``"general"``, or a function mapping the varying coefficients to the
+    output's (the tangent part of an affine operation)."""
+    func, args, kwargs = entry.info
+    if func in _CONSTANT:
+        return "constant"
+    if func in _LINEAR:
+        return "linear"
+    tensors = [i for i, v in enumerate(entry.values) if isinstance(v, torch.Tensor)]
+    if func in _JOINS:
+        return "linear" if len(live) == len(tensors) else "general"
+    if func in _BILINEAR:
+        return "linear" if len(live) == 1 else "bilinear"
+    if func == aten.div.Tensor and live == (0,):
+        return "linear"
+    out = entry.results[0]
+    if func in (aten.add.Tensor, aten.sub.Tensor) and len(live) <= 2:
+        alpha = kwargs.get("alpha", 1)
+        sign = (1, -alpha if func == aten.sub.Tensor else alpha)
+        scales = [sign[i] for i in live]
+        shape = tuple(out.shape)
+
+        def added(*ts: Any) -> tuple:
+            total = None
+            for s, t in zip(scales, ts):
+                term = t if s == 1 else t * s
+                total = term if total is None else total + term
+            return (total.expand((total.shape[0], *shape)),)
+
+        return added
+    if func == aten.addmm.default and not {1, 2} <= set(live):
+        beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+        a, b = args[1:3]
+        shape = tuple(out.shape)
+
+        def affine(*ts: Any) -> tuple:
+            parts = dict(zip(live, ts))
+            total = None
+            if 1 in parts:
+                total = torch.matmul(parts[1], b)
+            if 2 in parts:
+                total = torch.matmul(a, parts[2])
+            if alpha != 1 and total is not None:
+                total = total * alpha
+            if 0 in parts:
+                t = parts[0] * beta if beta != 1 else parts[0]
+                t = t.expand((t.shape[0], *shape))
+                total = t if total is None else total + t
+            return (total,)
+
+        return affine
+    if len(live) == 1 and torch.Tag.pointwise in func.tags:
+        return "pointwise"
+    return "general"

@@ -1,0 +1,447 @@
+"""Laplacians, Hessian traces and diagonals, without forming the Hessian.
+
+Exact traces push the second-order Taylor coefficients forward, summed over the
+directions at every operation (NOTE [collapsed taylor], :mod:`crossgrad.transforms.taylor`);
+exact diagonals push one second-order coefficient per direction; the estimators take
+random directions (Hutchinson) or a low-rank part from Hessian-vector products plus
+Hutchinson on the rest (Hutch++, Meyer et al. 2021).  The batched variants push the whole
+batch at once, each sample with its own directions (the samples are independent, so the
+sum over one sample's coordinates is that sample's trace).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from crossgrad import memory, pytree, spec
+from crossgrad.backends.base import Backend
+from crossgrad.transforms import policy, taylor
+from crossgrad.transforms.common import Call
+from crossgrad.transforms.vectorize import batch_size, leaf_axes
+
+log = logging.getLogger("crossgrad")
+
+# Random directions per estimate when ``samples`` is None.
+DEFAULT_SAMPLES = 64
+
+
+class _Point:
+    """The differentiated leaves of one call, as rows of directions: leaf ``i`` has the
+    per-sample shape ``shapes[i]`` and its batch (if any) on ``axes[i]``."""
+
+    def __init__(self, backend: Backend, call: Call, axes: list[int | None], batch: int | None):
+        a = backend.arrays
+        self.a, self.call, self.axes, self.batch = a, call, axes, batch
+        self.shapes = []
+        for p, ax in zip(call.primals, axes):
+            s = list(a.shape(p))
+            if ax is not None:
+                del s[ax]
+            self.shapes.append(tuple(s))
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.n = sum(self.sizes)
+        self.like = call.primals[0]
+
+    def from_matrix(self, m: Any) -> list:
+        """``m`` of shape ``(rows, B, n)`` (``(rows, n)`` without a batch) as one direction
+        array per leaf, shaped ``(rows, *leaf)``."""
+        a, out, lo = self.a, [], 0
+        rows = a.shape(m)[0]
+        for size, shape, ax in zip(self.sizes, self.shapes, self.axes):
+            piece = a.slice_axis(m, lo, lo + size, -1)
+            lo += size
+            if self.batch is None:
+                out.append(a.reshape(piece, (rows, *shape)))
+            else:
+                piece = a.reshape(piece, (rows, self.batch, *shape))
+                out.append(a.moveaxis(piece, 1, 1 + ax))
+        return out
+
+    def to_matrix(self, leaves: list) -> Any:
+        """The inverse of :meth:`from_matrix`."""
+        a, parts = self.a, []
+        for leaf, size, ax in zip(leaves, self.sizes, self.axes):
+            rows = a.shape(leaf)[0]
+            if self.batch is None:
+                parts.append(a.reshape(leaf, (rows, size)))
+            else:
+                parts.append(a.reshape(a.moveaxis(leaf, 1 + ax, 1), (rows, self.batch, size)))
+        return a.concat(parts, -1)
+
+    def basis(self, lo: int, hi: int) -> list:
+        """Coordinate directions ``lo .. hi-1`` (the same for every sample)."""
+        a = self.a
+        e = a.slice_axis(a.eye(self.n, self.like), lo, hi, 0)
+        if self.batch is not None:
+            e = a.broadcast_to(a.reshape(e, (hi - lo, 1, self.n)), (hi - lo, self.batch, self.n))
+        return self.from_matrix(e)
+
+    def signs(self, key: Any, rows: int, draws: int = 1) -> list[list]:
+        """``draws`` independent sets of ``rows`` Rademacher directions (each sample its own)."""
+        shape = (rows, self.n) if self.batch is None else (rows, self.batch, self.n)
+        return [self.from_matrix(m) for m in self.a.random_signs(key, [shape] * draws, self.like)]
+
+
+class Curvature:
+    """laplacian, hessian_trace, hessian_diagonal and their batched forms."""
+
+    backend: Backend
+
+    def laplacian(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+                  samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
+                  impl: str = "auto") -> Callable:
+        """The Laplacian of ``f``: the trace of its Hessian, without forming the Hessian.
+
+        Returns a function with ``f``'s arguments returning one value per output
+        element (each output leaf's shape): ``sum_i d2 f / dx_i2`` over every element
+        ``x_i`` of the differentiated arguments (a tuple ``argnums`` sums over all of
+        them together); ``(laplacian, aux)`` with ``has_aux``.
+
+        Args:
+            estimator: ``"exact"`` (the second-order Taylor coefficients pushed forward,
+                summed over the coordinate directions at every operation: NOTE
+                [collapsed taylor]), ``"hutchinson"`` (``samples`` random +-1
+                directions, unbiased) or ``"hutch++"`` (a rank-``samples/3`` part from
+                Hessian-vector products, Hutchinson on the rest; one scalar output).
+            samples: random directions for the estimators (default 64).
+            key: their random source: a jax PRNG key (jax), a ``torch.Generator``
+                (torch) or an int seed; required by the estimators.
+            chunk_size: directions pushed at once (an int), ``"auto"`` from the memory
+                budget (:func:`crossgrad.memory_budget`), or None (all).
+            impl: ``"composed"`` (the forward Taylor route; a program the backend cannot
+                record takes nested forward-over-forward differentiation, logged),
+                ``"builtin"`` (the trace of the framework's own Hessian, the nested
+                baseline; exact only) or ``"auto"`` (NOTE [laplacian route]).
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.laplacian(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
+            tensor(18.)
+        """
+        return self._curvature("laplacian", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                               "trace")
+
+    def hessian_trace(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+                      samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
+                      impl: str = "auto") -> Callable:
+        """The trace of the Hessian of ``f`` (its Laplacian), exact or estimated.
+
+        Options, shapes and routes as in :meth:`laplacian`.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> f = lambda x: (x ** 4).sum()
+            >>> cg.torch.hessian_trace(f, estimator="hutchinson", samples=8, key=0)(torch.ones(3))
+            tensor(36.)
+        """
+        return self._curvature("hessian_trace", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                               "trace")
+
+    def hessian_diagonal(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False,
+                         estimator: str = "exact", samples: int | None = None, key: Any = None,
+                         chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+        """The diagonal of the Hessian of ``f``, without forming the Hessian.
+
+        For an output leaf of shape ``out`` and an input leaf of shape ``in`` the result
+        has shape ``out + in`` (``d2 out / d in2`` elementwise), nested as
+        :meth:`jacobian` nests (output pytree outside, argnums inside).  ``"exact"``
+        pushes one second-order Taylor coefficient per coordinate direction (as many
+        forward passes as the input has elements, fused, against the nested Hessian's
+        forward-over-reverse passes); ``"hutchinson"`` averages ``v * (H v)`` over
+        random +-1 directions (one scalar output).  Other options as in
+        :meth:`laplacian`.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.hessian_diagonal(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
+            tensor([ 6., 12.])
+        """
+        return self._curvature("hessian_diagonal", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
+                               impl, "diagonal")
+
+    def batched_laplacian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+                          estimator: str = "exact", samples: int | None = None, key: Any = None,
+                          chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+        """Per-sample Laplacians: ``vmap(laplacian(f, argnums, ...), in_axes)``, shape
+        ``(B, *out)``.
+
+        ``f`` is written for one sample; the whole batch is pushed at once, each sample
+        with its own directions.  Options as in :meth:`laplacian`; ``in_axes`` as in
+        :meth:`batched_hessian`.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> W = torch.randn(8, 2)
+            >>> u = lambda W, x: torch.tanh(W @ x).sum()       # a PINN's scalar field
+            >>> cg.torch.batched_laplacian(u, argnums=1, in_axes=(None, 0))(W, torch.randn(100, 2)).shape
+            torch.Size([100])
+        """
+        return self._curvature("batched_laplacian", f, argnums, in_axes, has_aux, estimator, samples, key,
+                               chunk_size, impl, "trace")
+
+    def batched_hessian_trace(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0,
+                              has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
+                              key: Any = None, chunk_size: int | str | None = None, *,
+                              impl: str = "auto") -> Callable:
+        """Per-sample Hessian traces, as :meth:`batched_laplacian`.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.batched_hessian_trace(lambda x: (x ** 2).sum())(torch.ones(4, 3))
+            tensor([6., 6., 6., 6.])
+        """
+        return self._curvature("batched_hessian_trace", f, argnums, in_axes, has_aux, estimator, samples, key,
+                               chunk_size, impl, "trace")
+
+    def batched_hessian_diagonal(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0,
+                                 has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
+                                 key: Any = None, chunk_size: int | str | None = None, *,
+                                 impl: str = "auto") -> Callable:
+        """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
+        shape ``(B, *out, *in)``.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.batched_hessian_diagonal(lambda x: (x ** 3).sum())(torch.ones(2, 3))
+            tensor([[6., 6., 6.],
+                    [6., 6., 6.]])
+        """
+        return self._curvature("batched_hessian_diagonal", f, argnums, in_axes, has_aux, estimator, samples, key,
+                               chunk_size, impl, "diagonal")
+
+    def _curvature(self, name: str, f: Callable, argnums: Any, in_axes: Any, has_aux: bool, estimator: str,
+                   samples: int | None, key: Any, chunk_size: Any, impl: str, what: str) -> Callable:
+        spec.check_callable(name, f)
+        spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples,
+                              chunk_size=chunk_size, impl=impl)
+        if in_axes is not None:
+            spec.validate_options(name, in_axes=in_axes)
+        if what == "diagonal" and estimator == "hutch++":
+            spec.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
+        if impl == "builtin" and estimator != "exact":
+            raise spec.unsupported(name, self.backend.name, "estimator", estimator)
+        backend = self.backend
+        spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+        rows_wanted = samples or DEFAULT_SAMPLES
+        axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+        batched_f = self._vmap(name, f, in_axes, 0, None, "auto") if in_axes is not None else None
+        single: dict[str, Callable] = {}
+
+        def outside(args: tuple, kwargs: dict) -> Any:
+            """``vmap`` of the single-point transform: for batches whose differentiated
+            arguments are not all batched."""
+            if "fn" not in single:
+                one = self._curvature(name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                                      what)
+                single["fn"] = self._vmap(name, one, in_axes, 0, None, "auto")
+            return single["fn"](*args, **kwargs)
+
+        def transformed(*args: Any, **kwargs: Any) -> Any:
+            g, axes, batch = f, None, None
+            if in_axes is not None:
+                all_axes = leaf_axes(name, axes_form, args, backend.arrays.shape)
+                probe = Call(name, backend, f, args, kwargs, argnums, has_aux)
+                starts = [0]
+                for arg in args:
+                    starts.append(starts[-1] + len(pytree.leaves(arg)))
+                axes = [all_axes[starts[k] + j] for k in probe.nums for j in range(starts[k + 1] - starts[k])]
+                batch = batch_size(name, args, all_axes, backend.arrays.shape)
+                if None in axes or batch == 0:
+                    return outside(args, kwargs)
+                g = batched_f
+            call = Call(name, backend, g, args, kwargs, argnums, has_aux)
+            point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
+            if impl == "builtin" or (impl == "auto" and policy.curvature_route(backend.name, what) == "builtin"):
+                return _via_hessian(self, f, argnums, in_axes, has_aux, args, kwargs, what, point)
+            return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
+
+        return transformed
+
+
+def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str, estimator: str, rows: int,
+              key: Any, chunk_size: Any) -> Any:
+    a = backend.arrays
+    found: dict[str, Any] = {}
+
+    def flat(*leaves: Any) -> list:
+        """The output leaves, then the aux's."""
+        out = call.flat(*leaves)
+        if not call.has_aux:
+            found["outputs"] = len(out)
+            return list(out)
+        aux_leaves, found["aux"] = pytree.flatten(out[1])
+        found["outputs"] = len(out[0])
+        return [*out[0], *aux_leaves]
+
+    try:
+        rec = backend.taylor.record(flat, call.primals)
+    except taylor.Unrecorded as why:
+        log.info("%s: nested forward-over-forward differentiation (%s)", name, why)
+        rec = None
+    values = rec.values if rec is not None else None
+    if values is None and rec is None:
+        values = flat(*call.primals)
+    n_out = found["outputs"]
+
+    def push(directions: list, count: int, weights: Any, collapse: bool) -> list:
+        """Second-order coefficients of the outputs along ``directions`` (``count`` rows),
+        in chunks of ``chunk_size`` rows."""
+        nonlocal values
+        size = _chunk_rows(backend, rec, point, count, chunk_size)
+        parts = []
+        for lo in range(0, count, size):
+            hi = min(count, lo + size)
+            d = [a.slice_axis(x, lo, hi, 0) for x in directions]
+            w = None if weights is None else a.slice_axis(weights, lo, hi, 0)
+            if rec is not None:
+                pushed_values, second = taylor.push(backend, rec, call.primals, d, hi - lo, w, collapse)
+                values = pushed_values if values is None else values
+                second = second[:n_out]
+            else:
+                second = taylor.nested(backend, lambda *p: tuple(flat(*p)[:n_out]), call.primals, d, hi - lo, w,
+                                       collapse)
+            parts.append(second)
+        if collapse:
+            return [_sum(list(col)) for col in zip(*parts)]
+        return [a.concat(list(col), 0) for col in zip(*parts)]
+
+    def output_shapes() -> list:
+        shapes = [tuple(s) for s, _, _ in backend.primitives.output_shapes(
+            lambda *p: tuple(flat(*p)[:n_out]), call.primals)]
+        return [s[1:] for s in shapes] if point.batch is not None else shapes
+
+    if what == "trace":
+        if estimator == "exact":
+            second = push(point.basis(0, point.n), point.n, None, True)
+        elif estimator == "hutchinson":
+            second = push(point.signs(key, rows)[0], rows, _constant(a, 1.0 / rows, rows, point.like), True)
+        else:
+            spec.check_scalar_estimator(name, estimator, output_shapes())
+            second = [_hutch_pp(backend, call, point, push, key, rows)]
+        result = pytree.unflatten(call.out_def, second)
+    else:
+        if estimator == "exact":
+            per_direction = push(point.basis(0, point.n), point.n, None, False)
+            blocks = [[_diagonal_block(a, d, point, i) for i in range(len(point.sizes))] for d in per_direction]
+        else:
+            spec.check_scalar_estimator(name, estimator, output_shapes())
+            blocks = [_hutchinson_diagonal(backend, call, point, key, rows)]
+        result = call.assemble(blocks)
+    if not call.has_aux:
+        return result
+    if values is None:
+        values = flat(*call.primals)
+    return result, pytree.unflatten(found["aux"], list(values[n_out:]))
+
+
+def _sum(xs: list) -> Any:
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
+
+
+def _constant(a: Any, value: float, rows: int, like: Any) -> Any:
+    return a.ones_like(a.zeros((rows,), like)) * value
+
+
+def _chunk_rows(backend: Backend, rec: Any, point: _Point, count: int, chunk_size: Any) -> int:
+    if chunk_size is None:
+        return max(count, 1)
+    if chunk_size != "auto":
+        return int(chunk_size)
+    per_row = taylor.bytes_per_direction(backend, rec, point.call.primals) if rec is not None else sum(
+        backend.arrays.nbytes(p) for p in point.call.primals) * 8
+    budget = memory.budget_bytes(backend.arrays, point.like)
+    return max(1, min(count, budget // max(per_row, 1)))
+
+
+def _diagonal_block(a: Any, second: Any, point: _Point, i: int) -> Any:
+    """Rows of ``second`` (``(n, *out)``) for leaf ``i``, as ``(*out, *leaf)``."""
+    lo = sum(point.sizes[:i])
+    piece = a.slice_axis(second, lo, lo + point.sizes[i], 0)
+    out_shape = a.shape(piece)[1:]
+    moved = a.moveaxis(piece, 0, -1)
+    return a.reshape(moved, (*out_shape, *point.shapes[i]))
+
+
+def _hvp_rows(backend: Backend, call: Call, directions: list) -> list:
+    """``H v`` for each row of ``directions``, where ``H`` is the Hessian of the sum of the
+    (one, scalar per sample) output: per sample, that sample's Hessian-vector product."""
+    p = backend.primitives
+
+    def total(*leaves: Any) -> Any:
+        return call.flat_output(*leaves)[0].sum()
+
+    def grad(*leaves: Any) -> tuple:
+        out, vjp_fn, _ = p.vjp(total, leaves, False)
+        return tuple(vjp_fn(backend.arrays.ones_like(out)))
+
+    return list(p.vmap(lambda *t: p.jvp(grad, call.primals, t, False)[1], 0, 0)(*directions))
+
+
+def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable, key: Any, rows: int) -> Any:
+    """Hutch++: the exact trace on the range of ``H S`` (``S``: ``rows/3`` random
+    directions), Hutchinson on its orthogonal complement (Meyer, Musco, Musco and
+    Woodruff, 2021): about ``rows`` products in all."""
+    a = backend.arrays
+    third = max(1, rows // 3)
+    s, g = point.signs(key, third, draws=2)
+    y = point.to_matrix(_hvp_rows(backend, call, s))          # (third, [B,] n)
+    q = a.qr(a.moveaxis(y, 0, -1))                            # ([B,] n, third): each sample's range
+    g_cols = a.moveaxis(point.to_matrix(g), 0, -1)            # ([B,] n, third)
+    rest = g_cols - q @ (a.moveaxis(q, -1, -2) @ g_cols)      # off the range: g - Q (Q' g)
+    low_rank = push(point.from_matrix(a.moveaxis(q, -1, 0)), third, None, True)[0]
+    residual = push(point.from_matrix(a.moveaxis(rest, -1, 0)), third,
+                    _constant(a, 1.0 / third, third, point.like), True)[0]
+    return low_rank + residual
+
+
+def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, rows: int) -> list:
+    """``mean(v * (H v))`` over random +-1 directions, per differentiated leaf."""
+    a = backend.arrays
+    v = point.signs(key, rows)[0]
+    out = []
+    for vi, hi, ax in zip(v, _hvp_rows(backend, call, v), point.axes):
+        d = (vi * hi).sum(0) / rows
+        out.append(a.moveaxis(d, ax, 0) if ax is not None else d)
+    return out
+
+
+def _via_hessian(ns: Any, f: Callable, argnums: Any, in_axes: Any, has_aux: bool, args: tuple, kwargs: dict,
+                 what: str, point: _Point) -> Any:
+    """The nested baseline: the trace or diagonal of the framework's own Hessian."""
+    a = ns.backend.arrays
+    if in_axes is None:
+        h = ns.hessian(f, argnums, has_aux, impl="builtin")(*args, **kwargs)
+    else:
+        h = ns.batched_hessian(f, argnums, in_axes, has_aux, impl="builtin")(*args, **kwargs)
+    hess, aux = h if has_aux else (h, None)
+    call = point.call
+    call.flat(*call.primals)  # the output's structure
+    flat_h = pytree.leaves(hess)
+    count = len(point.sizes)
+    traces, diagonals = [], []
+    for o in range(len(flat_h) // (count * count)):
+        trace, diag = None, []
+        for i in range(count):
+            block = flat_h[o * count * count + i * count + i]
+            shape = a.shape(block)
+            out_shape = shape[:len(shape) - 2 * len(point.shapes[i])]
+            d = _take_diagonal(a, a.reshape(block, (*out_shape, point.sizes[i], point.sizes[i])))
+            diag.append(a.reshape(d, (*out_shape, *point.shapes[i])))
+            t = d.sum(-1)
+            trace = t if trace is None else trace + t
+        traces.append(trace)
+        diagonals.append(diag)
+    result = pytree.unflatten(call.out_def, traces) if what == "trace" else call.assemble(diagonals)
+    return (result, aux) if has_aux else result
+
+
+def _take_diagonal(a: Any, m: Any) -> Any:
+    n = a.shape(m)[-1]
+    eye = a.eye(n, m)
+    return (m * eye).sum(-1)

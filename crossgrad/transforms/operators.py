@@ -1,0 +1,192 @@
+"""hessian_operator: the Hessian of a scalar function as a linear operator, never formed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from crossgrad import errors, spec
+from crossgrad.backends.base import Backend
+from crossgrad.transforms.common import Call
+
+
+class HessianOperator:
+    """The ``n x n`` Hessian of a scalar function at one point, as a linear operator
+    on flat vectors (``n``: the elements of the differentiated arguments, in the order of
+    their leaves).
+
+    Products are Hessian-vector products (forward over reverse), never the matrix:
+    ``H @ v`` (``v`` of shape ``(n,)``) or ``H @ V`` (``(n, m)``, the columns mapped at
+    once).  ``dense()`` forms it (``n`` products); ``trace`` and ``diagonal`` take the
+    routes of :meth:`hessian_trace` / :meth:`hessian_diagonal`; ``eigenvalues`` the
+    largest ones by Lanczos; ``to_scipy()`` a ``scipy.sparse.linalg.LinearOperator``.
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> H = cg.torch.hessian_operator(lambda x: (x ** 3).sum(), torch.tensor([1.0, 2.0]))
+        >>> H.shape, H @ torch.tensor([1.0, 1.0])
+        ((2, 2), tensor([ 6., 12.]))
+    """
+
+    def __init__(self, namespace: Any, f: Callable, primals: tuple, argnums: Any):
+        name = "hessian_operator"
+        self._ns, self._f, self._primals, self._argnums = namespace, f, primals, argnums
+        backend: Backend = namespace.backend
+        self._backend = backend
+        self._call = Call(name, backend, f, primals, {}, argnums, False)
+        shapes = [tuple(s) for s, _, _ in self._call.output_shapes()]
+        if len(shapes) != 1 or shapes[0] != ():
+            spec.check_scalar(name, shapes[0] if len(shapes) == 1 else (len(shapes),))
+        a = backend.arrays
+        self._shapes = [a.shape(p) for p in self._call.primals]
+        self._sizes = [math.prod(s) for s in self._shapes]
+        n = sum(self._sizes)
+        self.shape = (n, n)
+        self.dtype = self._call.primals[0].dtype
+
+        p = backend.primitives
+        call = self._call
+
+        def grad(*leaves: Any) -> tuple:
+            out, vjp_fn, _ = p.vjp(lambda *x: call.flat_output(*x)[0], leaves, False)
+            return tuple(vjp_fn(a.ones_like(out)))
+
+        def hvp(v: Any) -> Any:
+            pieces, lo = [], 0
+            for size, shape in zip(self._sizes, self._shapes):
+                pieces.append(a.reshape(a.slice_axis(v, lo, lo + size, 0), shape))
+                lo += size
+            out = p.jvp(grad, call.primals, tuple(pieces), False)[1]
+            return a.concat([a.reshape(o, (-1,)) for o in out], 0)
+
+        self._hvp = hvp
+        self._hvp_columns = p.vmap(hvp, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"<HessianOperator {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
+
+    def _check_vector(self, v: Any, what: str) -> None:
+        shape = self._backend.arrays.shape(v)
+        if len(shape) not in (1, 2) or shape[0] != self.shape[1]:
+            raise errors.StructureError(
+                "hessian_operator", f"a vector of shape ({self.shape[1]},) or a matrix with {self.shape[1]} rows",
+                f"{what} of shape {shape}", "Flatten the direction into one vector over the differentiated "
+                "leaves, in order.")
+
+    def matvec(self, v: Any) -> Any:
+        """``H v`` for a vector ``v`` of shape ``(n,)``."""
+        self._check_vector(v, "a vector")
+        return self._hvp(v)
+
+    def matmat(self, v: Any) -> Any:
+        """``H V`` for ``V`` of shape ``(n, m)`` (the columns as one vectorized product)."""
+        self._check_vector(v, "a matrix")
+        return self._hvp_columns(v)
+
+    def __matmul__(self, v: Any) -> Any:
+        return self.matvec(v) if len(self._backend.arrays.shape(v)) == 1 else self.matmat(v)
+
+    def dense(self) -> Any:
+        """The matrix, ``(n, n)``, by ``n`` Hessian-vector products."""
+        return self.matmat(self._backend.arrays.eye(self.shape[0], self._call.primals[0]))
+
+    def _flat(self, leaves: Any) -> Any:
+        a = self._backend.arrays
+        from crossgrad import pytree
+
+        return a.concat([a.reshape(x, (-1,)) for x in pytree.leaves(leaves)], 0)
+
+    def trace(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
+        """The trace (a scalar array), as :meth:`hessian_trace` computes it."""
+        return self._ns.hessian_trace(self._f, self._argnums, estimator=estimator, samples=samples,
+                                      key=key)(*self._primals)
+
+    def diagonal(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
+        """The diagonal, ``(n,)``, as :meth:`hessian_diagonal` computes it."""
+        return self._flat(self._ns.hessian_diagonal(self._f, self._argnums, estimator=estimator, samples=samples,
+                                                    key=key)(*self._primals))
+
+    def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0) -> Any:
+        """The ``k`` largest (algebraic) eigenvalues, descending, by Lanczos with full
+        reorthogonalization (``iterations`` products, default ``max(2k + 20, 40)``, at most
+        ``n``: exact at ``n``), started from a random +-1 vector drawn from ``key``."""
+        import numpy as np
+
+        a = self._backend.arrays
+        n = self.shape[0]
+        if not isinstance(k, int) or not 1 <= k <= n:
+            raise errors.OptionError("hessian_operator", f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
+        steps = min(n, iterations or max(2 * k + 20, 40))
+        like = self._call.primals[0]
+        q = a.random_signs(key, [(n,)], like)[0]
+        q = q / (q * q).sum() ** 0.5
+        basis = [q]
+        alphas: list[float] = []
+        betas: list[float] = []
+        for j in range(steps):
+            w = self._hvp(basis[-1])
+            alphas.append(float(a.to_numpy((w * basis[-1]).sum())))
+            for _ in range(2):  # full reorthogonalization, twice: Lanczos loses orthogonality fast
+                for b in basis:
+                    w = w - (w * b).sum() * b
+            beta = float(a.to_numpy((w * w).sum())) ** 0.5
+            if j == steps - 1 or beta < 1e-10 * max(1.0, max(abs(x) for x in alphas)):
+                break
+            betas.append(beta)
+            basis.append(w / beta)
+        t = np.diag(alphas) + np.diag(betas[:len(alphas) - 1], 1) + np.diag(betas[:len(alphas) - 1], -1)
+        values = np.sort(np.linalg.eigvalsh(t))[::-1][:k].copy()
+        return a.from_numpy(values.astype(a.to_numpy(like).dtype), like)
+
+    def to_scipy(self) -> Any:
+        """A ``scipy.sparse.linalg.LinearOperator`` on NumPy vectors (CPU), for scipy's
+        solvers and eigensolvers."""
+        try:
+            from scipy.sparse.linalg import LinearOperator
+        except ImportError as exc:
+            raise errors.BackendUnavailableError(
+                "hessian_operator", "scipy to be importable for to_scipy()", f"ImportError: {exc}",
+                "Install it with: pip install scipy") from exc
+        a = self._backend.arrays
+        like = self._call.primals[0]
+
+        def matvec(v: Any) -> Any:
+            import numpy as np
+
+            x = a.from_numpy(np.ascontiguousarray(v, dtype=a.to_numpy(like).dtype).reshape(-1), like)
+            return a.to_numpy(self._hvp(x))
+
+        def matmat(v: Any) -> Any:
+            import numpy as np
+
+            x = a.from_numpy(np.ascontiguousarray(v, dtype=a.to_numpy(like).dtype), like)
+            return a.to_numpy(self._hvp_columns(x))
+
+        return LinearOperator(self.shape, matvec=matvec, rmatvec=matvec, matmat=matmat,
+                              dtype=a.to_numpy(like).dtype)
+
+
+class Operators:
+    """hessian_operator."""
+
+    backend: Backend
+
+    def hessian_operator(self, f: Callable, *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator:
+        """The Hessian of a scalar ``f`` at ``primals`` as a :class:`HessianOperator`
+        (``shape``, ``dtype``, ``@``, ``matvec``, ``matmat``, ``dense()``, ``trace()``,
+        ``diagonal()``, ``eigenvalues()``, ``to_scipy()``), never formed.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> H = cg.torch.hessian_operator(lambda x: (x ** 3).sum(), torch.tensor([1.0, 2.0]))
+            >>> H.dense()
+            tensor([[ 6.,  0.],
+                    [ 0., 12.]])
+        """
+        spec.check_callable("hessian_operator", f)
+        spec.validate_options("hessian_operator", argnums=argnums)
+        if not primals:
+            raise errors.OptionError("hessian_operator", "at least one primal (the point)", "no primals",
+                                     "Pass the point: hessian_operator(f, x).")
+        return HessianOperator(self, f, primals, argnums)

@@ -1,0 +1,216 @@
+"""Second-order directional derivatives pushed forward through a recorded program.
+
+NOTE [collapsed taylor]
+For directions ``v_1 .. v_k`` and weights ``c_k``, ``sum_k c_k v_k' H v_k`` (a Laplacian
+for the identity basis, a Hutchinson estimate for random directions, ``trace(C H)``
+for ``C = sum_k c_k v_k v_k'``) needs neither the Hessian nor one second-order pass per
+direction.  Each value ``y`` of the program carries its first-order coefficients
+``T_k = Dy[v_k]`` (``k`` rows) and one second-order coefficient
+``S = sum_k c_k D2y[v_k, v_k]`` (one row: the sum is taken at every operation, the
+"collapse" of Dangel et al., NeurIPS 2025, and folx's forward Laplacian).  For
+``y = g(x)``::
+
+    T_k(y) = Dg[T_k(x)]                        one vectorized jvp of g, or g itself if g is linear
+    S(y)   = Dg[S(x)] + sum_k c_k D2g[T_k(x), T_k(x)]
+
+and the last term is zero for a linear ``g``, ``g''(x) * sum_k c_k T_k(x)**2`` for an
+elementwise one (one second derivative, whatever ``k``), ``2 sum_k c_k g(Ta_k, Tb_k)``
+for a product of two varying factors, and a vectorized jvp of a jvp otherwise (exact for
+every operation the framework can differentiate forward twice).  Per operation the cost
+is that of pushing ``k + 1`` tangents forward, against the ``k`` forward-over-reverse
+passes of the nested Hessian trace.  With ``collapse=False`` the second-order rows stay
+one per direction (``k`` rows): the Hessian diagonal for the identity basis.
+
+The program is recorded by the backend (``backend.taylor.record``: torch's dispatched
+aten operations, jax's jaxpr), which also says how each operation is treated
+(``backend.taylor.kind``).  A program the backend cannot record (a torch function that
+writes into a tensor in place, a call under an outer torch.func transform) raises
+:class:`Unrecorded`, and the caller takes the nested route (:func:`nested`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from crossgrad.backends.base import Backend
+
+
+class Unrecorded(Exception):
+    """The backend cannot record this program for the forward propagation."""
+
+
+class Entry:
+    """One recorded operation: ``call(*values)`` returns its output leaves (a list).
+
+    ``keys[i]`` names the value at input position ``i`` (None for a constant, whose value
+    is ``values[i]``); ``out_keys`` name the outputs; ``results`` are the outputs when the
+    recording computed them already (torch), else None (jax: computed here).
+    """
+
+    __slots__ = ("call", "info", "keys", "name", "out_keys", "results", "values")
+
+    def __init__(self, name: str, call: Callable, keys: list, values: list, out_keys: list,
+                 results: list | None, info: Any = None):
+        self.name, self.call, self.keys, self.values = name, call, keys, values
+        self.out_keys, self.results, self.info = out_keys, results, info
+
+
+class Recording:
+    """A program as a list of :class:`Entry`: ``inputs`` are the keys of its inputs,
+    ``outputs`` the keys (or constant values) of its output leaves, ``treedef`` their
+    structure, ``values`` the outputs when already computed."""
+
+    def __init__(self, inputs: list, entries: list[Entry], outputs: list, treedef: Any,
+                 values: list | None = None):
+        self.inputs, self.entries, self.outputs, self.treedef, self.values = inputs, entries, outputs, treedef, values
+
+
+def _weighted_sum(x: Any, weights: Any, rows: int) -> Any:
+    """``sum_k c_k x[k]`` over the leading axis (``c = 1`` without weights)."""
+    if weights is not None:
+        x = x * weights.reshape((rows,) + (1,) * (x.ndim - 1))
+    return x.sum(0)
+
+
+def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: Sequence[Any], rows: int,
+         weights: Any = None, collapse: bool = True) -> tuple[list, list]:
+    """The outputs of ``rec`` at ``primals`` and their second-order coefficients.
+
+    ``directions[i]`` has shape ``(rows, *primals[i].shape)``.  Returns ``(values,
+    second)``: per output leaf its value and ``sum_k c_k D2 out[v_k, v_k]`` (shape of the
+    leaf) with ``collapse``, else ``D2 out[v_k, v_k]`` for each ``k`` (shape
+    ``(rows, *leaf)``).  NOTE [collapsed taylor].
+    """
+    a, p, taylor = backend.arrays, backend.primitives, backend.taylor
+    second_rows = 1 if collapse else rows
+    values: dict = {}
+    coeffs: dict = {}
+    for key, x, d in zip(rec.inputs, primals, directions):
+        values[key] = x
+        coeffs[key] = a.concat([d, a.zeros((second_rows, *a.shape(x)), x)], 0)
+
+    def curvature_rows(c: Any) -> Any:
+        """Per-direction curvature ``(rows, ...)`` as it enters the second-order rows."""
+        if collapse:
+            s = _weighted_sum(c, weights, rows)
+            return a.reshape(s, (1, *a.shape(s)))
+        return c
+
+    for e in rec.entries:
+        vals = [values[k] if k is not None and k in values else v for k, v in zip(e.keys, e.values)]
+        outs = e.results if e.results is not None else e.call(*vals)
+        if e.results is None:
+            for k, o in zip(e.out_keys, outs):
+                values[k] = o
+        live = [i for i, k in enumerate(e.keys) if k is not None and k in coeffs]
+        if not live:
+            continue
+        floating = [j for j, o in enumerate(outs) if taylor.is_float(o)]
+        if not floating:
+            continue
+        kind = taylor.kind(e, tuple(live))
+        if kind == "constant":
+            continue
+
+        def g(*live_vals: Any, _vals: list = vals, _e: Entry = e, _live: list = live,
+              _floating: list = floating) -> tuple:
+            substituted = list(_vals)
+            for i, v in zip(_live, live_vals):
+                substituted[i] = v
+            result = _e.call(*substituted)
+            return tuple(result[j] for j in _floating)
+
+        prim = tuple(vals[i] for i in live)
+        ts = tuple(coeffs[e.keys[i]] for i in live)
+        if callable(kind):  # a linear map the backend writes directly (an affine operation's tangent part)
+            new = kind(*ts)
+        elif kind == "linear":
+            new = p.vmap(g, 0, 0)(*ts)
+        elif kind == "pointwise":
+            new = _pointwise(backend, g, prim[0], ts[0], rows, curvature_rows)
+        else:
+            new = _general(backend, g, prim, ts, rows, curvature_rows, kind == "bilinear")
+        for j, t in zip(floating, new):
+            coeffs[e.out_keys[j]] = t
+
+    out_values, second = [], []
+    for idx, k in enumerate(rec.outputs):
+        v = rec.values[idx] if rec.values is not None else values[k]
+        out_values.append(v)
+        if k in coeffs:
+            c = coeffs[k][rows:]
+            second.append(a.reshape(c, a.shape(v)) if collapse else c)
+        elif taylor.is_float(v):
+            second.append(a.zeros(a.shape(v) if collapse else (second_rows, *a.shape(v)), v))
+        else:
+            second.append(None)
+    return out_values, second
+
+
+def _pointwise(backend: Backend, g: Callable, x: Any, t: Any, rows: int, curvature_rows: Callable) -> tuple:
+    """An elementwise ``g`` of one varying input: its first and second derivatives once,
+    then ``T' = g' T``, ``S' = g' S + g'' sum_k c_k T_k**2``."""
+    a, p = backend.arrays, backend.primitives
+    one = a.ones_like(x)
+    d1, d2, _ = p.jvp(lambda y: p.jvp(g, (y,), (one,), False)[1], (x,), (one,), False)
+    new = []
+    for g1, g2 in zip(d1, d2):
+        lift = (-1,) + (1,) * (g1.ndim - x.ndim) + tuple(a.shape(x))  # x broadcast against the output
+        tj = a.reshape(t, lift)
+        first = tj[:rows]
+        out = g1 * tj
+        new.append(a.concat([out[:rows], out[rows:] + curvature_rows(g2 * first * first)], 0))
+    return tuple(new)
+
+
+def _general(backend: Backend, g: Callable, prim: tuple, ts: tuple, rows: int, curvature_rows: Callable,
+             bilinear: bool) -> tuple:
+    """Any ``g``: a vectorized jvp for the first-order rows, and for the curvature
+    ``2 g(Ta_k, Tb_k)`` (a product of two varying factors) or a vectorized jvp of a jvp."""
+    a, p = backend.arrays, backend.primitives
+    lin = p.vmap(lambda *t: p.jvp(g, prim, t, False)[1], 0, 0)(*ts)
+    firsts = tuple(t[:rows] for t in ts)
+    if bilinear:
+        curv = tuple(2 * c for c in p.vmap(g, 0, 0)(*firsts))
+    else:
+        curv = p.vmap(lambda *t: p.jvp(lambda *y: p.jvp(g, y, t, False)[1], prim, t, False)[1], 0, 0)(*firsts)
+    return tuple(a.concat([x[:rows], x[rows:] + curvature_rows(c)], 0) for x, c in zip(lin, curv))
+
+
+def nested(backend: Backend, flat: Callable, primals: tuple, directions: Sequence[Any], rows: int,
+           weights: Any = None, collapse: bool = True) -> list:
+    """The second-order coefficients of :func:`push` by nested differentiation: one
+    forward-over-forward pass per direction, vectorized (the route for programs the
+    backend cannot record)."""
+    p = backend.primitives
+
+    def second(*t: Any) -> Any:
+        return p.jvp(lambda *y: p.jvp(flat, y, t, False)[1], primals, t, False)[1]
+
+    per_direction = p.vmap(second, 0, 0)(*directions)
+    if not collapse:
+        return list(per_direction)
+    return [_weighted_sum(c, weights, rows) for c in per_direction]
+
+
+def bytes_per_direction(backend: Backend, rec: Recording, primals: Sequence[Any]) -> int:
+    """About the memory one more direction costs :func:`push`: every floating value of
+    the program once more (its first-order coefficient), twice over for the temporaries
+    of the rules."""
+    a = backend.arrays
+    itemsize = a.nbytes(primals[0]) // max(a.size(primals[0]), 1) if primals else 4
+    total = sum(a.nbytes(p) for p in primals)
+    for e in rec.entries:
+        if e.results is not None:
+            total += sum(a.nbytes(r) for r in e.results if backend.taylor.is_float(r))
+        elif isinstance(e.info, tuple) and len(e.info) == 3:
+            total += itemsize * _prod(e.info[2])
+    return 2 * total
+
+
+def _prod(shape: Sequence[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
