@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import memory, pytree, spec
+from crossgrad import errors, memory, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
 from crossgrad.transforms.common import Call
@@ -222,7 +222,9 @@ class Curvature:
         if what == "diagonal" and estimator == "hutch++":
             spec.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
         if impl == "builtin" and estimator != "exact":
-            raise spec.unsupported(name, self.backend.name, "estimator", estimator)
+            raise errors.UnsupportedOptionError(
+                name, "estimator='exact' with impl='builtin' (the trace or diagonal of the framework's own Hessian)",
+                f"estimator={estimator!r}", "Use impl='composed' or 'auto' for the estimators.")
         backend = self.backend
         spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
         rows_wanted = samples or DEFAULT_SAMPLES

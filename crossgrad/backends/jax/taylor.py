@@ -154,6 +154,9 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         def added(*ts: Any) -> tuple:
             total = None
             for s, t in zip(signs, ts):
+                missing = len(shape) - (t.ndim - 1)
+                if missing > 0:  # a rank-0 operand broadcast against the other
+                    t = t.reshape((t.shape[0],) + (1,) * missing + t.shape[1:])
                 term = t if s == 1 else -t
                 total = term if total is None else total + term
             return (jnp.broadcast_to(total, (total.shape[0], *shape)),)

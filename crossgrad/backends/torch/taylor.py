@@ -71,13 +71,19 @@ class _Recorder(TorchDispatchMode):
         if decomposition is not None:
             # Recorded as the operations it is made of: their rules are cheaper, and
             # torch's forward-over-forward formulas of some composite operations are
-            # wrong (native_layer_norm's second directional derivative).
+            # wrong (native_layer_norm's second directional derivative).  A
+            # decomposition that reaches torch's prims (which torch.func does not
+            # differentiate: zeros) is undone, and the operation recorded whole.
+            start = len(self.entries)
             self.decomposing = True
             try:
                 with self:
-                    return decomposition(*args, **kwargs)
+                    out = decomposition(*args, **kwargs)
             finally:
                 self.decomposing = False
+            if not any(e.info[0].namespace == "prims" for e in self.entries[start:]):
+                return out
+            del self.entries[start:]
         out = func(*args, **kwargs)
         leaves, spec = tree_util.tree_flatten((args, kwargs))
         results = tree_util.tree_flatten(out)[0]
@@ -111,6 +117,13 @@ def is_float(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
 
 
+def _lift(t: Any, rank: int) -> Any:
+    """Coefficients ``(rows, *shape)`` with axes of size 1 inserted after the rows, so that
+    they broadcast against an output of ``rank`` axes as the value broadcasts."""
+    missing = rank - (t.dim() - 1)
+    return t.reshape((t.shape[0],) + (1,) * missing + tuple(t.shape[1:])) if missing > 0 else t
+
+
 def kind(entry: Entry, live: tuple[int, ...]) -> Any:
     """How NOTE [collapsed taylor] treats the operation, given the input positions that vary:
     ``"linear"``, ``"pointwise"`` (one varying input), ``"bilinear"`` (two varying factors),
@@ -138,6 +151,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         def added(*ts: Any) -> tuple:
             total = None
             for s, t in zip(scales, ts):
+                t = _lift(t, len(shape))
                 term = t if s == 1 else t * s
                 total = term if total is None else total + term
             return (total.expand((total.shape[0], *shape)),)
@@ -158,7 +172,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
             if alpha != 1 and total is not None:
                 total = total * alpha
             if 0 in parts:
-                t = parts[0] * beta if beta != 1 else parts[0]
+                t = _lift(parts[0] * beta if beta != 1 else parts[0], len(shape))
                 t = t.expand((t.shape[0], *shape))
                 total = t if total is None else total + t
             return (total,)
