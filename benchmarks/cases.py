@@ -18,7 +18,7 @@ from crossgrad.testing import problems
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # jacobian, batched_jacobian, hessian, batched_hessian, hvp
+    kind: str  # jacobian, batched_jacobian, hessian, batched_hessian, hvp, batched_laplacian
     gpu: Callable[[], problems.Problem]
     cpu: Callable[[], problems.Problem]
     compile: bool = False
@@ -70,6 +70,15 @@ CASES = [
          lambda: problems.mlp((64, 256, 256, 1), batch=64, wrt="params")),
     Case("hess D16 (dispatch)", "hessian",
          lambda: problems.tanh_linear(16, 16), lambda: problems.tanh_linear(16, 16), compile=True),
+    # Laplacians (issue: at most 0.5x the nested trace(batched_hessian) at D=50 and D=16).
+    Case("laplacian MLP D50 768-768-512-512-1", "batched_laplacian",
+         lambda: problems.mlp((50, 768, 768, 512, 512, 1), batch=256),
+         lambda: problems.mlp((50, 192, 192, 128, 128, 1), batch=16)),
+    Case("laplacian MLP D16 64-64-1", "batched_laplacian",
+         lambda: problems.mlp((16, 256, 256, 1), batch=1024), lambda: problems.mlp((16, 64, 64, 1), batch=64)),
+    Case("laplacian PINN 2-512x6-3", "batched_laplacian",
+         lambda: problems.mlp((2, 512, 512, 512, 512, 512, 512, 3), batch=10000),
+         lambda: problems.mlp((2, 128, 128, 128, 128, 128, 128, 3), batch=256)),
     Case("scaling bhess B4096 31->33", "batched_hessian",
          lambda: problems.tanh_linear(31, 33, batch=4096), lambda: problems.tanh_linear(31, 33, batch=256),
          scaling=True),

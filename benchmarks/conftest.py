@@ -57,7 +57,7 @@ def basis_directions(case: Any, problem: Any) -> tuple[int, int]:
     else:
         batch = 1
     per_sample = int(f(*args).numel())
-    if "hessian" in case.kind:
+    if "hessian" in case.kind or "laplacian" in case.kind:
         # The Jacobians of a Hessian run over the differentiated input's elements.
         per_sample = sum(int(np.prod(np.shape(leaf))) for leaf in pytree.leaves(args[problem.argnums]))
     return per_sample * batch, per_sample

@@ -68,6 +68,16 @@ def _raw(framework: str, kind: str, mode: str = "rev") -> Callable:
 
     def build(f: Callable, problem: Any, args: tuple) -> Callable:
         fw = _framework(framework)
+        if kind == "batched_laplacian":
+            # The nested baseline: the trace of the framework's batched Hessian.
+            hess = fw["vmap"](fw["hessian"](f, argnums=problem.argnums), problem.in_axes)
+
+            def trace(*a: Any) -> Any:
+                h = hess(*a)
+                n = h.shape[-1]
+                return (h * _eye_like(framework, n, h)).sum((-2, -1))
+
+            return trace
         if kind == "hvp":
             return lambda p, *rest: fw["jvp"](lambda q: fw["grad"](f)(q, *rest), (p,), (p,))[1]
         transform = fw["jac" + mode] if "jacobian" in kind else fw["hessian"]
@@ -75,6 +85,16 @@ def _raw(framework: str, kind: str, mode: str = "rev") -> Callable:
         return fw["vmap"](fn, problem.in_axes) if kind.startswith("batched") else fn
 
     return build
+
+
+def _eye_like(framework: str, n: int, like: Any) -> Any:
+    if framework == "torch":
+        import torch
+
+        return torch.eye(n, dtype=like.dtype, device=like.device)
+    import jax.numpy as jnp
+
+    return jnp.eye(n, dtype=like.dtype)
 
 
 def _notebook_loop_torch(f: Callable, problem: Any, args: tuple) -> Callable:
@@ -166,6 +186,11 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
             out.append(Impl("cg loop", _cg(framework, kind, mode="loop"), jit, ("loop",)))
             if framework == "torch":
                 out.append(Impl("notebook loop", _notebook_loop_torch, False, ("loop", "raw")))
+    elif kind == "batched_laplacian":
+        out.append(Impl("raw trace(hessian)", raw(kind), jit, ("raw",)))
+        out += [Impl(f"cg {impl}", _cg(framework, kind, impl=impl), jit, (impl,)) for impl in ("builtin", "composed")]
+        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
+        out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
     elif kind == "hvp":
         out += [Impl("raw jvp(grad)", raw(kind), jit, ("raw",))]
         out += [Impl(f"cg {impl}", _cg(framework, kind, impl=impl), jit, (impl,)) for impl in ("builtin", "composed")]

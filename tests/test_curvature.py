@@ -30,7 +30,7 @@ def dense_trace_and_diagonal(hessian, shapes: list[tuple[int, ...]]):
             block = flat[o * count * count + i * count + i]
             lead = block.shape[:block.ndim - 2 * len(shape)]
             size = int(np.prod(shape, dtype=int))
-            d = np.diagonal(block.reshape(lead + (size, size)), axis1=-2, axis2=-1)
+            d = np.diagonal(block.reshape((*lead, size, size)), axis1=-2, axis2=-1)
             diag.append(d.reshape(lead + tuple(shape)))
             trace = trace + d.sum(-1)
         traces.append(trace)
@@ -193,7 +193,7 @@ def test_diagonal_estimator_is_unbiased(backend):
 
 
 def test_batched_estimators_draw_per_sample(backend):
-    f, x, a = quadratic(backend, n=5)
+    f, _, a = quadratic(backend, n=5)
     batch = frameworks.convert(np.random.default_rng(0).standard_normal((40, 5)), backend.name, "float64")
     got = frameworks.to_numpy(backend.batched_hessian_trace(f, estimator="hutchinson", samples=3, key=1)(batch))
     assert got.shape == (40,) and np.unique(np.round(got, 12)).size > 1  # each sample its own directions
