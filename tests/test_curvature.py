@@ -56,15 +56,15 @@ def test_exact_trace_and_diagonal_match_the_dense_hessian(backend, problem):
     dense = backend.hessian(f, problem.argnums, strategy="loop")(*args)
     traces, diagonals = dense_trace_and_diagonal(dense, leaf_shapes(problem, args))
     for name in ("laplacian", "hessian_trace"):
-        got = getattr(backend, name)(f, problem.argnums)(*args)
+        got = getattr(backend, name)(f, problem.argnums, impl="composed")(*args)
         for g, t in zip(pytree.leaves(frameworks.to_numpy(got)), traces):
             np.testing.assert_allclose(g, t, **F64, err_msg=f"{name} {problem.name}")
-    got = backend.hessian_diagonal(f, problem.argnums)(*args)
+    got = backend.hessian_diagonal(f, problem.argnums, impl="composed")(*args)
     expected = [leaf for per_out in diagonals for leaf in per_out]
     for g, d in zip(pytree.leaves(frameworks.to_numpy(got)), expected):
         np.testing.assert_allclose(g, d, **F64, err_msg=f"hessian_diagonal {problem.name}")
     builtin = backend.laplacian(f, problem.argnums, impl="builtin")(*args)
-    frameworks.assert_trees_close(builtin, backend.laplacian(f, problem.argnums)(*args), **F64)
+    frameworks.assert_trees_close(builtin, backend.laplacian(f, problem.argnums, impl="composed")(*args), **F64)
 
 
 @pytest.mark.parametrize("problem", batched_catalog(), ids=lambda p: p.name)
@@ -73,15 +73,15 @@ def test_batched_forms_match_the_batched_hessian(backend, problem):
     f = problem.build(frameworks.ops(backend.name))
     dense = backend.batched_hessian(f, problem.argnums, problem.in_axes, strategy="loop")(*args)
     traces, diagonals = dense_trace_and_diagonal(dense, leaf_shapes(problem, args))
-    got = backend.batched_laplacian(f, problem.argnums, problem.in_axes)(*args)
+    got = backend.batched_laplacian(f, problem.argnums, problem.in_axes, impl="composed")(*args)
     for g, t in zip(pytree.leaves(frameworks.to_numpy(got)), traces):
         np.testing.assert_allclose(g, t, **F64)
-    got = backend.batched_hessian_diagonal(f, problem.argnums, problem.in_axes)(*args)
+    got = backend.batched_hessian_diagonal(f, problem.argnums, problem.in_axes, impl="composed")(*args)
     for g, d in zip(pytree.leaves(frameworks.to_numpy(got)), [x for per in diagonals for x in per]):
         np.testing.assert_allclose(g, d, **F64)
     chunked = backend.batched_hessian_trace(f, problem.argnums, problem.in_axes, chunk_size=2)(*args)
     frameworks.assert_trees_close(chunked, got_trace := backend.batched_hessian_trace(
-        f, problem.argnums, problem.in_axes)(*args), **F64)
+        f, problem.argnums, problem.in_axes, impl="composed")(*args), **F64)
     auto = backend.batched_hessian_trace(f, problem.argnums, problem.in_axes, chunk_size="auto")(*args)
     frameworks.assert_trees_close(auto, got_trace, **F64)
 
@@ -96,10 +96,10 @@ def test_torch_and_jax_agree(problem, dtype):
         ns, args = cg.backend(name), frameworks.convert(inputs, name, dtype)
         f = problem.build(frameworks.ops(name))
         if problem.in_axes is None:
-            got[name] = (ns.laplacian(f, problem.argnums)(*args), ns.hessian_diagonal(f, problem.argnums)(*args))
+            got[name] = (ns.laplacian(f, problem.argnums, impl="composed")(*args), ns.hessian_diagonal(f, problem.argnums, impl="composed")(*args))
         else:
-            got[name] = (ns.batched_laplacian(f, problem.argnums, problem.in_axes)(*args),
-                         ns.batched_hessian_diagonal(f, problem.argnums, problem.in_axes)(*args))
+            got[name] = (ns.batched_laplacian(f, problem.argnums, problem.in_axes, impl="composed")(*args),
+                         ns.batched_hessian_diagonal(f, problem.argnums, problem.in_axes, impl="composed")(*args))
     frameworks.assert_trees_close(got["torch"], got["jax"], **TOL[dtype]["parity"])
 
 
@@ -137,9 +137,9 @@ def test_operations_outside_the_benchmark(backend, case):
     f = outside_the_benchmark(backend.name)[case]
     x = frameworks.convert(np.random.default_rng(1).standard_normal(6), backend.name, "float64")
     dense = frameworks.to_numpy(backend.hessian(f, strategy="loop")(x))
-    np.testing.assert_allclose(frameworks.to_numpy(backend.laplacian(f)(x)),
+    np.testing.assert_allclose(frameworks.to_numpy(backend.laplacian(f, impl="composed")(x)),
                                np.trace(dense, axis1=-2, axis2=-1), **F64)
-    np.testing.assert_allclose(frameworks.to_numpy(backend.hessian_diagonal(f)(x)),
+    np.testing.assert_allclose(frameworks.to_numpy(backend.hessian_diagonal(f, impl="composed")(x)),
                                np.diagonal(dense, axis1=-2, axis2=-1), **F64)
 
 
@@ -218,11 +218,11 @@ def test_has_aux_tuple_argnums_and_pytrees(backend):
 def test_jit_and_vmap_of_the_single_point_form(backend):
     f, _, a = quadratic(backend, n=4)
     xs = frameworks.convert(np.random.default_rng(0).standard_normal((3, 4)), backend.name, "float64")
-    batched = backend.batched_laplacian(f)(xs)
+    batched = backend.batched_laplacian(f, impl="composed")(xs)
     np.testing.assert_allclose(frameworks.to_numpy(batched), np.trace(a), rtol=1e-12)
-    mapped = backend.vmap(backend.laplacian(f))(xs)
+    mapped = backend.vmap(backend.laplacian(f, impl="composed"))(xs)
     np.testing.assert_allclose(frameworks.to_numpy(mapped), np.trace(a), rtol=1e-12)
-    compiled = cg.jit(backend.batched_laplacian(lambda v: (v ** 3).sum()))(xs)
+    compiled = cg.jit(backend.batched_laplacian(lambda v: (v ** 3).sum()))(xs)  # auto: the Taylor route, traced
     np.testing.assert_allclose(frameworks.to_numpy(compiled), 6 * frameworks.to_numpy(xs).sum(1), rtol=1e-12)
 
 
@@ -233,7 +233,7 @@ def test_gradient_through_the_laplacian_torch():
     w = torch.randn(8, 2, generator=g, dtype=torch.float64, requires_grad=True)
     x = torch.randn(16, 2, generator=g, dtype=torch.float64)
     u = lambda w, x: torch.tanh(w @ x).sum()  # noqa: E731
-    loss = cg.torch.batched_laplacian(u, 1, (None, 0))(w, x).pow(2).sum()
+    loss = cg.torch.batched_laplacian(u, 1, (None, 0), impl="composed")(w, x).pow(2).sum()
     (got,) = torch.autograd.grad(loss, w)
     ref_loss = cg.torch.batched_laplacian(u, 1, (None, 0), impl="builtin")(w, x).pow(2).sum()
     (expected,) = torch.autograd.grad(ref_loss, w)
@@ -249,7 +249,7 @@ def test_in_place_writes_take_the_nested_route_torch():
         return (y ** 3).sum()
 
     x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
-    assert float(cg.torch.laplacian(f)(x)) == pytest.approx(6.0 * (2.0 + 3.0 + 4.0))
+    assert float(cg.torch.laplacian(f, impl="composed")(x)) == pytest.approx(6.0 * (2.0 + 3.0 + 4.0))
 
 
 def test_hessian_operator(backend):

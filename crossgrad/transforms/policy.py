@@ -191,14 +191,18 @@ def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
 # NOTE [laplacian route]
 # Traces and diagonals of Hessians: the forward Taylor route (NOTE [collapsed taylor],
 # crossgrad.transforms.taylor) pushes k + 1 tangents forward, where the trace of the
-# nested Hessian takes k forward-over-reverse passes.  Measured on 2 CPU cores
-# (float64, batched Laplacian of tanh MLPs, per call; benchmarks case "laplacian"):
-#   torch eager  D=50 50-768-768-512-512-1 B=16: 86 ms against 122 ms (0.71x)
-#   jax   jit    D=16 16-64-64-1 B=64:           0.77 ms against 1.47 ms (0.52x)
-# The benchmark's own tables (README, "Laplacians") hold the current figures; "auto"
-# takes the Taylor route on every backend and device, and the builtin (the trace or
-# diagonal of the framework's own Hessian) only when asked for.
-def curvature_route(backend: str, what: str) -> str:
+# nested Hessian takes k forward-over-reverse passes.  Measured on 2 CPU cores, float32,
+# batched Laplacians of tanh MLPs (make bench -k laplacian, 2026-11-26), median ms:
+#                                    Taylor   trace(vmap(hessian))
+#   jax jit  D=50 50-192-192-128-128-1 B16   1.68     3.11 (0.54x; peak 1.6 MB against 2.57)
+#   jax jit  D=16 16-64-64-1 B64             0.38     0.38 (1.0x)
+#   torch eager, D=50                        18.0     6.09 (3.0x: per-operation recording and
+#   torch eager, D=16                        17.5     6.71  rules cost ~0.1-0.3 ms each in Python)
+#   torch cg.jit (Taylor traced), D=16       0.54     6.71
+# So: the Taylor route wherever the program is compiled (jax always; torch under cg.jit or
+# torch.compile, where the rules run once at trace time), the framework's Hessian for
+# eager torch calls.  (At full width in float64 eager torch's Taylor route was 0.71x.)
+def curvature_route(backend: str, what: str, compiled: bool) -> str:
     """``"composed"`` (the forward Taylor route) or ``"builtin"`` (the framework's Hessian)
     for ``impl="auto"`` of the trace and diagonal transforms (NOTE [laplacian route])."""
-    return "composed"
+    return "composed" if compiled else "builtin"

@@ -127,6 +127,11 @@ def record(f: Callable, primals: tuple) -> Recording:
     return Recording(inputs, entries, outputs, found["treedef"])
 
 
+def being_compiled() -> bool:
+    """jax programs are compiled by ``jax.jit``: the rules are traced, never run per operation."""
+    return True
+
+
 def is_float(x: Any) -> bool:
     dtype = getattr(x, "dtype", None)
     return dtype is not None and (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating))

@@ -113,6 +113,14 @@ def record(f: Callable, primals: tuple) -> Recording:
                      values=leaves)
 
 
+def being_compiled() -> bool:
+    """Whether this call is recorded into a graph to compile (``cg.jit``'s traced routes,
+    ``torch.compile``): the rules' per-operation overhead is then paid once."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is not None or torch.compiler.is_compiling()
+
+
 def is_float(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
 
