@@ -256,7 +256,7 @@ class Curvature:
                 g = batched_f
             call = Call(name, backend, g, args, kwargs, argnums, has_aux)
             point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
-            if impl == "builtin" or (impl == "auto" and policy.curvature_route(
+            if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
                     backend.name, what, backend.taylor.being_compiled()) == "builtin"):
                 return _via_hessian(self, f, argnums, in_axes, has_aux, args, kwargs, what, point)
             return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
