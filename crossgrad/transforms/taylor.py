@@ -128,7 +128,7 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
         elif kind == "linear":
             new = p.vmap(g, 0, 0)(*ts)
         elif kind == "pointwise":
-            new = _pointwise(backend, g, prim[0], ts[0], rows, curvature_rows)
+            new = _pointwise(backend, g, prim[0], ts[0], rows, curvature_rows, taylor.derivatives(e))
         else:
             new = _general(backend, g, prim, ts, rows, curvature_rows, kind == "bilinear")
         for j, t in zip(floating, new):
@@ -148,12 +148,17 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     return out_values, second
 
 
-def _pointwise(backend: Backend, g: Callable, x: Any, t: Any, rows: int, curvature_rows: Callable) -> tuple:
-    """An elementwise ``g`` of one varying input: its first and second derivatives once,
-    then ``T' = g' T``, ``S' = g' S + g'' sum_k c_k T_k**2``."""
+def _pointwise(backend: Backend, g: Callable, x: Any, t: Any, rows: int, curvature_rows: Callable,
+               closed: tuple | None) -> tuple:
+    """An elementwise ``g`` of one varying input: its first and second derivatives once
+    (in closed form where the backend has it), then ``T' = g' T``,
+    ``S' = g' S + g'' sum_k c_k T_k**2``."""
     a, p = backend.arrays, backend.primitives
-    one = a.ones_like(x)
-    d1, d2, _ = p.jvp(lambda y: p.jvp(g, (y,), (one,), False)[1], (x,), (one,), False)
+    if closed is not None:
+        d1, d2 = (closed[0],), (closed[1],)
+    else:
+        one = a.ones_like(x)
+        d1, d2, _ = p.jvp(lambda y: p.jvp(g, (y,), (one,), False)[1], (x,), (one,), False)
     new = []
     for g1, g2 in zip(d1, d2):
         lift = (-1,) + (1,) * (g1.ndim - x.ndim) + tuple(a.shape(x))  # x broadcast against the output

@@ -37,6 +37,13 @@ _BILINEAR = {aten.mul.Tensor, aten.mm.default, aten.bmm.default, aten.mv.default
 # Whose output carries no derivative.
 _CONSTANT = {aten.detach.default, aten.zeros_like.default, aten.ones_like.default, aten.empty_like.default,
              aten.full_like.default, aten.rand_like.default, aten.randn_like.default, aten.lift_fresh.default}
+# Written in place, but only their view of the tensor changes (torch.func's vmap uses them on the
+# tensors it unwraps): recorded as the functional operation, the same tensor as its output.
+_INPLACE_VIEWS = {
+    aten.squeeze_.dims: aten.squeeze.dims, aten.squeeze_.dim: aten.squeeze.dim,
+    aten.squeeze_.default: aten.squeeze.default, aten.unsqueeze_.default: aten.unsqueeze.default,
+    aten.transpose_.default: aten.transpose.int, aten.t_.default: aten.t.default,
+}
 # Joined with the inputs (all of them must vary for the join to be linear).
 _JOINS = {aten.cat.default, aten.stack.default}
 
@@ -61,11 +68,16 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.entries: list[Entry] = []
         self.held: list[Any] = []
+        self.used: set[int] = set()  # tensors some recorded operation read
         self.decomposing = False  # one level: decompositions of decompositions reach prims, which torch.func lacks
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func._schema.is_mutable:
+        functional = _INPLACE_VIEWS.get(func)
+        if functional is not None and id(args[0]) in self.used:
+            # Read before its view changed: the earlier reads would see the new shape.
+            raise Unrecorded(f"{func} changes the view of a tensor already read")
+        if func._schema.is_mutable and functional is None:
             raise Unrecorded(f"{func} writes into a tensor in place")
         decomposition = None if self.decomposing else _decomposition(func)
         if decomposition is not None:
@@ -84,17 +96,28 @@ class _Recorder(TorchDispatchMode):
             if not any(e.info[0].namespace == "prims" for e in self.entries[start:]):
                 return out
             del self.entries[start:]
-        out = func(*args, **kwargs)
-        leaves, spec = tree_util.tree_flatten((args, kwargs))
-        results = tree_util.tree_flatten(out)[0]
+        recorded = functional or func
+        if not kwargs and not any(isinstance(a, (list, tuple)) for a in args):
+            leaves: list = list(args)  # the common case, without pytree machinery
 
-        def call(*values: Any, _func: Any = func, _spec: Any = spec) -> list:
-            a, kw = tree_util.tree_unflatten(list(values), _spec)
-            return tree_util.tree_flatten(_func(*a, **kw))[0]
+            def call(*values: Any, _func: Any = recorded) -> list:
+                out = _func(*values)
+                return list(out) if isinstance(out, (tuple, list)) else [out]
+        else:
+            leaves, spec = tree_util.tree_flatten((args, kwargs))
+
+            def call(*values: Any, _func: Any = recorded, _spec: Any = spec) -> list:
+                a, kw = tree_util.tree_unflatten(list(values), _spec)
+                return tree_util.tree_flatten(_func(*a, **kw))[0]
 
         keys = [id(x) if isinstance(x, torch.Tensor) else None for x in leaves]
-        self.entries.append(Entry(str(func), call, keys, leaves, [id(r) for r in results], results,
-                                  (func, args, kwargs)))
+        out = func(*args, **kwargs)
+        results = list(out) if isinstance(out, (tuple, list)) else [out]
+        self.used.update(k for k in keys if k is not None)
+
+        shapes = [tuple(r.shape) if isinstance(r, torch.Tensor) else None for r in results]
+        self.entries.append(Entry(str(recorded), call, keys, leaves, [id(r) for r in results], results,
+                                  (recorded, args, kwargs, shapes)))
         self.held.append(out)
         return out
 
@@ -132,29 +155,118 @@ def _lift(t: Any, rank: int) -> Any:
     return t.reshape((t.shape[0],) + (1,) * missing + tuple(t.shape[1:])) if missing > 0 else t
 
 
+def _axis(d: int) -> int:
+    """An axis of the value as an axis of its coefficients (one leading axis of rows)."""
+    return d + 1 if d >= 0 else d
+
+
+def _direct(func: Any, args: tuple, kwargs: dict, live: tuple[int, ...], shapes: list) -> Callable | None:
+    """The linear map of the commonest linear operations on the coefficients, written with
+    the rows as a leading axis (no torch.func.vmap: its per-call cost dominates small
+    programs); None for the others."""
+    if kwargs or live != (0,):
+        return None
+    rest = args[1:]
+    x = args[0]
+    if func in (aten.view.default, aten._unsafe_view.default, aten.reshape.default):
+        return lambda t: (t.reshape((t.shape[0], *rest[0])),)
+    if func == aten.expand.default:
+        return lambda t: (_lift(t, len(rest[0])).expand((t.shape[0], *rest[0])),)
+    if func == aten.t.default:
+        return lambda t: (t.transpose(-1, -2) if x.dim() == 2 else t,)
+    if func == aten.transpose.int:
+        return lambda t: (t.transpose(_axis(rest[0]), _axis(rest[1])),)
+    if func == aten.permute.default:
+        return lambda t: (t.permute(0, *(_axis(d % x.dim()) for d in rest[0])),)
+    if func == aten.unsqueeze.default:
+        return lambda t: (t.unsqueeze(_axis(rest[0])),)
+    if func in (aten.squeeze.dim, aten.squeeze.dims):
+        dims = rest[0] if isinstance(rest[0], (list, tuple)) else [rest[0]]
+        return lambda t: (t.reshape((t.shape[0], *shapes[0])),) if dims is not None else None
+    if func == aten.sum.dim_IntList and 1 <= len(rest) <= 2 and rest[0]:
+        keep = bool(rest[1]) if len(rest) > 1 else False
+        return lambda t: (t.sum([_axis(d) for d in rest[0]], keepdim=keep),)
+    if func == aten.sum.default and len(rest) == 0:
+        return lambda t: (t.reshape(t.shape[0], -1).sum(1),)
+    if func in (aten.neg.default,):
+        return lambda t: (-t,)
+    if func in (aten.clone.default, aten.alias.default):
+        return lambda t: (t,)
+    if func in (aten.mul.Scalar, aten.div.Scalar):
+        scale = rest[0] if func == aten.mul.Scalar else 1.0 / rest[0]
+        return lambda t: (t * scale,)
+    if func == aten.select.int:
+        return lambda t: (t.select(_axis(rest[0]), rest[1]),)
+    return None
+
+
+def _direct_product(func: Any, args: tuple, kwargs: dict, live: tuple[int, ...], shapes: list) -> Callable | None:
+    """Products with one varying factor, on the coefficients directly."""
+    if kwargs or len(live) != 1:
+        return None
+    i = live[0]
+    other = args[1 - i] if i in (0, 1) else None
+    if func == aten.mm.default:
+        return (lambda t: (torch.matmul(t, other),)) if i == 0 else (lambda t: (torch.matmul(other, t),))
+    if func == aten.mul.Tensor and isinstance(other, torch.Tensor):
+        rank = len(shapes[0])
+        return lambda t: (_lift(t, rank) * other,)
+    if func == aten.div.Tensor and i == 0 and isinstance(other, torch.Tensor):
+        rank = len(shapes[0])
+        return lambda t: (_lift(t, rank) / other,)
+    return None
+
+
+def derivatives(entry: Entry) -> tuple[Any, Any] | None:
+    """``(g'(x), g''(x))`` of a common elementwise operation of one input in closed form,
+    from its input and output; None for the others (the caller differentiates twice)."""
+    func, args, kwargs, _ = entry.info
+    if kwargs:
+        return None
+    x, y = args[0], entry.results[0]
+    if func == aten.tanh.default:
+        d1 = 1 - y * y
+        return d1, -2 * y * d1
+    if func == aten.exp.default:
+        return y, y
+    if func == aten.sigmoid.default:
+        d1 = y * (1 - y)
+        return d1, d1 * (1 - 2 * y)
+    if func == aten.sin.default:
+        return torch.cos(x), -y
+    if func == aten.cos.default:
+        return -torch.sin(x), -y
+    if func == aten.log.default:
+        r = 1 / x
+        return r, -r * r
+    if func == aten.pow.Tensor_Scalar and len(args) == 2 and isinstance(args[1], (int, float)):
+        e = args[1]
+        return e * x ** (e - 1), e * (e - 1) * x ** (e - 2)
+    return None
+
+
 def kind(entry: Entry, live: tuple[int, ...]) -> Any:
     """How NOTE [collapsed taylor] treats the operation, given the input positions that vary:
     ``"linear"``, ``"pointwise"`` (one varying input), ``"bilinear"`` (two varying factors),
     ``"constant"``, ``"general"``, or a function mapping the varying coefficients to the
     output's (the tangent part of an affine operation)."""
-    func, args, kwargs = entry.info
+    func, args, kwargs, shapes = entry.info
     if func in _CONSTANT:
         return "constant"
     if func in _LINEAR:
-        return "linear"
+        return _direct(func, args, kwargs, live, shapes) or "linear"
     tensors = [i for i, v in enumerate(entry.values) if isinstance(v, torch.Tensor)]
     if func in _JOINS:
         return "linear" if len(live) == len(tensors) else "general"
     if func in _BILINEAR:
-        return "linear" if len(live) == 1 else "bilinear"
+        return (_direct_product(func, args, kwargs, live, shapes) or "linear") if len(live) == 1 else "bilinear"
     if func == aten.div.Tensor and live == (0,):
-        return "linear"
-    out = entry.results[0]
+        return _direct_product(func, args, kwargs, live, shapes) or "linear"
     if func in (aten.add.Tensor, aten.sub.Tensor) and len(live) <= 2:
         alpha = kwargs.get("alpha", 1)
         sign = (1, -alpha if func == aten.sub.Tensor else alpha)
         scales = [sign[i] for i in live]
-        shape = tuple(out.shape)
+        shape = shapes[0]
 
         def added(*ts: Any) -> tuple:
             total = None
@@ -168,7 +280,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
     if func == aten.addmm.default and not {1, 2} <= set(live):
         beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
         a, b = args[1:3]
-        shape = tuple(out.shape)
+        shape = shapes[0]
 
         def affine(*ts: Any) -> tuple:
             parts = dict(zip(live, ts))
