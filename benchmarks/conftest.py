@@ -129,4 +129,10 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if precision is not None:
         precision.__exit__(None, None, None)
     if RUN.rows:
-        report.write(RUN, harness.PRECISION_NOTE)
+        selection = getattr(RUN, "selection", "") or ""
+        extra: list[str] = []
+        if not selection or any(w in selection for w in ("laplacian", "estimator")):
+            from benchmarks import estimators
+
+            extra = estimators.report(tuple(sorted({r["framework"] for r in RUN.rows})))
+        report.write(RUN, harness.PRECISION_NOTE, extra=extra)

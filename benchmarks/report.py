@@ -200,7 +200,7 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()
 
 
-def write(run: Any, precision: str, notes: tuple[str, ...] = ()) -> dict[str, Path]:
+def write(run: Any, precision: str, notes: tuple[str, ...] = (), extra: list[str] | None = None) -> dict[str, Path]:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.date.today().isoformat()
     selection = getattr(run, "selection", "") or ""
@@ -227,8 +227,12 @@ def write(run: Any, precision: str, notes: tuple[str, ...] = ()) -> dict[str, Pa
     for name, table in tables.items():
         text.append(f"\n== {name}\n" + tabulate(table, headers=HEADERS, disable_numparse=True))
         md += [f"## {name}", "", tabulate(table, headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
+    check_lines = check_lines + [line.removeprefix("- ") for line in (extra or []) if line.startswith("- ")]
     text.append("\n== checks\n" + "\n".join(check_lines))
     md += ["## checks", "", *[f"- {line}" for line in check_lines], ""]
+    if extra:
+        text.append("\n" + "\n".join(extra))
+        md += [*extra, ""]
     print("\n".join(text))
     paths = {"json": base.with_suffix(".json"), "md": base.with_suffix(".md"), "png": base.with_suffix(".png")}
     paths["json"].write_text(json.dumps({"device": run.device, "versions": run.versions, "precision": precision,

@@ -192,17 +192,19 @@ def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
 # Traces and diagonals of Hessians: the forward Taylor route (NOTE [collapsed taylor],
 # crossgrad.transforms.taylor) pushes k + 1 tangents forward, where the trace of the
 # nested Hessian takes k forward-over-reverse passes.  Measured on 2 CPU cores, float32,
-# batched Laplacians of tanh MLPs (make bench -k laplacian, 2026-11-26), median ms:
-#                                    Taylor   trace(vmap(hessian))
-#   jax jit  D=50 50-192-192-128-128-1 B16   1.68     3.11 (0.54x; peak 1.6 MB against 2.57)
-#   jax jit  D=16 16-64-64-1 B64             0.38     0.38 (1.0x)
-#   torch eager, D=50                        18.0     6.09 (3.0x: per-operation recording and
-#   torch eager, D=16                        17.5     6.71  rules cost ~0.1-0.3 ms each in Python)
-#   torch cg.jit (Taylor traced), D=16       0.54     6.71
-# So: the Taylor route wherever the program is compiled (jax always; torch under cg.jit or
-# torch.compile, where the rules run once at trace time), the framework's Hessian for
-# eager torch calls.  (At full width in float64 eager torch's Taylor route was 0.71x.)
+# batched Laplacians of tanh MLPs (make bench -k laplacian, 2026-11-26), median ms,
+# Taylor route against the framework's trace(vmap(hessian)):
+#   torch eager  D=50 50-192-192-128-128-1 B16   3.48 vs 5.87 (0.59x)
+#   torch eager  D=16 16-64-64-1 B64             1.80 vs 7.36 (0.24x)
+#   torch eager  PINN 2-128x6-3 B256            15.5  vs 25.1  (0.62x)
+#   torch cg.jit (the Taylor route traced)       D=50 1.33, D=16 0.26, PINN 6.47
+#   jax jit      D=50                            1.82 vs 3.06 (0.59x; peak 1.6 MB vs 2.57)
+#   jax jit      D=16                            0.375 vs 0.389 (0.96x)
+#   jax jit      PINN                            4.62 vs 6.16 (0.75x)
+# (Before torch's recording followed torch.func.vmap's in-place view changes and had direct
+# rules, torch eager took 18 ms at D=50: 3x slower than the nested route.)  So "auto" takes
+# the Taylor route on both backends; the builtin only when asked for.
 def curvature_route(backend: str, what: str, compiled: bool) -> str:
     """``"composed"`` (the forward Taylor route) or ``"builtin"`` (the framework's Hessian)
     for ``impl="auto"`` of the trace and diagonal transforms (NOTE [laplacian route])."""
-    return "composed" if compiled else "builtin"
+    return "composed"

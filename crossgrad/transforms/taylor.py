@@ -165,7 +165,7 @@ def _pointwise(backend: Backend, g: Callable, x: Any, t: Any, rows: int, curvatu
         tj = a.reshape(t, lift)
         first = tj[:rows]
         out = g1 * tj
-        new.append(a.concat([out[:rows], out[rows:] + curvature_rows(g2 * first * first)], 0))
+        new.append(a.add_to_rows(out, rows, curvature_rows(g2 * first * first)))
     return tuple(new)
 
 
@@ -180,7 +180,7 @@ def _general(backend: Backend, g: Callable, prim: tuple, ts: tuple, rows: int, c
         curv = tuple(2 * c for c in p.vmap(g, 0, 0)(*firsts))
     else:
         curv = p.vmap(lambda *t: p.jvp(lambda *y: p.jvp(g, y, t, False)[1], prim, t, False)[1], 0, 0)(*firsts)
-    return tuple(a.concat([x[:rows], x[rows:] + curvature_rows(c)], 0) for x, c in zip(lin, curv))
+    return tuple(a.add_to_rows(x, rows, curvature_rows(c)) for x, c in zip(lin, curv))
 
 
 def nested(backend: Backend, flat: Callable, primals: tuple, directions: Sequence[Any], rows: int,

@@ -178,3 +178,8 @@ def is_random_key(key: Any) -> bool:
 def qr(x: Array) -> Array:
     """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``."""
     return jnp.linalg.qr(x)[0]
+
+
+def add_to_rows(x: Array, start: int, c: Array) -> Array:
+    """``x`` with ``c`` added to its rows from ``start`` on (an update in place under jit)."""
+    return x.at[start:].add(c)

@@ -187,3 +187,8 @@ def is_random_key(key: Any) -> bool:
 def qr(x: Array) -> Array:
     """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``."""
     return torch.linalg.qr(x).Q
+
+
+def add_to_rows(x: Array, start: int, c: Array) -> Array:
+    """``x`` with ``c`` added to its rows from ``start`` on (a new array)."""
+    return torch.cat([x[:start], x[start:] + c])
