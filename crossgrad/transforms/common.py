@@ -140,7 +140,7 @@ class Call:
         spec.check_some_output(self.transform, out, len(out_leaves))
         for leaf in out_leaves:
             spec.check_output_leaf(self.transform, self.backend.arrays.owns(leaf), leaf)
-        return (tuple(out_leaves), pytree.canonical(aux)) if self.has_aux else tuple(out_leaves)
+        return (tuple(out_leaves), aux) if self.has_aux else tuple(out_leaves)
 
     def flat_output(self, *leaves: Any) -> tuple:
         """``flat`` without the aux."""
@@ -288,8 +288,8 @@ def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar
         if real:
             for k, leaf in enumerate(pytree.leaves(out)):
                 spec.check_real_output(transform, dtype_name(leaf), f"output leaf {k}")
-        out = pytree.canonical(out)
-        return (out, pytree.canonical(aux)) if has_aux else out
+        out = out
+        return (out, aux) if has_aux else out
 
     return checked_f
 

@@ -24,7 +24,7 @@ from crossgrad.transforms.common import (
 def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
     """``tree`` (tangents, cotangents) matches ``like`` leaf for leaf: structure, shapes and
     dtypes (torch alone would accept float32 tangents for float64 primals)."""
-    if pytree.flatten(tree)[1] != pytree.flatten(like)[1]:
+    if not pytree.same_structure(pytree.flatten(tree)[1], pytree.flatten(like)[1]):
         raise errors.StructureError(
             transform,
             f"{what} with the same pytree structure as {like_name}",
@@ -32,7 +32,7 @@ def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_
             f"for {like_name} with {len(pytree.leaves(like))} leaves",
             f"Give one {what[:-1]} per leaf of {like_name}, in the same containers.",
         )
-    for k, (a, b) in enumerate(zip(pytree.leaves(tree), pytree.leaves(like))):
+    for k, (a, b) in enumerate(zip(pytree.leaves(pytree.ordered_like(tree, like)), pytree.leaves(like))):
         sa, sb = getattr(a, "shape", None), getattr(b, "shape", None)
         if sa is None or sb is None:
             continue
@@ -84,7 +84,7 @@ class Derivatives:
             key = Memo.key(args)
             if memo.get(key) is None:
                 memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-            return builtins.get(make, args, kwargs, real=real)(*pytree.canonical(args))
+            return builtins.get(make, args, kwargs, real=real)(*args)
 
         return run
 
@@ -180,13 +180,13 @@ class Derivatives:
         if use_builtin(name, backend, impl):
             Call(name, backend, f, primals, {}, argnums, has_aux)
             g = checked(name, backend, f, has_aux, scalar=False)
-            out, builtin_vjp, *aux = backend.builtins.vjp(g, pytree.canonical(primals), has_aux)
+            out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
 
             def builtin_vjp_fn(cotangent: Any) -> tuple:
                 # The output's dicts come back in crossgrad's key order; a cotangent in the
                 # function's own order is the same pytree (torch.func alone would refuse it).
                 _check_same_structure(name, "cotangents", cotangent, out, "the output")
-                return builtin_vjp(pytree.canonical(cotangent))
+                return builtin_vjp(pytree.ordered_like(cotangent, out))
 
             return (out, builtin_vjp_fn, *aux)
         call = Call(name, backend, f, primals, {}, argnums, has_aux)
@@ -236,7 +236,7 @@ class Derivatives:
         check_leaves(name, backend, pytree.leaves(tangents))
         if use_builtin(name, backend, impl):
             g = checked(name, backend, f, has_aux, scalar=False)
-            return backend.builtins.jvp(g, pytree.canonical(primals), pytree.canonical(tangents), has_aux)
+            return backend.builtins.jvp(g, primals, tangents, has_aux)
         out, push, aux = self._transposed_vjp(call)
         tout = push(pytree.leaves(tangents))
         result = (pytree.unflatten(call.out_def, list(out)), pytree.unflatten(call.out_def, list(tout)))
@@ -265,7 +265,7 @@ class Derivatives:
         backend = self.backend
         call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
         if use_builtin(name, backend, impl):
-            return backend.builtins.linearize(checked(name, backend, f, False, False), pytree.canonical(primals))
+            return backend.builtins.linearize(checked(name, backend, f, False, False), primals)
         out, push, _ = self._transposed_vjp(call)
         out_def = call.out_def
 

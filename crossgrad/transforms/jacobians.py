@@ -291,7 +291,7 @@ class Jacobians:
                 real = m == "rev" or not backend.builtins.COMPLEX_FORWARD
                 fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m, real=real)
                 try:
-                    return fn(*pytree.canonical(args))
+                    return fn(*args)
                 except errors.ComplexOutputError:
                     if m == "rev":
                         raise

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from crossgrad import pytree
 from crossgrad.backends.base import Backend
 from crossgrad.spec import TRANSFORMS
 from crossgrad.transforms.batched import Batched
@@ -25,7 +26,8 @@ IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, No
 
 
 def _watch_inputs(name: str, method: Callable) -> Callable:
-    """Wrap a public transform so that a function writing into its inputs in place is
+    """Wrap a public transform so that dicts are walked in its framework's key order,
+    so that a function writing into its inputs in place is
     reported (:class:`crossgrad.errors.InputMutationError`) instead of silently
     changing the caller's arrays (``arrays.watch`` is empty for immutable arrays: jax),
     and so that its calls run in ``arrays.exclusive()`` (one thread at a time on torch,
@@ -34,17 +36,19 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
     @functools.wraps(method)
     def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
         arrays = self.backend.arrays
+        order = self.backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
         if name in IMMEDIATE:
-            with arrays.exclusive():
+            with arrays.exclusive(), pytree.dict_order(order):
                 watched = arrays.watch(args[IMMEDIATE[name]] + tuple(kwargs.values()))
                 result = method(self, *args, **kwargs)
                 check_unchanged(name, watched)
                 return result
-        fn = method(self, *args, **kwargs)
+        with pytree.dict_order(order):
+            fn = method(self, *args, **kwargs)
 
         @functools.wraps(fn)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
-            with arrays.exclusive():
+            with arrays.exclusive(), pytree.dict_order(order):
                 watched = arrays.watch(call_args + tuple(call_kwargs.values()))
                 out = fn(*call_args, **call_kwargs)
                 if watched:

@@ -163,12 +163,12 @@ class Vectorize:
                 run = None if kwargs else known[3]
                 if run is None:
                     run = backend.builtins.vmap(checked(name, backend, g, False, False),
-                                                tuple(pytree.unflatten(treedef, axes)), pytree.canonical(out_axes),
+                                                tuple(pytree.unflatten(treedef, axes)), out_axes,
                                                 chunk_size)
                     if not kwargs:
                         known[3] = run
                 try:
-                    return run(*pytree.canonical(args))
+                    return run(*args)
                 except errors.CrossgradError:
                     raise
                 except Exception as exc:
