@@ -80,8 +80,9 @@ def _dict_keys(tree: dict) -> tuple:
 
 def _registered(tree: Any) -> tuple[str, Any, Sequence[Any]] | None:
     """One level of a node some framework's registry knows, or None (a leaf)."""
-    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
-        return None  # arrays: leaves in every registry, answered without asking one
+    if isinstance(tree, (int, float, complex, str, bytes)) or type(tree).__module__.partition(".")[0] in (
+            "torch", "jax", "jaxlib", "numpy"):
+        return None  # arrays and scalars: leaves in every registry, answered without asking one
     jax = sys.modules.get("jax")
     if jax is not None:
         kids, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is not tree)

@@ -63,15 +63,33 @@ def test_readme_jit_example_runs_as_written():
     assert float(diff) < 1e-4
 
 
-@pytest.mark.skipif("torch" not in frameworks.selected(), reason="the example uses torch")
-def test_readme_laplacian_example_runs_as_written():
-    """The README's Laplacian example, extracted from the README and run as a script
-    (its asserts compare the Taylor route with the nested baseline)."""
+def readme_blocks() -> list[tuple[str, str]]:
+    """Every Python block of the README, with the heading it sits under."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Laplacians, Hessian traces and diagonals", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    code += "\nprint(lap.shape, diag.shape, abs(float(top[0] - torch.linalg.eigvalsh(H.dense())[-1])) < 1e-3)\n"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    blocks, heading = [], ""
+    for part in text.split("```"):
+        lines = part.splitlines()
+        if lines and lines[0].strip() == "python":
+            blocks.append((heading, "\n".join(lines[1:])))
+        else:
+            headings = [line for line in lines if line.startswith("#")]
+            heading = headings[-1] if headings else heading
+    return blocks
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the README uses both backends")
+@pytest.mark.parametrize("index", range(len(readme_blocks())))
+def test_every_readme_block_runs_as_written(index):
+    heading, code = readme_blocks()[index]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_ENABLE_X64": "0"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "torch.Size([256]) torch.Size([256, 2]) True"
+    assert result.returncode == 0, f"README block under {heading!r}:\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
+def test_models_example_matches_the_frameworks():
+    pytest.importorskip("equinox")
+    pytest.importorskip("flax")
+    out = _run_example("models.py")
+    assert "torch nn.Module" in out and "equinox MLP: grad is an MLP (activation: None)" in out
+    assert "flax nnx: grad is a State" in out

@@ -102,7 +102,7 @@ class Batched:
             starts = [0]
             for a in args:
                 starts.append(starts[-1] + len(pytree.leaves(a)))
-            diff = [axes[starts[k] + j] for k in call.nums for j in range(starts[k + 1] - starts[k])]
+            diff = call.kept_of([axes[starts[k] + j] for k in call.nums for j in range(starts[k + 1] - starts[k])])
             size = batch_size(name, args, axes, shape)
             if not diff or None in diff or size == 0 or call.has_no_elements():
                 return ("outside",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -114,7 +115,13 @@ class Call:
             self.bounds.append((len(leaves), len(leaves) + len(arg_leaves)))
             leaves.extend(arg_leaves)
         check_leaves(transform, backend, pytree.leaves((args, kwargs)))
-        for j, leaf in enumerate(leaves):
+        self.all_leaves = leaves
+        # Leaves of a model that are not numbers (activation functions, flags, names) are
+        # static: held in place, not differentiated, None at their place in a derivative,
+        # as equinox's filtered transforms treat them.
+        self.kept = [j for j, leaf in enumerate(leaves) if not is_static(leaf)]
+        for j in self.kept:
+            leaf = leaves[j]
             k = next(i for i, (lo, hi) in enumerate(self.bounds) if lo <= j < hi)
             position = f"argument {self.nums[k]}" + (f", leaf {j - self.bounds[k][0]}" if self.defs[k].kind != "leaf" else "")
             if not backend.arrays.is_input(leaf):
@@ -122,14 +129,22 @@ class Call:
                                              f"a {type(leaf).__name__} at {position}",
                                              "Pass arrays of the backend's framework, or leave this argument out of argnums.")
             spec.check_float_input(transform, backend.arrays.dtype_name(leaf), position)
-        self.primals = tuple(leaves)
+        self.primals = tuple(leaves[j] for j in self.kept)
         self.out_def: pytree.TreeDef | None = None
 
     def rebuild(self, leaves: tuple) -> list[Any]:
+        full = list(self.all_leaves)
+        for j, v in zip(self.kept, leaves):
+            full[j] = v
         args = list(self.args)
         for k, treedef, (lo, hi) in zip(self.nums, self.defs, self.bounds):
-            args[k] = pytree.unflatten(treedef, leaves[lo:hi])
+            args[k] = pytree.unflatten(treedef, full[lo:hi])
         return args
+
+    def kept_of(self, values: list[Any]) -> list[Any]:
+        """Of per-leaf values over every leaf of the differentiated arguments, those of the
+        differentiated (non-static) leaves."""
+        return [values[j] for j in self.kept]
 
     def flat(self, *leaves: Any) -> Any:
         out = call_user(self.transform, self.backend, self.f, *self.rebuild(leaves), **self.kwargs)
@@ -169,8 +184,12 @@ class Call:
         return self.backend.primitives.output_shapes(run, tuple(leaves[i] for i in positions))
 
     def per_argnum(self, values: list[Any]) -> Any:
-        """Per-input-leaf values grouped back into the argnums' pytrees (JAX's nesting)."""
-        grouped = tuple(pytree.unflatten(d, values[lo:hi]) for d, (lo, hi) in zip(self.defs, self.bounds))
+        """Per-input-leaf values (one per differentiated leaf) grouped back into the argnums'
+        pytrees (JAX's nesting), None at the places of static leaves."""
+        full: list[Any] = [None] * len(self.all_leaves)
+        for j, v in zip(self.kept, values):
+            full[j] = v
+        grouped = tuple(pytree.unflatten(d, full[lo:hi]) for d, (lo, hi) in zip(self.defs, self.bounds))
         return grouped[0] if self.single else grouped
 
     def assemble(self, blocks: list[list[Any]]) -> Any:
@@ -188,12 +207,26 @@ class Call:
         return tuple((arrays.shape(p), arrays.dtype_name(p)) for p in self.primals)
 
 
-def has_none(tree: Any) -> bool:
-    """Whether ``tree`` holds a None (an empty subtree), which some built-ins refuse."""
+def is_static(leaf: Any) -> bool:
+    """A leaf that is neither an array nor a number (a function, a string, a flag): static
+    in every transform."""
+    if isinstance(leaf, bool):
+        return True
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        return False
+    return not isinstance(leaf, numbers.Number)
+
+
+def needs_composition(backend: Backend, tree: Any) -> bool:
+    """Whether ``tree`` holds what the framework's built-ins refuse and crossgrad's
+    compositions take: static leaves (both frameworks), None subtrees (torch.func)."""
     def visit(td: pytree.TreeDef) -> bool:
         return td.kind == "none" or any(visit(c) for c in td.children)
 
-    return visit(pytree.flatten(tree)[1])
+    flat, treedef = pytree.flatten(tree)
+    if any(is_static(leaf) for leaf in flat):
+        return True
+    return not backend.builtins.NONE_LEAVES and visit(treedef)
 
 
 class Memo:

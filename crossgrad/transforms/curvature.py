@@ -249,7 +249,8 @@ class Curvature:
                 starts = [0]
                 for arg in args:
                     starts.append(starts[-1] + len(pytree.leaves(arg)))
-                axes = [all_axes[starts[k] + j] for k in probe.nums for j in range(starts[k + 1] - starts[k])]
+                axes = probe.kept_of([all_axes[starts[k] + j] for k in probe.nums
+                                      for j in range(starts[k + 1] - starts[k])])
                 batch = batch_size(name, args, all_axes, backend.arrays.shape)
                 if None in axes or batch == 0:
                     return outside(args, kwargs)

@@ -16,7 +16,7 @@ from crossgrad.transforms.common import (
     check_leaves,
     check_output,
     checked,
-    has_none,
+    needs_composition,
     use_builtin,
 )
 
@@ -108,12 +108,9 @@ class Derivatives:
             return composed
         make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
         via = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
-        if backend.builtins.NONE_LEAVES:
-            return via
-
         def builtin_or_composed(*args: Any, **kwargs: Any) -> Any:
-            # torch.func refuses None leaves: the composition takes them.
-            return composed(*args, **kwargs) if has_none(args) else via(*args, **kwargs)
+            # What the built-ins refuse (static leaves; None on torch): the composition takes it.
+            return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
 
         return builtin_or_composed
 

@@ -12,7 +12,7 @@ from typing import Any
 from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
-from crossgrad.transforms.common import Call, Memo, has_none, size_of, use_builtin
+from crossgrad.transforms.common import Call, Memo, needs_composition, size_of, use_builtin
 
 
 class Hessians:
@@ -90,8 +90,8 @@ class Hessians:
                     # No elements, nothing to differentiate: the composition builds the
                     # empty blocks (torch.func's built-ins fail on empty inputs).
                     picked = (strategy if strategy != "auto" else "fwd-rev", "composed", True)
-                elif has_none(args) and not backend.builtins.NONE_LEAVES:
-                    # torch.func refuses None leaves: the composition takes them.
+                elif needs_composition(backend, args):
+                    # torch.func refuses None leaves, both frameworks static leaves: the composition takes them.
                     picked = (strategy if strategy != "auto" else "fwd-rev", "composed", True)
                 elif strategy != "auto":
                     picked = (strategy, None, False)

@@ -18,7 +18,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking, policy
-from crossgrad.transforms.common import Builtins, Call, Memo, has_none, size_of, use_builtin
+from crossgrad.transforms.common import Builtins, Call, Memo, needs_composition, size_of, use_builtin
 
 log = logging.getLogger("crossgrad")
 
@@ -316,7 +316,7 @@ class Jacobians:
                     sig = call.signature()
                     m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
                 # torch.func refuses None leaves: the composition takes them.
-                composed_only = has_none(args) and not backend.builtins.NONE_LEAVES
+                composed_only = needs_composition(backend, args)
                 known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
             m = known[0]
             if mode != "auto" or m != "fwd":
