@@ -58,6 +58,8 @@ TOOLS = ("jit", "check_grads")
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")
+# What a random operation under vmap does: refused, one draw per batch element, one for all.
+RANDOMNESS = ("error", "different", "same")
 # How traces and diagonals of Hessians are computed (exactly, or estimated from random directions).
 ESTIMATORS = ("exact", "hutchinson", "hutch++")
 # NumPy's casting rules, for writing results into a sink (stream_to).
@@ -149,6 +151,8 @@ def validate_options(transform: str, **options: Any) -> None:
             check_axes_form(transform, name, value)
         elif name == "route":
             check_choice(transform, name, value, JIT_ROUTES)
+        elif name == "randomness":
+            check_choice(transform, name, value, RANDOMNESS)
         elif name == "estimator":
             check_choice(transform, name, value, ESTIMATORS)
         elif name == "samples":

@@ -35,7 +35,7 @@ class Batched:
 
     def batched_jacobian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                          mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                         devices: Any = None, gather: bool = False) -> Callable:
+                         devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
         """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
 
         ``f`` is written for one sample; ``in_axes`` says which arguments carry the
@@ -45,7 +45,9 @@ class Batched:
         that of :meth:`jacobian`; an int ``chunk_size`` bounds the basis vectors per
         sample, ``"auto"`` bounds the samples computed at once by the memory budget
         (:func:`crossgrad.memory_budget`; the per-sample work is what grows with the batch).
-        ``devices`` and ``gather`` spread the batch over devices as in :meth:`vmap`.
+        ``devices`` and ``gather`` spread the batch over devices as in :meth:`vmap`;
+        ``randomness`` is :meth:`vmap`'s across the batch, while within one sample every
+        basis vector sees the same draw (the derivative of one realization).
 
         Example:
             >>> import torch, crossgrad as cg
@@ -58,15 +60,15 @@ class Batched:
         spec.validate_options(name, in_axes=in_axes)
         inner, outer = _split_chunks(chunk_size)
         per_sample = self._jacobian(name, f, argnums, has_aux, mode, inner, impl)
-        return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather)
+        return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
 
     def batched_hessian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                         strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                        devices: Any = None, gather: bool = False) -> Callable:
+                        devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
         """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
 
         Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
-        ``chunk_size``, ``devices`` and ``gather`` as in :meth:`batched_jacobian`.
+        ``chunk_size``, ``devices``, ``gather`` and ``randomness`` as in :meth:`batched_jacobian`.
 
         Example:
             >>> import torch, crossgrad as cg
@@ -79,8 +81,8 @@ class Batched:
         spec.validate_options(name, in_axes=in_axes)
         inner, outer = _split_chunks(chunk_size)
         per_sample = self._hessian(name, f, argnums, has_aux, strategy, inner, impl)
-        outside = self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather)
-        if devices is not None or outer is not None or impl == "builtin":
+        outside = self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
+        if devices is not None or outer is not None or impl == "builtin" or randomness != "error":
             return outside
         return self._batch_inside(name, f, argnums, in_axes, has_aux, strategy, inner, outside)
 

@@ -87,8 +87,9 @@ def call_user(transform: str, backend: Backend, f: Callable, *args: Any, **kwarg
             raise errors.RandomnessError(
                 transform, "a deterministic function under vmap",
                 "a call to a random operation of the framework's global generator",
-                "Draw the random numbers outside and pass them in: batched (one draw per sample) or with "
-                "in_axes=None (the same draw for every sample).") from exc
+                "Pass randomness='different' (one draw per sample, e.g. dropout) or randomness='same' (one draw "
+                "for the batch) to vmap or the batched transform, or draw the random numbers outside and pass "
+                "them in.") from exc
         raise
 
 

@@ -90,7 +90,7 @@ class Vectorize:
     backend: Backend
 
     def vmap(self, f: Callable, in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
-             impl: str = "auto", devices: Any = None, gather: bool = False) -> Callable:
+             impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
         """Vectorize ``f`` over a batch axis of its positional arguments.
 
         ``in_axes`` is an int, None (not batched) or a tuple with one entry per
@@ -108,6 +108,13 @@ class Vectorize:
         batch axis; torch: this rank's contiguous slice); ``gather=True`` gives every
         participant the whole result.
 
+        ``randomness`` says what a random operation of the framework's global generator
+        inside ``f`` does, as in ``torch.func.vmap``: ``"error"`` (refused,
+        :class:`crossgrad.RandomnessError`), ``"different"`` (one draw per batch element,
+        e.g. dropout masks per sample) or ``"same"`` (one draw for the whole batch).  jax
+        has no global generator (random numbers come from explicit keys, batched or not
+        through ``in_axes``): the option is validated and changes nothing.
+
         Returns the batched function; each output leaf gets the batch axis at
         ``out_axes``.
 
@@ -116,13 +123,13 @@ class Vectorize:
             >>> cg.torch.vmap(torch.dot, in_axes=(0, None))(torch.ones(3, 2), torch.tensor([1.0, 2.0]))
             tensor([3., 3., 3.])
         """
-        return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather)
+        return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather, randomness)
 
     def _vmap(self, name: str, f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | str | None,
-              impl: str, devices: Any = None, gather: bool = False) -> Callable:
+              impl: str, devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
         spec.check_callable(name, f)
         spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
-                              gather=gather)
+                              gather=gather, randomness=randomness)
         if devices is not None:
             self.backend.distributed.check_devices(name, devices)
         backend = self.backend
@@ -164,7 +171,7 @@ class Vectorize:
                 if run is None:
                     run = backend.builtins.vmap(checked(name, backend, g, False, False),
                                                 tuple(pytree.unflatten(treedef, axes)), out_axes,
-                                                chunk_size)
+                                                chunk_size, randomness)
                     if not kwargs:
                         known[3] = run
                 try:
@@ -174,9 +181,10 @@ class Vectorize:
                 except Exception as exc:
                     # The framework's own refusal: crossgrad's composition names the mistake
                     # (out_axes out of range or not matching the output) where there is one.
-                    self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size)
+                    self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size,
+                                        randomness)
                     raise exc
-            return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size)
+            return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
 
         if devices is None:
             return batched
@@ -227,7 +235,8 @@ class Vectorize:
         return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
 
     def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
-                       axes: list[int | None], out_axes: Any, chunk_size: int | str | None) -> Any:
+                       axes: list[int | None], out_axes: Any, chunk_size: int | str | None,
+                       randomness: str = "error") -> Any:
         backend = self.backend
         arrays, primitives = backend.arrays, backend.primitives
         mapped = [k for k, ax in enumerate(axes) if ax is not None]
@@ -245,5 +254,5 @@ class Vectorize:
                 spec.check_output_leaf(name, arrays.owns(leaf), leaf)
             return tuple(out_leaves)
 
-        outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0), moved, chunk_size)
+        outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0, randomness), moved, chunk_size)
         return self._place_out_axes(name, pytree.unflatten(out_def[0], list(outs)), out_axes)

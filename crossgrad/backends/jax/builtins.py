@@ -51,7 +51,7 @@ def linearize(f: Callable, primals: tuple) -> tuple[Any, Callable]:
     return jax.linearize(f, *primals)
 
 
-def vmap(f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None) -> Callable:
+def vmap(f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None, randomness: str = "error") -> Callable:
     return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
 
 

@@ -27,7 +27,8 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[An
     return out, tout, None
 
 
-def vmap(f: Callable, in_axes: Any, out_axes: Any) -> Callable:
+def vmap(f: Callable, in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
+    """``f`` vectorized (jax draws from explicit keys: ``randomness`` changes nothing)."""
     return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
 
 

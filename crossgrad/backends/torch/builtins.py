@@ -58,8 +58,8 @@ def linearize(f: Callable, primals: tuple) -> tuple[Any, Callable]:
     return tf.linearize(f, *primals)
 
 
-def vmap(f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None) -> Callable:
-    return tf.vmap(f, in_dims=in_axes, out_dims=out_axes, chunk_size=chunk_size)
+def vmap(f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | None, randomness: str = "error") -> Callable:
+    return tf.vmap(f, in_dims=in_axes, out_dims=out_axes, chunk_size=chunk_size, randomness=randomness)
 
 
 def jacrev(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
@@ -67,13 +67,15 @@ def jacrev(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> 
 
 
 def jacfwd(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
-    return tf.jacfwd(f, argnums=argnums, has_aux=has_aux)
+    # One draw for all the basis vectors of one Jacobian: the derivative of one realization.
+    return tf.jacfwd(f, argnums=argnums, has_aux=has_aux, randomness="same")
 
 
 def hessian(f: Callable, argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
-    if not has_aux:
-        return tf.hessian(f, argnums=argnums)
-    return tf.jacfwd(tf.jacrev(f, argnums=argnums, has_aux=True), argnums=argnums, has_aux=True)
+    # torch.func.hessian is jacfwd(jacrev), with jacfwd's randomness="error": one draw per
+    # Hessian ("same") instead, as for the Jacobians.
+    return tf.jacfwd(tf.jacrev(f, argnums=argnums, has_aux=has_aux), argnums=argnums, has_aux=has_aux,
+                     randomness="same")
 
 
 # The routes jit has on torch (NOTE [jit routes] in crossgrad.transforms.compiled).

@@ -28,8 +28,11 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[An
     return out, tout, None
 
 
-def vmap(f: Callable, in_axes: Any, out_axes: Any) -> Callable:
-    return tf.vmap(f, in_dims=in_axes, out_dims=out_axes)
+def vmap(f: Callable, in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
+    """``f`` vectorized; a random operation inside draws once for the whole batch
+    (``"same"``: the basis vectors of one derivative), once per element
+    (``"different"``) or is refused (``"error"``)."""
+    return tf.vmap(f, in_dims=in_axes, out_dims=out_axes, randomness=randomness)
 
 
 def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
