@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test parity fuzz lint bench clean
+.PHONY: install test parity fuzz lint bench wheel-check clean
 
 install: $(SETUP)
 
@@ -48,6 +48,19 @@ lint: $(SETUP)
 
 bench: $(SETUP)
 	$(RUN) -m benchmarks
+
+# Not part of `make test`: the wheel built, installed with the CPU torch pin into a fresh
+# virtualenv (outside this tree, so the checkout is not on the path), and the README's
+# first example run with it.
+CHECK_DIR ?= /tmp/crossgrad-wheel-check
+wheel-check:
+	rm -rf $(CHECK_DIR) && $(PYTHON) -m venv $(CHECK_DIR)
+	$(CHECK_DIR)/bin/python -m pip install -q --upgrade pip build
+	$(CHECK_DIR)/bin/python -m build -q --wheel --outdir $(CHECK_DIR)/dist .
+	$(CHECK_DIR)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(CHECK_DIR)/bin/python -m pip install -q "$$(ls $(CHECK_DIR)/dist/*.whl)[torch,jax]"
+	$(CHECK_DIR)/bin/python -c "import re, pathlib; print(re.search(r'\x60\x60\x60python\n(.*?)\x60\x60\x60', pathlib.Path('README.md').read_text(), re.S).group(1))" > $(CHECK_DIR)/readme_example.py
+	cd $(CHECK_DIR) && bin/python readme_example.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -11,7 +11,7 @@ from typing import Any
 
 from crossgrad import spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import policy
+from crossgrad.transforms import adjoint, policy
 from crossgrad.transforms.common import Call, Memo, needs_composition, size_of, use_builtin
 
 
@@ -98,6 +98,7 @@ class Hessians:
                 else:
                     sig = call.signature()
                     if sig not in chosen:
+                        adjoint.check(name, backend, call)  # NOTE [adjoint check]
                         outputs = call.output_shapes()
                         if any(dtype.startswith("complex") for _, _, dtype in outputs):
                             chosen[sig] = ("fwd-fwd", None)  # the only strategy that answers for complex outputs

@@ -17,7 +17,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import chunking, policy
+from crossgrad.transforms import adjoint, chunking, policy
 from crossgrad.transforms.common import Builtins, Call, Memo, needs_composition, size_of, use_builtin
 
 log = logging.getLogger("crossgrad")
@@ -314,6 +314,8 @@ class Jacobians:
                 m = mode
                 if m == "auto":
                     sig = call.signature()
+                    if sig not in modes:
+                        adjoint.check(name, backend, call)  # NOTE [adjoint check]
                     m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
                 # torch.func refuses None leaves: the composition takes them.
                 composed_only = needs_composition(backend, args)

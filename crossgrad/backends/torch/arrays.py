@@ -192,3 +192,12 @@ def qr(x: Array) -> Array:
 def add_to_rows(x: Array, start: int, c: Array) -> Array:
     """``x`` with ``c`` added to its rows from ``start`` on (a new array)."""
     return torch.cat([x[:start], x[start:] + c])
+
+
+def under_transform(x: Any) -> bool:
+    """Whether values are not concrete here: under a torch.func transform, a traced
+    ``cg.jit`` (make_fx) or ``torch.compile``."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return (torch._C._functorch.maybe_current_level() is not None or get_proxy_mode() is not None
+            or torch.compiler.is_compiling())

@@ -1,0 +1,68 @@
+"""The check that forward and reverse mode agree, once per argument signature.
+
+NOTE [adjoint check]
+``auto`` picks forward or reverse mode by the shapes (NOTE [jacobian auto mode], NOTE
+[hessian strategy]), so a function on which the two modes disagree would change meaning
+with its sizes: ``torch.no_grad()`` or ``detach()`` inside ``f`` stops reverse mode but not
+forward mode; a custom autograd Function may lack a correct ``jvp``.  The first call of
+each signature compares ``u . (J v)`` (one jvp) with ``(J' u) . v`` (one vjp) for random
+directions ``u``, ``v``; a disagreement beyond the dtype's tolerance raises
+:class:`crossgrad.errors.GradientCheckError` instead of an answer that depends on the mode.
+The check runs only where values are concrete: under an outer ``jax.jit``, ``jax.vmap``,
+a ``torch.func`` transform or a traced ``cg.jit``/``torch.compile`` it is skipped (as for
+the batched transforms, which map the per-sample transform), and it is never applied
+to a function declared random (``randomness=``).  It costs one jvp and one vjp per new
+signature, on the caller's arrays with the random generators restored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossgrad import errors
+from crossgrad.backends.base import Backend
+
+# Relative tolerance of the two inner products, per output dtype.
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
+
+
+def _directions(a: Any, seed: int, shapes: list, like: Any) -> tuple:
+    """Seeded random directions with many distinct values (sums of +-2^-j): +-1 directions
+    alone are often orthogonal in a few dimensions, which would hide a disagreement."""
+    draws = [a.random_signs(seed * 8 + j, shapes, like) for j in range(6)]
+    return tuple(sum(d[i] * 2.0 ** -j for j, d in enumerate(draws)) for i in range(len(shapes)))
+
+
+def check(transform: str, backend: Backend, call: Any) -> None:
+    """Raise :class:`GradientCheckError` when ``call``'s function has forward and reverse
+    derivatives that disagree (NOTE [adjoint check]); do nothing where it cannot tell."""
+    a, p = backend.arrays, backend.primitives
+    primals = call.primals
+    if not primals or call.has_no_elements() or any(a.under_transform(x) for x in primals):
+        return
+    like = primals[0]
+    try:
+        with a.preserved_random_state(like):
+            v = _directions(a, 0, [a.shape(x) for x in primals], like)
+            out, jv, _ = p.jvp(call.flat_output, primals, v, False)
+            floating = [o for o in out if a.dtype_name(o) in TOLERANCE]
+            if len(floating) != len(out):
+                return  # complex or integer outputs: reverse mode answers differently by design
+            u = _directions(a, 1, [a.shape(o) for o in out], out[0])
+            _, vjp_fn, _ = p.vjp(call.flat_output, primals, False)
+            ju = vjp_fn(u)
+    except Exception:
+        return  # one mode cannot run at all: the transform itself reports it
+    forward = sum(float(a.to_numpy((ui * t).sum())) for ui, t in zip(u, jv))
+    reverse = sum(float(a.to_numpy((g * vi).sum())) for g, vi in zip(ju, v))
+    scale = sum(float(a.to_numpy((abs(t)).sum())) for t in jv) + sum(float(a.to_numpy(abs(g).sum())) for g in ju)
+    tol = max(TOLERANCE[a.dtype_name(o)] for o in out) * max(scale, 1e-30)
+    if abs(forward - reverse) > tol:
+        raise errors.GradientCheckError(
+            transform,
+            "forward and reverse mode to agree on f (u . (J v) == (J^T u) . v for random u, v), since mode='auto' "
+            "picks one of them by the shapes",
+            f"u . (J v) = {forward:.6g} by forward mode against (J^T u) . v = {reverse:.6g} by reverse mode",
+            "Something in f stops one mode: torch.no_grad() or .detach() inside f stops reverse mode only, a custom "
+            "autograd.Function may lack a correct jvp. Fix f, or pick the mode you trust explicitly (mode='rev' or "
+            "'fwd'; strategy= for Hessians).")
