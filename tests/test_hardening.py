@@ -479,3 +479,28 @@ def test_check_grads_options_are_validated_alike():
             cg.backend(name).check_grads(lambda t: t, (x,), order=3)
         messages.append(str(err.value))
     assert len(set(messages)) == 1
+
+
+@pytest.mark.parametrize("transform", ["grad", "value_and_grad", "jacobian", "jacfwd", "jacrev", "hessian",
+                                       "laplacian", "hessian_diagonal", "batched_jacobian", "batched_hessian",
+                                       "batched_laplacian", "vjp", "jvp"])
+def test_aux_values_that_are_not_arrays(backend, transform):
+    """NOTE [static aux]: ints, strings and flags in the aux come back at their places, the
+    array leaves transformed as usual (batched by the batched transforms)."""
+    ops = frameworks.ops(backend.name)
+    batched = transform.startswith("batched")
+    x = frameworks.convert(np.ones((3, 2) if batched else 2), backend.name, "float64")
+
+    def f(v):
+        return ops.sum(v ** 2), {"count": 3, "label": "loss", "flag": True, "twice": v * 2.0}
+
+    if transform == "vjp":
+        _, _, aux = backend.vjp(f, x, has_aux=True)
+    elif transform == "jvp":
+        _, _, aux = backend.jvp(f, (x,), (x,), has_aux=True)
+    elif transform == "value_and_grad":
+        (_, aux), _ = backend.value_and_grad(f, has_aux=True)(x)
+    else:
+        _, aux = getattr(backend, transform)(f, has_aux=True)(x)
+    assert (aux["count"], aux["label"], aux["flag"]) == (3, "loss", True)
+    np.testing.assert_allclose(frameworks.to_numpy(aux["twice"]), 2 * frameworks.to_numpy(x))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from crossgrad import pytree
 from crossgrad.backends.base import Backend
 from crossgrad.spec import TRANSFORMS
+from crossgrad.transforms import auxiliary
 from crossgrad.transforms.batched import Batched
 from crossgrad.transforms.checking import Checking
 from crossgrad.transforms.common import check_unchanged
@@ -31,18 +33,30 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
     reported (:class:`crossgrad.errors.InputMutationError`) instead of silently
     changing the caller's arrays (``arrays.watch`` is empty for immutable arrays: jax),
     and so that its calls run in ``arrays.exclusive()`` (one thread at a time on torch,
-    whose forward-mode state is process-global)."""
+    whose forward-mode state is process-global), and so that aux values that are not
+    arrays pass through (NOTE [static aux])."""
+
+    signature = inspect.signature(method)
+    takes_aux = "has_aux" in signature.parameters
 
     @functools.wraps(method)
     def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
         arrays = self.backend.arrays
         order = self.backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
+        held: dict = {}
+        if takes_aux and args and callable(args[0]):
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                bound = None
+            if bound is not None and bound.arguments.get("has_aux") is True:
+                args = (auxiliary.strip(self.backend, args[0], held), *args[1:])
         if name in IMMEDIATE:
             with arrays.exclusive(), pytree.dict_order(order):
                 watched = arrays.watch(args[IMMEDIATE[name]] + tuple(kwargs.values()))
                 result = method(self, *args, **kwargs)
                 check_unchanged(name, watched)
-                return result
+                return auxiliary.restore(name, result, held)
         with pytree.dict_order(order):
             fn = method(self, *args, **kwargs)
 
@@ -53,7 +67,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
                 out = fn(*call_args, **call_kwargs)
                 if watched:
                     check_unchanged(name, watched)
-                return out
+                return auxiliary.restore(name, out, held)
 
         return watched_fn
 
