@@ -1,8 +1,10 @@
-"""A function that writes into its inputs in place is reported, on every transform.
+"""A function that writes into its inputs in place is reported, on every transform, and
+the caller's tensor never changes.
 
-Under torch.func's vmap and jacfwd such a write reaches the caller's tensor; under its
-grad and jacrev torch refuses it.  crossgrad raises InputMutationError either way.  jax
-arrays are immutable: the same functions written for jax cannot do it.
+Under torch.func's vmap and jacfwd such a write would reach the caller's tensor; under its
+grad and jacrev torch refuses it.  crossgrad hands the function copies and raises
+InputMutationError either way.  jax arrays are immutable: the same functions written for
+jax cannot do it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def test_in_place_writes_to_inputs_are_reported(transform, impl):
     call = CALLS[transform]
     with pytest.raises(cg.InputMutationError) as info:
         call(_with_impl(ns, impl), x)
+    assert torch.equal(x, torch.ones(3))  # prevented, not only detected
     assert str(info.value).startswith(f"{transform}: expected a function that leaves its inputs unchanged, but got ")
     assert str(info.value).endswith("Use out-of-place operations (y = x * 2 rather than x.mul_(2)), or work on a copy (x.clone()).")
 

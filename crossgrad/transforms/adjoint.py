@@ -42,13 +42,16 @@ def check(transform: str, backend: Backend, call: Any) -> None:
         return
     like = primals[0]
     try:
+        # Each evaluation starts from the caller's random state and leaves it as it was:
+        # a function drawing from torch's global generator sees the same draws in both.
+        v = _directions(a, 0, [a.shape(x) for x in primals], like)
         with a.preserved_random_state(like):
-            v = _directions(a, 0, [a.shape(x) for x in primals], like)
             out, jv, _ = p.jvp(call.flat_output, primals, v, False)
-            floating = [o for o in out if a.dtype_name(o) in TOLERANCE]
-            if len(floating) != len(out):
-                return  # complex or integer outputs: reverse mode answers differently by design
-            u = _directions(a, 1, [a.shape(o) for o in out], out[0])
+        floating = [o for o in out if a.dtype_name(o) in TOLERANCE]
+        if len(floating) != len(out):
+            return  # complex or integer outputs: reverse mode answers differently by design
+        u = _directions(a, 1, [a.shape(o) for o in out], out[0])
+        with a.preserved_random_state(like):
             _, vjp_fn, _ = p.vjp(call.flat_output, primals, False)
             ju = vjp_fn(u)
     except Exception:

@@ -29,9 +29,9 @@ IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, No
 
 def _watch_inputs(name: str, method: Callable) -> Callable:
     """Wrap a public transform so that dicts are walked in its framework's key order,
-    so that a function writing into its inputs in place is
-    reported (:class:`crossgrad.errors.InputMutationError`) instead of silently
-    changing the caller's arrays (``arrays.watch`` is empty for immutable arrays: jax),
+    so that a function writing into its inputs in place writes into copies and is
+    reported (:class:`crossgrad.errors.InputMutationError`), the caller's arrays
+    unchanged (``arrays.shield``: nothing to copy for immutable arrays: jax),
     and so that its calls run in ``arrays.exclusive()`` (one thread at a time on torch,
     whose forward-mode state is process-global), and so that aux values that are not
     arrays pass through (NOTE [static aux])."""
@@ -53,7 +53,10 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
                 args = (auxiliary.strip(self.backend, args[0], held), *args[1:])
         if name in IMMEDIATE:
             with arrays.exclusive(), pytree.dict_order(order):
-                watched = arrays.watch(args[IMMEDIATE[name]] + tuple(kwargs.values()))
+                where = IMMEDIATE[name]
+                stop = len(args) if where.stop is None else min(where.stop, len(args))
+                inputs, kwargs, watched = arrays.shield(tuple(args[where.start:stop]), kwargs)
+                args = (*args[:where.start], *inputs, *args[stop:])
                 result = method(self, *args, **kwargs)
                 check_unchanged(name, watched)
                 return auxiliary.restore(name, result, held)
@@ -63,7 +66,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
         @functools.wraps(fn)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
             with arrays.exclusive(), pytree.dict_order(order):
-                watched = arrays.watch(call_args + tuple(call_kwargs.values()))
+                call_args, call_kwargs, watched = arrays.shield(call_args, call_kwargs)
                 out = fn(*call_args, **call_kwargs)
                 if watched:
                     check_unchanged(name, watched)

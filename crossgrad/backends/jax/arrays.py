@@ -41,6 +41,11 @@ def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     return []
 
 
+def shield(args: tuple, kwargs: dict) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
+    """jax arrays are immutable: the arguments as they are, nothing to watch."""
+    return args, kwargs, []
+
+
 def signature(x: Any) -> tuple:
     """What a traced or compiled program depends on: type, shape, dtype (placement is
     ``jax.jit``'s own business)."""

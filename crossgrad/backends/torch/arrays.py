@@ -49,6 +49,23 @@ def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     return found
 
 
+def shield(args: tuple, kwargs: dict) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
+    """``args`` and ``kwargs`` with every tensor replaced by a copy (autograd flows through
+    to the original), and the :func:`watch` list of the copies: a function that writes
+    into its input writes into the copy, so the caller's tensor never changes and the
+    write is still reported.  Inside a torch.func transform or a compilation, unchanged
+    (the outermost crossgrad call shielded them)."""
+    if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
+        return args, kwargs, []
+
+    def copy_of(leaf: Any) -> Any:
+        return leaf.clone() if isinstance(leaf, torch.Tensor) and not leaf.is_inference() else leaf
+
+    args = tuple(pytree.map_leaves(copy_of, a) for a in args)
+    kwargs = {k: pytree.map_leaves(copy_of, v) for k, v in kwargs.items()}
+    return args, kwargs, watch(args + tuple(kwargs.values()))
+
+
 def signature(x: Array) -> tuple:
     """What a traced or compiled program depends on: type, shape, dtype, device, and
     whether autograd records through it."""
