@@ -121,6 +121,10 @@ class Call:
         # static: held in place, not differentiated, None at their place in a derivative,
         # as equinox's filtered transforms treat them.
         self.kept = [j for j, leaf in enumerate(leaves) if not is_static(leaf)]
+        if leaves and not self.kept:
+            raise errors.InputDtypeError(transform, f"{backend.name} arrays among the differentiated inputs",
+                                         f"only a {type(leaves[0]).__name__} at argument {self.nums[0]}",
+                                         "Pass arrays of the backend's framework, or leave this argument out of argnums.")
         for j in self.kept:
             leaf = leaves[j]
             k = next(i for i, (lo, hi) in enumerate(self.bounds) if lo <= j < hi)

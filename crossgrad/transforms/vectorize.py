@@ -180,10 +180,16 @@ class Vectorize:
                     raise
                 except Exception as exc:
                     # The framework's own refusal: crossgrad's composition names the mistake
-                    # (out_axes out of range or not matching the output) where there is one.
-                    self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size,
-                                        randomness)
-                    raise exc
+                    # (out_axes out of range or not matching the output) where there is one, and
+                    # answers where crossgrad's spec accepts what the framework does not (a tuple
+                    # out_axes prefix for a list output).
+                    try:
+                        return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes,
+                                                   chunk_size, randomness)
+                    except errors.CrossgradError:
+                        raise
+                    except Exception:
+                        raise exc from None
             return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
 
         if devices is None:
