@@ -120,7 +120,7 @@ def test_grad_and_aux_error():
 def test_grad_and_aux_nested():
     """APITest.test_grad_and_aux_nested"""
     def f(x):
-        g, aux = ns.grad(lambda x: (x ** 3, [x ** 3]), has_aux=True)(x)
+        _, aux = ns.grad(lambda x: (x ** 3, [x ** 3]), has_aux=True)(x)
         return aux[0]
 
     close(ns.grad(f)(jnp.asarray(4.0)), 3 * 4.0 ** 2)
@@ -192,7 +192,7 @@ def test_jvp_and_aux_basic():
 
 def test_vjp_and_aux_basic():
     """APITest.test_vjp_and_aux_basic"""
-    out, pullback, aux = ns.vjp(lambda x: (jnp.sin(x), [x, {"s": "static"}]), jnp.asarray(1.0), has_aux=True)
+    _, pullback, aux = ns.vjp(lambda x: (jnp.sin(x), [x, {"s": "static"}]), jnp.asarray(1.0), has_aux=True)
     close(pullback(jnp.asarray(1.0))[0], jnp.cos(1.0))
     close(aux[0], 1.0)
     assert aux[1]["s"] == "static"  # crossgrad: non-array aux values pass through (NOTE [static aux])
@@ -215,7 +215,7 @@ def test_linearize_multiple_inputs():
 
 def test_vjp_of_jit():
     """APITest.test_vjp_of_jit"""
-    out, pullback = ns.vjp(jax.jit(lambda x: x ** 2), jnp.asarray(3.0))
+    _, pullback = ns.vjp(jax.jit(lambda x: x ** 2), jnp.asarray(3.0))
     close(pullback(jnp.asarray(1.0))[0], 6.0)
 
 
