@@ -264,7 +264,7 @@ def test_grad_aux_pytree():
     close(aux["b"][0], x.tan())
     close(out, x.cos())
     for value in (1, 1.0, "abc"):
-        assert ns.grad(lambda x: (x.sum(), [x, value]), has_aux=True)(x)[1][1] == value
+        assert ns.grad(lambda x, v=value: (x.sum(), [x, v]), has_aux=True)(x)[1][1] == value
 
 
 def test_grad_zero_grad():
@@ -356,7 +356,7 @@ def test_vjp_aux_tensor():
 def test_vjp_aux_pytree():
     """TestGradTransform.test_vjp_aux_pytree"""
     x = randn(3)
-    out, vjp_fn, aux = ns.vjp(lambda x: (x.sin(), {"a": x.cos(), "b": [x.tan()]}), x, has_aux=True)
+    out, _, aux = ns.vjp(lambda x: (x.sin(), {"a": x.cos(), "b": [x.tan()]}), x, has_aux=True)
     close(out, x.sin())
     close(aux["b"][0], x.tan())
 
@@ -727,7 +727,7 @@ def test_jvp_multiple_inputs():
 def test_jvp_multiple_outputs():
     """TestJvp.test_multiple_outputs"""
     x, t = randn(3), randn(3, seed=1)
-    out, tangent = ns.jvp(lambda x: (x.sin(), x.cos()), (x,), (t,))
+    _, tangent = ns.jvp(lambda x: (x.sin(), x.cos()), (x,), (t,))
     close(tangent[0], x.cos() * t)
     close(tangent[1], -x.sin() * t)
 
