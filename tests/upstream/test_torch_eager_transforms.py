@@ -778,7 +778,7 @@ def test_linearize_basic():
 def test_linearize_return():
     """TestLinearize.test_return (pytree output)"""
     x, t = randn(3), randn(3, seed=1)
-    out, jvp_fn = ns.linearize(lambda x: (x.sin(), {"c": x.cos()}), x)
+    _, jvp_fn = ns.linearize(lambda x: (x.sin(), {"c": x.cos()}), x)
     tangent = jvp_fn(t)
     close(tangent[0], x.cos() * t)
     close(tangent[1]["c"], -x.sin() * t)
@@ -948,7 +948,7 @@ def test_grad_of_math_functions():
     for f, d in [(torch.sin, torch.cos), (torch.exp, torch.exp), (torch.log, lambda x: 1 / x),
                  (torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
                  (torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x)))]:
-        close(ns.grad(lambda x: f(x).sum())(x), d(x))
+        close(ns.grad(lambda x, f=f: f(x).sum())(x), d(x))
 
 
 def test_hessian_of_softmax_cross_entropy_is_psd():
