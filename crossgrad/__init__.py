@@ -104,14 +104,14 @@ def _method_signature(name: str) -> inspect.Signature:
     return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
-def _deferred(name: str) -> Callable:
+def _deferred(name: str) -> Callable[..., Any]:
     """A top-level transform that picks its backend when the transformed function is called."""
 
-    def transform(f: Callable, *options: Any, **named: Any) -> Callable:
+    def transform(f: Callable[..., Any], *options: Any, **named: Any) -> Callable:
         bound = _method_signature(name).bind(f, *options, **named)
         spec.check_callable(name, f)
         spec.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
-        made: dict[str, Callable] = {}
+        made: dict[str, Callable[..., Any]] = {}
 
         @functools.wraps(f)
         def transformed(*args: Any, **kwargs: Any) -> Any:
@@ -125,7 +125,7 @@ def _deferred(name: str) -> Callable:
     return _adopt(transform, name)
 
 
-def _immediate(name: str, arrays_in: Callable[[inspect.BoundArguments], tuple]) -> Callable:
+def _immediate(name: str, arrays_in: Callable[[inspect.BoundArguments], tuple[Any, ...]]) -> Callable[..., Any]:
     """A top-level transform that evaluates at once (vjp, jvp, linearize, hvp)."""
 
     def transform(*args: Any, **kwargs: Any) -> Any:
@@ -135,7 +135,7 @@ def _immediate(name: str, arrays_in: Callable[[inspect.BoundArguments], tuple]) 
     return _adopt(transform, name)
 
 
-def _adopt(fn: Callable, name: str) -> Callable:
+def _adopt(fn: Callable[..., Any], name: str) -> Callable:
     from crossgrad.transforms.namespace import Namespace
 
     fn.__name__ = fn.__qualname__ = name

@@ -69,7 +69,7 @@ def _node(kind: str, data: Any, children: tuple[TreeDef, ...]) -> TreeDef:
     return TreeDef(kind, data, children, sum(c.num_leaves for c in children))
 
 
-def _dict_keys(tree: dict) -> tuple:
+def _dict_keys(tree: dict[Any, Any]) -> tuple[Any, ...]:
     if isinstance(tree, OrderedDict) or _ORDER.get() == "insertion":
         return tuple(tree)
     try:
@@ -113,10 +113,10 @@ def _children(tree: Any) -> tuple[str, Any, Sequence[Any]] | None:
     return _registered(tree)
 
 
-def _rebuild_dict(data: Any, kids: list) -> dict:
+def _rebuild_dict(data: Any, kids: list[Any]) -> dict[Any, Any]:
     kind, keys, factory = data
     if kind is defaultdict or issubclass(kind, defaultdict):
-        out: dict = kind(factory)
+        out: dict[Any, Any] = kind(factory)
         out.update(zip(keys, kids))
         return out
     if kind is dict:
@@ -127,7 +127,7 @@ def _rebuild_dict(data: Any, kids: list) -> dict:
         return dict(zip(keys, kids))
 
 
-def _rebuild_custom(data: Any, kids: list) -> Any:
+def _rebuild_custom(data: Any, kids: list[Any]) -> Any:
     registry, node_data = data
     if registry == "jax":
         import jax

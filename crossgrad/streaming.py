@@ -38,7 +38,7 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
-def _validate(name: str, fn: Any, args: tuple, in_axes: Any, chunk_size: Any, start: Any) -> tuple[list, int]:
+def _validate(name: str, fn: Any, args: tuple[Any, ...], in_axes: Any, chunk_size: Any, start: Any) -> tuple[list[Any], int]:
     spec.check_callable(name, fn)
     spec.validate_options(name, in_axes=in_axes)
     if not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size > 0):
@@ -52,7 +52,7 @@ def _validate(name: str, fn: Any, args: tuple, in_axes: Any, chunk_size: Any, st
     return axes, size
 
 
-def _backend(args: tuple, device_like: Any, backend: str | None) -> Any:
+def _backend(args: tuple[Any, ...], device_like: Any, backend: str | None) -> Any:
     import crossgrad
 
     if backend is None:
@@ -60,7 +60,7 @@ def _backend(args: tuple, device_like: Any, backend: str | None) -> Any:
     return crossgrad.backend(backend).backend
 
 
-def stream(fn: Callable, *args: Any, in_axes: Any = 0, chunk_size: int = 1024, start: int = 0,
+def stream(fn: Callable[..., Any], *args: Any, in_axes: Any = 0, chunk_size: int = 1024, start: int = 0,
            backend: str | None = None, device_like: Any = None) -> Iterator[Chunk]:
     """Apply the batched function ``fn`` (e.g. ``cg.batched_hessian(f)``) to ``chunk_size``
     samples of ``args`` at a time, yielding a :class:`Chunk` per chunk.
@@ -91,7 +91,7 @@ def stream(fn: Callable, *args: Any, in_axes: Any = 0, chunk_size: int = 1024, s
         yield Chunk(index, lo, hi, result)
 
 
-def stream_to(sink: Any, fn: Callable, *args: Any, in_axes: Any = 0, chunk_size: int = 1024, start: int = 0,
+def stream_to(sink: Any, fn: Callable[..., Any], *args: Any, in_axes: Any = 0, chunk_size: int = 1024, start: int = 0,
               backend: str | None = None, device_like: Any = None, casting: str = "safe") -> int:
     """Write ``fn``'s result for the whole batch into ``sink``, one chunk at a time.
 
@@ -144,7 +144,7 @@ def _rows(b: Any, leaf: Any, lo: int, hi: int, axis: int, like: Any) -> Any:
     return b.arrays.from_numpy(rows, like)
 
 
-def _targets(sink: Any, result: Any, size: int) -> list:
+def _targets(sink: Any, result: Any, size: int) -> list[Any]:
     """The sink's array-likes in the order of the result's leaves, checked once per chunk."""
     out_leaves, out_def = pytree.flatten(result)
     if out_def.kind == "leaf":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from crossgrad.testing import frameworks, problems
@@ -16,7 +18,7 @@ def problem():
                                                                   "float64")
 
 
-def results(devices) -> dict:
+def results(devices) -> dict[Any, Any]:
     """Every spread transform on the problem, with and without gather."""
     import crossgrad as cg
 

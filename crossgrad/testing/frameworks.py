@@ -98,7 +98,7 @@ def max_rel_diff(actual: Any, expected: Any) -> float:
     return worst
 
 
-def snapshot(tree: Any) -> list[tuple]:
+def snapshot(tree: Any) -> list[tuple[Any, ...]]:
     """Bytes, and torch's version counter, of every array leaf: equal snapshots before
     and after a call mean the call did not modify its inputs."""
     out = []

@@ -31,8 +31,8 @@ class Problem:
     """
 
     name: str
-    build: Callable[[Ops], Callable]
-    inputs: Callable[[np.random.Generator], tuple]
+    build: Callable[[Ops], Callable[..., Any]]
+    inputs: Callable[[np.random.Generator], tuple[Any, ...]]
     argnums: Any = 0
     scalar: bool = False
     in_axes: Any = None
@@ -46,13 +46,13 @@ class Problem:
 def tanh_linear(n_in: int = 4, n_out: int = 5, batch: int | None = None, argnums: Any = 2) -> Problem:
     """``f(W, b, x) = tanh(W x + b)``; with ``batch``, ``x`` has a leading batch axis."""
 
-    def build(o: Ops) -> Callable:
+    def build(o: Ops) -> Callable[..., Any]:
         def f(weight, bias, x):
             return o.tanh(weight @ x + bias)
 
         return f
 
-    def inputs(rng: np.random.Generator) -> tuple:
+    def inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         x_shape = (n_in,) if batch is None else (batch, n_in)
         return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in), rng.standard_normal(n_out), rng.standard_normal(x_shape))
 
@@ -84,7 +84,7 @@ def critic_td_err(dim: int = 4, batch: int = 3) -> Problem:
     # Multiples of 2**-10: exact in float32 as in float64, so one constant serves both.
     w = np.round(np.random.default_rng(1234).standard_normal((1, dim)) / np.sqrt(dim) * 1024) / 1024
 
-    def build(o: Ops) -> Callable:
+    def build(o: Ops) -> Callable[..., Any]:
         weight = o.asarray(w, "float32")
 
         def td_err(state, action, q_target):
@@ -96,7 +96,7 @@ def critic_td_err(dim: int = 4, batch: int = 3) -> Problem:
 
         return td_err
 
-    def inputs(rng: np.random.Generator) -> tuple:
+    def inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         return rng.standard_normal((batch, dim)), rng.standard_normal((batch, dim)), rng.standard_normal((batch, 1))
 
     def jac_action(state, action, q_target):
@@ -111,7 +111,7 @@ def critic_td_err(dim: int = 4, batch: int = 3) -> Problem:
 # -- scalar functions -----------------------------------------------------------
 
 def rosenbrock(n: int = 5) -> Problem:
-    def build(o: Ops) -> Callable:
+    def build(o: Ops) -> Callable[..., Any]:
         def f(x):
             return o.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
@@ -136,7 +136,7 @@ def rosenbrock(n: int = 5) -> Problem:
 
 
 def logsumexp(n: int = 6, batch: int | None = None) -> Problem:
-    def build(o: Ops) -> Callable:
+    def build(o: Ops) -> Callable[..., Any]:
         def f(x):
             m = x.max()
             return m + o.log(o.sum(o.exp(x - m)))
@@ -159,7 +159,7 @@ def logsumexp(n: int = 6, batch: int | None = None) -> Problem:
 def mlp_dict(n_in: int = 3, hidden: int = 4) -> Problem:
     """A scalar loss of an MLP whose parameters are a dict (a pytree), argnums=0."""
 
-    def build(o: Ops) -> Callable:
+    def build(o: Ops) -> Callable[..., Any]:
         def loss(params, x, y):
             h = o.tanh(x @ params["w1"] + params["b1"])
             pred = h @ params["w2"] + params["b2"]
@@ -167,7 +167,7 @@ def mlp_dict(n_in: int = 3, hidden: int = 4) -> Problem:
 
         return loss
 
-    def inputs(rng: np.random.Generator) -> tuple:
+    def inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         # Insertion order is deliberately not sorted: results come back with sorted keys.
         params = {"w2": rng.standard_normal(hidden), "w1": rng.standard_normal((n_in, hidden)),
                   "b2": rng.standard_normal(()), "b1": rng.standard_normal(hidden)}
@@ -186,7 +186,7 @@ def mlp(sizes: tuple[int, ...], batch: int | None = None, wrt: str = "input", se
     a function of the parameter dict (argnums=0), as for a parameter Hessian or an hvp.
     """
 
-    def build(o: Ops) -> Callable:
+    def build(o: Ops) -> Callable[..., Any]:
         depth = len(sizes) - 1
 
         def forward(params, x):
@@ -209,7 +209,7 @@ def mlp(sizes: tuple[int, ...], batch: int | None = None, wrt: str = "input", se
 
         return f
 
-    def inputs(rng: np.random.Generator) -> tuple:
+    def inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         params = {}
         for k, (a, b) in enumerate(itertools.pairwise(sizes)):
             params[f"w{k}"] = rng.standard_normal((a, b)) / np.sqrt(a)

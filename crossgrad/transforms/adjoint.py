@@ -26,7 +26,7 @@ from crossgrad.backends.base import Backend
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 
 
-def _directions(a: Any, seed: int, shapes: list, like: Any) -> tuple:
+def _directions(a: Any, seed: int, shapes: list[Any], like: Any) -> tuple[Any, ...]:
     """Seeded random directions with many distinct values (sums of +-2^-j): +-1 directions
     alone are often orthogonal in a few dimensions, which would hide a disagreement."""
     draws = [a.random_signs(seed * 8 + j, shapes, like) for j in range(6)]

@@ -22,7 +22,7 @@ from crossgrad.backends.base import Backend
 AUX_AT = {"value_and_grad": (0, 1), "vjp": (2,), "jvp": (2,)}
 
 
-def strip(backend: Backend, f: Callable, held: dict) -> Callable:
+def strip(backend: Backend, f: Callable[..., Any], held: dict[Any, Any]) -> Callable:
     """``f`` returning ``(output, tuple of the aux's array leaves)``; the aux's structure and
     other leaves go into ``held``."""
     owns = backend.arrays.owns
@@ -40,7 +40,7 @@ def strip(backend: Backend, f: Callable, held: dict) -> Callable:
     return stripped
 
 
-def restore(name: str, result: Any, held: dict) -> Any:
+def restore(name: str, result: Any, held: dict[Any, Any]) -> Any:
     """``result`` with the transform's aux (the tuple :func:`strip` made, transformed) rebuilt
     into the function's own aux."""
     if "treedef" not in held:

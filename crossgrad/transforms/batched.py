@@ -33,9 +33,9 @@ class Batched:
 
     backend: Backend
 
-    def batched_jacobian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+    def batched_jacobian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                          mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                         devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
+                         devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
         """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
 
         ``f`` is written for one sample; ``in_axes`` says which arguments carry the
@@ -62,9 +62,9 @@ class Batched:
         per_sample = self._jacobian(name, f, argnums, has_aux, mode, inner, impl)
         return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
 
-    def batched_hessian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+    def batched_hessian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                         strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                        devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
+                        devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
         """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
 
         Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
@@ -86,8 +86,8 @@ class Batched:
             return outside
         return self._batch_inside(name, f, argnums, in_axes, has_aux, strategy, inner, outside)
 
-    def _batch_inside(self, name: str, f: Callable, argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
-                      chunk_size: int | None, outside: Callable) -> Callable:
+    def _batch_inside(self, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
+                      chunk_size: int | None, outside: Callable[..., Any]) -> Callable:
         """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
         the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
         so, decided once per argument signature."""
@@ -97,7 +97,7 @@ class Batched:
         axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
         memo = Memo()
 
-        def route(args: tuple, kwargs: dict) -> tuple:
+        def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple:
             """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
             axes = leaf_axes(name, axes_form, args, shape)
             call = Call(name, backend, f, args, kwargs, argnums, has_aux)
@@ -121,7 +121,7 @@ class Batched:
             log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
             return (chosen, diff)
 
-        def jacobian_inside(g: Callable, mode: str, diff: list[int]) -> Callable:
+        def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable:
             def jacobian_g(*args: Any, **kwargs: Any) -> Any:
                 call = Call(name, backend, g, args, kwargs, argnums, has_aux)
                 blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)

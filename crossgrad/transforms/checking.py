@@ -60,7 +60,7 @@ class Checking:
 
     backend: Backend
 
-    def check_grads(self, f: Callable, args: tuple, order: int = 1, *, eps: float | None = None,
+    def check_grads(self, f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *, eps: float | None = None,
                     rtol: float | None = None, seed: int = 0) -> None:
         """Check ``f``'s derivatives at ``args``: forward mode against reverse mode
         against central finite differences (NOTE [gradient checks]).
@@ -95,7 +95,7 @@ class Checking:
                                 " of the directional derivative (order 2)")
         return None
 
-    def _check_first_order(self, f: Callable, args: tuple, v: Any, rng: np.random.Generator, eps: float | None,
+    def _check_first_order(self, f: Callable[..., Any], args: tuple[Any, ...], v: Any, rng: np.random.Generator, eps: float | None,
                            rtol: float | None, what: str) -> None:
         name = "check_grads"
         backend = self.backend

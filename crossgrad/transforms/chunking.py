@@ -26,7 +26,7 @@ WORKING_FACTOR = 4
 log = logging.getLogger("crossgrad")
 
 
-def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int | str | None) -> Any:
+def map_chunks(backend: Backend, batched_f: Callable[..., Any], xs: tuple[Any, ...], chunk_size: int | str | None) -> Any:
     """``batched_f(*xs)`` with every leaf of ``xs`` and of the result batched on axis 0,
     computed ``chunk_size`` rows at a time (``"auto"``: NOTE [auto chunks])."""
     primitives = backend.primitives
@@ -37,7 +37,7 @@ def map_chunks(backend: Backend, batched_f: Callable, xs: tuple, chunk_size: int
     if n <= 1:
         return batched_f(*xs)
 
-    def rows(lo: int, hi: int) -> tuple:
+    def rows(lo: int, hi: int) -> tuple[Any, ...]:
         return tuple(arrays.slice_axis(x, lo, hi, 0) for x in xs)
 
     in_row = sum(arrays.nbytes(x) for x in xs) // n

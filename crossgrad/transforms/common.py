@@ -61,7 +61,7 @@ def check_unchanged(transform: str, versions: list[tuple[int, Any, int]]) -> Non
             raise mutation_error(transform, f"argument {k} modified in place (the caller's array has been changed)")
 
 
-def call_user(transform: str, backend: Backend, f: Callable, *args: Any, **kwargs: Any) -> Any:
+def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``f(*args, **kwargs)``, with the framework's refusals of data-dependent control flow
     and of global randomness under a transform turned into named crossgrad errors."""
     try:
@@ -102,7 +102,7 @@ class Call:
     JAX's nesting: the output pytree outside, the argnums tuple inside.
     """
 
-    def __init__(self, transform: str, backend: Backend, f: Callable, args: tuple, kwargs: dict,
+    def __init__(self, transform: str, backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any],
                  argnums: Any, has_aux: bool):
         self.transform, self.backend, self.f, self.kwargs, self.has_aux = transform, backend, f, kwargs, has_aux
         self.nums, self.single = spec.normalize_argnums(transform, argnums, len(args))
@@ -137,7 +137,7 @@ class Call:
         self.primals = tuple(leaves[j] for j in self.kept)
         self.out_def: pytree.TreeDef | None = None
 
-    def rebuild(self, leaves: tuple) -> list[Any]:
+    def rebuild(self, leaves: tuple[Any, ...]) -> list[Any]:
         full = list(self.all_leaves)
         for j, v in zip(self.kept, leaves):
             full[j] = v
@@ -162,7 +162,7 @@ class Call:
             spec.check_output_leaf(self.transform, self.backend.arrays.owns(leaf), leaf)
         return (tuple(out_leaves), aux) if self.has_aux else tuple(out_leaves)
 
-    def flat_output(self, *leaves: Any) -> tuple:
+    def flat_output(self, *leaves: Any) -> tuple[Any, ...]:
         """``flat`` without the aux."""
         out = self.flat(*leaves)
         return out[0] if self.has_aux else out
@@ -176,7 +176,7 @@ class Call:
         owns = self.backend.arrays.owns
         positions = [i for i, leaf in enumerate(leaves) if owns(leaf)]
 
-        def run(*arrays: Any) -> tuple:
+        def run(*arrays: Any) -> tuple[Any, ...]:
             full = list(leaves)
             for i, a in zip(positions, arrays):
                 full[i] = a
@@ -206,7 +206,7 @@ class Call:
         """Whether the differentiated inputs hold no elements at all (an empty Jacobian)."""
         return sum(self.backend.arrays.size(p) for p in self.primals) == 0
 
-    def signature(self) -> tuple:
+    def signature(self) -> tuple[Any, ...]:
         """Shapes and dtypes of the primals: the key of decisions made once per signature."""
         arrays = self.backend.arrays
         return tuple((arrays.shape(p), arrays.dtype_name(p)) for p in self.primals)
@@ -243,10 +243,10 @@ class Memo:
     MAXSIZE = 256
 
     def __init__(self) -> None:
-        self._seen: dict[tuple, Any] = {}
+        self._seen: dict[tuple[Any, ...], Any] = {}
 
     @staticmethod
-    def key(args: tuple) -> tuple | None:
+    def key(args: tuple[Any, ...]) -> tuple | None:
         parts: list[Any] = []
         for a in args:
             shape = getattr(a, "shape", None)
@@ -262,10 +262,10 @@ class Memo:
             parts.append(treedef)
         return tuple(parts)
 
-    def get(self, key: tuple | None) -> Any:
+    def get(self, key: tuple[Any, ...] | None) -> Any:
         return None if key is None else self._seen.get(key)
 
-    def put(self, key: tuple | None, value: Any) -> Any:
+    def put(self, key: tuple[Any, ...] | None, value: Any) -> Any:
         if key is not None:
             if len(self._seen) >= self.MAXSIZE:
                 self._seen.clear()
@@ -278,13 +278,13 @@ class Builtins:
     (and per ``tag``, e.g. the Jacobian mode); made anew on every call that passes
     keyword arguments, which are closed over."""
 
-    def __init__(self, transform: str, backend: Backend, f: Callable, argnums: Any, has_aux: bool, scalar: bool):
+    def __init__(self, transform: str, backend: Backend, f: Callable[..., Any], argnums: Any, has_aux: bool, scalar: bool):
         self.transform, self.backend, self.f = transform, backend, f
         self.argnums, self.has_aux, self.scalar = argnums, has_aux, scalar
-        self._made: dict[tuple, Callable] = {}
+        self._made: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
-    def get(self, make: Callable[[Callable, Any], Callable], args: tuple, kwargs: dict, tag: str = "",
-            real: bool = False) -> Callable:
+    def get(self, make: Callable[[Callable[..., Any], Any], Callable], args: tuple[Any, ...], kwargs: dict[Any, Any], tag: str = "",
+            real: bool = False) -> Callable[..., Any]:
         """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``; with
         ``real``, a complex output raises :class:`crossgrad.errors.ComplexOutputError`
         before the built-in sees it."""
@@ -300,8 +300,8 @@ class Builtins:
         return self._made[key]
 
 
-def checked(transform: str, backend: Backend, f: Callable, has_aux: bool, scalar: bool,
-            real: bool = False) -> Callable:
+def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bool, scalar: bool,
+            real: bool = False) -> Callable[..., Any]:
     """``f`` with its output checked the way the composed path checks it, dicts sorted.
 
     Wrapped around ``f`` before it goes into a framework built-in, so the built-in

@@ -76,7 +76,7 @@ def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
     return None
 
 
-def signature(backend: Backend, args: tuple, kwargs: dict) -> tuple:
+def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple:
     """What a compiled or traced program is specialised to: the pytree structure, each
     array's type, shape, dtype and device (and, on torch, whether it requires grad),
     and every other leaf's value (its identity when it cannot be hashed)."""
@@ -97,8 +97,8 @@ def signature(backend: Backend, args: tuple, kwargs: dict) -> tuple:
     return tuple(parts)
 
 
-def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: dict | None,
-           replay: bool = False) -> Callable:
+def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any], options: dict | None,
+           replay: bool = False) -> Callable[..., Any]:
     """``f`` traced at ``args`` into a graph of the framework's operations (compiled with
     ``options`` unless None, and captured for replay with ``replay``): a function of
     arguments of the same signature."""
@@ -109,7 +109,7 @@ def traced(backend: Backend, f: Callable, args: tuple, kwargs: dict, options: di
     fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
     out_def: list[pytree.TreeDef] = []
 
-    def flat_f(*arrays_in: Any) -> tuple:
+    def flat_f(*arrays_in: Any) -> tuple[Any, ...]:
         full = list(fixed)
         for i, a in zip(positions, arrays_in):
             full[i] = a
@@ -141,7 +141,7 @@ MEASURE_CALLS = 3
 MEASURE_SECONDS = 0.5
 
 
-def _measure(backend: Backend, fns: list[Callable], fresh: Callable[[], tuple[tuple, dict]]) -> list[float]:
+def _measure(backend: Backend, fns: list[Callable[..., Any]], fresh: Callable[[], tuple[tuple[Any, ...], dict[Any, Any]]]) -> list[float]:
     """The fastest of up to :data:`MEASURE_CALLS` synchronized calls of each function on
     ``fresh()`` arguments (made before the clock starts), taken in turns so that a drift
     of the machine hits all alike."""
@@ -164,7 +164,7 @@ class Compiled:
 
     backend: Backend
 
-    def jit(self, f: Callable, check: bool = False, options: dict | None = None, *, route: str = "auto") -> Callable:
+    def jit(self, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable:
         """``f`` compiled once per argument signature, never worse than eager.
 
         Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit
@@ -195,8 +195,8 @@ class Compiled:
         spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
         options = dict(options or {})
         fname = getattr(f, "__name__", "the function")
-        runs: dict[tuple, tuple[str, Callable]] = {}
-        made: dict[str, Callable] = {}
+        runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any]]] = {}
+        made: dict[str, Callable[..., Any]] = {}
         warned: list[bool] = []
 
         def warn(why: str, instead: str) -> None:
@@ -205,12 +205,12 @@ class Compiled:
                 warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
                               errors.CompileFallbackWarning, stacklevel=3)
 
-        def routes_for(args: tuple, kwargs: dict, like: Any) -> tuple[str, ...]:
+        def routes_for(args: tuple[Any, ...], kwargs: dict[Any, Any], like: Any) -> tuple[str, ...]:
             if route != "auto":
                 return (route,)
             return policy.jit_routes(backend.name, like is not None and backend.arrays.on_accelerator(like))
 
-        def build(r: str, args: tuple, kwargs: dict) -> Callable:
+        def build(r: str, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Callable[..., Any]:
             if r == "eager":
                 return f
             if r == "compile":
@@ -220,17 +220,17 @@ class Compiled:
             compiled = r in ("trace-compile", "trace-cudagraph")
             return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
 
-        def first_call(key: tuple, args: tuple, kwargs: dict) -> Any:
+        def first_call(key: tuple[Any, ...], args: tuple, kwargs: dict[Any, Any]) -> Any:
             # Once per signature: nothing the framework would silently truncate (jax, x64 off).
             check_leaves(name, backend, pytree.leaves((args, kwargs)))
             like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)
             candidates = routes_for(args, kwargs, like)
             failures: list[str] = []
-            working: list[tuple[str, Callable, Any]] = []
+            working: list[tuple[str, Callable[..., Any], Any]] = []
             # Building, measuring and checking run f several times: on copies of the
             # arrays, with the generators restored afterwards, so that the caller's arrays
             # and the random state end as one call leaves them.
-            def fresh() -> tuple[tuple, dict]:
+            def fresh() -> tuple[tuple[Any, ...], dict[Any, Any]]:
                 return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.owns(leaf) else leaf,
                                          (args, kwargs))
 

@@ -45,7 +45,7 @@ class _Point:
         self.n = sum(self.sizes)
         self.like = call.primals[0]
 
-    def from_matrix(self, m: Any) -> list:
+    def from_matrix(self, m: Any) -> list[Any]:
         """``m`` of shape ``(rows, B, n)`` (``(rows, n)`` without a batch) as one direction
         array per leaf, shaped ``(rows, *leaf)``."""
         a, out, lo = self.a, [], 0
@@ -60,7 +60,7 @@ class _Point:
                 out.append(a.moveaxis(piece, 1, 1 + ax))
         return out
 
-    def to_matrix(self, leaves: list) -> Any:
+    def to_matrix(self, leaves: list[Any]) -> Any:
         """The inverse of :meth:`from_matrix`."""
         a, parts = self.a, []
         for leaf, size, ax in zip(leaves, self.sizes, self.axes):
@@ -71,7 +71,7 @@ class _Point:
                 parts.append(a.reshape(a.moveaxis(leaf, 1 + ax, 1), (rows, self.batch, size)))
         return a.concat(parts, -1)
 
-    def basis(self, lo: int, hi: int) -> list:
+    def basis(self, lo: int, hi: int) -> list[Any]:
         """Coordinate directions ``lo .. hi-1`` (the same for every sample)."""
         a = self.a
         e = a.slice_axis(a.eye(self.n, self.like), lo, hi, 0)
@@ -79,7 +79,7 @@ class _Point:
             e = a.broadcast_to(a.reshape(e, (hi - lo, 1, self.n)), (hi - lo, self.batch, self.n))
         return self.from_matrix(e)
 
-    def signs(self, key: Any, rows: int, draws: int = 1) -> list[list]:
+    def signs(self, key: Any, rows: int, draws: int = 1) -> list[list[Any]]:
         """``draws`` independent sets of ``rows`` Rademacher directions (each sample its own)."""
         shape = (rows, self.n) if self.batch is None else (rows, self.batch, self.n)
         return [self.from_matrix(m) for m in self.a.random_signs(key, [shape] * draws, self.like)]
@@ -90,9 +90,9 @@ class Curvature:
 
     backend: Backend
 
-    def laplacian(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+    def laplacian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
                   samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
-                  impl: str = "auto") -> Callable:
+                  impl: str = "auto") -> Callable[..., Any]:
         """The Laplacian of ``f``: the trace of its Hessian, without forming the Hessian.
 
         Returns a function with ``f``'s arguments returning one value per output
@@ -124,9 +124,9 @@ class Curvature:
         return self._curvature("laplacian", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
                                "trace")
 
-    def hessian_trace(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+    def hessian_trace(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
                       samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
-                      impl: str = "auto") -> Callable:
+                      impl: str = "auto") -> Callable[..., Any]:
         """The trace of the Hessian of ``f`` (its Laplacian), exact or estimated.
 
         Options, shapes and routes as in :meth:`laplacian`.
@@ -140,9 +140,9 @@ class Curvature:
         return self._curvature("hessian_trace", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
                                "trace")
 
-    def hessian_diagonal(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False,
+    def hessian_diagonal(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
                          estimator: str = "exact", samples: int | None = None, key: Any = None,
-                         chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+                         chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
         """The diagonal of the Hessian of ``f``, without forming the Hessian.
 
         For an output leaf of shape ``out`` and an input leaf of shape ``in`` the result
@@ -162,9 +162,9 @@ class Curvature:
         return self._curvature("hessian_diagonal", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
                                impl, "diagonal")
 
-    def batched_laplacian(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+    def batched_laplacian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                           estimator: str = "exact", samples: int | None = None, key: Any = None,
-                          chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+                          chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
         """Per-sample Laplacians: ``vmap(laplacian(f, argnums, ...), in_axes)``, shape
         ``(B, *out)``.
 
@@ -182,10 +182,10 @@ class Curvature:
         return self._curvature("batched_laplacian", f, argnums, in_axes, has_aux, estimator, samples, key,
                                chunk_size, impl, "trace")
 
-    def batched_hessian_trace(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0,
+    def batched_hessian_trace(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
                               has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
                               key: Any = None, chunk_size: int | str | None = None, *,
-                              impl: str = "auto") -> Callable:
+                              impl: str = "auto") -> Callable[..., Any]:
         """Per-sample Hessian traces, as :meth:`batched_laplacian`.
 
         Example:
@@ -196,10 +196,10 @@ class Curvature:
         return self._curvature("batched_hessian_trace", f, argnums, in_axes, has_aux, estimator, samples, key,
                                chunk_size, impl, "trace")
 
-    def batched_hessian_diagonal(self, f: Callable, argnums: spec.Argnums = 0, in_axes: Any = 0,
+    def batched_hessian_diagonal(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
                                  has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
                                  key: Any = None, chunk_size: int | str | None = None, *,
-                                 impl: str = "auto") -> Callable:
+                                 impl: str = "auto") -> Callable[..., Any]:
         """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
         shape ``(B, *out, *in)``.
 
@@ -212,8 +212,8 @@ class Curvature:
         return self._curvature("batched_hessian_diagonal", f, argnums, in_axes, has_aux, estimator, samples, key,
                                chunk_size, impl, "diagonal")
 
-    def _curvature(self, name: str, f: Callable, argnums: Any, in_axes: Any, has_aux: bool, estimator: str,
-                   samples: int | None, key: Any, chunk_size: Any, impl: str, what: str) -> Callable:
+    def _curvature(self, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, estimator: str,
+                   samples: int | None, key: Any, chunk_size: Any, impl: str, what: str) -> Callable[..., Any]:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples,
                               chunk_size=chunk_size, impl=impl)
@@ -230,9 +230,9 @@ class Curvature:
         rows_wanted = samples or DEFAULT_SAMPLES
         axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
         batched_f = self._vmap(name, f, in_axes, 0, None, "auto") if in_axes is not None else None
-        single: dict[str, Callable] = {}
+        single: dict[str, Callable[..., Any]] = {}
 
-        def outside(args: tuple, kwargs: dict) -> Any:
+        def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
             """``vmap`` of the single-point transform: for batches whose differentiated
             arguments are not all batched."""
             if "fn" not in single:
@@ -270,7 +270,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     a = backend.arrays
     found: dict[str, Any] = {}
 
-    def flat(*leaves: Any) -> list:
+    def flat(*leaves: Any) -> list[Any]:
         """The output leaves, then the aux's."""
         out = call.flat(*leaves)
         if not call.has_aux:
@@ -290,7 +290,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
         values = flat(*call.primals)
     n_out = found["outputs"]
 
-    def push(directions: list, count: int, weights: Any, collapse: bool) -> list:
+    def push(directions: list[Any], count: int, weights: Any, collapse: bool) -> list:
         """Second-order coefficients of the outputs along ``directions`` (``count`` rows),
         in chunks of ``chunk_size`` rows."""
         nonlocal values
@@ -312,7 +312,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
             return [_sum(list(col)) for col in zip(*parts)]
         return [a.concat(list(col), 0) for col in zip(*parts)]
 
-    def output_shapes() -> list:
+    def output_shapes() -> list[Any]:
         shapes = [tuple(s) for s, _, _ in backend.primitives.output_shapes(
             lambda *p: tuple(flat(*p)[:n_out]), call.primals)]
         return [s[1:] for s in shapes] if point.batch is not None else shapes
@@ -341,7 +341,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     return result, pytree.unflatten(found["aux"], list(values[n_out:]))
 
 
-def _sum(xs: list) -> Any:
+def _sum(xs: list[Any]) -> Any:
     total = xs[0]
     for x in xs[1:]:
         total = total + x
@@ -372,7 +372,7 @@ def _diagonal_block(a: Any, second: Any, point: _Point, i: int) -> Any:
     return a.reshape(moved, (*out_shape, *point.shapes[i]))
 
 
-def _hvp_rows(backend: Backend, call: Call, directions: list) -> list:
+def _hvp_rows(backend: Backend, call: Call, directions: list[Any]) -> list:
     """``H v`` for each row of ``directions``, where ``H`` is the Hessian of the sum of the
     (one, scalar per sample) output: per sample, that sample's Hessian-vector product."""
     p = backend.primitives
@@ -380,14 +380,14 @@ def _hvp_rows(backend: Backend, call: Call, directions: list) -> list:
     def total(*leaves: Any) -> Any:
         return call.flat_output(*leaves)[0].sum()
 
-    def grad(*leaves: Any) -> tuple:
+    def grad(*leaves: Any) -> tuple[Any, ...]:
         out, vjp_fn, _ = p.vjp(total, leaves, False)
         return tuple(vjp_fn(backend.arrays.ones_like(out)))
 
     return list(p.vmap(lambda *t: p.jvp(grad, call.primals, t, False)[1], 0, 0)(*directions))
 
 
-def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable, key: Any, rows: int) -> Any:
+def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable[..., Any], key: Any, rows: int) -> Any:
     """Hutch++: the exact trace on the range of ``H S`` (``S``: ``rows/3`` random
     directions), Hutchinson on its orthogonal complement (Meyer, Musco, Musco and
     Woodruff, 2021): about ``rows`` products in all."""
@@ -404,7 +404,7 @@ def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable, key: 
     return low_rank + residual
 
 
-def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, rows: int) -> list:
+def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, rows: int) -> list[Any]:
     """``mean(v * (H v))`` over random +-1 directions, per differentiated leaf."""
     a = backend.arrays
     v = point.signs(key, rows)[0]
@@ -415,7 +415,7 @@ def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, 
     return out
 
 
-def _via_hessian(ns: Any, f: Callable, argnums: Any, in_axes: Any, has_aux: bool, args: tuple, kwargs: dict,
+def _via_hessian(ns: Any, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, args: tuple[Any, ...], kwargs: dict[Any, Any],
                  what: str, point: _Point) -> Any:
     """The nested baseline: the trace or diagonal of the framework's own Hessian."""
     a = ns.backend.arrays

@@ -49,14 +49,14 @@ def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_
                 f"Convert the {what[:-1]} to {db}.")
 
 
-def _check_some_primals(transform: str, primals: tuple) -> None:
+def _check_some_primals(transform: str, primals: tuple[Any, ...]) -> None:
     if not primals:
         raise errors.OptionError(
             transform, "at least one primal (the point to differentiate at)", "no primals",
             f"Pass the point: {transform}(f, x)" + (" with tangents: jvp(f, (x,), (t,))." if transform == "jvp" else "."))
 
 
-def _as_tuple(transform: str, name: str, value: Any) -> tuple:
+def _as_tuple(transform: str, name: str, value: Any) -> tuple[Any, ...]:
     if not isinstance(value, (tuple, list)):
         raise errors.OptionTypeError(
             transform,
@@ -72,8 +72,8 @@ class Derivatives:
 
     backend: Backend
 
-    def _via_builtin(self, name: str, make: Callable, f: Callable, argnums: Any, has_aux: bool,
-                     scalar: bool, real: bool = False) -> Callable:
+    def _via_builtin(self, name: str, make: Callable[..., Any], f: Callable, argnums: Any, has_aux: bool,
+                     scalar: bool, real: bool = False) -> Callable[..., Any]:
         """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
         crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
         backend = self.backend
@@ -88,8 +88,8 @@ class Derivatives:
 
         return run
 
-    def _value_and_grad(self, name: str, f: Callable, argnums: Any, has_aux: bool, impl: str,
-                        with_value: bool) -> Callable:
+    def _value_and_grad(self, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
+                        with_value: bool) -> Callable[..., Any]:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, impl=impl)
         backend = self.backend
@@ -114,8 +114,8 @@ class Derivatives:
 
         return builtin_or_composed
 
-    def grad(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, *,
-             impl: str = "auto") -> Callable:
+    def grad(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
+             impl: str = "auto") -> Callable[..., Any]:
         """Gradient of a scalar-output function.
 
         Returns a function with ``f``'s arguments that returns the gradient with
@@ -136,8 +136,8 @@ class Derivatives:
         """
         return self._value_and_grad("grad", f, argnums, has_aux, impl, with_value=False)
 
-    def value_and_grad(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, *,
-                       impl: str = "auto") -> Callable:
+    def value_and_grad(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
+                       impl: str = "auto") -> Callable[..., Any]:
         """Value and gradient of a scalar-output function, in JAX's order.
 
         Returns a function returning ``(value, grads)``, or ``((value, aux), grads)``
@@ -153,7 +153,7 @@ class Derivatives:
         """
         return self._value_and_grad("value_and_grad", f, argnums, has_aux, impl, with_value=True)
 
-    def vjp(self, f: Callable, *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple:
+    def vjp(self, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple[Any, ...]:
         """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
 
         Returns ``(out, vjp_fn)``, or ``(out, vjp_fn, aux)`` with ``has_aux``.
@@ -179,7 +179,7 @@ class Derivatives:
             g = checked(name, backend, f, has_aux, scalar=False)
             out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
 
-            def builtin_vjp_fn(cotangent: Any) -> tuple:
+            def builtin_vjp_fn(cotangent: Any) -> tuple[Any, ...]:
                 # The output's dicts come back in crossgrad's key order; a cotangent in the
                 # function's own order is the same pytree (torch.func alone would refuse it).
                 _check_same_structure(name, "cotangents", cotangent, out, "the output")
@@ -190,13 +190,13 @@ class Derivatives:
         out_leaves, flat_vjp, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
         out = pytree.unflatten(call.out_def, list(out_leaves))
 
-        def vjp_fn(cotangent: Any) -> tuple:
+        def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
             _check_same_structure(name, "cotangents", cotangent, out, "the output")
             return call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
 
         return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
-    def _transposed_vjp(self, call: Call) -> tuple[Any, Callable, Any]:
+    def _transposed_vjp(self, call: Call) -> tuple[Any, Callable[..., Any], Any]:
         """``(out leaves, push, aux)``, where ``push(tangent leaves)`` is the Jacobian-vector
         product obtained as the vjp of the (linear) vjp function: reverse mode only."""
         primitives, arrays = self.backend.primitives, self.backend.arrays
@@ -205,8 +205,8 @@ class Derivatives:
         _, transpose_fn, _ = primitives.vjp(lambda *u: tuple(vjp_fn(u)), zeros, False)
         return out, lambda tangents: tuple(transpose_fn(tuple(tangents))), aux
 
-    def jvp(self, f: Callable, primals: Any, tangents: Any, has_aux: bool = False, *,
-            impl: str = "auto") -> tuple:
+    def jvp(self, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
+            impl: str = "auto") -> tuple[Any, ...]:
         """Evaluate ``f(*primals)`` and the Jacobian-vector product along ``tangents``.
 
         ``primals`` and ``tangents`` are tuples with one entry per argument, of equal
@@ -239,7 +239,7 @@ class Derivatives:
         result = (pytree.unflatten(call.out_def, list(out)), pytree.unflatten(call.out_def, list(tout)))
         return (*result, aux) if has_aux else result
 
-    def linearize(self, f: Callable, *primals: Any, impl: str = "auto") -> tuple[Any, Callable]:
+    def linearize(self, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable]:
         """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
 
         Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
@@ -272,7 +272,7 @@ class Derivatives:
 
         return pytree.unflatten(out_def, list(out)), jvp_fn
 
-    def _hvp_gradient(self, f: Callable, nums: tuple[int, ...], impl: str) -> Callable:
+    def _hvp_gradient(self, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> Callable:
         """hvp's gradient function, kept per ``f`` so that repeated products with the same
         function reuse its remembered checks and built-ins.
 
@@ -280,7 +280,7 @@ class Derivatives:
         and holding ``f`` weakly: the entry goes when ``f`` does, so a fresh closure per
         call keeps nothing alive.
         """
-        store: dict[int, tuple] = self.__dict__.setdefault("_hvp_gradients", {})
+        store: dict[int, tuple[Any, ...]] = self.__dict__.setdefault("_hvp_gradients", {})
         entry = store.get(id(f))
         if entry is None or entry[0]() is not f:
             try:
@@ -303,7 +303,7 @@ class Derivatives:
             per_f[(nums, impl)] = self._value_and_grad("hvp", weakly_f, nums, False, impl, with_value=False)
         return per_f[(nums, impl)]
 
-    def hvp(self, f: Callable, primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
+    def hvp(self, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
             impl: str = "auto") -> Any:
         """Hessian-vector product of a scalar function, without forming the Hessian.
 
@@ -329,7 +329,7 @@ class Derivatives:
         _check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
         grad_f = self._hvp_gradient(f, nums, impl)
 
-        def grad_of_differentiated(*diff: Any) -> tuple:
+        def grad_of_differentiated(*diff: Any) -> tuple[Any, ...]:
             args = list(primals)
             for k, d in zip(nums, diff):
                 args[k] = d

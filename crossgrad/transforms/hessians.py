@@ -20,8 +20,8 @@ class Hessians:
 
     backend: Backend
 
-    def hessian(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, strategy: str = "auto",
-                chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+    def hessian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, strategy: str = "auto",
+                chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
         """Hessian: the Jacobian of the Jacobian.
 
         Returns a function with ``f``'s arguments returning, for each output leaf of
@@ -54,16 +54,16 @@ class Hessians:
         """
         return self._hessian("hessian", f, argnums, has_aux, strategy, chunk_size, impl)
 
-    def _hessian(self, name: str, f: Callable, argnums: Any, has_aux: bool, strategy: str,
-                 chunk_size: int | str | None, impl: str) -> Callable:
+    def _hessian(self, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
+                 chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
                               impl=impl)
         backend = self.backend
-        built: dict[tuple[str, str], Callable] = {}
-        chosen: dict[tuple, tuple[str, str | None]] = {}
+        built: dict[tuple[str, str], Callable[..., Any]] = {}
+        chosen: dict[tuple[Any, ...], tuple[str, str | None]] = {}
 
-        def for_strategy(s: str, how: str) -> Callable:
+        def for_strategy(s: str, how: str) -> Callable[..., Any]:
             if (s, how) not in built:
                 if s == "fwd-rev" and use_builtin(name, backend, how, "hessian", chunk_size=chunk_size):
                     make = backend.builtins.hessian

@@ -48,7 +48,7 @@ def check_real(backend: Backend, call: Call, out: Any) -> None:
         spec.check_real_output(call.transform, backend.arrays.dtype_name(o), f"output leaf {k}")
 
 
-def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop: bool) -> tuple[list, Any]:
+def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop: bool) -> tuple[list[Any], Any]:
     """Blocks from the rows of the Jacobian: vmap of vjp over the identity (or a loop)."""
     arrays, primitives = backend.arrays, backend.primitives
     out, vjp_fn, aux = primitives.vjp(call.flat, call.primals, call.has_aux)
@@ -60,7 +60,7 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop:
     if m == 0 or not call.primals:
         return [[arrays.zeros(so + si, o) for si in in_shapes] for so, o in zip(out_shapes, out)], aux
 
-    def pull(*cotangents: Any) -> tuple:
+    def pull(*cotangents: Any) -> tuple[Any, ...]:
         return tuple(vjp_fn(cotangents))
 
     # Row r of the identity, cut into one cotangent per output leaf; cut before the
@@ -80,7 +80,7 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop:
     return blocks, aux
 
 
-def _pushed(backend: Backend, call: Call, tangents: tuple, chunk_size: int | str | None) -> tuple[Any, Any]:
+def _pushed(backend: Backend, call: Call, tangents: tuple[Any, ...], chunk_size: int | str | None) -> tuple[Any, Any]:
     """``(columns, aux)``: the rows of ``tangents`` (one tangent per primal leaf, the
     basis index first) pushed through one vectorized jvp, in chunks.  aux does not
     depend on the tangent: every column holds the same copy (torch refuses
@@ -99,7 +99,7 @@ def _pushed(backend: Backend, call: Call, tangents: tuple, chunk_size: int | str
                                       batched_aux)
 
 
-def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tuple[list, Any]:
+def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tuple[list[Any], Any]:
     """Blocks from the columns of the Jacobian: vmap of jvp over the identity."""
     arrays = backend.arrays
     primals = call.primals
@@ -137,7 +137,7 @@ def _with_batch(arrays: Any, x: Any, axis: int, shape: tuple[int, ...]) -> Any:
 
 
 def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
-                  chunk_size: int | None) -> tuple[list, Any]:
+                  chunk_size: int | None) -> tuple[list[Any], Any]:
     """Per-sample Jacobian blocks of a batched function, the batch inside (NOTE [batch
     inside] in :mod:`crossgrad.transforms.policy`).
 
@@ -182,7 +182,7 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
                                    arrays.shape(o))
                        for (lo, hi), so, o in zip(out_bounds, out_samples, out))
 
-    def pull(*cotangent: Any) -> tuple:
+    def pull(*cotangent: Any) -> tuple[Any, ...]:
         return tuple(vjp_fn(cotangent))
 
     rows = chunking.map_chunks(backend, primitives.vmap(pull, 0, 0), cotangents, chunk_size)
@@ -215,8 +215,8 @@ class Jacobians:
 
     backend: Backend
 
-    def jacrev(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False,
-               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+    def jacrev(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
+               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
         """Jacobian by reverse mode: one vjp per output element, vectorized.
 
         Returns a function with ``f``'s arguments returning the Jacobian: for each
@@ -234,8 +234,8 @@ class Jacobians:
         """
         return self._jacobian("jacrev", f, argnums, has_aux, "rev", chunk_size, impl)
 
-    def jacfwd(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False,
-               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+    def jacfwd(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
+               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
         """Jacobian by forward mode: one jvp per input element, vectorized.
 
         Same result and nesting as :meth:`jacrev`; cheaper when the input has fewer
@@ -250,8 +250,8 @@ class Jacobians:
         """
         return self._jacobian("jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
 
-    def jacobian(self, f: Callable, argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
-                 chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable:
+    def jacobian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
+                 chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
         """Jacobian, choosing reverse mode, forward mode or the row-by-row loop.
 
         ``mode``: ``"rev"`` (:meth:`jacrev`), ``"fwd"`` (:meth:`jacfwd`), ``"loop"``
@@ -270,18 +270,18 @@ class Jacobians:
         """
         return self._jacobian("jacobian", f, argnums, has_aux, mode, chunk_size, impl)
 
-    def _jacobian(self, name: str, f: Callable, argnums: Any, has_aux: bool, mode: str,
-                  chunk_size: int | str | None, impl: str) -> Callable:
+    def _jacobian(self, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
+                  chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
         spec.check_callable(name, f)
         spec.validate_options(name, argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
         backend = self.backend
-        modes: dict[tuple, str] = {}
+        modes: dict[tuple[Any, ...], str] = {}
         used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
         builtin = {m: use_builtin(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
         builtins = Builtins(name, backend, f, argnums, has_aux, scalar=False)
         memo = Memo()
 
-        def compute(m: str, known: tuple, key: Any, call: Call | None, args: tuple, kwargs: dict) -> Any:
+        def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple, kwargs: dict[Any, Any]) -> Any:
             empty = known[1]
             # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
             # basis and fails); the composition builds the empty blocks directly.  torch's

@@ -27,7 +27,7 @@ IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, No
              "hessian_operator": slice(1, None)}
 
 
-def _watch_inputs(name: str, method: Callable) -> Callable:
+def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable:
     """Wrap a public transform so that dicts are walked in its framework's key order,
     so that a function writing into its inputs in place writes into copies and is
     reported (:class:`crossgrad.errors.InputMutationError`), the caller's arrays
@@ -43,7 +43,7 @@ def _watch_inputs(name: str, method: Callable) -> Callable:
     def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
         arrays = self.backend.arrays
         order = self.backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
-        held: dict = {}
+        held: dict[Any, Any] = {}
         if takes_aux and args and callable(args[0]):
             try:
                 bound = signature.bind(self, *args, **kwargs)

@@ -29,7 +29,7 @@ class HessianOperator:
         ((2, 2), tensor([ 6., 12.]))
     """
 
-    def __init__(self, namespace: Any, f: Callable, primals: tuple, argnums: Any):
+    def __init__(self, namespace: Any, f: Callable[..., Any], primals: tuple[Any, ...], argnums: Any):
         name = "hessian_operator"
         self._ns, self._f, self._primals, self._argnums = namespace, f, primals, argnums
         backend: Backend = namespace.backend
@@ -48,7 +48,7 @@ class HessianOperator:
         p = backend.primitives
         call = self._call
 
-        def grad(*leaves: Any) -> tuple:
+        def grad(*leaves: Any) -> tuple[Any, ...]:
             out, vjp_fn, _ = p.vjp(lambda *x: call.flat_output(*x)[0], leaves, False)
             return tuple(vjp_fn(a.ones_like(out)))
 
@@ -172,7 +172,7 @@ class Operators:
 
     backend: Backend
 
-    def hessian_operator(self, f: Callable, *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator:
+    def hessian_operator(self, f: Callable[..., Any], *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator:
         """The Hessian of a scalar ``f`` at ``primals`` as a :class:`HessianOperator`
         (``shape``, ``dtype``, ``@``, ``matvec``, ``matmat``, ``dense()``, ``trace()``,
         ``diagonal()``, ``eigenvalues()``, ``to_scipy()``), never formed.

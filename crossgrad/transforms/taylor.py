@@ -50,8 +50,8 @@ class Entry:
 
     __slots__ = ("call", "info", "keys", "name", "out_keys", "results", "values")
 
-    def __init__(self, name: str, call: Callable, keys: list, values: list, out_keys: list,
-                 results: list | None, info: Any = None):
+    def __init__(self, name: str, call: Callable[..., Any], keys: list[Any], values: list, out_keys: list,
+                 results: list[Any] | None, info: Any = None):
         self.name, self.call, self.keys, self.values = name, call, keys, values
         self.out_keys, self.results, self.info = out_keys, results, info
 
@@ -61,8 +61,8 @@ class Recording:
     ``outputs`` the keys (or constant values) of its output leaves, ``treedef`` their
     structure, ``values`` the outputs when already computed."""
 
-    def __init__(self, inputs: list, entries: list[Entry], outputs: list, treedef: Any,
-                 values: list | None = None):
+    def __init__(self, inputs: list[Any], entries: list[Entry], outputs: list, treedef: Any,
+                 values: list[Any] | None = None):
         self.inputs, self.entries, self.outputs, self.treedef, self.values = inputs, entries, outputs, treedef, values
 
 
@@ -74,7 +74,7 @@ def _weighted_sum(x: Any, weights: Any, rows: int) -> Any:
 
 
 def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: Sequence[Any], rows: int,
-         weights: Any = None, collapse: bool = True) -> tuple[list, list]:
+         weights: Any = None, collapse: bool = True) -> tuple[list[Any], list]:
     """The outputs of ``rec`` at ``primals`` and their second-order coefficients.
 
     ``directions[i]`` has shape ``(rows, *primals[i].shape)``.  Returns ``(values,
@@ -84,8 +84,8 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     """
     a, p, taylor = backend.arrays, backend.primitives, backend.taylor
     second_rows = 1 if collapse else rows
-    values: dict = {}
-    coeffs: dict = {}
+    values: dict[Any, Any] = {}
+    coeffs: dict[Any, Any] = {}
     for key, x, d in zip(rec.inputs, primals, directions):
         values[key] = x
         coeffs[key] = a.concat([d, a.zeros((second_rows, *a.shape(x)), x)], 0)
@@ -113,8 +113,8 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
         if kind == "constant":
             continue
 
-        def g(*live_vals: Any, _vals: list = vals, _e: Entry = e, _live: list = live,
-              _floating: list = floating) -> tuple:
+        def g(*live_vals: Any, _vals: list[Any] = vals, _e: Entry = e, _live: list = live,
+              _floating: list[Any] = floating) -> tuple[Any, ...]:
             substituted = list(_vals)
             for i, v in zip(_live, live_vals):
                 substituted[i] = v
@@ -148,8 +148,8 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     return out_values, second
 
 
-def _pointwise(backend: Backend, g: Callable, x: Any, t: Any, rows: int, curvature_rows: Callable,
-               closed: tuple | None) -> tuple:
+def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, rows: int, curvature_rows: Callable,
+               closed: tuple[Any, ...] | None) -> tuple:
     """An elementwise ``g`` of one varying input: its first and second derivatives once
     (in closed form where the backend has it), then ``T' = g' T``,
     ``S' = g' S + g'' sum_k c_k T_k**2``."""
@@ -169,8 +169,8 @@ def _pointwise(backend: Backend, g: Callable, x: Any, t: Any, rows: int, curvatu
     return tuple(new)
 
 
-def _general(backend: Backend, g: Callable, prim: tuple, ts: tuple, rows: int, curvature_rows: Callable,
-             bilinear: bool) -> tuple:
+def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts: tuple, rows: int, curvature_rows: Callable,
+             bilinear: bool) -> tuple[Any, ...]:
     """Any ``g``: a vectorized jvp for the first-order rows, and for the curvature
     ``2 g(Ta_k, Tb_k)`` (a product of two varying factors) or a vectorized jvp of a jvp."""
     a, p = backend.arrays, backend.primitives
@@ -183,8 +183,8 @@ def _general(backend: Backend, g: Callable, prim: tuple, ts: tuple, rows: int, c
     return tuple(a.add_to_rows(x, rows, curvature_rows(c)) for x, c in zip(lin, curv))
 
 
-def nested(backend: Backend, flat: Callable, primals: tuple, directions: Sequence[Any], rows: int,
-           weights: Any = None, collapse: bool = True) -> list:
+def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...], directions: Sequence[Any], rows: int,
+           weights: Any = None, collapse: bool = True) -> list[Any]:
     """The second-order coefficients of :func:`push` by nested differentiation: one
     forward-over-forward pass per direction, vectorized (the route for programs the
     backend cannot record)."""

@@ -29,7 +29,7 @@ def _is_axis(a: Any) -> bool:
     return a is None or isinstance(a, int)
 
 
-def leaf_axes(transform: str, in_axes: Any, args: tuple, shape: Callable) -> list[int | None]:
+def leaf_axes(transform: str, in_axes: Any, args: tuple[Any, ...], shape: Callable[..., Any]) -> list[int | None]:
     """One non-negative axis (or None) per leaf of ``args``, from JAX-style ``in_axes``."""
     fix = "Give in_axes one entry per positional argument (an int, None, or a pytree prefix of the argument)."
     if _is_axis(in_axes):
@@ -70,7 +70,7 @@ def _out_axes(transform: str, out_axes: Any, out_tree: Any) -> list[int]:
                                "Give out_axes as an int or a pytree prefix of the output.") from None
 
 
-def batch_size(transform: str, args: tuple, axes: list[int | None], shape: Callable) -> int:
+def batch_size(transform: str, args: tuple[Any, ...], axes: list[int | None], shape: Callable[..., Any]) -> int:
     sizes: dict[str, int] = {}
     position = 0
     for k, arg in enumerate(args):
@@ -89,8 +89,8 @@ class Vectorize:
 
     backend: Backend
 
-    def vmap(self, f: Callable, in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
-             impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
+    def vmap(self, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
+             impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
         """Vectorize ``f`` over a batch axis of its positional arguments.
 
         ``in_axes`` is an int, None (not batched) or a tuple with one entry per
@@ -125,8 +125,8 @@ class Vectorize:
         """
         return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather, randomness)
 
-    def _vmap(self, name: str, f: Callable, in_axes: Any, out_axes: Any, chunk_size: int | str | None,
-              impl: str, devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable:
+    def _vmap(self, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
+              impl: str, devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
         spec.check_callable(name, f)
         spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
                               gather=gather, randomness=randomness)
@@ -144,7 +144,7 @@ class Vectorize:
 
         memo = Memo()
 
-        def layout(args: tuple) -> list:
+        def layout(args: tuple[Any, ...]) -> list[Any]:
             """``[axes, size, treedef, built]``: each leaf's batch axis, the batch size, the
             arguments' structure, and (filled on first use) the framework's vmap for them."""
             key = Memo.key(args)
@@ -196,11 +196,11 @@ class Vectorize:
             return batched
         return self._spread(name, batched, layout, out_axes, devices, gather)
 
-    def _spread(self, name: str, batched: Callable, layout: Callable, out_axes: Any, devices: Any,
-                gather: bool) -> Callable:
+    def _spread(self, name: str, batched: Callable[..., Any], layout: Callable, out_axes: Any, devices: Any,
+                gather: bool) -> Callable[..., Any]:
         """``batched`` with its batch spread over ``devices`` (NOTE [spreading the batch])."""
         backend = self.backend
-        compiled: dict = {}
+        compiled: dict[Any, Any] = {}
 
         def placed_axes(out: Any) -> list[int]:
             return [ax % len(backend.arrays.shape(o)) for ax, o in zip(_out_axes(name, out_axes, out),
@@ -216,7 +216,7 @@ class Vectorize:
 
         return spread
 
-    def _empty_batch(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
+    def _empty_batch(self, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
                      axes: list[int | None], out_axes: Any) -> Any:
         """A batch of size 0: ``g``'s output shapes from one abstract sample (torch.func.vmap
         fails on empty batches; jax's does not, and both backends take this one path)."""
@@ -240,7 +240,7 @@ class Vectorize:
                                        "Pick an axis the batched output has (0 puts the batch first).")
         return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
 
-    def _vmap_composed(self, name: str, g: Callable, leaves: list, treedef: pytree.TreeDef,
+    def _vmap_composed(self, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
                        axes: list[int | None], out_axes: Any, chunk_size: int | str | None,
                        randomness: str = "error") -> Any:
         backend = self.backend
@@ -249,7 +249,7 @@ class Vectorize:
         moved = tuple(arrays.moveaxis(leaves[k], axes[k], 0) if axes[k] else leaves[k] for k in mapped)
         out_def: list[pytree.TreeDef] = []
 
-        def one(*mapped_leaves: Any) -> tuple:
+        def one(*mapped_leaves: Any) -> tuple[Any, ...]:
             full = list(leaves)
             for k, leaf in zip(mapped, mapped_leaves):
                 full[k] = leaf

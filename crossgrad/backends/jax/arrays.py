@@ -36,17 +36,17 @@ def dtype_name(x: Any) -> str:
     return str(jnp.result_type(x))
 
 
-def watch(trees: tuple) -> list[tuple[int, Any, int]]:
+def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     """jax arrays are immutable: nothing to watch."""
     return []
 
 
-def shield(args: tuple, kwargs: dict) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
+def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
     """jax arrays are immutable: the arguments as they are, nothing to watch."""
     return args, kwargs, []
 
 
-def signature(x: Any) -> tuple:
+def signature(x: Any) -> tuple[Any, ...]:
     """What a traced or compiled program depends on: type, shape, dtype (placement is
     ``jax.jit``'s own business)."""
     return (type(x), tuple(x.shape), x.dtype)

@@ -58,9 +58,9 @@ def _constrain(mesh: Mesh, x: Any, sharding: NamedSharding) -> Any:
     return jax.sharding.reshard(x, sharding) if explicit else jax.lax.with_sharding_constraint(x, sharding)
 
 
-def spread(transform: str, fn: Callable, leaves: list, treedef: pytree.TreeDef, axes: list[int | None],
+def spread(transform: str, fn: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef, axes: list[int | None],
            size: int, out_axes: Callable[[Any], list[int]], devices: Any, gather: bool,
-           cache: dict) -> Any:
+           cache: dict[Any, Any]) -> Any:
     """``fn`` of the batch (``leaves`` batched along ``axes``), its batch split over the mesh."""
     mesh = mesh_of(transform, devices)
     count = mesh.size

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from crossgrad import pytree
 
 
-def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]:
+def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable, Any]:
     """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return jax.vjp(f, *primals, has_aux=True)
@@ -19,7 +19,7 @@ def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]
     return out, fn, None
 
 
-def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
+def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
     """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return jax.jvp(f, primals, tangents, has_aux=True)
@@ -27,12 +27,12 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[An
     return out, tout, None
 
 
-def vmap(f: Callable, in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
+def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
     """``f`` vectorized (jax draws from explicit keys: ``randomness`` changes nothing)."""
     return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
 
 
-def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
+def map_chunks(batched_f: Callable[..., Any], xs: tuple[Any, ...], chunk_size: int | None) -> Any:
     """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a
     time; every output leaf is batched on axis 0 and the chunks are concatenated.
 
@@ -53,7 +53,7 @@ def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
     return pytree.unflatten(treedef, leaves)
 
 
-def map_rows(f: Callable, xs: tuple) -> tuple:
+def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple:
     """``f(*row)`` for each row of the arrays ``xs`` in turn (``lax.map``: one traced
     body, a loop at run time, so the reference loop stays small under ``jax.jit``), stacked."""
     return tuple(jax.lax.map(lambda row: f(*row), xs))
@@ -82,13 +82,13 @@ def ready(tree: Any) -> Any:
     return jax.block_until_ready(tree)
 
 
-def empty_map(f: Callable, sample: tuple) -> Any:
+def empty_map(f: Callable[..., Any], sample: tuple[Any, ...]) -> Any:
     """``f`` mapped over a batch of size 0: ``f(*sample)``'s leaves with a leading axis of
     size 0 (traced abstractly, nothing computed)."""
     return pytree.map_leaves(lambda o: jnp.zeros((0, *o.shape), o.dtype), jax.eval_shape(f, *sample))
 
 
-def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int, str]]:
+def output_shapes(f: Callable[..., Any], args: tuple[Any, ...]) -> list[tuple[tuple[int, ...], int, str]]:
     """Shape, bytes per element and dtype name of each leaf ``f(*args)`` returns (traced
     abstractly, nothing computed)."""
     return [(tuple(o.shape), o.dtype.itemsize, str(o.dtype)) for o in pytree.leaves(jax.eval_shape(f, *args))]

@@ -60,22 +60,22 @@ def _is_pointwise_body(closed: Any) -> bool:
     return True
 
 
-def _binder(eqn: Any) -> Callable:
+def _binder(eqn: Any) -> Callable[..., Any]:
     primitive = eqn.primitive
     params = primitive.get_bind_params(eqn.params)
 
-    def call(*values: Any) -> list:
+    def call(*values: Any) -> list[Any]:
         out = primitive.bind(*values, **params)
         return list(out) if primitive.multiple_results else [out]
 
     return call
 
 
-def record(f: Callable, primals: tuple) -> Recording:
+def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
     """``f``'s jaxpr at the shapes of ``primals``, nested jit calls inlined."""
     found: dict[str, Any] = {}
 
-    def flat(*p: Any) -> list:
+    def flat(*p: Any) -> list[Any]:
         leaves, found["treedef"] = pytree.flatten(f(*p))
         return leaves
 
@@ -83,7 +83,7 @@ def record(f: Callable, primals: tuple) -> Recording:
     scopes = itertools.count()
     entries: list[Entry] = []
 
-    def walk(jaxpr: Any, consts: list, env: dict) -> list:
+    def walk(jaxpr: Any, consts: list[Any], env: dict[Any, Any]) -> list:
         """Append ``jaxpr``'s operations; ``env`` maps its variables to keys or ("value", v)."""
         scope = next(scopes)
         for var, c in zip(jaxpr.constvars, consts):
@@ -161,7 +161,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
     if name in ("add", "sub", "add_any") and len(live) <= 2:
         signs = [(-1 if (name == "sub" and i == 1) else 1) for i in live]
 
-        def added(*ts: Any) -> tuple:
+        def added(*ts: Any) -> tuple[Any, ...]:
             total = None
             for s, t in zip(signs, ts):
                 missing = len(shape) - (t.ndim - 1)

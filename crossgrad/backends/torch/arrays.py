@@ -33,7 +33,7 @@ def dtype_name(x: Array) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
-def watch(trees: tuple) -> list[tuple[int, Any, int]]:
+def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     """``(argument index, tensor, version counter)`` for every tensor in ``trees``, taken
     outside any torch.func transform and compilation (inside one, the outermost
     crossgrad call is the one that watches)."""
@@ -49,7 +49,7 @@ def watch(trees: tuple) -> list[tuple[int, Any, int]]:
     return found
 
 
-def shield(args: tuple, kwargs: dict) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
+def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
     """``args`` and ``kwargs`` with every tensor replaced by a copy (autograd flows through
     to the original), and the :func:`watch` list of the copies: a function that writes
     into its input writes into the copy, so the caller's tensor never changes and the
@@ -66,7 +66,7 @@ def shield(args: tuple, kwargs: dict) -> tuple[tuple, dict, list[tuple[int, Any,
     return args, kwargs, watch(args + tuple(kwargs.values()))
 
 
-def signature(x: Array) -> tuple:
+def signature(x: Array) -> tuple[Any, ...]:
     """What a traced or compiled program depends on: type, shape, dtype, device, and
     whether autograd records through it."""
     return (type(x), tuple(x.shape), x.dtype, x.device, x.requires_grad)

@@ -56,9 +56,9 @@ def rows_of(rank: int, world: int, size: int) -> tuple[int, int]:
     return start, start + base + (rank < extra)
 
 
-def spread(transform: str, fn: Callable, leaves: list, treedef: pytree.TreeDef, axes: list[int | None],
+def spread(transform: str, fn: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef, axes: list[int | None],
            size: int, out_axes: Callable[[Any], list[int]], devices: Any, gather: bool,
-           cache: dict) -> Any:
+           cache: dict[Any, Any]) -> Any:
     """``fn`` of this rank's slice of the batch; the whole batch with ``gather``."""
     import torch.distributed as dist
 

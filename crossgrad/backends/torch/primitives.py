@@ -12,7 +12,7 @@ from crossgrad import pytree
 from crossgrad.backends.torch import arrays
 
 
-def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]:
+def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable, Any]:
     """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return tf.vjp(f, *primals, has_aux=True)
@@ -20,7 +20,7 @@ def vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple[Any, Callable, Any]
     return out, fn, None
 
 
-def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
+def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
     """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return tf.jvp(f, primals, tangents, has_aux=True)
@@ -28,14 +28,14 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool) -> tuple[An
     return out, tout, None
 
 
-def vmap(f: Callable, in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
+def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
     """``f`` vectorized; a random operation inside draws once for the whole batch
     (``"same"``: the basis vectors of one derivative), once per element
     (``"different"``) or is refused (``"error"``)."""
     return tf.vmap(f, in_dims=in_axes, out_dims=out_axes, randomness=randomness)
 
 
-def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
+def map_chunks(batched_f: Callable[..., Any], xs: tuple[Any, ...], chunk_size: int | None) -> Any:
     """``batched_f(*xs)`` computed ``chunk_size`` rows of ``xs`` (batched on axis 0) at a
     time; every output leaf is batched on axis 0 and the chunks are concatenated."""
     n = xs[0].shape[0]
@@ -47,7 +47,7 @@ def map_chunks(batched_f: Callable, xs: tuple, chunk_size: int | None) -> Any:
     return pytree.unflatten(treedef, [torch.cat(col) for col in columns])
 
 
-def map_rows(f: Callable, xs: tuple) -> tuple:
+def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple:
     """``f(*row)`` for each row of the arrays ``xs`` in turn (a Python loop), stacked."""
     rows = [f(*row) for row in zip(*(x.unbind(0) for x in xs))]
     return tuple(torch.stack([r[i] for r in rows]) for i in range(len(rows[0])))
@@ -80,7 +80,7 @@ def ready(tree: Any) -> Any:
     return tree
 
 
-def empty_map(f: Callable, sample: tuple) -> Any:
+def empty_map(f: Callable[..., Any], sample: tuple[Any, ...]) -> Any:
     """``f`` mapped over a batch of size 0: ``f(*sample)``'s leaves with a leading axis of
     size 0 (one forward pass on the sample, without a graph, for the shapes)."""
     with torch.no_grad():
@@ -88,7 +88,7 @@ def empty_map(f: Callable, sample: tuple) -> Any:
     return pytree.map_leaves(lambda o: o.new_zeros((0, *o.shape)), out)
 
 
-def output_shapes(f: Callable, args: tuple) -> list[tuple[tuple[int, ...], int, str]]:
+def output_shapes(f: Callable[..., Any], args: tuple[Any, ...]) -> list[tuple[tuple[int, ...], int, str]]:
     """Shape, bytes per element and dtype name of each leaf ``f(*args)`` returns: one forward pass
     without a graph, on copies of ``args`` and with the random generators restored, so
     that the caller's arrays and random state are as before (torch has no abstract

@@ -94,7 +94,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
     the number of products rewritten."""
     graph = gm.graph
     writes = _mutated(graph)
-    kind: dict[torch.fx.Node, tuple] = {}
+    kind: dict[torch.fx.Node, tuple[Any, ...]] = {}
     rewritten = 0
     for node in list(graph.nodes):
         if node.op != "call_function":
@@ -154,7 +154,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
     return rewritten
 
 
-def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: dict) -> torch.fx.Node | None:
+def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: dict[Any, Any]) -> torch.fx.Node | None:
     """The node replacing ``mm/bmm(a, b)``, or None where neither factor is known."""
     out = _val(node)
     ka, kb = kind.get(a, (None,)), kind.get(b, (None,))
@@ -175,7 +175,7 @@ def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: d
     return None
 
 
-def _broadcasts_to(x: Any, diag: tuple, row: bool, out: torch.Tensor) -> bool:
+def _broadcasts_to(x: Any, diag: tuple[Any, ...], row: bool, out: torch.Tensor) -> bool:
     """Whether ``x * d`` (``d`` the diagonal as a row or a column) has ``out``'s shape and dtype."""
     xv = _val(x)
     if not isinstance(xv, torch.Tensor) or xv.dtype != out.dtype:
@@ -189,7 +189,7 @@ def _broadcasts_to(x: Any, diag: tuple, row: bool, out: torch.Tensor) -> bool:
         return False
 
 
-def _is_eye(k: tuple, shape: tuple[int, ...] | None) -> bool:
+def _is_eye(k: tuple[Any, ...], shape: tuple[int, ...] | None) -> bool:
     """An identity in the last two axes (constant along the leading ones)."""
     return k[0] == "delta" and shape is not None and len(shape) >= 2 and (k[1], k[2]) == (len(shape) - 2, len(shape) - 1)
 
@@ -236,7 +236,7 @@ def _delta_axes(node: torch.fx.Node, src_shape: tuple[int, ...], p: int, q: int)
     return None
 
 
-def _batched_delta_product(graph: torch.fx.Graph, a: Any, b: Any, ka: tuple, kb: tuple,
+def _batched_delta_product(graph: torch.fx.Graph, a: Any, b: Any, ka: tuple[Any, ...], kb: tuple,
                            out: torch.Tensor) -> torch.fx.Node | None:
     """``bmm`` with a factor that is a delta between the batch axis and its contracted
     axis: a gather of the other factor's diagonal, broadcast over the free axis.
@@ -266,7 +266,7 @@ def _same(x: Any, out: torch.Tensor) -> bool:
     return isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(out.shape) and v.dtype == out.dtype
 
 
-def _diagonal_values(graph: torch.fx.Graph, k: tuple, row: bool) -> torch.fx.Node:
+def _diagonal_values(graph: torch.fx.Graph, k: tuple[Any, ...], row: bool) -> torch.fx.Node:
     """The diagonal of ``op(I, y)`` as ``op(1, y)``, shaped to broadcast along the rows
     (``row``: ``[..., 1, n]``, multiplying on the right) or the columns (``[..., n, 1]``)."""
     _, op, y, padded, rest = k

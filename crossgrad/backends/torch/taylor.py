@@ -54,7 +54,7 @@ def _known(func: Any) -> bool:
             or torch.Tag.pointwise in func.tags)
 
 
-def _decomposition(func: Any) -> Callable | None:
+def _decomposition(func: Any) -> Callable[..., Any] | None:
     """torch's own decomposition of an operation the rules do not know, if it has one."""
     if _known(func):
         return None
@@ -71,7 +71,7 @@ class _Recorder(TorchDispatchMode):
         self.used: set[int] = set()  # tensors some recorded operation read
         self.decomposing = False  # one level: decompositions of decompositions reach prims, which torch.func lacks
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[Any, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         functional = _INPLACE_VIEWS.get(func)
         if functional is not None and id(args[0]) in self.used:
@@ -98,15 +98,15 @@ class _Recorder(TorchDispatchMode):
             del self.entries[start:]
         recorded = functional or func
         if not kwargs and not any(isinstance(a, (list, tuple)) for a in args):
-            leaves: list = list(args)  # the common case, without pytree machinery
+            leaves: list[Any] = list(args)  # the common case, without pytree machinery
 
-            def call(*values: Any, _func: Any = recorded) -> list:
+            def call(*values: Any, _func: Any = recorded) -> list[Any]:
                 out = _func(*values)
                 return list(out) if isinstance(out, (tuple, list)) else [out]
         else:
             leaves, spec = tree_util.tree_flatten((args, kwargs))
 
-            def call(*values: Any, _func: Any = recorded, _spec: Any = spec) -> list:
+            def call(*values: Any, _func: Any = recorded, _spec: Any = spec) -> list[Any]:
                 a, kw = tree_util.tree_unflatten(list(values), _spec)
                 return tree_util.tree_flatten(_func(*a, **kw))[0]
 
@@ -122,7 +122,7 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def record(f: Callable, primals: tuple) -> Recording:
+def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
     """``f(*primals)`` run once with its aten operations recorded.  Raises
     :class:`Unrecorded` under an outer torch.func transform or for in-place writes."""
     if torch._C._functorch.maybe_current_level() is not None:
@@ -160,7 +160,7 @@ def _axis(d: int) -> int:
     return d + 1 if d >= 0 else d
 
 
-def _direct(func: Any, args: tuple, kwargs: dict, live: tuple[int, ...], shapes: list) -> Callable | None:
+def _direct(func: Any, args: tuple[Any, ...], kwargs: dict[Any, Any], live: tuple[int, ...], shapes: list[Any]) -> Callable[..., Any] | None:
     """The linear map of the commonest linear operations on the coefficients, written with
     the rows as a leading axis (no torch.func.vmap: its per-call cost dominates small
     programs); None for the others."""
@@ -200,7 +200,7 @@ def _direct(func: Any, args: tuple, kwargs: dict, live: tuple[int, ...], shapes:
     return None
 
 
-def _direct_product(func: Any, args: tuple, kwargs: dict, live: tuple[int, ...], shapes: list) -> Callable | None:
+def _direct_product(func: Any, args: tuple[Any, ...], kwargs: dict[Any, Any], live: tuple[int, ...], shapes: list[Any]) -> Callable[..., Any] | None:
     """Products with one varying factor, on the coefficients directly."""
     if kwargs or len(live) != 1:
         return None
@@ -268,7 +268,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         scales = [sign[i] for i in live]
         shape = shapes[0]
 
-        def added(*ts: Any) -> tuple:
+        def added(*ts: Any) -> tuple[Any, ...]:
             total = None
             for s, t in zip(scales, ts):
                 t = _lift(t, len(shape))
@@ -282,7 +282,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         a, b = args[1:3]
         shape = shapes[0]
 
-        def affine(*ts: Any) -> tuple:
+        def affine(*ts: Any) -> tuple[Any, ...]:
             parts = dict(zip(live, ts))
             total = None
             if 1 in parts:
