@@ -107,7 +107,7 @@ def _method_signature(name: str) -> inspect.Signature:
 def _deferred(name: str) -> Callable[..., Any]:
     """A top-level transform that picks its backend when the transformed function is called."""
 
-    def transform(f: Callable[..., Any], *options: Any, **named: Any) -> Callable:
+    def transform(f: Callable[..., Any], *options: Any, **named: Any) -> Callable[..., Any]:
         bound = _method_signature(name).bind(f, *options, **named)
         spec.check_callable(name, f)
         spec.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
@@ -135,7 +135,7 @@ def _immediate(name: str, arrays_in: Callable[[inspect.BoundArguments], tuple[An
     return _adopt(transform, name)
 
 
-def _adopt(fn: Callable[..., Any], name: str) -> Callable:
+def _adopt(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     from crossgrad.transforms.namespace import Namespace
 
     fn.__name__ = fn.__qualname__ = name

@@ -22,7 +22,7 @@ from crossgrad.backends.base import Backend
 AUX_AT = {"value_and_grad": (0, 1), "vjp": (2,), "jvp": (2,)}
 
 
-def strip(backend: Backend, f: Callable[..., Any], held: dict[Any, Any]) -> Callable:
+def strip(backend: Backend, f: Callable[..., Any], held: dict[Any, Any]) -> Callable[..., Any]:
     """``f`` returning ``(output, tuple of the aux's array leaves)``; the aux's structure and
     other leaves go into ``held``."""
     owns = backend.arrays.owns

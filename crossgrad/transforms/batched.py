@@ -87,7 +87,7 @@ class Batched:
         return self._batch_inside(name, f, argnums, in_axes, has_aux, strategy, inner, outside)
 
     def _batch_inside(self, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
-                      chunk_size: int | None, outside: Callable[..., Any]) -> Callable:
+                      chunk_size: int | None, outside: Callable[..., Any]) -> Callable[..., Any]:
         """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
         the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
         so, decided once per argument signature."""
@@ -97,7 +97,7 @@ class Batched:
         axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
         memo = Memo()
 
-        def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple:
+        def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
             """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
             axes = leaf_axes(name, axes_form, args, shape)
             call = Call(name, backend, f, args, kwargs, argnums, has_aux)
@@ -121,7 +121,7 @@ class Batched:
             log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
             return (chosen, diff)
 
-        def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable:
+        def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
             def jacobian_g(*args: Any, **kwargs: Any) -> Any:
                 call = Call(name, backend, g, args, kwargs, argnums, has_aux)
                 blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)

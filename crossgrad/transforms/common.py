@@ -246,7 +246,7 @@ class Memo:
         self._seen: dict[tuple[Any, ...], Any] = {}
 
     @staticmethod
-    def key(args: tuple[Any, ...]) -> tuple | None:
+    def key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         parts: list[Any] = []
         for a in args:
             shape = getattr(a, "shape", None)
@@ -283,7 +283,7 @@ class Builtins:
         self.argnums, self.has_aux, self.scalar = argnums, has_aux, scalar
         self._made: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
-    def get(self, make: Callable[[Callable[..., Any], Any], Callable], args: tuple[Any, ...], kwargs: dict[Any, Any], tag: str = "",
+    def get(self, make: Callable[[Callable[..., Any], Any], Callable[..., Any]], args: tuple[Any, ...], kwargs: dict[Any, Any], tag: str = "",
             real: bool = False) -> Callable[..., Any]:
         """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``; with
         ``real``, a complex output raises :class:`crossgrad.errors.ComplexOutputError`

@@ -76,7 +76,7 @@ def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
     return None
 
 
-def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple:
+def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
     """What a compiled or traced program is specialised to: the pytree structure, each
     array's type, shape, dtype and device (and, on torch, whether it requires grad),
     and every other leaf's value (its identity when it cannot be hashed)."""
@@ -97,7 +97,7 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
     return tuple(parts)
 
 
-def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any], options: dict | None,
+def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any], options: dict[Any, Any] | None,
            replay: bool = False) -> Callable[..., Any]:
     """``f`` traced at ``args`` into a graph of the framework's operations (compiled with
     ``options`` unless None, and captured for replay with ``replay``): a function of
@@ -164,7 +164,7 @@ class Compiled:
 
     backend: Backend
 
-    def jit(self, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable:
+    def jit(self, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable[..., Any]:
         """``f`` compiled once per argument signature, never worse than eager.
 
         Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit
@@ -220,7 +220,7 @@ class Compiled:
             compiled = r in ("trace-compile", "trace-cudagraph")
             return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
 
-        def first_call(key: tuple[Any, ...], args: tuple, kwargs: dict[Any, Any]) -> Any:
+        def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
             # Once per signature: nothing the framework would silently truncate (jax, x64 off).
             check_leaves(name, backend, pytree.leaves((args, kwargs)))
             like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)

@@ -290,7 +290,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
         values = flat(*call.primals)
     n_out = found["outputs"]
 
-    def push(directions: list[Any], count: int, weights: Any, collapse: bool) -> list:
+    def push(directions: list[Any], count: int, weights: Any, collapse: bool) -> list[Any]:
         """Second-order coefficients of the outputs along ``directions`` (``count`` rows),
         in chunks of ``chunk_size`` rows."""
         nonlocal values
@@ -372,7 +372,7 @@ def _diagonal_block(a: Any, second: Any, point: _Point, i: int) -> Any:
     return a.reshape(moved, (*out_shape, *point.shapes[i]))
 
 
-def _hvp_rows(backend: Backend, call: Call, directions: list[Any]) -> list:
+def _hvp_rows(backend: Backend, call: Call, directions: list[Any]) -> list[Any]:
     """``H v`` for each row of ``directions``, where ``H`` is the Hessian of the sum of the
     (one, scalar per sample) output: per sample, that sample's Hessian-vector product."""
     p = backend.primitives

@@ -72,7 +72,7 @@ class Derivatives:
 
     backend: Backend
 
-    def _via_builtin(self, name: str, make: Callable[..., Any], f: Callable, argnums: Any, has_aux: bool,
+    def _via_builtin(self, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
                      scalar: bool, real: bool = False) -> Callable[..., Any]:
         """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
         crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
@@ -239,7 +239,7 @@ class Derivatives:
         result = (pytree.unflatten(call.out_def, list(out)), pytree.unflatten(call.out_def, list(tout)))
         return (*result, aux) if has_aux else result
 
-    def linearize(self, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable]:
+    def linearize(self, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable[..., Any]]:
         """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
 
         Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
@@ -272,7 +272,7 @@ class Derivatives:
 
         return pytree.unflatten(out_def, list(out)), jvp_fn
 
-    def _hvp_gradient(self, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> Callable:
+    def _hvp_gradient(self, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> Callable[..., Any]:
         """hvp's gradient function, kept per ``f`` so that repeated products with the same
         function reuse its remembered checks and built-ins.
 

@@ -281,7 +281,7 @@ class Jacobians:
         builtins = Builtins(name, backend, f, argnums, has_aux, scalar=False)
         memo = Memo()
 
-        def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple, kwargs: dict[Any, Any]) -> Any:
+        def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
             empty = known[1]
             # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
             # basis and fails); the composition builds the empty blocks directly.  torch's

@@ -27,7 +27,7 @@ IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, No
              "hessian_operator": slice(1, None)}
 
 
-def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable:
+def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a public transform so that dicts are walked in its framework's key order,
     so that a function writing into its inputs in place writes into copies and is
     reported (:class:`crossgrad.errors.InputMutationError`), the caller's arrays

@@ -50,7 +50,7 @@ class Entry:
 
     __slots__ = ("call", "info", "keys", "name", "out_keys", "results", "values")
 
-    def __init__(self, name: str, call: Callable[..., Any], keys: list[Any], values: list, out_keys: list,
+    def __init__(self, name: str, call: Callable[..., Any], keys: list[Any], values: list[Any], out_keys: list[Any],
                  results: list[Any] | None, info: Any = None):
         self.name, self.call, self.keys, self.values = name, call, keys, values
         self.out_keys, self.results, self.info = out_keys, results, info
@@ -61,7 +61,7 @@ class Recording:
     ``outputs`` the keys (or constant values) of its output leaves, ``treedef`` their
     structure, ``values`` the outputs when already computed."""
 
-    def __init__(self, inputs: list[Any], entries: list[Entry], outputs: list, treedef: Any,
+    def __init__(self, inputs: list[Any], entries: list[Entry], outputs: list[Any], treedef: Any,
                  values: list[Any] | None = None):
         self.inputs, self.entries, self.outputs, self.treedef, self.values = inputs, entries, outputs, treedef, values
 
@@ -74,7 +74,7 @@ def _weighted_sum(x: Any, weights: Any, rows: int) -> Any:
 
 
 def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: Sequence[Any], rows: int,
-         weights: Any = None, collapse: bool = True) -> tuple[list[Any], list]:
+         weights: Any = None, collapse: bool = True) -> tuple[list[Any], list[Any]]:
     """The outputs of ``rec`` at ``primals`` and their second-order coefficients.
 
     ``directions[i]`` has shape ``(rows, *primals[i].shape)``.  Returns ``(values,
@@ -113,7 +113,7 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
         if kind == "constant":
             continue
 
-        def g(*live_vals: Any, _vals: list[Any] = vals, _e: Entry = e, _live: list = live,
+        def g(*live_vals: Any, _vals: list[Any] = vals, _e: Entry = e, _live: list[Any] = live,
               _floating: list[Any] = floating) -> tuple[Any, ...]:
             substituted = list(_vals)
             for i, v in zip(_live, live_vals):
@@ -148,8 +148,8 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     return out_values, second
 
 
-def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, rows: int, curvature_rows: Callable,
-               closed: tuple[Any, ...] | None) -> tuple:
+def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, rows: int, curvature_rows: Callable[..., Any],
+               closed: tuple[Any, ...] | None) -> tuple[Any, ...]:
     """An elementwise ``g`` of one varying input: its first and second derivatives once
     (in closed form where the backend has it), then ``T' = g' T``,
     ``S' = g' S + g'' sum_k c_k T_k**2``."""
@@ -169,7 +169,7 @@ def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, rows: in
     return tuple(new)
 
 
-def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts: tuple, rows: int, curvature_rows: Callable,
+def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts: tuple[Any, ...], rows: int, curvature_rows: Callable[..., Any],
              bilinear: bool) -> tuple[Any, ...]:
     """Any ``g``: a vectorized jvp for the first-order rows, and for the curvature
     ``2 g(Ta_k, Tb_k)`` (a product of two varying factors) or a vectorized jvp of a jvp."""

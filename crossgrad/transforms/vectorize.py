@@ -196,7 +196,7 @@ class Vectorize:
             return batched
         return self._spread(name, batched, layout, out_axes, devices, gather)
 
-    def _spread(self, name: str, batched: Callable[..., Any], layout: Callable, out_axes: Any, devices: Any,
+    def _spread(self, name: str, batched: Callable[..., Any], layout: Callable[..., Any], out_axes: Any, devices: Any,
                 gather: bool) -> Callable[..., Any]:
         """``batched`` with its batch spread over ``devices`` (NOTE [spreading the batch])."""
         backend = self.backend

@@ -41,7 +41,7 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     return []
 
 
-def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
+def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
     """jax arrays are immutable: the arguments as they are, nothing to watch."""
     return args, kwargs, []
 

@@ -31,39 +31,39 @@ LACKS: dict[str, tuple[str, ...]] = {
 }
 
 
-def grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable:
+def grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable[..., Any]:
     return jax.grad(f, argnums=argnums, has_aux=has_aux)
 
 
-def value_and_grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable:
+def value_and_grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable[..., Any]:
     return jax.value_and_grad(f, argnums=argnums, has_aux=has_aux)
 
 
-def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple:
+def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, ...]:
     return jax.vjp(f, *primals, has_aux=has_aux)
 
 
-def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_aux: bool) -> tuple:
+def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...], has_aux: bool) -> tuple[Any, ...]:
     return jax.jvp(f, primals, tangents, has_aux=has_aux)
 
 
-def linearize(f: Callable[..., Any], primals: tuple[Any, ...]) -> tuple[Any, Callable]:
+def linearize(f: Callable[..., Any], primals: tuple[Any, ...]) -> tuple[Any, Callable[..., Any]]:
     return jax.linearize(f, *primals)
 
 
-def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | None, randomness: str = "error") -> Callable:
+def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | None, randomness: str = "error") -> Callable[..., Any]:
     return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
 
 
-def jacrev(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+def jacrev(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable[..., Any]:
     return jax.jacrev(f, argnums=argnums, has_aux=has_aux)
 
 
-def jacfwd(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+def jacfwd(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable[..., Any]:
     return jax.jacfwd(f, argnums=argnums, has_aux=has_aux)
 
 
-def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable[..., Any]:
     return jax.hessian(f, argnums=argnums, has_aux=has_aux)
 
 
@@ -71,5 +71,5 @@ def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int 
 JIT_ROUTES = ("auto", "compile")
 
 
-def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable:
+def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable[..., Any]:
     return jax.jit(f, **options)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from crossgrad import pytree
 
 
-def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable, Any]:
+def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable[..., Any], Any]:
     """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return jax.vjp(f, *primals, has_aux=True)
@@ -19,7 +19,7 @@ def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple
     return out, fn, None
 
 
-def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
+def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...], has_aux: bool) -> tuple[Any, Any, Any]:
     """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return jax.jvp(f, primals, tangents, has_aux=True)
@@ -27,7 +27,7 @@ def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_au
     return out, tout, None
 
 
-def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
+def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable[..., Any]:
     """``f`` vectorized (jax draws from explicit keys: ``randomness`` changes nothing)."""
     return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
 
@@ -53,7 +53,7 @@ def map_chunks(batched_f: Callable[..., Any], xs: tuple[Any, ...], chunk_size: i
     return pytree.unflatten(treedef, leaves)
 
 
-def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple:
+def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
     """``f(*row)`` for each row of the arrays ``xs`` in turn (``lax.map``: one traced
     body, a loop at run time, so the reference loop stays small under ``jax.jit``), stacked."""
     return tuple(jax.lax.map(lambda row: f(*row), xs))

@@ -83,7 +83,7 @@ def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
     scopes = itertools.count()
     entries: list[Entry] = []
 
-    def walk(jaxpr: Any, consts: list[Any], env: dict[Any, Any]) -> list:
+    def walk(jaxpr: Any, consts: list[Any], env: dict[Any, Any]) -> list[Any]:
         """Append ``jaxpr``'s operations; ``env`` maps its variables to keys or ("value", v)."""
         scope = next(scopes)
         for var, c in zip(jaxpr.constvars, consts):

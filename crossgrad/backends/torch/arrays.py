@@ -49,7 +49,7 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     return found
 
 
-def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple, dict, list[tuple[int, Any, int]]]:
+def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
     """``args`` and ``kwargs`` with every tensor replaced by a copy (autograd flows through
     to the original), and the :func:`watch` list of the copies: a function that writes
     into its input writes into the copy, so the caller's tensor never changes and the

@@ -32,11 +32,11 @@ LACKS: dict[str, tuple[str, ...]] = {
 
 
 
-def grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable:
+def grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable[..., Any]:
     return tf.grad(f, argnums=argnums, has_aux=has_aux)
 
 
-def value_and_grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable:
+def value_and_grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callable[..., Any]:
     grad_and_value = tf.grad_and_value(f, argnums=argnums, has_aux=has_aux)
 
     def value_and_grad_f(*args: Any) -> tuple[Any, Any]:
@@ -46,32 +46,32 @@ def value_and_grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callab
     return value_and_grad_f
 
 
-def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple:
+def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, ...]:
     return tf.vjp(f, *primals, has_aux=has_aux)
 
 
-def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_aux: bool) -> tuple:
+def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...], has_aux: bool) -> tuple[Any, ...]:
     return tf.jvp(f, primals, tangents, has_aux=has_aux)
 
 
-def linearize(f: Callable[..., Any], primals: tuple[Any, ...]) -> tuple[Any, Callable]:
+def linearize(f: Callable[..., Any], primals: tuple[Any, ...]) -> tuple[Any, Callable[..., Any]]:
     return tf.linearize(f, *primals)
 
 
-def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | None, randomness: str = "error") -> Callable:
+def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | None, randomness: str = "error") -> Callable[..., Any]:
     return tf.vmap(f, in_dims=in_axes, out_dims=out_axes, chunk_size=chunk_size, randomness=randomness)
 
 
-def jacrev(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+def jacrev(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable[..., Any]:
     return tf.jacrev(f, argnums=argnums, has_aux=has_aux, chunk_size=chunk_size)
 
 
-def jacfwd(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+def jacfwd(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable[..., Any]:
     # One draw for all the basis vectors of one Jacobian: the derivative of one realization.
     return tf.jacfwd(f, argnums=argnums, has_aux=has_aux, randomness="same")
 
 
-def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable:
+def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int | None) -> Callable[..., Any]:
     # torch.func.hessian is jacfwd(jacrev), with jacfwd's randomness="error": one draw per
     # Hessian ("same") instead, as for the Jacobians.
     return tf.jacfwd(tf.jacrev(f, argnums=argnums, has_aux=has_aux), argnums=argnums, has_aux=has_aux,
@@ -82,11 +82,11 @@ def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int 
 JIT_ROUTES = ("auto", "compile", "trace", "trace-compile", "trace-cudagraph")
 
 
-def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable:
+def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable[..., Any]:
     return torch.compile(f, **options)
 
 
-def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Callable:
+def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
     """The aten operations ``f(*args)`` dispatches, as a graph (``make_fx`` with real
     tensors: torch.func's transforms run for real and only their operations are
     recorded; a data-dependent Python branch raises)."""
@@ -121,7 +121,7 @@ def simplified(traced: Any, args: tuple[Any, ...]) -> Any:
     return candidate if simplify.agree(expected, got) else traced
 
 
-def replay(traced: Any, run: Callable[..., Any], args: tuple[Any, ...]) -> Callable:
+def replay(traced: Any, run: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
     """``run`` (``traced`` or its compiled form: a function of tensors returning a tuple of
     tensors) captured once into a CUDA graph and replayed: each call copies its inputs
     into the graph's static buffers, replays every kernel with one launch, and returns

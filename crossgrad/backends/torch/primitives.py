@@ -12,7 +12,7 @@ from crossgrad import pytree
 from crossgrad.backends.torch import arrays
 
 
-def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable, Any]:
+def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable[..., Any], Any]:
     """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return tf.vjp(f, *primals, has_aux=True)
@@ -20,7 +20,7 @@ def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple
     return out, fn, None
 
 
-def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_aux: bool) -> tuple[Any, Any, Any]:
+def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...], has_aux: bool) -> tuple[Any, Any, Any]:
     """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
         return tf.jvp(f, primals, tangents, has_aux=True)
@@ -28,7 +28,7 @@ def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple, has_au
     return out, tout, None
 
 
-def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable:
+def vmap(f: Callable[..., Any], in_axes: Any, out_axes: Any, randomness: str = "same") -> Callable[..., Any]:
     """``f`` vectorized; a random operation inside draws once for the whole batch
     (``"same"``: the basis vectors of one derivative), once per element
     (``"different"``) or is refused (``"error"``)."""
@@ -47,7 +47,7 @@ def map_chunks(batched_f: Callable[..., Any], xs: tuple[Any, ...], chunk_size: i
     return pytree.unflatten(treedef, [torch.cat(col) for col in columns])
 
 
-def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple:
+def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
     """``f(*row)`` for each row of the arrays ``xs`` in turn (a Python loop), stacked."""
     rows = [f(*row) for row in zip(*(x.unbind(0) for x in xs))]
     return tuple(torch.stack([r[i] for r in rows]) for i in range(len(rows[0])))

@@ -236,7 +236,7 @@ def _delta_axes(node: torch.fx.Node, src_shape: tuple[int, ...], p: int, q: int)
     return None
 
 
-def _batched_delta_product(graph: torch.fx.Graph, a: Any, b: Any, ka: tuple[Any, ...], kb: tuple,
+def _batched_delta_product(graph: torch.fx.Graph, a: Any, b: Any, ka: tuple[Any, ...], kb: tuple[Any, ...],
                            out: torch.Tensor) -> torch.fx.Node | None:
     """``bmm`` with a factor that is a delta between the batch axis and its contracted
     axis: a gather of the other factor's diagonal, broadcast over the free axis.
