@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from functools import partial
@@ -43,9 +42,6 @@ def check_leaves(transform: str, backend: Backend, leaves: list[Any]) -> None:
                 "or the scoped `with jax.enable_x64(True):`), or convert the input to float32 yourself.",
             )
 
-
-def size_of(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
 
 
 def mutation_error(transform: str, what: str) -> errors.InputMutationError:

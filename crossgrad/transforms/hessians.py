@@ -6,13 +6,14 @@ in :mod:`crossgrad.transforms.policy`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.common import Call, Memo, needs_composition, size_of, use_builtin
+from crossgrad.transforms.common import Call, Memo, needs_composition, use_builtin
 
 
 class Hessians:
@@ -104,7 +105,7 @@ class Hessians:
                             chosen[sig] = ("fwd-fwd", None)  # the only strategy that answers for complex outputs
                         else:
                             chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
-                                size_of(shape) for shape, _, _ in outputs))
+                                math.prod(shape) for shape, _, _ in outputs))
                     picked = (*chosen[sig], False)
                 memo.put(key, picked)
             s, picked_impl, forced = picked

@@ -12,13 +12,14 @@ nests the blocks as JAX does.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, chunking, policy
-from crossgrad.transforms.common import Builtins, Call, Memo, needs_composition, size_of, use_builtin
+from crossgrad.transforms.common import Builtins, Call, Memo, needs_composition, use_builtin
 
 log = logging.getLogger("crossgrad")
 
@@ -26,8 +27,8 @@ log = logging.getLogger("crossgrad")
 def _offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
     bounds, start = [], 0
     for s in shapes:
-        bounds.append((start, start + size_of(s)))
-        start += size_of(s)
+        bounds.append((start, start + math.prod(s)))
+        start += math.prod(s)
     return bounds
 
 
@@ -202,11 +203,11 @@ def auto_mode(backend: Backend, call: Call) -> str:
     mode] in :mod:`crossgrad.transforms.policy`)."""
     if not call.primals:
         return "rev"
-    n = sum(size_of(backend.arrays.shape(p)) for p in call.primals)
+    n = sum(math.prod(backend.arrays.shape(p)) for p in call.primals)
     outputs = call.output_shapes()
     if any(dtype.startswith("complex") for _, _, dtype in outputs):
         return "fwd"  # the only mode that answers for complex outputs
-    m = sum(size_of(s) for s, _, _ in outputs)
+    m = sum(math.prod(s) for s, _, _ in outputs)
     return policy.jacobian_mode(backend.name, backend.arrays.on_accelerator(call.primals[0]), n, m)
 
 
