@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test parity fuzz lint bench wheel-check clean
+.PHONY: install test parity fuzz lint typecheck bench wheel-check clean
 
 install: $(SETUP)
 
@@ -45,6 +45,10 @@ fuzz: $(SETUP)
 
 lint: $(SETUP)
 	$(RUN) -m ruff check crossgrad tests benchmarks examples
+
+# mypy --strict on the package and on a user's script (tests/typing/user_script.py).
+typecheck: $(SETUP)
+	$(RUN) -m mypy --strict crossgrad tests/typing/user_script.py
 
 bench: $(SETUP)
 	$(RUN) -m benchmarks

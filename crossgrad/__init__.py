@@ -85,7 +85,7 @@ def infer_backend(transform: str, *trees: Any) -> str:
     from crossgrad import pytree
     from crossgrad.transforms.common import framework_of
 
-    found = {framework_of(leaf) for tree in trees for leaf in pytree.leaves(tree)} - {None}
+    found = {fw for tree in trees for leaf in pytree.leaves(tree) if (fw := framework_of(leaf)) is not None}
     if len(found) > 1:
         raise errors.MixedFrameworksError(
             transform, "arrays of one framework", "torch tensors and jax arrays in one call",

@@ -82,7 +82,7 @@ def _rows(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool
     blocks = []
     for basis in _basis_chunks(m, chunk_size, flat_out):
         try:
-            grads = torch.autograd.grad(flat_out, inputs, basis, retain_graph=True, create_graph=create_graph,
+            grads: tuple[Any, ...] = torch.autograd.grad(flat_out, inputs, basis, retain_graph=True, create_graph=create_graph,
                                         allow_unused=True, is_grads_batched=True)
         except RuntimeError:
             # A backward that cannot be batched (a custom Function computing in NumPy):
@@ -112,7 +112,7 @@ def _columns(flat_out: torch.Tensor, inputs: list[torch.Tensor], create_graph: b
     grads = torch.autograd.grad(flat_out, inputs, u, create_graph=True, allow_unused=True)
     g = _flat(grads, inputs)
     if not g.requires_grad:
-        return None  # the backward graph is not differentiable (a custom Function's backward)
+        return None  # type: ignore[return-value]  # the backward graph is not differentiable (a custom Function's backward)
     blocks = [
         torch.autograd.grad(g, u, basis, retain_graph=True, create_graph=create_graph, is_grads_batched=True)[0]
         for basis in _basis_chunks(n, chunk_size, g)

@@ -87,7 +87,7 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
         if owner == "torch":
             return x
         if owner == "jax":
-            t = torch.from_dlpack(x)
+            t = torch.utils.dlpack.from_dlpack(x)
             return t.clone() if copy else t
         if isinstance(x, np.ndarray):
             return torch.tensor(x) if copy else torch.as_tensor(x)

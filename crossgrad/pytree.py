@@ -122,7 +122,8 @@ def _rebuild_dict(data: Any, kids: list[Any]) -> dict[Any, Any]:
     if kind is dict:
         return dict(zip(keys, kids))
     try:
-        return kind(zip(keys, kids))
+        built: dict[Any, Any] = kind(zip(keys, kids))
+        return built
     except TypeError:
         return dict(zip(keys, kids))
 
@@ -247,6 +248,7 @@ def broadcast_prefix(prefix: Any, tree: Any, is_leaf: Callable[[Any], bool]) -> 
         )
         if mismatch:
             raise ValueError(f"{type(p).__name__} does not match {type(t).__name__}")
+        assert ps is not None and ts is not None
         if ps[0] == "dict":  # matched by key: the two dicts may list their keys in different orders
             by_key = dict(zip(ps[1][1], ps[2]))
             for key, tc in zip(ts[1][1], ts[2]):

@@ -27,7 +27,7 @@ Conventions every backend follows:
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 from crossgrad import errors
 
@@ -99,7 +99,7 @@ def normalize_argnums(transform: str, argnums: Argnums, nargs: int) -> tuple[tup
     """
     check_argnums_form(transform, argnums)
     single = _is_int(argnums)
-    nums = (argnums,) if single else tuple(argnums)
+    nums: tuple[Any, ...] = (argnums,) if single else tuple(cast("tuple[int, ...] | list[int]", argnums))
     fix = f"The function was called with {nargs} positional argument(s): use indices in [-{nargs}, {nargs - 1}]."
     out = []
     for a in nums:

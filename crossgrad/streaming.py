@@ -28,7 +28,7 @@ NAME = "stream"
 class Chunk(NamedTuple):
     """One chunk of a streamed batch: its position and the transform's result for it."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the chunk's number (the API's name; shadows tuple.index)
     start: int
     stop: int
     result: Any
@@ -179,7 +179,8 @@ def _check_writable(target: Any, values: Any, rows: int, casting: str, k: int) -
             f"result leaf {k} of shape {tuple(values.shape)}",
             "Return the batch on axis 0 (out_axes=0), so that rows are never written transposed or broadcast.")
     dtype = getattr(target, "dtype", None)
-    if dtype is not None and not np.can_cast(values.dtype, dtype, casting=casting):
+    rule: Any = casting  # one of NumPy's literal casting names (spec.CASTINGS)
+    if dtype is not None and not np.can_cast(values.dtype, dtype, casting=rule):
         raise errors.InputDtypeError(
             "stream_to", f"a sink that holds {values.dtype} results under casting={casting!r}",
             f"a {np.dtype(dtype)} sink for result leaf {k}",

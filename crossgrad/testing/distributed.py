@@ -11,14 +11,14 @@ from crossgrad.testing import frameworks, problems
 BATCH = 5  # uneven over two ranks: 3 + 2
 
 
-def problem():
+def problem() -> Any:
     """The notebook's tanh-linear layer, per-sample Jacobians/Hessians w.r.t. x."""
     prob = problems.tanh_linear(n_in=7, n_out=4, batch=BATCH)
     return prob.build(frameworks.ops("torch")), frameworks.convert(prob.inputs(np.random.default_rng(3)), "torch",
                                                                   "float64")
 
 
-def results(devices) -> dict[Any, Any]:
+def results(devices: Any) -> dict[Any, Any]:
     """Every spread transform on the problem, with and without gather."""
     import crossgrad as cg
 

@@ -47,7 +47,7 @@ def tanh_linear(n_in: int = 4, n_out: int = 5, batch: int | None = None, argnums
     """``f(W, b, x) = tanh(W x + b)``; with ``batch``, ``x`` has a leading batch axis."""
 
     def build(o: Ops) -> Callable[..., Any]:
-        def f(weight, bias, x):
+        def f(weight: Any, bias: Any, x: Any) -> Any:
             return o.tanh(weight @ x + bias)
 
         return f
@@ -56,11 +56,11 @@ def tanh_linear(n_in: int = 4, n_out: int = 5, batch: int | None = None, argnums
         x_shape = (n_in,) if batch is None else (batch, n_in)
         return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in), rng.standard_normal(n_out), rng.standard_normal(x_shape))
 
-    def jac_x(w, b, x):
+    def jac_x(w: Any, b: Any, x: Any) -> Any:
         t = np.tanh(np.einsum("mi,...i->...m", w, x) + b)
         return (1 - t**2)[..., :, None] * w
 
-    def hess_x(w, b, x):
+    def hess_x(w: Any, b: Any, x: Any) -> Any:
         t = np.tanh(np.einsum("mi,...i->...m", w, x) + b)
         s = -2 * t * (1 - t**2)
         return s[..., :, None, None] * w[:, :, None] * w[:, None, :]
@@ -87,7 +87,7 @@ def critic_td_err(dim: int = 4, batch: int = 3) -> Problem:
     def build(o: Ops) -> Callable[..., Any]:
         weight = o.asarray(w, "float32")
 
-        def td_err(state, action, q_target):
+        def td_err(state: Any, action: Any, q_target: Any) -> Any:
             tmp = state + o.sum(action)
             wt = weight.to(tmp.dtype) if o.name == "torch" else weight.astype(tmp.dtype)
             q1 = o.tanh(wt @ tmp)
@@ -99,7 +99,7 @@ def critic_td_err(dim: int = 4, batch: int = 3) -> Problem:
     def inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         return rng.standard_normal((batch, dim)), rng.standard_normal((batch, dim)), rng.standard_normal((batch, 1))
 
-    def jac_action(state, action, q_target):
+    def jac_action(state: Any, action: Any, q_target: Any) -> Any:
         q = np.tanh((state + action.sum(-1, keepdims=True)) @ w.T)  # (B, 1)
         head = -(1 - q**2)[..., None] * w.sum() * np.ones((1, 1, dim))  # (B, 1, dim)
         return head, head
@@ -112,18 +112,18 @@ def critic_td_err(dim: int = 4, batch: int = 3) -> Problem:
 
 def rosenbrock(n: int = 5) -> Problem:
     def build(o: Ops) -> Callable[..., Any]:
-        def f(x):
+        def f(x: Any) -> Any:
             return o.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
         return f
 
-    def grad(x):
+    def grad(x: Any) -> Any:
         g = np.zeros_like(x)
         g[:-1] += -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
         g[1:] += 200 * (x[1:] - x[:-1] ** 2)
         return g
 
-    def hess(x):
+    def hess(x: Any) -> Any:
         h = np.zeros((n, n))
         i = np.arange(n - 1)
         h[i, i] += 1200 * x[:-1] ** 2 - 400 * x[1:] + 2
@@ -137,17 +137,17 @@ def rosenbrock(n: int = 5) -> Problem:
 
 def logsumexp(n: int = 6, batch: int | None = None) -> Problem:
     def build(o: Ops) -> Callable[..., Any]:
-        def f(x):
+        def f(x: Any) -> Any:
             m = x.max()
             return m + o.log(o.sum(o.exp(x - m)))
 
         return f
 
-    def softmax(x):
+    def softmax(x: Any) -> Any:
         e = np.exp(x - x.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
 
-    def hess(x):
+    def hess(x: Any) -> Any:
         p = softmax(x)
         return np.einsum("...i,ij->...ij", p, np.eye(n)) - p[..., :, None] * p[..., None, :]
 
@@ -160,7 +160,7 @@ def mlp_dict(n_in: int = 3, hidden: int = 4) -> Problem:
     """A scalar loss of an MLP whose parameters are a dict (a pytree), argnums=0."""
 
     def build(o: Ops) -> Callable[..., Any]:
-        def loss(params, x, y):
+        def loss(params: Any, x: Any, y: Any) -> Any:
             h = o.tanh(x @ params["w1"] + params["b1"])
             pred = h @ params["w2"] + params["b2"]
             return o.sum((pred - y) ** 2)
@@ -189,7 +189,7 @@ def mlp(sizes: tuple[int, ...], batch: int | None = None, wrt: str = "input", se
     def build(o: Ops) -> Callable[..., Any]:
         depth = len(sizes) - 1
 
-        def forward(params, x):
+        def forward(params: Any, x: Any) -> Any:
             h = x
             for k in range(depth):
                 h = h @ params[f"w{k}"] + params[f"b{k}"]
@@ -198,12 +198,12 @@ def mlp(sizes: tuple[int, ...], batch: int | None = None, wrt: str = "input", se
             return h
 
         if wrt == "params":
-            def loss(params, x, y):
+            def loss(params: Any, x: Any, y: Any) -> Any:
                 return o.sum((forward(params, x) - y) ** 2) / x.shape[0]
 
             return loss
 
-        def f(params, x):
+        def f(params: Any, x: Any) -> Any:
             out = forward(params, x)
             return out[..., 0] if sizes[-1] == 1 else out
 

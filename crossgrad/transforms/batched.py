@@ -32,6 +32,9 @@ class Batched:
     """batched_jacobian, batched_hessian."""
 
     backend: Backend
+    _jacobian: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
+    _hessian: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
+    _vmap: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
 
     def batched_jacobian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                          mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",

@@ -59,6 +59,8 @@ class Checking:
     """check_grads."""
 
     backend: Backend
+    jvp: Callable[..., Any]  # from a sibling mixin of Namespace
+    vjp: Callable[..., Any]  # from a sibling mixin of Namespace
 
     def check_grads(self, f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *, eps: float | None = None,
                     rtol: float | None = None, seed: int = 0) -> None:

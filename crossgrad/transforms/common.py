@@ -158,7 +158,7 @@ class Call:
             spec.check_output_leaf(self.transform, self.backend.arrays.owns(leaf), leaf)
         return (tuple(out_leaves), aux) if self.has_aux else tuple(out_leaves)
 
-    def flat_output(self, *leaves: Any) -> tuple[Any, ...]:
+    def flat_output(self, *leaves: Any) -> Any:
         """``flat`` without the aux."""
         out = self.flat(*leaves)
         return out[0] if self.has_aux else out
@@ -182,7 +182,9 @@ class Call:
                 out, _ = spec.split_aux(self.transform, out)
             return tuple(pytree.leaves(out))
 
-        return self.backend.primitives.output_shapes(run, tuple(leaves[i] for i in positions))
+        shapes: list[tuple[tuple[int, ...], int, str]] = self.backend.primitives.output_shapes(
+            run, tuple(leaves[i] for i in positions))
+        return shapes
 
     def per_argnum(self, values: list[Any]) -> Any:
         """Per-input-leaf values (one per differentiated leaf) grouped back into the argnums'
@@ -193,6 +195,11 @@ class Call:
         grouped = tuple(pytree.unflatten(d, full[lo:hi]) for d, (lo, hi) in zip(self.defs, self.bounds))
         return grouped[0] if self.single else grouped
 
+    def output_structure(self) -> pytree.TreeDef:
+        """The output's structure, known once the function has been evaluated."""
+        assert self.out_def is not None, "the function has not been evaluated yet"
+        return self.out_def
+
     def assemble(self, blocks: list[list[Any]]) -> Any:
         """``blocks[o][i]``, output leaf ``o`` by input leaf ``i``, as the nested result."""
         assert self.out_def is not None
@@ -200,7 +207,7 @@ class Call:
 
     def has_no_elements(self) -> bool:
         """Whether the differentiated inputs hold no elements at all (an empty Jacobian)."""
-        return sum(self.backend.arrays.size(p) for p in self.primals) == 0
+        return bool(sum(self.backend.arrays.size(p) for p in self.primals) == 0)
 
     def signature(self) -> tuple[Any, ...]:
         """Shapes and dtypes of the primals: the key of decisions made once per signature."""

@@ -230,7 +230,7 @@ class Compiled:
             # Building, measuring and checking run f several times: on copies of the
             # arrays, with the generators restored afterwards, so that the caller's arrays
             # and the random state end as one call leaves them.
-            def fresh() -> tuple[tuple[Any, ...], dict[Any, Any]]:
+            def fresh() -> Any:
                 return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.owns(leaf) else leaf,
                                          (args, kwargs))
 

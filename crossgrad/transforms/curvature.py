@@ -56,6 +56,7 @@ class _Point:
             if self.batch is None:
                 out.append(a.reshape(piece, (rows, *shape)))
             else:
+                assert ax is not None
                 piece = a.reshape(piece, (rows, self.batch, *shape))
                 out.append(a.moveaxis(piece, 1, 1 + ax))
         return out
@@ -68,6 +69,7 @@ class _Point:
             if self.batch is None:
                 parts.append(a.reshape(leaf, (rows, size)))
             else:
+                assert ax is not None
                 parts.append(a.reshape(a.moveaxis(leaf, 1 + ax, 1), (rows, self.batch, size)))
         return a.concat(parts, -1)
 
@@ -89,6 +91,9 @@ class Curvature:
     """laplacian, hessian_trace, hessian_diagonal and their batched forms."""
 
     backend: Backend
+    _vmap: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
+    hessian: Callable[..., Any]  # from a sibling mixin of Namespace
+    batched_hessian: Callable[..., Any]  # from a sibling mixin of Namespace
 
     def laplacian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
                   samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
@@ -254,6 +259,7 @@ class Curvature:
                 batch = batch_size(name, args, all_axes, backend.arrays.shape)
                 if None in axes or batch == 0:
                     return outside(args, kwargs)
+                assert batched_f is not None
                 g = batched_f
             call = Call(name, backend, g, args, kwargs, argnums, has_aux)
             point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
@@ -325,7 +331,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
         else:
             spec.check_scalar_estimator(name, estimator, output_shapes())
             second = [_hutch_pp(backend, call, point, push, key, rows)]
-        result = pytree.unflatten(call.out_def, second)
+        result = pytree.unflatten(call.output_structure(), second)
     else:
         if estimator == "exact":
             per_direction = push(point.basis(0, point.n), point.n, None, False)
@@ -441,7 +447,7 @@ def _via_hessian(ns: Any, f: Callable[..., Any], argnums: Any, in_axes: Any, has
             trace = t if trace is None else trace + t
         traces.append(trace)
         diagonals.append(diag)
-    result = pytree.unflatten(call.out_def, traces) if what == "trace" else call.assemble(diagonals)
+    result = pytree.unflatten(call.output_structure(), traces) if what == "trace" else call.assemble(diagonals)
     return (result, aux) if has_aux else result
 
 

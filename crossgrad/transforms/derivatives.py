@@ -96,7 +96,7 @@ class Derivatives:
         def composed(*args: Any, **kwargs: Any) -> Any:
             call = Call(name, backend, f, args, kwargs, argnums, has_aux)
             out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
-            value = pytree.unflatten(call.out_def, list(out))
+            value = pytree.unflatten(call.output_structure(), list(out))
             check_output(name, backend, value, scalar=True)
             spec.check_real_output(name, backend.arrays.dtype_name(out[0]), "output leaf 0")
             grads = call.per_argnum(list(vjp_fn((backend.arrays.ones_like(out[0]),))))
@@ -183,16 +183,17 @@ class Derivatives:
                 # The output's dicts come back in crossgrad's key order; a cotangent in the
                 # function's own order is the same pytree (torch.func alone would refuse it).
                 _check_same_structure(name, "cotangents", cotangent, out, "the output")
-                return builtin_vjp(pytree.ordered_like(cotangent, out))
+                return tuple(builtin_vjp(pytree.ordered_like(cotangent, out)))
 
             return (out, builtin_vjp_fn, *aux)
         call = Call(name, backend, f, primals, {}, argnums, has_aux)
         out_leaves, flat_vjp, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
-        out = pytree.unflatten(call.out_def, list(out_leaves))
+        out = pytree.unflatten(call.output_structure(), list(out_leaves))
 
         def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
             _check_same_structure(name, "cotangents", cotangent, out, "the output")
-            return call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
+            per: tuple[Any, ...] = call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
+            return per
 
         return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
@@ -233,10 +234,10 @@ class Derivatives:
         check_leaves(name, backend, pytree.leaves(tangents))
         if use_builtin(name, backend, impl):
             g = checked(name, backend, f, has_aux, scalar=False)
-            return backend.builtins.jvp(g, primals, tangents, has_aux)
+            return tuple(backend.builtins.jvp(g, primals, tangents, has_aux))
         out, push, aux = self._transposed_vjp(call)
         tout = push(pytree.leaves(tangents))
-        result = (pytree.unflatten(call.out_def, list(out)), pytree.unflatten(call.out_def, list(tout)))
+        result = (pytree.unflatten(call.output_structure(), list(out)), pytree.unflatten(call.output_structure(), list(tout)))
         return (*result, aux) if has_aux else result
 
     def linearize(self, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable[..., Any]]:
@@ -262,9 +263,11 @@ class Derivatives:
         backend = self.backend
         call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
         if use_builtin(name, backend, impl):
-            return backend.builtins.linearize(checked(name, backend, f, False, False), primals)
+            out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
+                checked(name, backend, f, False, False), primals)
+            return out_and_fn
         out, push, _ = self._transposed_vjp(call)
-        out_def = call.out_def
+        out_def = call.output_structure()
 
         def jvp_fn(*tangents: Any) -> Any:
             _check_same_structure(name, "tangents", tangents, primals, "primals")
@@ -292,7 +295,9 @@ class Derivatives:
                 return self._value_and_grad("hvp", f, nums, False, impl, with_value=False)
 
             def weakly_f(*args: Any, **kwargs: Any) -> Any:
-                return ref()(*args, **kwargs)  # alive: hvp holds f while it runs
+                target = ref()
+                assert target is not None  # alive: hvp holds f while it runs
+                return target(*args, **kwargs)
 
             # The name only: functools.wraps would keep f alive through __wrapped__.
             weakly_f.__name__ = weakly_f.__qualname__ = getattr(f, "__name__", type(f).__name__)
@@ -301,7 +306,8 @@ class Derivatives:
         ref, weakly_f, per_f = entry
         if (nums, impl) not in per_f:
             per_f[(nums, impl)] = self._value_and_grad("hvp", weakly_f, nums, False, impl, with_value=False)
-        return per_f[(nums, impl)]
+        made: Callable[..., Any] = per_f[(nums, impl)]
+        return made
 
     def hvp(self, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
             impl: str = "auto") -> Any:
@@ -333,7 +339,7 @@ class Derivatives:
             args = list(primals)
             for k, d in zip(nums, diff):
                 args[k] = d
-            return grad_f(*args)
+            return tuple(grad_f(*args))
 
         _, tout = self.jvp(grad_of_differentiated, tuple(primals[k] for k in nums), tangents, impl="builtin")
         return tout[0] if single else tout

@@ -20,6 +20,8 @@ class Hessians:
     """hessian."""
 
     backend: Backend
+    _via_builtin: Callable[..., Any]  # from a sibling mixin of Namespace
+    _jacobian: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
 
     def hessian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, strategy: str = "auto",
                 chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:

@@ -211,7 +211,7 @@ def bytes_per_direction(backend: Backend, rec: Recording, primals: Sequence[Any]
             total += sum(a.nbytes(r) for r in e.results if backend.taylor.is_float(r))
         elif isinstance(e.info, tuple) and len(e.info) == 3:
             total += itemsize * _prod(e.info[2])
-    return 2 * total
+    return int(2 * total)
 
 
 def _prod(shape: Sequence[int]) -> int:

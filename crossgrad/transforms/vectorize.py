@@ -153,7 +153,8 @@ class Vectorize:
                 axes = leaf_axes(name, in_axes, args, shape)
                 check_leaves(name, backend, pytree.leaves(args))
                 known = memo.put(key, [axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
-            return known
+            layout_of: list[Any] = known
+            return layout_of
 
         def batched(*args: Any, **kwargs: Any) -> Any:
             known = layout(args)

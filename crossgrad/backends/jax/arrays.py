@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+# jax's own annotation-free function, under a typed name.
+_block_until_ready: Callable[[Any], Any] = jax.block_until_ready
 
 
 def owns(x: Any) -> bool:
@@ -65,7 +67,7 @@ def exclusive() -> Any:
 
 def synchronize(tree: Any) -> Any:
     """``tree`` once computed (jax dispatches asynchronously)."""
-    return jax.block_until_ready(tree)
+    return _block_until_ready(tree)
 
 
 def preserved_random_state(like: Any) -> Any:
@@ -80,7 +82,7 @@ def on_accelerator(x: Any) -> bool:
 
 
 def nbytes(x: Any) -> int:
-    return int(np.prod(jnp.shape(x), dtype=np.int64)) * jnp.dtype(x.dtype).itemsize
+    return int(np.prod(jnp.shape(x), dtype=np.int64)) * int(jnp.dtype(x.dtype).itemsize)
 
 
 def is_traced(x: Any) -> bool:
@@ -157,7 +159,8 @@ def ones_like(x: Array) -> Array:
 def from_numpy(x: Any, like: Array | None) -> Array:
     """A NumPy array as a jax array on ``like``'s device (the default device without one)."""
     if like is not None and not is_traced(like):
-        return jax.device_put(x, next(iter(like.devices())))
+        placed: Array = jax.device_put(x, next(iter(like.devices())))
+        return placed
     return jnp.asarray(x)
 
 

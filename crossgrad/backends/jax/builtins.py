@@ -40,7 +40,9 @@ def value_and_grad(f: Callable[..., Any], argnums: Any, has_aux: bool) -> Callab
 
 
 def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, ...]:
-    return jax.vjp(f, *primals, has_aux=has_aux)
+    if has_aux:
+        return tuple(jax.vjp(f, *primals, has_aux=True))
+    return tuple(jax.vjp(f, *primals))
 
 
 def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...], has_aux: bool) -> tuple[Any, ...]:

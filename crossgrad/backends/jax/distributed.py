@@ -44,18 +44,24 @@ def participants(devices: Any) -> int:
     return mesh_of("devices", devices).size
 
 
+# jax's PartitionSpec constructor is unannotated: under a typed name.
+_spec: Callable[..., PartitionSpec] = PartitionSpec
+
+
 def _batch_spec(mesh: Mesh, axis: int | None) -> PartitionSpec:
     if axis is None:
-        return PartitionSpec()
+        return _spec()
     names = tuple(mesh.axis_names)
-    return PartitionSpec(*([None] * axis), names[0] if len(names) == 1 else names)
+    return _spec(*([None] * axis), names[0] if len(names) == 1 else names)
 
 
 def _constrain(mesh: Mesh, x: Any, sharding: NamedSharding) -> Any:
     """``x`` laid out as ``sharding``: a constraint for the partitioner on an ``Auto``
     mesh, a ``reshard`` on an ``Explicit`` one (``jax.make_mesh``'s default)."""
     explicit = any(str(t).endswith("Explicit") for t in getattr(mesh, "axis_types", ()))
-    return jax.sharding.reshard(x, sharding) if explicit else jax.lax.with_sharding_constraint(x, sharding)
+    reshard: Callable[..., Any] = jax.sharding.reshard  # jax's unannotated functions, under typed names
+    constrain: Callable[..., Any] = jax.lax.with_sharding_constraint
+    return reshard(x, sharding) if explicit else constrain(x, sharding)
 
 
 def spread(transform: str, fn: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef, axes: list[int | None],
@@ -87,7 +93,7 @@ def spread(transform: str, fn: Callable[..., Any], leaves: list[Any], treedef: p
             for leaf, ax in zip(out_leaves, out_axes(out)):
                 if pad:
                     leaf = jax.lax.slice_in_dim(leaf, 0, size, axis=ax)
-                spec = PartitionSpec() if gather else _batch_spec(mesh, ax)
+                spec = _spec() if gather else _batch_spec(mesh, ax)
                 kept.append(_constrain(mesh, leaf, NamedSharding(mesh, spec)))
             return pytree.unflatten(out_def, kept)
 

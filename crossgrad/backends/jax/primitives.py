@@ -10,6 +10,9 @@ import jax.numpy as jnp
 
 from crossgrad import pytree
 
+# jax's own annotation-free function, under a typed name.
+_block_until_ready: Callable[[Any], Any] = jax.block_until_ready
+
 
 def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable[..., Any], Any]:
     """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
@@ -79,7 +82,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def ready(tree: Any) -> Any:
     """``tree`` once computed (``block_until_ready``), so that a failure of the
     asynchronous computation (out of memory) is raised here."""
-    return jax.block_until_ready(tree)
+    return _block_until_ready(tree)
 
 
 def empty_map(f: Callable[..., Any], sample: tuple[Any, ...]) -> Any:

@@ -162,7 +162,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         signs = [(-1 if (name == "sub" and i == 1) else 1) for i in live]
 
         def added(*ts: Any) -> tuple[Any, ...]:
-            total = None
+            total: Any = None
             for s, t in zip(signs, ts):
                 missing = len(shape) - (t.ndim - 1)
                 if missing > 0:  # a rank-0 operand broadcast against the other

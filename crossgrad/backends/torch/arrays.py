@@ -39,7 +39,7 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     crossgrad call is the one that watches)."""
     if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
         return []
-    found = []
+    found: list[tuple[int, Any, int]] = []
     for k, tree in enumerate(trees):
         leaves = (tree,) if isinstance(tree, torch.Tensor) else pytree.leaves(tree)
         # Inference tensors keep no version counter (and cannot be written outside
@@ -203,7 +203,8 @@ def is_random_key(key: Any) -> bool:
 
 def qr(x: Array) -> Array:
     """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``."""
-    return torch.linalg.qr(x).Q
+    q: Array = torch.linalg.qr(x).Q
+    return q
 
 
 def add_to_rows(x: Array, start: int, c: Array) -> Array:

@@ -92,7 +92,8 @@ def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
     recorded; a data-dependent Python branch raises)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    return simplified(make_fx(f, tracing_mode="real")(*args), args)
+    traced: Callable[..., Any] = simplified(make_fx(f, tracing_mode="real")(*args), args)
+    return traced
 
 
 def simplified(traced: Any, args: tuple[Any, ...]) -> Any:
@@ -137,7 +138,7 @@ def replay(traced: Any, run: Callable[..., Any], args: tuple[Any, ...]) -> Calla
         raise ValueError("autograd records through this call (a tensor requires grad), which a CUDA graph replay "
                          "would not")
     static = [a.clone() for a in args]
-    side = torch.cuda.Stream()
+    side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch's constructor is unannotated
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(2):  # warm-up outside the capture (allocator, autotuning)

@@ -15,16 +15,18 @@ from crossgrad.backends.torch import arrays
 def vjp(f: Callable[..., Any], primals: tuple[Any, ...], has_aux: bool) -> tuple[Any, Callable[..., Any], Any]:
     """``(out, vjp_fn, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
-        return tf.vjp(f, *primals, has_aux=True)
-    out, fn = tf.vjp(f, *primals)
+        result: Any = tf.vjp(f, *primals, has_aux=True)
+        return result[0], result[1], result[2]
+    out, fn = tf.vjp(f, *primals)  # type: ignore[misc]  # without has_aux: a pair
     return out, fn, None
 
 
 def jvp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...], has_aux: bool) -> tuple[Any, Any, Any]:
     """``(out, tangent_out, aux)``; ``aux`` is None without ``has_aux``."""
     if has_aux:
-        return tf.jvp(f, primals, tangents, has_aux=True)
-    out, tout = tf.jvp(f, primals, tangents)
+        result: Any = tf.jvp(f, primals, tangents, has_aux=True)
+        return result[0], result[1], result[2]
+    out, tout = tf.jvp(f, primals, tangents)  # type: ignore[misc]  # without has_aux: a pair
     return out, tout, None
 
 

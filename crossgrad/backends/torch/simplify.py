@@ -84,9 +84,10 @@ def _is_identity_fill(source: torch.fx.Node, writers: list[torch.fx.Node]) -> bo
     diag = fill.args[0]
     if not (isinstance(diag, torch.fx.Node) and diag.target == aten.diagonal.default and diag.args[0] is source):
         return False
-    offset, d1, d2 = (list(diag.args[1:]) + [0, 0, 1][len(diag.args) - 1:])[:3]
+    args: Any = diag.args  # fx arguments: ints here
+    offset, d1, d2 = (list(args[1:]) + [0, 0, 1][len(args) - 1:])[:3]
     rank = len(shape)
-    return offset == 0 and {d1 % rank, d2 % rank} == {rank - 2, rank - 1}
+    return bool(offset == 0 and {d1 % rank, d2 % rank} == {rank - 2, rank - 1})
 
 
 def simplify(gm: torch.fx.GraphModule) -> int:
@@ -101,13 +102,15 @@ def simplify(gm: torch.fx.GraphModule) -> int:
             continue
         t = node.target
         shape = _shape(node)
+        if shape is None:  # not a tensor: nothing to rewrite
+            continue
         if t in _ZERO_SOURCES:
             writers = writes.get(node, [])
             if not writers:
                 kind[node] = ("zero",)
             elif _is_identity_fill(node, writers):
                 kind[node] = ("delta", len(shape) - 2, len(shape) - 1)
-        elif t == aten.eye.default and shape is not None and node not in writes:
+        elif t == aten.eye.default and node not in writes:
             kind[node] = ("delta", 0, 1)
         elif t == aten.copy_.default and node not in writes and node.args[1] in kind and _fresh(node.args[0]) \
                 and _shape(node.args[0]) == _shape(node.args[1]):
@@ -184,7 +187,7 @@ def _broadcasts_to(x: Any, diag: tuple[Any, ...], row: bool, out: torch.Tensor) 
     if (padded[-2] == 1) != row:
         padded = (*padded[:-2], padded[-1], padded[-2])
     try:
-        return torch.broadcast_shapes(tuple(xv.shape), padded) == tuple(out.shape)
+        return bool(torch.broadcast_shapes(tuple(xv.shape), padded) == tuple(out.shape))  # type: ignore[no-untyped-call]
     except RuntimeError:
         return False
 
@@ -210,10 +213,12 @@ def _delta_axes(node: torch.fx.Node, src_shape: tuple[int, ...], p: int, q: int)
     t = node.target
     r = len(src_shape)
     if t == aten.permute.default:
-        perm = [d % r for d in node.args[1]]
+        args: Any = node.args  # fx arguments: ints here
+        perm = [d % r for d in args[1]]
         return perm.index(p), perm.index(q)
     if t == aten.transpose.int:
-        d0, d1 = node.args[1] % r, node.args[2] % r
+        args = node.args
+        d0, d1 = args[1] % r, args[2] % r
         swap = {d0: d1, d1: d0}
         return swap.get(p, p), swap.get(q, q)
     if t == aten.t.default:
@@ -285,7 +290,7 @@ def _drop_unused_identities(graph: torch.fx.Graph) -> None:
             diag = node.args[0]
             if not (isinstance(diag, torch.fx.Node) and diag.target == aten.diagonal.default):
                 continue
-            source = diag.args[0]
+            source: Any = diag.args[0]
             if set(source.users) == {diag} and set(diag.users) == {node} and not node.users:
                 graph.erase_node(node)
                 graph.erase_node(diag)

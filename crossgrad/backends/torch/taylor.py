@@ -63,9 +63,9 @@ def _decomposition(func: Any) -> Callable[..., Any] | None:
     return decomposition_table.get(func)
 
 
-class _Recorder(TorchDispatchMode):
+class _Recorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's class is unannotated
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.entries: list[Entry] = []
         self.held: list[Any] = []
         self.used: set[int] = set()  # tensors some recorded operation read
@@ -100,15 +100,15 @@ class _Recorder(TorchDispatchMode):
         if not kwargs and not any(isinstance(a, (list, tuple)) for a in args):
             leaves: list[Any] = list(args)  # the common case, without pytree machinery
 
-            def call(*values: Any, _func: Any = recorded) -> list[Any]:
-                out = _func(*values)
+            def call(*values: Any) -> list[Any]:
+                out = recorded(*values)
                 return list(out) if isinstance(out, (tuple, list)) else [out]
         else:
             leaves, spec = tree_util.tree_flatten((args, kwargs))
 
-            def call(*values: Any, _func: Any = recorded, _spec: Any = spec) -> list[Any]:
-                a, kw = tree_util.tree_unflatten(list(values), _spec)
-                return tree_util.tree_flatten(_func(*a, **kw))[0]
+            def call(*values: Any) -> list[Any]:
+                a, kw = tree_util.tree_unflatten(list(values), spec)
+                return tree_util.tree_flatten(recorded(*a, **kw))[0]
 
         keys = [id(x) if isinstance(x, torch.Tensor) else None for x in leaves]
         out = func(*args, **kwargs)
@@ -205,7 +205,9 @@ def _direct_product(func: Any, args: tuple[Any, ...], kwargs: dict[Any, Any], li
     if kwargs or len(live) != 1:
         return None
     i = live[0]
-    other = args[1 - i] if i in (0, 1) else None
+    if i not in (0, 1):
+        return None
+    other = args[1 - i]
     if func == aten.mm.default:
         return (lambda t: (torch.matmul(t, other),)) if i == 0 else (lambda t: (torch.matmul(other, t),))
     if func == aten.mul.Tensor and isinstance(other, torch.Tensor):
@@ -223,6 +225,7 @@ def derivatives(entry: Entry) -> tuple[Any, Any] | None:
     func, args, kwargs, _ = entry.info
     if kwargs:
         return None
+    assert entry.results is not None  # recorded by the run
     x, y = args[0], entry.results[0]
     if func == aten.tanh.default:
         d1 = 1 - y * y
@@ -269,7 +272,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         shape = shapes[0]
 
         def added(*ts: Any) -> tuple[Any, ...]:
-            total = None
+            total: Any = None
             for s, t in zip(scales, ts):
                 t = _lift(t, len(shape))
                 term = t if s == 1 else t * s
