@@ -15,7 +15,8 @@ class Backend:
     transforms and the options each one lacks (``builtins.LACKS``); ``distributed``:
     the batch spread over devices with the framework's own engine; ``taylor``: one call
     recorded as a list of operations for the forward Taylor propagation
-    (NOTE [collapsed taylor], :mod:`crossgrad.transforms.taylor`).
+    (NOTE [collapsed taylor], :mod:`crossgrad.transforms.taylor`).  The names each module
+    must provide are written down in :mod:`crossgrad.backends.contract`.
     """
 
     name: str
