@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crossgrad import errors, spec
+from crossgrad.backends import infer_backend
 from crossgrad.errors import (
     ArgnumsError,
     ArgnumsTypeError,
@@ -79,22 +80,6 @@ def __getattr__(name: str) -> Any:
         return backend(name)
     raise AttributeError(f"module 'crossgrad' has no attribute {name!r}")
 
-
-def infer_backend(transform: str, *trees: Any) -> str:
-    """The backend the arrays in ``trees`` belong to (imports nothing)."""
-    from crossgrad import pytree
-    from crossgrad.transforms.common import framework_of
-
-    found = {fw for tree in trees for leaf in pytree.leaves(tree) if (fw := framework_of(leaf)) is not None}
-    if len(found) > 1:
-        raise errors.MixedFrameworksError(
-            transform, "arrays of one framework", "torch tensors and jax arrays in one call",
-            "Convert one side with crossgrad.to_torch or crossgrad.to_jax.")
-    if not found:
-        raise errors.BackendInferenceError(
-            transform, "at least one torch tensor or jax array among the arguments", "none",
-            f"Pass framework arrays, or pick the backend explicitly: crossgrad.backend('torch').{transform}(...).")
-    return found.pop()
 
 
 def _method_signature(name: str) -> inspect.Signature:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crossgrad import errors, pytree
-from crossgrad.transforms.common import framework_of
+from crossgrad.backends import framework_of
 
 
 def _outside_int32(x: Any) -> bool:

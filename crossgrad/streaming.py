@@ -53,11 +53,11 @@ def _validate(name: str, fn: Any, args: tuple[Any, ...], in_axes: Any, chunk_siz
 
 
 def _backend(args: tuple[Any, ...], device_like: Any, backend: str | None) -> Any:
-    import crossgrad
+    from crossgrad import backends
 
     if backend is None:
-        backend = crossgrad.infer_backend(NAME, args, device_like)
-    return crossgrad.backend(backend).backend
+        backend = backends.infer_backend(NAME, args, device_like)
+    return backends.load(backend, NAME)
 
 
 def stream(fn: Callable[..., Any], *args: Any, in_axes: Any = 0, chunk_size: int = 1024, start: int = 0,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from crossgrad import errors
+from crossgrad import errors, pytree
 
 NAMES = ("torch", "jax")
 _EXTRA = {"torch": "crossgrad[torch]", "jax": "crossgrad[jax]"}
@@ -49,3 +49,26 @@ def load(name: str, transform: str = "backend") -> Any:
     module = importlib.import_module(f"crossgrad.backends.{name}")
     _loaded[name] = module.BACKEND
     return module.BACKEND
+
+def framework_of(x: Any) -> str | None:
+    """``"torch"``, ``"jax"`` or None, from the type's module alone (imports nothing)."""
+    root = type(x).__module__.partition(".")[0]
+    if root == "torch":
+        return "torch"
+    if root in ("jax", "jaxlib"):
+        return "jax"
+    return None
+
+
+def infer_backend(transform: str, *trees: Any) -> str:
+    """The backend the arrays in ``trees`` belong to (imports nothing)."""
+    found = {fw for tree in trees for leaf in pytree.leaves(tree) if (fw := framework_of(leaf)) is not None}
+    if len(found) > 1:
+        raise errors.MixedFrameworksError(
+            transform, "arrays of one framework", "torch tensors and jax arrays in one call",
+            "Convert one side with crossgrad.to_torch or crossgrad.to_jax.")
+    if not found:
+        raise errors.BackendInferenceError(
+            transform, "at least one torch tensor or jax array among the arguments", "none",
+            f"Pass framework arrays, or pick the backend explicitly: crossgrad.backend('torch').{transform}(...).")
+    return found.pop()

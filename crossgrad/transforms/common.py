@@ -8,18 +8,9 @@ from functools import partial
 from typing import Any
 
 from crossgrad import errors, pytree, spec
+from crossgrad.backends import framework_of
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
-
-
-def framework_of(x: Any) -> str | None:
-    """``"torch"``, ``"jax"`` or None, from the type's module alone (imports nothing)."""
-    root = type(x).__module__.partition(".")[0]
-    if root == "torch":
-        return "torch"
-    if root in ("jax", "jaxlib"):
-        return "jax"
-    return None
 
 
 def check_leaves(transform: str, backend: Backend, leaves: list[Any]) -> None:
