@@ -132,35 +132,28 @@ def check_choice(transform: str, name: str, value: Any, choices: tuple[str, ...]
         raise errors.OptionError(transform, f"{name} to be one of {listed}", f"{name}={value!r}", f"Pick one of {listed}.")
 
 
+# The options whose value is one of a fixed set of names.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": MODES, "strategy": STRATEGIES, "impl": IMPLS, "route": JIT_ROUTES, "randomness": RANDOMNESS,
+    "estimator": ESTIMATORS, "casting": CASTINGS,
+}
+
+
 def validate_options(transform: str, **options: Any) -> None:
     """Validate the creation-time options of ``transform`` (everything but ``f``)."""
     for name, value in options.items():
-        if name == "argnums":
+        if name in CHOICES:
+            check_choice(transform, name, value, CHOICES[name])
+        elif name == "argnums":
             check_argnums_form(transform, value)
-        elif name == "has_aux":
+        elif name in ("has_aux", "check", "gather"):
             check_bool(transform, name, value)
         elif name == "chunk_size":
             check_chunk_size(transform, value)
-        elif name == "mode":
-            check_choice(transform, name, value, MODES)
-        elif name == "strategy":
-            check_choice(transform, name, value, STRATEGIES)
-        elif name == "impl":
-            check_choice(transform, name, value, IMPLS)
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)
-        elif name == "route":
-            check_choice(transform, name, value, JIT_ROUTES)
-        elif name == "randomness":
-            check_choice(transform, name, value, RANDOMNESS)
-        elif name == "estimator":
-            check_choice(transform, name, value, ESTIMATORS)
         elif name == "samples":
             check_samples(transform, value)
-        elif name == "casting":
-            check_choice(transform, name, value, CASTINGS)
-        elif name in ("check", "gather"):
-            check_bool(transform, name, value)
         elif name == "options" and value is not None and not isinstance(value, dict):
             raise errors.OptionTypeError(transform, "options to be a dict of compiler arguments or None",
                                          f"{value!r} of type {type(value).__name__}",
