@@ -27,6 +27,7 @@ Conventions every backend follows:
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from crossgrad import errors
@@ -255,14 +256,16 @@ def check_real_output(transform: str, dtype: str, position: str) -> None:
         )
 
 
-def check_output_leaf(transform: str, is_array: bool, leaf: Any) -> None:
-    if not is_array:
-        raise errors.OutputError(
-            transform,
-            "the function to return arrays or a pytree of arrays",
-            f"a leaf of type {type(leaf).__name__}",
-            "Return framework arrays (tensors); move Python numbers into the output with an array constructor.",
-        )
+def check_output_leaves(transform: str, leaves: Sequence[Any], is_array: Callable[[Any], bool]) -> None:
+    """Every output leaf is an array of the backend (``is_array``: the backend's test)."""
+    for leaf in leaves:
+        if not is_array(leaf):
+            raise errors.OutputError(
+                transform,
+                "the function to return arrays or a pytree of arrays",
+                f"a leaf of type {type(leaf).__name__}",
+                "Return framework arrays (tensors); move Python numbers into the output with an array constructor.",
+            )
 
 
 def check_some_output(transform: str, out: Any, count: int) -> None:

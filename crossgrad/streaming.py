@@ -80,7 +80,7 @@ def stream(fn: Callable[..., Any], *args: Any, in_axes: Any = 0, chunk_size: int
     leaves, treedef = pytree.flatten(args)
     # NumPy float64 rows would turn into float32 on their way into jax with x64 off.
     check_leaves(NAME, b, leaves)
-    like = device_like if device_like is not None else next((x for x in leaves if b.arrays.owns(x)), None)
+    like = device_like if device_like is not None else next((x for x in leaves if b.arrays.is_array(x)), None)
     for index, lo in enumerate(range(start, size, chunk_size)):
         hi = min(lo + chunk_size, size)
         part = [leaf if ax is None else _rows(b, leaf, lo, hi, ax, like) for leaf, ax in zip(leaves, axes)]
@@ -136,7 +136,7 @@ def stream_to(sink: Any, fn: Callable[..., Any], *args: Any, in_axes: Any = 0, c
 
 
 def _rows(b: Any, leaf: Any, lo: int, hi: int, axis: int, like: Any) -> Any:
-    if b.arrays.owns(leaf):
+    if b.arrays.is_array(leaf):
         return b.arrays.slice_axis(leaf, lo, hi, axis)
     import numpy as np
 

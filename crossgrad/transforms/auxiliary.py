@@ -25,7 +25,7 @@ AUX_AT = {"value_and_grad": (0, 1), "vjp": (2,), "jvp": (2,)}
 def strip(backend: Backend, f: Callable[..., Any], held: dict[Any, Any]) -> Callable[..., Any]:
     """``f`` returning ``(output, tuple of the aux's array leaves)``; the aux's structure and
     other leaves go into ``held``."""
-    owns = backend.arrays.owns
+    is_array = backend.arrays.is_array
 
     def stripped(*args: Any, **kwargs: Any) -> Any:
         out = f(*args, **kwargs)
@@ -33,7 +33,7 @@ def strip(backend: Backend, f: Callable[..., Any], held: dict[Any, Any]) -> Call
             return out  # not a pair: the transform names the mistake (HasAuxError)
         value, aux = out
         leaves, treedef = pytree.flatten(aux)
-        keep = [owns(leaf) for leaf in leaves]
+        keep = [is_array(leaf) for leaf in leaves]
         held.update(treedef=treedef, leaves=leaves, keep=keep)
         return value, tuple(leaf for leaf, k in zip(leaves, keep) if k)
 

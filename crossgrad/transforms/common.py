@@ -145,8 +145,7 @@ class Call:
             out, aux = spec.split_aux(self.transform, out)
         out_leaves, self.out_def = pytree.flatten(out)
         spec.check_some_output(self.transform, out, len(out_leaves))
-        for leaf in out_leaves:
-            spec.check_output_leaf(self.transform, self.backend.arrays.owns(leaf), leaf)
+        spec.check_output_leaves(self.transform, out_leaves, self.backend.arrays.is_array)
         return (tuple(out_leaves), aux) if self.has_aux else tuple(out_leaves)
 
     def flat_output(self, *leaves: Any) -> Any:
@@ -160,8 +159,8 @@ class Call:
         argument (the backend's ``output_shapes``): the caller's arrays never see this
         extra evaluation."""
         leaves, treedef = pytree.flatten((self.args, self.kwargs))
-        owns = self.backend.arrays.owns
-        positions = [i for i, leaf in enumerate(leaves) if owns(leaf)]
+        is_array = self.backend.arrays.is_array
+        positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
 
         def run(*arrays: Any) -> tuple[Any, ...]:
             full = list(leaves)
@@ -267,7 +266,7 @@ class Memo:
         return value
 
 
-class Builtins:
+class BuiltinCache:
     """The framework's built-ins for one transformed function, each made once per arity
     (and per ``tag``, e.g. the Jacobian mode); made anew on every call that passes
     keyword arguments, which are closed over."""
@@ -302,12 +301,12 @@ def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bo
     and the composed implementation raise the same errors and return the same nesting.
     """
 
-    owns, shape, dtype_name = backend.arrays.owns, backend.arrays.shape, backend.arrays.dtype_name
+    is_array, shape, dtype_name = backend.arrays.is_array, backend.arrays.shape, backend.arrays.dtype_name
     real = real or scalar  # grad, value_and_grad and hvp are reverse mode
 
     def checked_f(*args: Any, **kwargs: Any) -> Any:
         out = call_user(transform, backend, f, *args, **kwargs)
-        if not has_aux and owns(out):  # the common case, kept cheap
+        if not has_aux and is_array(out):  # the common case, kept cheap
             if scalar:
                 spec.check_scalar(transform, shape(out))
             if real:
@@ -330,8 +329,7 @@ def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> No
     """Every output leaf is an array; with ``scalar``, the output is one array of shape ()."""
     leaves, treedef = pytree.flatten(out)
     spec.check_some_output(transform, out, len(leaves))
-    for leaf in leaves:
-        spec.check_output_leaf(transform, backend.arrays.owns(leaf), leaf)
+    spec.check_output_leaves(transform, leaves, backend.arrays.is_array)
     if scalar:
         if treedef.kind != "leaf":
             raise errors.NonScalarOutputError(transform, "a function with a single scalar output",
@@ -340,7 +338,7 @@ def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> No
         spec.check_scalar(transform, backend.arrays.shape(out))
 
 
-def use_builtin(transform: str, backend: Backend, impl: str, builtin: str | None = None, **options: Any) -> bool:
+def builtin_serves(transform: str, backend: Backend, impl: str, builtin: str | None = None, **options: Any) -> bool:
     """Whether the framework's built-in ``builtin`` (default: ``transform``) serves a call
     of ``transform`` with ``options``: ``impl`` asks for it, and it lacks none of them."""
     if impl == "composed":

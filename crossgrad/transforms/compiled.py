@@ -64,7 +64,7 @@ def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
     if a_def != b_def:
         return "the output structure"
     for k, (a, b) in enumerate(zip(a_leaves, b_leaves)):
-        if not (arrays.owns(a) and arrays.owns(b)):
+        if not (arrays.is_array(a) and arrays.is_array(b)):
             continue
         if arrays.shape(a) != arrays.shape(b):
             return f"output leaf {k}'s shape: {arrays.shape(a)} vs {arrays.shape(b)}"
@@ -80,13 +80,13 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
     """What a compiled or traced program is specialised to: the pytree structure, each
     array's type, shape, dtype and device (and, on torch, whether it requires grad),
     and every other leaf's value (its identity when it cannot be hashed)."""
-    owns = backend.arrays.owns
-    if not kwargs and all(owns(a) for a in args):  # the common call, kept cheap
+    is_array = backend.arrays.is_array
+    if not kwargs and all(is_array(a) for a in args):  # the common call, kept cheap
         return tuple(backend.arrays.signature(a) for a in args)
     leaves, treedef = pytree.flatten((args, kwargs))
     parts: list[Any] = [treedef]
     for leaf in leaves:
-        if owns(leaf):
+        if is_array(leaf):
             parts.append(backend.arrays.signature(leaf))
             continue
         try:
@@ -103,7 +103,7 @@ def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwarg
     ``options`` unless None, and captured for replay with ``replay``): a function of
     arguments of the same signature."""
     leaves, treedef = pytree.flatten((args, kwargs))
-    positions = [i for i, leaf in enumerate(leaves) if backend.arrays.owns(leaf)]
+    positions = [i for i, leaf in enumerate(leaves) if backend.arrays.is_array(leaf)]
     # Only the non-array leaves are kept: they are fixed by the signature.
     mapped = set(positions)
     fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
@@ -115,7 +115,7 @@ def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwarg
             full[i] = a
         call_args, call_kwargs = pytree.unflatten(treedef, full)
         out_leaves, out_treedef = pytree.flatten(f(*call_args, **call_kwargs))
-        other = [type(o).__name__ for o in out_leaves if not backend.arrays.owns(o)]
+        other = [type(o).__name__ for o in out_leaves if not backend.arrays.is_array(o)]
         if other:
             raise TypeError(f"a trace returns arrays only; the function returned a {other[0]} leaf")
         out_def[:] = [out_treedef]
@@ -223,7 +223,7 @@ class Compiled:
         def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
             # Once per signature: nothing the framework would silently truncate (jax, x64 off).
             check_leaves(name, backend, pytree.leaves((args, kwargs)))
-            like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.owns(leaf)), None)
+            like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.is_array(leaf)), None)
             candidates = routes_for(args, kwargs, like)
             failures: list[str] = []
             working: list[tuple[str, Callable[..., Any], Any]] = []
@@ -231,7 +231,7 @@ class Compiled:
             # arrays, with the generators restored afterwards, so that the caller's arrays
             # and the random state end as one call leaves them.
             def fresh() -> Any:
-                return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.owns(leaf) else leaf,
+                return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.is_array(leaf) else leaf,
                                          (args, kwargs))
 
             with backend.arrays.preserved_random_state(like):

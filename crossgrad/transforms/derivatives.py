@@ -10,14 +10,14 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.common import (
-    Builtins,
+    BuiltinCache,
     Call,
     Memo,
+    builtin_serves,
     check_leaves,
     check_output,
     checked,
     needs_composition,
-    use_builtin,
 )
 
 
@@ -77,7 +77,7 @@ class Derivatives:
         """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
         crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
         backend = self.backend
-        builtins = Builtins(name, backend, f, argnums, has_aux, scalar)
+        builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
         memo = Memo()
 
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -104,7 +104,7 @@ class Derivatives:
                 return ((value, aux) if has_aux else value), grads
             return (grads, aux) if has_aux else grads
 
-        if not use_builtin(name, backend, impl):
+        if not builtin_serves(name, backend, impl):
             return composed
         make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
         via = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
@@ -174,7 +174,7 @@ class Derivatives:
         _check_some_primals(name, primals)
         backend = self.backend
         argnums = tuple(range(len(primals)))
-        if use_builtin(name, backend, impl):
+        if builtin_serves(name, backend, impl):
             Call(name, backend, f, primals, {}, argnums, has_aux)
             g = checked(name, backend, f, has_aux, scalar=False)
             out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
@@ -232,7 +232,7 @@ class Derivatives:
         argnums = tuple(range(len(primals)))
         call = Call(name, backend, f, primals, {}, argnums, has_aux)
         check_leaves(name, backend, pytree.leaves(tangents))
-        if use_builtin(name, backend, impl):
+        if builtin_serves(name, backend, impl):
             g = checked(name, backend, f, has_aux, scalar=False)
             return tuple(backend.builtins.jvp(g, primals, tangents, has_aux))
         out, push, aux = self._transposed_vjp(call)
@@ -262,7 +262,7 @@ class Derivatives:
         _check_some_primals(name, primals)
         backend = self.backend
         call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
-        if use_builtin(name, backend, impl):
+        if builtin_serves(name, backend, impl):
             out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
                 checked(name, backend, f, False, False), primals)
             return out_and_fn

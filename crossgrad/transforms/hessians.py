@@ -13,7 +13,7 @@ from typing import Any
 from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.common import Call, Memo, needs_composition, use_builtin
+from crossgrad.transforms.common import Call, Memo, builtin_serves, needs_composition
 
 
 class Hessians:
@@ -68,7 +68,7 @@ class Hessians:
 
         def for_strategy(s: str, how: str) -> Callable[..., Any]:
             if (s, how) not in built:
-                if s == "fwd-rev" and use_builtin(name, backend, how, "hessian", chunk_size=chunk_size):
+                if s == "fwd-rev" and builtin_serves(name, backend, how, "hessian", chunk_size=chunk_size):
                     make = backend.builtins.hessian
                     fn = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
                                            argnums, has_aux, scalar=False, real=True)

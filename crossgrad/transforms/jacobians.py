@@ -19,7 +19,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, chunking, policy
-from crossgrad.transforms.common import Builtins, Call, Memo, needs_composition, use_builtin
+from crossgrad.transforms.common import BuiltinCache, Call, Memo, builtin_serves, needs_composition
 
 log = logging.getLogger("crossgrad")
 
@@ -278,8 +278,8 @@ class Jacobians:
         backend = self.backend
         modes: dict[tuple[Any, ...], str] = {}
         used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
-        builtin = {m: use_builtin(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
-        builtins = Builtins(name, backend, f, argnums, has_aux, scalar=False)
+        builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
+        builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar=False)
         memo = Memo()
 
         def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:

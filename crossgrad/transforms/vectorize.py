@@ -22,7 +22,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking
-from crossgrad.transforms.common import Memo, call_user, check_leaves, checked, use_builtin
+from crossgrad.transforms.common import Memo, builtin_serves, call_user, check_leaves, checked
 
 
 def _is_axis(a: Any) -> bool:
@@ -134,7 +134,7 @@ class Vectorize:
             self.backend.distributed.check_devices(name, devices)
         backend = self.backend
         shape = backend.arrays.shape
-        builtin = use_builtin(name, backend, impl, "vmap", chunk_size=chunk_size)
+        builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
         negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
         if negative and not backend.builtins.NEGATIVE_OUT_AXES:
             # torch.func.vmap places a negative out_dims wrongly on an output that does not
@@ -257,8 +257,7 @@ class Vectorize:
             out = call_user(name, backend, g, *pytree.unflatten(treedef, full))
             out_leaves, out_treedef = pytree.flatten(out)
             out_def[:] = [out_treedef]
-            for leaf in out_leaves:
-                spec.check_output_leaf(name, arrays.owns(leaf), leaf)
+            spec.check_output_leaves(name, out_leaves, arrays.is_array)
             return tuple(out_leaves)
 
         outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0, randomness), moved, chunk_size)

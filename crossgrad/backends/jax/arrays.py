@@ -15,7 +15,7 @@ Array = jax.Array
 _block_until_ready: Callable[[Any], Any] = jax.block_until_ready
 
 
-def owns(x: Any) -> bool:
+def is_array(x: Any) -> bool:
     return isinstance(x, jax.Array)
 
 

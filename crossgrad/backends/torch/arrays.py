@@ -13,7 +13,7 @@ from crossgrad import pytree
 Array = torch.Tensor
 
 
-def owns(x: Any) -> bool:
+def is_array(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
 
