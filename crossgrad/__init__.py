@@ -110,14 +110,22 @@ def _deferred(name: str) -> Callable[..., Any]:
     return _adopt(transform, name)
 
 
-def _immediate(name: str, arrays_in: Callable[[inspect.BoundArguments], tuple[Any, ...]]) -> Callable[..., Any]:
-    """A top-level transform that evaluates at once (vjp, jvp, linearize, hvp)."""
+def _immediate(name: str) -> Callable[..., Any]:
+    """A top-level transform that evaluates at once (``spec.EVALUATE_AT_ONCE``): the backend
+    comes from the arrays in the parameters the table names."""
+    holders = spec.EVALUATE_AT_ONCE[name]
 
     def transform(*args: Any, **kwargs: Any) -> Any:
         bound = _method_signature(name).bind(*args, **kwargs)
-        return getattr(backend(infer_backend(name, *arrays_in(bound))), name)(*args, **kwargs)
+        arrays = tuple(bound.arguments.get(p, ()) for p in holders)
+        return getattr(backend(infer_backend(name, *arrays)), name)(*args, **kwargs)
 
     return _adopt(transform, name)
+
+
+def _top_level(name: str) -> Callable[..., Any]:
+    """``name`` at the top level: evaluated at once or deferred, as ``spec.EVALUATE_AT_ONCE`` says."""
+    return _immediate(name) if name in spec.EVALUATE_AT_ONCE else _deferred(name)
 
 
 def _adopt(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -129,28 +137,28 @@ def _adopt(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     return fn
 
 
-grad = _deferred("grad")
-value_and_grad = _deferred("value_and_grad")
-vmap = _deferred("vmap")
-jacrev = _deferred("jacrev")
-jacfwd = _deferred("jacfwd")
-jacobian = _deferred("jacobian")
-hessian = _deferred("hessian")
-batched_jacobian = _deferred("batched_jacobian")
-batched_hessian = _deferred("batched_hessian")
-laplacian = _deferred("laplacian")
-hessian_trace = _deferred("hessian_trace")
-hessian_diagonal = _deferred("hessian_diagonal")
-batched_laplacian = _deferred("batched_laplacian")
-batched_hessian_trace = _deferred("batched_hessian_trace")
-batched_hessian_diagonal = _deferred("batched_hessian_diagonal")
-jit = _deferred("jit")
-vjp = _immediate("vjp", lambda b: (b.arguments.get("primals", ()),))
-jvp = _immediate("jvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
-linearize = _immediate("linearize", lambda b: (b.arguments.get("primals", ()),))
-hvp = _immediate("hvp", lambda b: (b.arguments["primals"], b.arguments["tangents"]))
-check_grads = _immediate("check_grads", lambda b: (b.arguments["args"],))
-hessian_operator = _immediate("hessian_operator", lambda b: (b.arguments.get("primals", ()),))
+grad = _top_level("grad")
+value_and_grad = _top_level("value_and_grad")
+vmap = _top_level("vmap")
+jacrev = _top_level("jacrev")
+jacfwd = _top_level("jacfwd")
+jacobian = _top_level("jacobian")
+hessian = _top_level("hessian")
+batched_jacobian = _top_level("batched_jacobian")
+batched_hessian = _top_level("batched_hessian")
+laplacian = _top_level("laplacian")
+hessian_trace = _top_level("hessian_trace")
+hessian_diagonal = _top_level("hessian_diagonal")
+batched_laplacian = _top_level("batched_laplacian")
+batched_hessian_trace = _top_level("batched_hessian_trace")
+batched_hessian_diagonal = _top_level("batched_hessian_diagonal")
+jit = _top_level("jit")
+vjp = _top_level("vjp")
+jvp = _top_level("jvp")
+linearize = _top_level("linearize")
+hvp = _top_level("hvp")
+check_grads = _top_level("check_grads")
+hessian_operator = _top_level("hessian_operator")
 
 __all__ = [
     "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",

@@ -56,6 +56,13 @@ TRANSFORMS = (
 )
 # Not transforms of derivatives, but in both namespaces with one signature too.
 TOOLS = ("jit", "check_grads")
+# The transforms that evaluate at once (the others return a function), and the parameters
+# that hold their arrays: where the top level finds the backend and the namespace finds the
+# caller's arrays to shield.
+EVALUATE_AT_ONCE: dict[str, tuple[str, ...]] = {
+    "vjp": ("primals",), "jvp": ("primals", "tangents"), "linearize": ("primals",), "hvp": ("primals", "tangents"),
+    "hessian_operator": ("primals",), "check_grads": ("args",),
+}
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
 IMPLS = ("auto", "builtin", "composed")

@@ -118,11 +118,27 @@ def test_interop_refuses_silent_float64_truncation():
             cg.to_jax(np.ones(2))
 
 
-def test_dict_keys_come_back_sorted_on_both_backends(rng):
-    results = {}
+def test_dict_keys_come_back_in_each_frameworks_order(rng):
+    """NOTE [pytree conventions]: jax sorts plain dict keys, torch keeps insertion order."""
+    z, a = rng.standard_normal(2), rng.standard_normal(2)
     for name in frameworks.selected():
         ops = frameworks.ops(name)
-        params = frameworks.convert({"z": rng.standard_normal(2), "a": rng.standard_normal(2)}, name, "float64")
+        params = {"z": frameworks.convert(z, name, "float64"), "a": frameworks.convert(a, name, "float64")}
         g = cg.backend(name).grad(lambda p, ops=ops: ops.sum(p["z"] * p["a"]))(params)
-        results[name] = list(g)
-    assert all(keys == ["a", "z"] for keys in results.values())
+        assert list(g) == (["a", "z"] if name == "jax" else ["z", "a"]), name
+
+
+def test_one_table_drives_the_top_level():
+    """Every transform and tool is at the top level, evaluated at once exactly where
+    spec.EVALUATE_AT_ONCE says so (the rest return a function)."""
+    import inspect
+
+    from crossgrad import spec
+
+    assert set(spec.EVALUATE_AT_ONCE) <= set(spec.TRANSFORMS + spec.TOOLS)
+    for name in spec.TRANSFORMS + spec.TOOLS:
+        top = getattr(cg, name)
+        params = inspect.signature(top).parameters
+        assert name in cg.__all__
+        if name in spec.EVALUATE_AT_ONCE:
+            assert all(p in params for p in spec.EVALUATE_AT_ONCE[name]), name

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import pytree
+from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.spec import TRANSFORMS
 from crossgrad.transforms import auxiliary
@@ -22,9 +22,16 @@ from crossgrad.transforms.jacobians import Jacobians
 from crossgrad.transforms.operators import Operators
 from crossgrad.transforms.vectorize import Vectorize
 
-# The transforms that evaluate at once, and where their arrays are among the positional arguments.
-IMMEDIATE = {"vjp": slice(1, None), "jvp": slice(1, 3), "linearize": slice(1, None), "hvp": slice(1, 3),
-             "hessian_operator": slice(1, None)}
+
+def _arrays_at(name: str, method: Callable[..., Any]) -> slice:
+    """The positional arguments (after ``self``) holding the arrays of a transform that
+    evaluates at once, from the parameters ``spec.EVALUATE_AT_ONCE`` names."""
+    params = list(inspect.signature(method).parameters.values())[1:]
+    holders = spec.EVALUATE_AT_ONCE[name]
+    at = [i for i, p in enumerate(params) if p.name in holders]
+    if any(params[i].kind is inspect.Parameter.VAR_POSITIONAL for i in at):
+        return slice(min(at), None)
+    return slice(min(at), max(at) + 1)
 
 
 def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,6 +45,7 @@ def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
     signature = inspect.signature(method)
     takes_aux = "has_aux" in signature.parameters
+    where = _arrays_at(name, method) if name in spec.EVALUATE_AT_ONCE else None
 
     @functools.wraps(method)
     def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
@@ -51,9 +59,8 @@ def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
                 bound = None
             if bound is not None and bound.arguments.get("has_aux") is True:
                 args = (auxiliary.strip(self.backend, args[0], held), *args[1:])
-        if name in IMMEDIATE:
+        if where is not None:
             with arrays.exclusive(), pytree.dict_order(order):
-                where = IMMEDIATE[name]
                 stop = len(args) if where.stop is None else min(where.stop, len(args))
                 inputs, kwargs, watched = arrays.shield(tuple(args[where.start:stop]), kwargs)
                 args = (*args[:where.start], *inputs, *args[stop:])
