@@ -378,19 +378,26 @@ def _diagonal_block(a: Any, second: Any, point: _Point, i: int) -> Any:
     return a.reshape(moved, (*out_shape, *point.shapes[i]))
 
 
+def hessian_products(backend: Backend, scalar: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
+    """``t -> H t`` for the Hessian of the scalar function ``scalar`` at ``primals``
+    (forward over reverse: the jvp of the vjp-based gradient), ``t`` one array per primal."""
+    p = backend.primitives
+
+    def grad(*leaves: Any) -> tuple[Any, ...]:
+        out, vjp_fn, _ = p.vjp(scalar, leaves, False)
+        return tuple(vjp_fn(backend.arrays.ones_like(out)))
+
+    def product(*tangents: Any) -> Any:
+        return p.jvp(grad, primals, tangents, False)[1]
+
+    return product
+
+
 def _hvp_rows(backend: Backend, call: Call, directions: list[Any]) -> list[Any]:
     """``H v`` for each row of ``directions``, where ``H`` is the Hessian of the sum of the
     (one, scalar per sample) output: per sample, that sample's Hessian-vector product."""
-    p = backend.primitives
-
-    def total(*leaves: Any) -> Any:
-        return call.flat_output(*leaves)[0].sum()
-
-    def grad(*leaves: Any) -> tuple[Any, ...]:
-        out, vjp_fn, _ = p.vjp(total, leaves, False)
-        return tuple(vjp_fn(backend.arrays.ones_like(out)))
-
-    return list(p.vmap(lambda *t: p.jvp(grad, call.primals, t, False)[1], 0, 0)(*directions))
+    product = hessian_products(backend, lambda *leaves: call.flat_output(*leaves)[0].sum(), call.primals)
+    return list(backend.primitives.vmap(product, 0, 0)(*directions))
 
 
 def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable[..., Any], key: Any, rows: int) -> Any:

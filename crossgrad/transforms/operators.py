@@ -9,6 +9,7 @@ from typing import Any
 from crossgrad import errors, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.common import Call
+from crossgrad.transforms.curvature import hessian_products
 
 
 class HessianOperator:
@@ -45,23 +46,18 @@ class HessianOperator:
         self.shape = (n, n)
         self.dtype = self._call.primals[0].dtype
 
-        p = backend.primitives
         call = self._call
-
-        def grad(*leaves: Any) -> tuple[Any, ...]:
-            out, vjp_fn, _ = p.vjp(lambda *x: call.flat_output(*x)[0], leaves, False)
-            return tuple(vjp_fn(a.ones_like(out)))
+        product = hessian_products(backend, lambda *x: call.flat_output(*x)[0], call.primals)
 
         def hvp(v: Any) -> Any:
             pieces, lo = [], 0
             for size, shape in zip(self._sizes, self._shapes):
                 pieces.append(a.reshape(a.slice_axis(v, lo, lo + size, 0), shape))
                 lo += size
-            out = p.jvp(grad, call.primals, tuple(pieces), False)[1]
-            return a.concat([a.reshape(o, (-1,)) for o in out], 0)
+            return a.concat([a.reshape(o, (-1,)) for o in product(*pieces)], 0)
 
         self._hvp = hvp
-        self._hvp_columns = p.vmap(hvp, 1, 1)
+        self._hvp_columns = backend.primitives.vmap(hvp, 1, 1)
 
     def __repr__(self) -> str:
         return f"<HessianOperator {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
