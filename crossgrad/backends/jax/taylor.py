@@ -25,13 +25,14 @@ _LINEAR = {
 # Linear in the first operand (the others are indices or shapes).
 _LINEAR_FIRST = {"dynamic_slice", "gather"}
 _BILINEAR = {"mul", "dot_general"}
-_JOINS = {"concatenate", "select_n_cases"}
+# Joined from the inputs: linear when every input varies.
+_JOINS = {"concatenate"}
 _POINTWISE = {
     "tanh", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan", "logistic", "sqrt", "rsqrt", "cbrt",
     "integer_pow", "pow", "erf", "erfc", "erf_inv", "abs", "max", "min", "atan", "asin", "acos", "sinh", "cosh",
     "asinh", "acosh", "atanh", "atan2", "square", "lgamma", "digamma", "sign", "floor", "ceil", "round", "div",
     "mul", "add", "sub", "select_n", "clamp", "ne", "eq", "lt", "le", "gt", "ge", "is_finite", "not", "and", "or",
-    "stop_gradient", "nextafter", "rem",
+    "nextafter", "rem",
 }
 _CONSTANT = {"stop_gradient", "iota", "argmax", "argmin"}
 _INLINED = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint", "custom_vjp_call", "custom_vjp_call_jaxpr"}
@@ -150,7 +151,7 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
         return "constant"
     if name in _LINEAR or (name in _LINEAR_FIRST and live == (0,)):
         return "linear"
-    if name == "concatenate":
+    if name in _JOINS:
         return "linear" if len(live) == len(entry.keys) else "general"
     if name == "select_n" and 0 not in live and len(live) == len(entry.keys) - 1:
         return "linear"

@@ -181,8 +181,7 @@ def _direct(func: Any, args: tuple[Any, ...], kwargs: dict[Any, Any], live: tupl
     if func == aten.unsqueeze.default:
         return lambda t: (t.unsqueeze(_axis(rest[0])),)
     if func in (aten.squeeze.dim, aten.squeeze.dims):
-        dims = rest[0] if isinstance(rest[0], (list, tuple)) else [rest[0]]
-        return lambda t: (t.reshape((t.shape[0], *shapes[0])),) if dims is not None else None
+        return lambda t: (t.reshape((t.shape[0], *shapes[0])),)  # the recorded output shape
     if func == aten.sum.dim_IntList and 1 <= len(rest) <= 2 and rest[0]:
         keep = bool(rest[1]) if len(rest) > 1 else False
         return lambda t: (t.sum([_axis(d) for d in rest[0]], keepdim=keep),)
