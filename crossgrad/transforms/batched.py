@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import pytree, spec
+from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
 from crossgrad.transforms.common import Call, Memo
@@ -104,10 +104,7 @@ class Batched:
             """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
             axes = leaf_axes(name, axes_form, args, shape)
             call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            starts = [0]
-            for a in args:
-                starts.append(starts[-1] + len(pytree.leaves(a)))
-            diff = call.kept_of([axes[starts[k] + j] for k in call.nums for j in range(starts[k + 1] - starts[k])])
+            diff = call.differentiated_axes(axes)
             size = batch_size(name, args, axes, shape)
             if not diff or None in diff or size == 0 or call.has_no_elements():
                 return ("outside",)

@@ -133,6 +133,14 @@ class Call:
             args[k] = pytree.unflatten(treedef, full[lo:hi])
         return args
 
+    def differentiated_axes(self, axes: list[int | None]) -> list[int | None]:
+        """Of one batch axis per leaf of every argument (``vectorize.leaf_axes``), those of the
+        differentiated (non-static) leaves, in the order of ``primals``."""
+        starts = [0]
+        for arg in self.args:
+            starts.append(starts[-1] + len(pytree.leaves(arg)))
+        return self.kept_of([axes[starts[k] + j] for k in self.nums for j in range(starts[k + 1] - starts[k])])
+
     def kept_of(self, values: list[Any]) -> list[Any]:
         """Of per-leaf values over every leaf of the differentiated arguments, those of the
         differentiated (non-static) leaves."""

@@ -250,12 +250,7 @@ class Curvature:
             g, axes, batch = f, None, None
             if in_axes is not None:
                 all_axes = leaf_axes(name, axes_form, args, backend.arrays.shape)
-                probe = Call(name, backend, f, args, kwargs, argnums, has_aux)
-                starts = [0]
-                for arg in args:
-                    starts.append(starts[-1] + len(pytree.leaves(arg)))
-                axes = probe.kept_of([all_axes[starts[k] + j] for k in probe.nums
-                                      for j in range(starts[k + 1] - starts[k])])
+                axes = Call(name, backend, f, args, kwargs, argnums, has_aux).differentiated_axes(all_axes)
                 batch = batch_size(name, args, all_axes, backend.arrays.shape)
                 if None in axes or batch == 0:
                     return outside(args, kwargs)
