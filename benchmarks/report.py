@@ -297,7 +297,9 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
 
 def merge(paths: list[str]) -> None:
     """Join the JSON of runs split into parts (``python -m benchmarks.report A.json B.json``):
-    a case measured (not skipped) in a later part replaces the same case of earlier parts."""
+    a case measured (not skipped) in a later part replaces the same case of earlier parts.
+    One part alone is rendered again (markdown and plot from its JSON) under its own selection,
+    so it never takes the full report's name."""
     from types import SimpleNamespace
 
     parts = [json.loads(Path(p).read_text()) for p in paths]
@@ -306,7 +308,8 @@ def merge(paths: list[str]) -> None:
         measured = {r["case"] for r in part["rows"] if r.get("median_s")}
         rows = [r for r in rows if r["case"] not in measured] + [r for r in part["rows"] if r["case"] in measured]
     first = parts[0]
-    run = SimpleNamespace(device=first["device"], versions=first["versions"], ceilings=first["ceilings"], rows=rows)
+    run = SimpleNamespace(device=first["device"], versions=first["versions"], ceilings=first["ceilings"], rows=rows,
+                          selection=first.get("selection", "") if len(parts) == 1 else "")
     notes = tuple(
         f"part {k + 1}: {', '.join(sorted({r['case'] for r in part['rows'] if r.get('median_s')}))}; ceilings "
         f"write {part['ceilings']['write_GBps']:.0f} GB/s, fp32 {part['ceilings']['fp32_matmul_TFLOPs']:.1f} TFLOP/s"
