@@ -83,10 +83,9 @@ def __getattr__(name: str) -> Any:
 
 
 def _method_signature(name: str) -> inspect.Signature:
-    from crossgrad.transforms.namespace import Namespace
+    from crossgrad.transforms.namespace import public
 
-    sig = inspect.signature(getattr(Namespace, name))
-    return sig.replace(parameters=list(sig.parameters.values())[1:])
+    return public(name).signature
 
 
 def _deferred(name: str) -> Callable[..., Any]:
@@ -129,10 +128,10 @@ def _top_level(name: str) -> Callable[..., Any]:
 
 
 def _adopt(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    from crossgrad.transforms.namespace import Namespace
+    from crossgrad.transforms.namespace import public
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = getattr(Namespace, name).__doc__
+    fn.__doc__ = public(name).__doc__
     fn.__signature__ = _method_signature(name)  # type: ignore[attr-defined]
     return fn
 

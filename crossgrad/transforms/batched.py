@@ -17,8 +17,9 @@ from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
 from crossgrad.transforms.common import Call, Memo
-from crossgrad.transforms.jacobians import inside_blocks
-from crossgrad.transforms.vectorize import batch_size, leaf_axes
+from crossgrad.transforms.hessians import hessian_of
+from crossgrad.transforms.jacobians import inside_blocks, jacobian_of
+from crossgrad.transforms.vectorize import batch_size, leaf_axes, vmap_of
 
 log = logging.getLogger("crossgrad")
 
@@ -28,115 +29,106 @@ def _split_chunks(chunk_size: Any) -> tuple[Any, Any]:
     return (None, "auto") if chunk_size == "auto" else (chunk_size, None)
 
 
-class Batched:
-    """batched_jacobian, batched_hessian."""
+def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+                     mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
+                     devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+    """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
 
-    backend: Backend
-    _jacobian: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
-    _hessian: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
-    _vmap: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
+    ``f`` is written for one sample; ``in_axes`` says which arguments carry the
+    batch (None for shared ones, such as weights).  For output leaves of
+    per-sample shape ``out`` and inputs of per-sample shape ``in`` the result has
+    shape ``(B, *out, *in)``; aux, with ``has_aux``, is batched too.  ``mode`` is
+    that of :meth:`jacobian`; an int ``chunk_size`` bounds the basis vectors per
+    sample, ``"auto"`` bounds the samples computed at once by the memory budget
+    (:func:`crossgrad.memory_budget`; the per-sample work is what grows with the batch).
+    ``devices`` and ``gather`` spread the batch over devices as in :meth:`vmap`;
+    ``randomness`` is :meth:`vmap`'s across the batch, while within one sample every
+    basis vector sees the same draw (the derivative of one realization).
 
-    def batched_jacobian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                         mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                         devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
-        """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> W, b, x = torch.randn(33, 31), torch.randn(33), torch.randn(64, 31)
+        >>> f = lambda W, b, x: torch.tanh(W @ x + b)
+        >>> cg.torch.batched_jacobian(f, argnums=2, in_axes=(None, None, 0))(W, b, x).shape
+        torch.Size([64, 33, 31])
+    """
+    name = "batched_jacobian"
+    spec.validate_options(name, in_axes=in_axes)
+    inner, outer = _split_chunks(chunk_size)
+    per_sample = jacobian_of(backend, name, f, argnums, has_aux, mode, inner, impl)
+    return vmap_of(backend, name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
 
-        ``f`` is written for one sample; ``in_axes`` says which arguments carry the
-        batch (None for shared ones, such as weights).  For output leaves of
-        per-sample shape ``out`` and inputs of per-sample shape ``in`` the result has
-        shape ``(B, *out, *in)``; aux, with ``has_aux``, is batched too.  ``mode`` is
-        that of :meth:`jacobian`; an int ``chunk_size`` bounds the basis vectors per
-        sample, ``"auto"`` bounds the samples computed at once by the memory budget
-        (:func:`crossgrad.memory_budget`; the per-sample work is what grows with the batch).
-        ``devices`` and ``gather`` spread the batch over devices as in :meth:`vmap`;
-        ``randomness`` is :meth:`vmap`'s across the batch, while within one sample every
-        basis vector sees the same draw (the derivative of one realization).
+def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+                    strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
+                    devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+    """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> W, b, x = torch.randn(33, 31), torch.randn(33), torch.randn(64, 31)
-            >>> f = lambda W, b, x: torch.tanh(W @ x + b)
-            >>> cg.torch.batched_jacobian(f, argnums=2, in_axes=(None, None, 0))(W, b, x).shape
-            torch.Size([64, 33, 31])
-        """
-        name = "batched_jacobian"
-        spec.validate_options(name, in_axes=in_axes)
-        inner, outer = _split_chunks(chunk_size)
-        per_sample = self._jacobian(name, f, argnums, has_aux, mode, inner, impl)
-        return self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
+    Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
+    ``chunk_size``, ``devices``, ``gather`` and ``randomness`` as in :meth:`batched_jacobian`.
 
-    def batched_hessian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                        strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                        devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
-        """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> W, b, x = torch.randn(33, 31), torch.randn(33), torch.randn(64, 31)
+        >>> f = lambda W, b, x: torch.tanh(W @ x + b)
+        >>> cg.torch.batched_hessian(f, argnums=2, in_axes=(None, None, 0))(W, b, x).shape
+        torch.Size([64, 33, 31, 31])
+    """
+    name = "batched_hessian"
+    spec.validate_options(name, in_axes=in_axes)
+    inner, outer = _split_chunks(chunk_size)
+    per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, inner, impl)
+    outside = vmap_of(backend, name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
+    if devices is not None or outer is not None or impl == "builtin" or randomness != "error":
+        return outside
+    return _batch_inside(backend, name, f, argnums, in_axes, has_aux, strategy, inner, outside)
 
-        Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
-        ``chunk_size``, ``devices``, ``gather`` and ``randomness`` as in :meth:`batched_jacobian`.
+def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
+                  chunk_size: int | None, outside: Callable[..., Any]) -> Callable[..., Any]:
+    """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
+    the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
+    so, decided once per argument signature."""
+    shape = backend.arrays.shape
+    batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto")
+    axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    memo = Memo()
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> W, b, x = torch.randn(33, 31), torch.randn(33), torch.randn(64, 31)
-            >>> f = lambda W, b, x: torch.tanh(W @ x + b)
-            >>> cg.torch.batched_hessian(f, argnums=2, in_axes=(None, None, 0))(W, b, x).shape
-            torch.Size([64, 33, 31, 31])
-        """
-        name = "batched_hessian"
-        spec.validate_options(name, in_axes=in_axes)
-        inner, outer = _split_chunks(chunk_size)
-        per_sample = self._hessian(name, f, argnums, has_aux, strategy, inner, impl)
-        outside = self._vmap(name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
-        if devices is not None or outer is not None or impl == "builtin" or randomness != "error":
-            return outside
-        return self._batch_inside(name, f, argnums, in_axes, has_aux, strategy, inner, outside)
+    def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
+        """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
+        axes = leaf_axes(name, axes_form, args, shape)
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        diff = call.differentiated_axes(axes)
+        size = batch_size(name, args, axes, shape)
+        if not diff or None in diff or size == 0 or call.has_no_elements():
+            return ("outside",)
+        n = sum(math.prod(shape(p)) for p in call.primals) // size
 
-    def _batch_inside(self, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
-                      chunk_size: int | None, outside: Callable[..., Any]) -> Callable[..., Any]:
-        """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
-        the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
-        so, decided once per argument signature."""
-        backend = self.backend
-        shape = backend.arrays.shape
-        batched_f = self._vmap(name, f, in_axes, 0, None, "auto")
-        axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
-        memo = Memo()
+        def m() -> int:
+            g = (lambda *a: batched_f(*a, **kwargs)) if kwargs else batched_f
+            return sum(math.prod(s[1:]) for s, _, _ in backend.primitives.output_shapes(g, args))
 
-        def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
-            """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
-            axes = leaf_axes(name, axes_form, args, shape)
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            diff = call.differentiated_axes(axes)
-            size = batch_size(name, args, axes, shape)
-            if not diff or None in diff or size == 0 or call.has_no_elements():
-                return ("outside",)
-            n = sum(math.prod(shape(p)) for p in call.primals) // size
+        chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
+                                               strategy, n, m, size)
+        if chosen is None:
+            return ("outside",)
+        log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
+        return (chosen, diff)
 
-            def m() -> int:
-                g = (lambda *a: batched_f(*a, **kwargs)) if kwargs else batched_f
-                return sum(math.prod(s[1:]) for s, _, _ in backend.primitives.output_shapes(g, args))
+    def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
+        def jacobian_g(*args: Any, **kwargs: Any) -> Any:
+            call = Call(name, backend, g, args, kwargs, argnums, has_aux)
+            blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)
+            result = call.assemble(blocks)
+            return (result, aux) if has_aux else result
 
-            chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
-                                                   strategy, n, m, size)
-            if chosen is None:
-                return ("outside",)
-            log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
-            return (chosen, diff)
+        return jacobian_g
 
-        def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
-            def jacobian_g(*args: Any, **kwargs: Any) -> Any:
-                call = Call(name, backend, g, args, kwargs, argnums, has_aux)
-                blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)
-                result = call.assemble(blocks)
-                return (result, aux) if has_aux else result
+    def hessian_f(*args: Any, **kwargs: Any) -> Any:
+        key = Memo.key(args)
+        chosen = memo.get(key) or memo.put(key, route(args, kwargs))
+        if chosen[0] == "outside":
+            return outside(*args, **kwargs)
+        outer, inner = chosen[0].split("-")
+        diff = chosen[1]
+        return jacobian_inside(jacobian_inside(batched_f, inner, diff), outer, diff)(*args, **kwargs)
 
-            return jacobian_g
-
-        def hessian_f(*args: Any, **kwargs: Any) -> Any:
-            key = Memo.key(args)
-            chosen = memo.get(key) or memo.put(key, route(args, kwargs))
-            if chosen[0] == "outside":
-                return outside(*args, **kwargs)
-            outer, inner = chosen[0].split("-")
-            diff = chosen[1]
-            return jacobian_inside(jacobian_inside(batched_f, inner, diff), outer, diff)(*args, **kwargs)
-
-        return hessian_f
+    return hessian_f

@@ -19,6 +19,7 @@ import numpy as np
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import derivatives
 
 # (relative tolerance of the finite difference, of the adjoint identity, step eps) per dtype
 TOLERANCES = {"float64": (1e-5, 1e-10, 1e-5), "float32": (2e-2, 1e-4, 1e-2), "float16": (1e-1, 1e-2, 1e-1),
@@ -55,76 +56,68 @@ def _largest(backend: Backend, a: Any, b: Any) -> tuple[float, float]:
     return diff, scale
 
 
-class Checking:
-    """check_grads."""
+def check_grads(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *, eps: float | None = None,
+                rtol: float | None = None, seed: int = 0) -> None:
+    """Check ``f``'s derivatives at ``args``: forward mode against reverse mode
+    against central finite differences (NOTE [gradient checks]).
 
-    backend: Backend
-    jvp: Callable[..., Any]  # from a sibling mixin of Namespace
-    vjp: Callable[..., Any]  # from a sibling mixin of Namespace
+    Returns None when they agree; raises :class:`crossgrad.errors.GradientCheckError`
+    naming the largest discrepancy otherwise.  ``order`` is 1 or 2; ``eps`` the
+    finite-difference step and ``rtol`` its relative tolerance (defaults per dtype,
+    :data:`TOLERANCES`); ``seed`` fixes the random directions (drawn with NumPy:
+    the frameworks' generators are not touched).
 
-    def check_grads(self, f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *, eps: float | None = None,
-                    rtol: float | None = None, seed: int = 0) -> None:
-        """Check ``f``'s derivatives at ``args``: forward mode against reverse mode
-        against central finite differences (NOTE [gradient checks]).
-
-        Returns None when they agree; raises :class:`crossgrad.errors.GradientCheckError`
-        naming the largest discrepancy otherwise.  ``order`` is 1 or 2; ``eps`` the
-        finite-difference step and ``rtol`` its relative tolerance (defaults per dtype,
-        :data:`TOLERANCES`); ``seed`` fixes the random directions (drawn with NumPy:
-        the frameworks' generators are not touched).
-
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.check_grads(lambda x: torch.sin(x) * x, (torch.tensor([0.5, 1.0], dtype=torch.float64),))
-        """
-        name = "check_grads"
-        spec.check_callable(name, f)
-        if not isinstance(args, tuple) or not args:
-            raise errors.OptionTypeError(name, "args as a non-empty tuple of the function's arguments",
-                                         f"{args!r}"[:80], "Pass check_grads(f, (x,)).")
-        if order not in (1, 2) or isinstance(order, bool):
-            raise errors.OptionError(name, "order 1 or 2", f"order={order!r}", "Pass order=1 or order=2.")
-        rng = np.random.default_rng(seed)
-        v = _random_like(self.backend, args, rng)
-        if order == 1:
-            self._check_first_order(f, args, v, rng, eps, rtol, "")
-            return None
-
-        def directional(*xs: Any) -> Any:  # x -> J(x) v
-            return self.jvp(f, xs, v)[1]
-
-        self._check_first_order(directional, args, _random_like(self.backend, args, rng), rng, eps, rtol,
-                                " of the directional derivative (order 2)")
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.check_grads(lambda x: torch.sin(x) * x, (torch.tensor([0.5, 1.0], dtype=torch.float64),))
+    """
+    name = "check_grads"
+    spec.check_callable(name, f)
+    if not isinstance(args, tuple) or not args:
+        raise errors.OptionTypeError(name, "args as a non-empty tuple of the function's arguments",
+                                     f"{args!r}"[:80], "Pass check_grads(f, (x,)).")
+    if order not in (1, 2) or isinstance(order, bool):
+        raise errors.OptionError(name, "order 1 or 2", f"order={order!r}", "Pass order=1 or order=2.")
+    rng = np.random.default_rng(seed)
+    v = _random_like(backend, args, rng)
+    if order == 1:
+        _check_first_order(backend, f, args, v, rng, eps, rtol, "")
         return None
 
-    def _check_first_order(self, f: Callable[..., Any], args: tuple[Any, ...], v: Any, rng: np.random.Generator, eps: float | None,
-                           rtol: float | None, what: str) -> None:
-        name = "check_grads"
-        backend = self.backend
-        dtype = backend.arrays.dtype_name(pytree.leaves(args)[0])
-        fd_rtol, adjoint_rtol, default_eps = TOLERANCES.get(dtype, TOLERANCES["float32"])
-        eps = default_eps if eps is None else eps
-        fd_rtol = fd_rtol if rtol is None else rtol
-        out, jv = self.jvp(f, args, v)
-        # forward mode against finite differences
-        plus = f(*_zip_map(lambda x, t: x + eps * t, args, v))
-        minus = f(*_zip_map(lambda x, t: x - eps * t, args, v))
-        fd = _zip_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
-        diff, scale = _largest(backend, jv, fd)
-        if diff > fd_rtol * max(scale, 1.0):
-            raise errors.GradientCheckError(
-                name, f"forward mode to agree with central differences{what} (relative {fd_rtol:g}, eps {eps:g})",
-                f"a largest difference of {diff:.3g} against a magnitude of {scale:.3g}",
-                "Check the function's jvp (a custom rule), or pass a larger eps or rtol for a rough function.")
-        # forward mode against reverse mode: u . (J v) == (J^T u) . v
-        u = _random_like(backend, out, rng)
-        _, vjp_fn = self.vjp(f, *args)
-        jtu = vjp_fn(u)
-        left, right = _dot(backend, u, jv), _dot(backend, jtu, v)
-        bound = adjoint_rtol * max(abs(left), abs(right), 1.0)
-        if abs(left - right) > bound:
-            raise errors.GradientCheckError(
-                name, f"forward and reverse mode to agree{what}: u . (J v) == (J^T u) . v (relative {adjoint_rtol:g})",
-                f"u . (J v) = {left:.6g} against (J^T u) . v = {right:.6g}",
-                "Check the function's custom jvp or vjp rule; a function that stops gradients (no_grad, detach) in "
-                "one mode only answers differently in the two.")
+    def directional(*xs: Any) -> Any:  # x -> J(x) v
+        return derivatives.jvp(backend, f, xs, v)[1]
+
+    _check_first_order(backend, directional, args, _random_like(backend, args, rng), rng, eps, rtol,
+                            " of the directional derivative (order 2)")
+    return None
+
+def _check_first_order(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], v: Any, rng: np.random.Generator, eps: float | None,
+                       rtol: float | None, what: str) -> None:
+    name = "check_grads"
+    dtype = backend.arrays.dtype_name(pytree.leaves(args)[0])
+    fd_rtol, adjoint_rtol, default_eps = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    eps = default_eps if eps is None else eps
+    fd_rtol = fd_rtol if rtol is None else rtol
+    out, jv = derivatives.jvp(backend, f, args, v)
+    # forward mode against finite differences
+    plus = f(*_zip_map(lambda x, t: x + eps * t, args, v))
+    minus = f(*_zip_map(lambda x, t: x - eps * t, args, v))
+    fd = _zip_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
+    diff, scale = _largest(backend, jv, fd)
+    if diff > fd_rtol * max(scale, 1.0):
+        raise errors.GradientCheckError(
+            name, f"forward mode to agree with central differences{what} (relative {fd_rtol:g}, eps {eps:g})",
+            f"a largest difference of {diff:.3g} against a magnitude of {scale:.3g}",
+            "Check the function's jvp (a custom rule), or pass a larger eps or rtol for a rough function.")
+    # forward mode against reverse mode: u . (J v) == (J^T u) . v
+    u = _random_like(backend, out, rng)
+    _, vjp_fn = derivatives.vjp(backend, f, *args)
+    jtu = vjp_fn(u)
+    left, right = _dot(backend, u, jv), _dot(backend, jtu, v)
+    bound = adjoint_rtol * max(abs(left), abs(right), 1.0)
+    if abs(left - right) > bound:
+        raise errors.GradientCheckError(
+            name, f"forward and reverse mode to agree{what}: u . (J v) == (J^T u) . v (relative {adjoint_rtol:g})",
+            f"u . (J v) = {left:.6g} against (J^T u) . v = {right:.6g}",
+            "Check the function's custom jvp or vjp rule; a function that stops gradients (no_grad, detach) in "
+            "one mode only answers differently in the two.")

@@ -159,131 +159,125 @@ def _measure(backend: Backend, fns: list[Callable[..., Any]], fresh: Callable[[]
     return best
 
 
-class Compiled:
-    """jit."""
+def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable[..., Any]:
+    """``f`` compiled once per argument signature, never worse than eager.
 
-    backend: Backend
+    Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit
+    routes], :mod:`crossgrad.transforms.compiled`): ``"compile"`` is the framework's
+    compiler (``torch.compile`` / ``jax.jit``); on torch, ``"trace"`` replays the
+    operations ``f`` dispatched, traced once per signature (shapes, dtypes,
+    devices, pytree structure, Python values), and ``"trace-compile"`` compiles that
+    graph; ``"auto"`` takes the fastest measured route for the device
+    (:func:`crossgrad.transforms.policy.jit_routes`).  When a route fails for a
+    signature it warns once (:class:`crossgrad.errors.CompileFallbackWarning`) and
+    tries the next, then eager execution; errors that eager execution raises too
+    propagate unchanged.  ``check=True`` compares the first result of each
+    signature with an eager one and falls back to eager when they disagree.
+    ``options`` go to the compiler (e.g. ``{"backend": "aot_eager"}`` or
+    ``{"mode": "max-autotune"}`` for torch, ``{"static_argnums": 1}`` for jax).
+    Compose it around any transform: ``cg.jit(cg.batched_hessian(f))``.
 
-    def jit(self, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable[..., Any]:
-        """``f`` compiled once per argument signature, never worse than eager.
+    Example:
+        >>> import jax.numpy as jnp, crossgrad as cg
+        >>> fast = cg.jax.jit(cg.jax.hessian(lambda x: jnp.sum(x ** 3)), check=True)
+        >>> fast(jnp.array([1.0, 2.0])).tolist()
+        [[6.0, 0.0], [0.0, 12.0]]
+    """
+    name = "jit"
+    spec.check_callable(name, f)
+    spec.validate_options(name, check=check, options=options, route=route)
+    spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
+    options = dict(options or {})
+    fname = getattr(f, "__name__", "the function")
+    runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any]]] = {}
+    made: dict[str, Callable[..., Any]] = {}
+    warned: list[bool] = []
 
-        Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit
-        routes], :mod:`crossgrad.transforms.compiled`): ``"compile"`` is the framework's
-        compiler (``torch.compile`` / ``jax.jit``); on torch, ``"trace"`` replays the
-        operations ``f`` dispatched, traced once per signature (shapes, dtypes,
-        devices, pytree structure, Python values), and ``"trace-compile"`` compiles that
-        graph; ``"auto"`` takes the fastest measured route for the device
-        (:func:`crossgrad.transforms.policy.jit_routes`).  When a route fails for a
-        signature it warns once (:class:`crossgrad.errors.CompileFallbackWarning`) and
-        tries the next, then eager execution; errors that eager execution raises too
-        propagate unchanged.  ``check=True`` compares the first result of each
-        signature with an eager one and falls back to eager when they disagree.
-        ``options`` go to the compiler (e.g. ``{"backend": "aot_eager"}`` or
-        ``{"mode": "max-autotune"}`` for torch, ``{"static_argnums": 1}`` for jax).
-        Compose it around any transform: ``cg.jit(cg.batched_hessian(f))``.
+    def warn(why: str, instead: str) -> None:
+        if not warned:
+            warned.append(True)
+            warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
+                          errors.CompileFallbackWarning, stacklevel=3)
 
-        Example:
-            >>> import jax.numpy as jnp, crossgrad as cg
-            >>> fast = cg.jax.jit(cg.jax.hessian(lambda x: jnp.sum(x ** 3)), check=True)
-            >>> fast(jnp.array([1.0, 2.0])).tolist()
-            [[6.0, 0.0], [0.0, 12.0]]
-        """
-        name = "jit"
-        spec.check_callable(name, f)
-        spec.validate_options(name, check=check, options=options, route=route)
-        backend = self.backend
-        spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
-        options = dict(options or {})
-        fname = getattr(f, "__name__", "the function")
-        runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any]]] = {}
-        made: dict[str, Callable[..., Any]] = {}
-        warned: list[bool] = []
+    def routes_for(args: tuple[Any, ...], kwargs: dict[Any, Any], like: Any) -> tuple[str, ...]:
+        if route != "auto":
+            return (route,)
+        return policy.jit_routes(backend.name, like is not None and backend.arrays.on_accelerator(like))
 
-        def warn(why: str, instead: str) -> None:
-            if not warned:
-                warned.append(True)
-                warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
-                              errors.CompileFallbackWarning, stacklevel=3)
+    def build(r: str, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Callable[..., Any]:
+        if r == "eager":
+            return f
+        if r == "compile":
+            if r not in made:
+                made[r] = backend.builtins.compile(f, options)
+            return made[r]
+        compiled = r in ("trace-compile", "trace-cudagraph")
+        return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
 
-        def routes_for(args: tuple[Any, ...], kwargs: dict[Any, Any], like: Any) -> tuple[str, ...]:
-            if route != "auto":
-                return (route,)
-            return policy.jit_routes(backend.name, like is not None and backend.arrays.on_accelerator(like))
+    def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        # Once per signature: nothing the framework would silently truncate (jax, x64 off).
+        check_leaves(name, backend, pytree.leaves((args, kwargs)))
+        like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.is_array(leaf)), None)
+        candidates = routes_for(args, kwargs, like)
+        failures: list[str] = []
+        working: list[tuple[str, Callable[..., Any], Any]] = []
+        # Building, measuring and checking run f several times: on copies of the
+        # arrays, with the generators restored afterwards, so that the caller's arrays
+        # and the random state end as one call leaves them.
+        def fresh() -> Any:
+            return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.is_array(leaf) else leaf,
+                                     (args, kwargs))
 
-        def build(r: str, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Callable[..., Any]:
-            if r == "eager":
-                return f
-            if r == "compile":
-                if r not in made:
-                    made[r] = backend.builtins.compile(f, options)
-                return made[r]
-            compiled = r in ("trace-compile", "trace-cudagraph")
-            return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
-
-        def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-            # Once per signature: nothing the framework would silently truncate (jax, x64 off).
-            check_leaves(name, backend, pytree.leaves((args, kwargs)))
-            like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.is_array(leaf)), None)
-            candidates = routes_for(args, kwargs, like)
-            failures: list[str] = []
-            working: list[tuple[str, Callable[..., Any], Any]] = []
-            # Building, measuring and checking run f several times: on copies of the
-            # arrays, with the generators restored afterwards, so that the caller's arrays
-            # and the random state end as one call leaves them.
-            def fresh() -> Any:
-                return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.is_array(leaf) else leaf,
-                                         (args, kwargs))
-
-            with backend.arrays.preserved_random_state(like):
-                for r in candidates:
-                    try:
-                        copy_args, copy_kwargs = fresh()
-                        fn = build(r, copy_args, copy_kwargs)
-                        out = backend.arrays.synchronize(fn(*copy_args, **copy_kwargs))
-                    except Exception as exc:
-                        if r == "eager":
-                            raise  # the error is f's own
-                        text = (str(exc).strip().splitlines() or [""])[0][:200]
-                        failures.append(f"route {r!r}: {type(exc).__name__}: {text}")
-                        log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
-                        continue
-                    working.append((r, fn, out))
-                timings = _measure(backend, [fn for _, fn, _ in working], fresh) if len(working) > 1 else []
-            if not working:
-                result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
+        with backend.arrays.preserved_random_state(like):
+            for r in candidates:
+                try:
+                    copy_args, copy_kwargs = fresh()
+                    fn = build(r, copy_args, copy_kwargs)
+                    out = backend.arrays.synchronize(fn(*copy_args, **copy_kwargs))
+                except Exception as exc:
+                    if r == "eager":
+                        raise  # the error is f's own
+                    text = (str(exc).strip().splitlines() or [""])[0][:200]
+                    failures.append(f"route {r!r}: {type(exc).__name__}: {text}")
+                    log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
+                    continue
+                working.append((r, fn, out))
+            timings = _measure(backend, [fn for _, fn, _ in working], fresh) if len(working) > 1 else []
+        if not working:
+            result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
+            runs[key] = ("eager", f)
+            warn(f"{backend.name} compilation failed ({'; '.join(failures)})",
+                 "eagerly (the result is eager execution's)")
+            return result
+        pick = min(range(len(working)), key=lambda k: timings[k]) if timings else 0
+        r, fn, _ = working[pick]
+        if timings:
+            log.info("jit: %s measured %s; runs by route %r", fname,
+                     ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), r)
+        else:
+            log.info("jit: %s runs by route %r", fname, r)
+        if failures:
+            warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
+        if check and r != "eager":
+            copy_args, copy_kwargs = fresh()
+            with backend.arrays.preserved_random_state(like):  # the same draws as the call below
+                eager = f(*copy_args, **copy_kwargs)
+        out = fn(*args, **kwargs)
+        if check and r != "eager":
+            differs = agree(backend, out, eager)
+            if differs is not None:
                 runs[key] = ("eager", f)
-                warn(f"{backend.name} compilation failed ({'; '.join(failures)})",
+                warn(f"the compiled result (route {r!r}) differs from eager execution in {differs}",
                      "eagerly (the result is eager execution's)")
-                return result
-            pick = min(range(len(working)), key=lambda k: timings[k]) if timings else 0
-            r, fn, _ = working[pick]
-            if timings:
-                log.info("jit: %s measured %s; runs by route %r", fname,
-                         ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), r)
-            else:
-                log.info("jit: %s runs by route %r", fname, r)
-            if failures:
-                warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
-            if check and r != "eager":
-                copy_args, copy_kwargs = fresh()
-                with backend.arrays.preserved_random_state(like):  # the same draws as the call below
-                    eager = f(*copy_args, **copy_kwargs)
-            out = fn(*args, **kwargs)
-            if check and r != "eager":
-                differs = agree(backend, out, eager)
-                if differs is not None:
-                    runs[key] = ("eager", f)
-                    warn(f"the compiled result (route {r!r}) differs from eager execution in {differs}",
-                         "eagerly (the result is eager execution's)")
-                    return eager
-            runs[key] = (r, fn)
-            return out
+                return eager
+        runs[key] = (r, fn)
+        return out
 
-        def jitted(*args: Any, **kwargs: Any) -> Any:
-            key = signature(backend, args, kwargs)
-            known = runs.get(key)
-            if known is None:
-                return first_call(key, args, kwargs)
-            return known[1](*args, **kwargs)
+    def jitted(*args: Any, **kwargs: Any) -> Any:
+        key = signature(backend, args, kwargs)
+        known = runs.get(key)
+        if known is None:
+            return first_call(key, args, kwargs)
+        return known[1](*args, **kwargs)
 
-        return jitted
+    return jitted

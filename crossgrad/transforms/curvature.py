@@ -20,7 +20,7 @@ from crossgrad import errors, memory, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
 from crossgrad.transforms.common import Call
-from crossgrad.transforms.vectorize import batch_size, leaf_axes
+from crossgrad.transforms.vectorize import batch_size, leaf_axes, vmap_of
 
 log = logging.getLogger("crossgrad")
 
@@ -87,183 +87,174 @@ class _Point:
         return [self.from_matrix(m) for m in self.a.random_signs(key, [shape] * draws, self.like)]
 
 
-class Curvature:
-    """laplacian, hessian_trace, hessian_diagonal and their batched forms."""
+def laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+              samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
+              impl: str = "auto") -> Callable[..., Any]:
+    """The Laplacian of ``f``: the trace of its Hessian, without forming the Hessian.
 
-    backend: Backend
-    _vmap: Callable[..., Callable[..., Any]]  # from a sibling mixin of Namespace
-    hessian: Callable[..., Any]  # from a sibling mixin of Namespace
-    batched_hessian: Callable[..., Any]  # from a sibling mixin of Namespace
+    Returns a function with ``f``'s arguments returning one value per output
+    element (each output leaf's shape): ``sum_i d2 f / dx_i2`` over every element
+    ``x_i`` of the differentiated arguments (a tuple ``argnums`` sums over all of
+    them together); ``(laplacian, aux)`` with ``has_aux``.
 
-    def laplacian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+    Args:
+        estimator: ``"exact"`` (the second-order Taylor coefficients pushed forward,
+            summed over the coordinate directions at every operation: NOTE
+            [collapsed taylor]), ``"hutchinson"`` (``samples`` random +-1
+            directions, unbiased) or ``"hutch++"`` (a rank-``samples/3`` part from
+            Hessian-vector products, Hutchinson on the rest; one scalar output).
+        samples: random directions for the estimators (default 64).
+        key: their random source: a jax PRNG key (jax), a ``torch.Generator``
+            (torch) or an int seed; required by the estimators.
+        chunk_size: directions pushed at once (an int), ``"auto"`` from the memory
+            budget (:func:`crossgrad.memory_budget`), or None (all).
+        impl: ``"composed"`` (the forward Taylor route; a program the backend cannot
+            record takes nested forward-over-forward differentiation, logged),
+            ``"builtin"`` (the trace of the framework's own Hessian, the nested
+            baseline; exact only) or ``"auto"`` (NOTE [laplacian route]).
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.laplacian(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
+        tensor(18.)
+    """
+    return curvature_of(backend, "laplacian", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                           "trace")
+
+def hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
                   samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
                   impl: str = "auto") -> Callable[..., Any]:
-        """The Laplacian of ``f``: the trace of its Hessian, without forming the Hessian.
+    """The trace of the Hessian of ``f`` (its Laplacian), exact or estimated.
 
-        Returns a function with ``f``'s arguments returning one value per output
-        element (each output leaf's shape): ``sum_i d2 f / dx_i2`` over every element
-        ``x_i`` of the differentiated arguments (a tuple ``argnums`` sums over all of
-        them together); ``(laplacian, aux)`` with ``has_aux``.
+    Options, shapes and routes as in :meth:`laplacian`.
 
-        Args:
-            estimator: ``"exact"`` (the second-order Taylor coefficients pushed forward,
-                summed over the coordinate directions at every operation: NOTE
-                [collapsed taylor]), ``"hutchinson"`` (``samples`` random +-1
-                directions, unbiased) or ``"hutch++"`` (a rank-``samples/3`` part from
-                Hessian-vector products, Hutchinson on the rest; one scalar output).
-            samples: random directions for the estimators (default 64).
-            key: their random source: a jax PRNG key (jax), a ``torch.Generator``
-                (torch) or an int seed; required by the estimators.
-            chunk_size: directions pushed at once (an int), ``"auto"`` from the memory
-                budget (:func:`crossgrad.memory_budget`), or None (all).
-            impl: ``"composed"`` (the forward Taylor route; a program the backend cannot
-                record takes nested forward-over-forward differentiation, logged),
-                ``"builtin"`` (the trace of the framework's own Hessian, the nested
-                baseline; exact only) or ``"auto"`` (NOTE [laplacian route]).
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> f = lambda x: (x ** 4).sum()
+        >>> cg.torch.hessian_trace(f, estimator="hutchinson", samples=8, key=0)(torch.ones(3))
+        tensor(36.)
+    """
+    return curvature_of(backend, "hessian_trace", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                           "trace")
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.laplacian(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
-            tensor(18.)
-        """
-        return self._curvature("laplacian", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                               "trace")
+def hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
+                     estimator: str = "exact", samples: int | None = None, key: Any = None,
+                     chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+    """The diagonal of the Hessian of ``f``, without forming the Hessian.
 
-    def hessian_trace(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
-                      samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
-                      impl: str = "auto") -> Callable[..., Any]:
-        """The trace of the Hessian of ``f`` (its Laplacian), exact or estimated.
+    For an output leaf of shape ``out`` and an input leaf of shape ``in`` the result
+    has shape ``out + in`` (``d2 out / d in2`` elementwise), nested as
+    :meth:`jacobian` nests (output pytree outside, argnums inside).  ``"exact"``
+    pushes one second-order Taylor coefficient per coordinate direction (as many
+    forward passes as the input has elements, fused, against the nested Hessian's
+    forward-over-reverse passes); ``"hutchinson"`` averages ``v * (H v)`` over
+    random +-1 directions (one scalar output).  Other options as in
+    :meth:`laplacian`.
 
-        Options, shapes and routes as in :meth:`laplacian`.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.hessian_diagonal(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
+        tensor([ 6., 12.])
+    """
+    return curvature_of(backend, "hessian_diagonal", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
+                           impl, "diagonal")
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> f = lambda x: (x ** 4).sum()
-            >>> cg.torch.hessian_trace(f, estimator="hutchinson", samples=8, key=0)(torch.ones(3))
-            tensor(36.)
-        """
-        return self._curvature("hessian_trace", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                               "trace")
+def batched_laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
+                      estimator: str = "exact", samples: int | None = None, key: Any = None,
+                      chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+    """Per-sample Laplacians: ``vmap(laplacian(f, argnums, ...), in_axes)``, shape
+    ``(B, *out)``.
 
-    def hessian_diagonal(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
-                         estimator: str = "exact", samples: int | None = None, key: Any = None,
-                         chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
-        """The diagonal of the Hessian of ``f``, without forming the Hessian.
+    ``f`` is written for one sample; the whole batch is pushed at once, each sample
+    with its own directions.  Options as in :meth:`laplacian`; ``in_axes`` as in
+    :meth:`batched_hessian`.
 
-        For an output leaf of shape ``out`` and an input leaf of shape ``in`` the result
-        has shape ``out + in`` (``d2 out / d in2`` elementwise), nested as
-        :meth:`jacobian` nests (output pytree outside, argnums inside).  ``"exact"``
-        pushes one second-order Taylor coefficient per coordinate direction (as many
-        forward passes as the input has elements, fused, against the nested Hessian's
-        forward-over-reverse passes); ``"hutchinson"`` averages ``v * (H v)`` over
-        random +-1 directions (one scalar output).  Other options as in
-        :meth:`laplacian`.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> W = torch.randn(8, 2)
+        >>> u = lambda W, x: torch.tanh(W @ x).sum()       # a PINN's scalar field
+        >>> cg.torch.batched_laplacian(u, argnums=1, in_axes=(None, 0))(W, torch.randn(100, 2)).shape
+        torch.Size([100])
+    """
+    return curvature_of(backend, "batched_laplacian", f, argnums, in_axes, has_aux, estimator, samples, key,
+                           chunk_size, impl, "trace")
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.hessian_diagonal(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
-            tensor([ 6., 12.])
-        """
-        return self._curvature("hessian_diagonal", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
-                               impl, "diagonal")
+def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
+                          has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
+                          key: Any = None, chunk_size: int | str | None = None, *,
+                          impl: str = "auto") -> Callable[..., Any]:
+    """Per-sample Hessian traces, as :meth:`batched_laplacian`.
 
-    def batched_laplacian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                          estimator: str = "exact", samples: int | None = None, key: Any = None,
-                          chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
-        """Per-sample Laplacians: ``vmap(laplacian(f, argnums, ...), in_axes)``, shape
-        ``(B, *out)``.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.batched_hessian_trace(lambda x: (x ** 2).sum())(torch.ones(4, 3))
+        tensor([6., 6., 6., 6.])
+    """
+    return curvature_of(backend, "batched_hessian_trace", f, argnums, in_axes, has_aux, estimator, samples, key,
+                           chunk_size, impl, "trace")
 
-        ``f`` is written for one sample; the whole batch is pushed at once, each sample
-        with its own directions.  Options as in :meth:`laplacian`; ``in_axes`` as in
-        :meth:`batched_hessian`.
+def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
+                             has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
+                             key: Any = None, chunk_size: int | str | None = None, *,
+                             impl: str = "auto") -> Callable[..., Any]:
+    """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
+    shape ``(B, *out, *in)``.
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> W = torch.randn(8, 2)
-            >>> u = lambda W, x: torch.tanh(W @ x).sum()       # a PINN's scalar field
-            >>> cg.torch.batched_laplacian(u, argnums=1, in_axes=(None, 0))(W, torch.randn(100, 2)).shape
-            torch.Size([100])
-        """
-        return self._curvature("batched_laplacian", f, argnums, in_axes, has_aux, estimator, samples, key,
-                               chunk_size, impl, "trace")
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.batched_hessian_diagonal(lambda x: (x ** 3).sum())(torch.ones(2, 3))
+        tensor([[6., 6., 6.],
+                [6., 6., 6.]])
+    """
+    return curvature_of(backend, "batched_hessian_diagonal", f, argnums, in_axes, has_aux, estimator, samples, key,
+                           chunk_size, impl, "diagonal")
 
-    def batched_hessian_trace(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                              has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
-                              key: Any = None, chunk_size: int | str | None = None, *,
-                              impl: str = "auto") -> Callable[..., Any]:
-        """Per-sample Hessian traces, as :meth:`batched_laplacian`.
+def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, estimator: str,
+               samples: int | None, key: Any, chunk_size: Any, impl: str, what: str) -> Callable[..., Any]:
+    spec.check_callable(name, f)
+    spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples,
+                          chunk_size=chunk_size, impl=impl)
+    if in_axes is not None:
+        spec.validate_options(name, in_axes=in_axes)
+    if what == "diagonal" and estimator == "hutch++":
+        spec.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
+    if impl == "builtin" and estimator != "exact":
+        raise errors.UnsupportedOptionError(
+            name, "estimator='exact' with impl='builtin' (the trace or diagonal of the framework's own Hessian)",
+            f"estimator={estimator!r}", "Use impl='composed' or 'auto' for the estimators.")
+    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    rows_wanted = samples or DEFAULT_SAMPLES
+    axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
+    single: dict[str, Callable[..., Any]] = {}
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.batched_hessian_trace(lambda x: (x ** 2).sum())(torch.ones(4, 3))
-            tensor([6., 6., 6., 6.])
-        """
-        return self._curvature("batched_hessian_trace", f, argnums, in_axes, has_aux, estimator, samples, key,
-                               chunk_size, impl, "trace")
+    def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        """``vmap`` of the single-point transform: for batches whose differentiated
+        arguments are not all batched."""
+        if "fn" not in single:
+            one = curvature_of(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                                  what)
+            single["fn"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
+        return single["fn"](*args, **kwargs)
 
-    def batched_hessian_diagonal(self, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                                 has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
-                                 key: Any = None, chunk_size: int | str | None = None, *,
-                                 impl: str = "auto") -> Callable[..., Any]:
-        """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
-        shape ``(B, *out, *in)``.
-
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.batched_hessian_diagonal(lambda x: (x ** 3).sum())(torch.ones(2, 3))
-            tensor([[6., 6., 6.],
-                    [6., 6., 6.]])
-        """
-        return self._curvature("batched_hessian_diagonal", f, argnums, in_axes, has_aux, estimator, samples, key,
-                               chunk_size, impl, "diagonal")
-
-    def _curvature(self, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, estimator: str,
-                   samples: int | None, key: Any, chunk_size: Any, impl: str, what: str) -> Callable[..., Any]:
-        spec.check_callable(name, f)
-        spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples,
-                              chunk_size=chunk_size, impl=impl)
+    def transformed(*args: Any, **kwargs: Any) -> Any:
+        g, axes, batch = f, None, None
         if in_axes is not None:
-            spec.validate_options(name, in_axes=in_axes)
-        if what == "diagonal" and estimator == "hutch++":
-            spec.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
-        if impl == "builtin" and estimator != "exact":
-            raise errors.UnsupportedOptionError(
-                name, "estimator='exact' with impl='builtin' (the trace or diagonal of the framework's own Hessian)",
-                f"estimator={estimator!r}", "Use impl='composed' or 'auto' for the estimators.")
-        backend = self.backend
-        spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
-        rows_wanted = samples or DEFAULT_SAMPLES
-        axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
-        batched_f = self._vmap(name, f, in_axes, 0, None, "auto") if in_axes is not None else None
-        single: dict[str, Callable[..., Any]] = {}
+            all_axes = leaf_axes(name, axes_form, args, backend.arrays.shape)
+            axes = Call(name, backend, f, args, kwargs, argnums, has_aux).differentiated_axes(all_axes)
+            batch = batch_size(name, args, all_axes, backend.arrays.shape)
+            if None in axes or batch == 0:
+                return outside(args, kwargs)
+            assert batched_f is not None
+            g = batched_f
+        call = Call(name, backend, g, args, kwargs, argnums, has_aux)
+        point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
+        if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
+                backend.name, what, backend.taylor.being_compiled()) == "builtin"):
+            return _via_hessian(backend, f, argnums, in_axes, has_aux, args, kwargs, what, point)
+        return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
 
-        def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-            """``vmap`` of the single-point transform: for batches whose differentiated
-            arguments are not all batched."""
-            if "fn" not in single:
-                one = self._curvature(name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                                      what)
-                single["fn"] = self._vmap(name, one, in_axes, 0, None, "auto")
-            return single["fn"](*args, **kwargs)
-
-        def transformed(*args: Any, **kwargs: Any) -> Any:
-            g, axes, batch = f, None, None
-            if in_axes is not None:
-                all_axes = leaf_axes(name, axes_form, args, backend.arrays.shape)
-                axes = Call(name, backend, f, args, kwargs, argnums, has_aux).differentiated_axes(all_axes)
-                batch = batch_size(name, args, all_axes, backend.arrays.shape)
-                if None in axes or batch == 0:
-                    return outside(args, kwargs)
-                assert batched_f is not None
-                g = batched_f
-            call = Call(name, backend, g, args, kwargs, argnums, has_aux)
-            point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
-            if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
-                    backend.name, what, backend.taylor.being_compiled()) == "builtin"):
-                return _via_hessian(self, f, argnums, in_axes, has_aux, args, kwargs, what, point)
-            return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
-
-        return transformed
+    return transformed
 
 
 def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str, estimator: str, rows: int,
@@ -423,14 +414,16 @@ def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, 
     return out
 
 
-def _via_hessian(ns: Any, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, args: tuple[Any, ...], kwargs: dict[Any, Any],
+def _via_hessian(backend: Backend, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, args: tuple[Any, ...], kwargs: dict[Any, Any],
                  what: str, point: _Point) -> Any:
     """The nested baseline: the trace or diagonal of the framework's own Hessian."""
-    a = ns.backend.arrays
+    from crossgrad.transforms import batched, hessians  # they build on this module's neighbours
+
+    a = backend.arrays
     if in_axes is None:
-        h = ns.hessian(f, argnums, has_aux, impl="builtin")(*args, **kwargs)
+        h = hessians.hessian(backend, f, argnums, has_aux, impl="builtin")(*args, **kwargs)
     else:
-        h = ns.batched_hessian(f, argnums, in_axes, has_aux, impl="builtin")(*args, **kwargs)
+        h = batched.batched_hessian(backend, f, argnums, in_axes, has_aux, impl="builtin")(*args, **kwargs)
     hess, aux = h if has_aux else (h, None)
     call = point.call
     call.flat(*call.primals)  # the output's structure

@@ -67,279 +67,273 @@ def _as_tuple(transform: str, name: str, value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
-class Derivatives:
-    """First-order transforms: the primitives and what is built directly on them."""
+def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
+                 scalar: bool, real: bool = False) -> Callable[..., Any]:
+    """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
+    crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
+    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
+    memo = Memo()
 
-    backend: Backend
+    def run(*args: Any, **kwargs: Any) -> Any:
+        key = Memo.key(args)
+        if memo.get(key) is None:
+            memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
+        return builtins.get(make, args, kwargs, real=real)(*args)
 
-    def _via_builtin(self, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
-                     scalar: bool, real: bool = False) -> Callable[..., Any]:
-        """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
-        crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
-        backend = self.backend
-        builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
-        memo = Memo()
+    return run
 
-        def run(*args: Any, **kwargs: Any) -> Any:
-            key = Memo.key(args)
-            if memo.get(key) is None:
-                memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-            return builtins.get(make, args, kwargs, real=real)(*args)
+def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
+                    with_value: bool) -> Callable[..., Any]:
+    spec.check_callable(name, f)
+    spec.validate_options(name, argnums=argnums, has_aux=has_aux, impl=impl)
+    def composed(*args: Any, **kwargs: Any) -> Any:
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
+        value = pytree.unflatten(call.output_structure(), list(out))
+        check_output(name, backend, value, scalar=True)
+        spec.check_real_output(name, backend.arrays.dtype_name(out[0]), "output leaf 0")
+        grads = call.per_argnum(list(vjp_fn((backend.arrays.ones_like(out[0]),))))
+        if with_value:
+            return ((value, aux) if has_aux else value), grads
+        return (grads, aux) if has_aux else grads
 
-        return run
+    if not builtin_serves(name, backend, impl):
+        return composed
+    make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
+    via = via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
+    def builtin_or_composed(*args: Any, **kwargs: Any) -> Any:
+        # What the built-ins refuse (static leaves; None on torch): the composition takes it.
+        return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
 
-    def _value_and_grad(self, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
-                        with_value: bool) -> Callable[..., Any]:
-        spec.check_callable(name, f)
-        spec.validate_options(name, argnums=argnums, has_aux=has_aux, impl=impl)
-        backend = self.backend
-        def composed(*args: Any, **kwargs: Any) -> Any:
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
-            value = pytree.unflatten(call.output_structure(), list(out))
-            check_output(name, backend, value, scalar=True)
-            spec.check_real_output(name, backend.arrays.dtype_name(out[0]), "output leaf 0")
-            grads = call.per_argnum(list(vjp_fn((backend.arrays.ones_like(out[0]),))))
-            if with_value:
-                return ((value, aux) if has_aux else value), grads
-            return (grads, aux) if has_aux else grads
+    return builtin_or_composed
 
-        if not builtin_serves(name, backend, impl):
-            return composed
-        make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
-        via = self._via_builtin(name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
-        def builtin_or_composed(*args: Any, **kwargs: Any) -> Any:
-            # What the built-ins refuse (static leaves; None on torch): the composition takes it.
-            return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
+def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
+         impl: str = "auto") -> Callable[..., Any]:
+    """Gradient of a scalar-output function.
 
-        return builtin_or_composed
+    Returns a function with ``f``'s arguments that returns the gradient with
+    respect to ``args[argnums]``: one pytree shaped like that argument for an int
+    ``argnums``, a tuple of them for a tuple; ``(grads, aux)`` with ``has_aux``.
 
-    def grad(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
-             impl: str = "auto") -> Callable[..., Any]:
-        """Gradient of a scalar-output function.
+    Args:
+        f: function returning a scalar array (shape ``()``), or ``(scalar, aux)``.
+        argnums: which positional argument(s) to differentiate.
+        has_aux: ``f`` returns ``(output, aux)``; aux is returned unchanged.
+        impl: ``"builtin"`` (``torch.func.grad`` / ``jax.grad``), ``"composed"``
+            (a vjp with cotangent 1) or ``"auto"``.
 
-        Returns a function with ``f``'s arguments that returns the gradient with
-        respect to ``args[argnums]``: one pytree shaped like that argument for an int
-        ``argnums``, a tuple of them for a tuple; ``(grads, aux)`` with ``has_aux``.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
+        tensor([2., 4.])
+    """
+    return gradient_of(backend, "grad", f, argnums, has_aux, impl, with_value=False)
 
-        Args:
-            f: function returning a scalar array (shape ``()``), or ``(scalar, aux)``.
-            argnums: which positional argument(s) to differentiate.
-            has_aux: ``f`` returns ``(output, aux)``; aux is returned unchanged.
-            impl: ``"builtin"`` (``torch.func.grad`` / ``jax.grad``), ``"composed"``
-                (a vjp with cotangent 1) or ``"auto"``.
+def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
+                   impl: str = "auto") -> Callable[..., Any]:
+    """Value and gradient of a scalar-output function, in JAX's order.
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
-            tensor([2., 4.])
-        """
-        return self._value_and_grad("grad", f, argnums, has_aux, impl, with_value=False)
+    Returns a function returning ``(value, grads)``, or ``((value, aux), grads)``
+    with ``has_aux``; ``grads`` is shaped as for :meth:`grad`.  (torch's
+    ``grad_and_value`` returns the other order; crossgrad returns this one on
+    both backends.)
 
-    def value_and_grad(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
-                       impl: str = "auto") -> Callable[..., Any]:
-        """Value and gradient of a scalar-output function, in JAX's order.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> value, g = cg.torch.value_and_grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
+        >>> value, g
+        (tensor(5.), tensor([2., 4.]))
+    """
+    return gradient_of(backend, "value_and_grad", f, argnums, has_aux, impl, with_value=True)
 
-        Returns a function returning ``(value, grads)``, or ``((value, aux), grads)``
-        with ``has_aux``; ``grads`` is shaped as for :meth:`grad`.  (torch's
-        ``grad_and_value`` returns the other order; crossgrad returns this one on
-        both backends.)
+def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple[Any, ...]:
+    """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> value, g = cg.torch.value_and_grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
-            >>> value, g
-            (tensor(5.), tensor([2., 4.]))
-        """
-        return self._value_and_grad("value_and_grad", f, argnums, has_aux, impl, with_value=True)
+    Returns ``(out, vjp_fn)``, or ``(out, vjp_fn, aux)`` with ``has_aux``.
+    ``vjp_fn(cotangent)`` takes a pytree shaped like ``out`` and returns a tuple
+    with one entry per primal, each shaped like that primal.  ``vjp`` is a
+    primitive: both implementations use the framework's vjp; ``"composed"`` only
+    routes the pytrees through crossgrad's own flattening.
 
-    def vjp(self, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple[Any, ...]:
-        """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> out, vjp_fn = cg.torch.vjp(torch.sin, torch.tensor([0.0, 1.0]))
+        >>> vjp_fn(torch.ones(2))[0]
+        tensor([1.0000, 0.5403])
+    """
+    name = "vjp"
+    spec.check_callable(name, f)
+    spec.validate_options(name, has_aux=has_aux, impl=impl)
+    _check_some_primals(name, primals)
+    argnums = tuple(range(len(primals)))
+    if builtin_serves(name, backend, impl):
+        Call(name, backend, f, primals, {}, argnums, has_aux)
+        g = checked(name, backend, f, has_aux, scalar=False)
+        out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
 
-        Returns ``(out, vjp_fn)``, or ``(out, vjp_fn, aux)`` with ``has_aux``.
-        ``vjp_fn(cotangent)`` takes a pytree shaped like ``out`` and returns a tuple
-        with one entry per primal, each shaped like that primal.  ``vjp`` is a
-        primitive: both implementations use the framework's vjp; ``"composed"`` only
-        routes the pytrees through crossgrad's own flattening.
-
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> out, vjp_fn = cg.torch.vjp(torch.sin, torch.tensor([0.0, 1.0]))
-            >>> vjp_fn(torch.ones(2))[0]
-            tensor([1.0000, 0.5403])
-        """
-        name = "vjp"
-        spec.check_callable(name, f)
-        spec.validate_options(name, has_aux=has_aux, impl=impl)
-        _check_some_primals(name, primals)
-        backend = self.backend
-        argnums = tuple(range(len(primals)))
-        if builtin_serves(name, backend, impl):
-            Call(name, backend, f, primals, {}, argnums, has_aux)
-            g = checked(name, backend, f, has_aux, scalar=False)
-            out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
-
-            def builtin_vjp_fn(cotangent: Any) -> tuple[Any, ...]:
-                # The output's dicts come back in crossgrad's key order; a cotangent in the
-                # function's own order is the same pytree (torch.func alone would refuse it).
-                _check_same_structure(name, "cotangents", cotangent, out, "the output")
-                return tuple(builtin_vjp(pytree.ordered_like(cotangent, out)))
-
-            return (out, builtin_vjp_fn, *aux)
-        call = Call(name, backend, f, primals, {}, argnums, has_aux)
-        out_leaves, flat_vjp, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
-        out = pytree.unflatten(call.output_structure(), list(out_leaves))
-
-        def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
+        def builtin_vjp_fn(cotangent: Any) -> tuple[Any, ...]:
+            # The output's dicts come back in crossgrad's key order; a cotangent in the
+            # function's own order is the same pytree (torch.func alone would refuse it).
             _check_same_structure(name, "cotangents", cotangent, out, "the output")
-            per: tuple[Any, ...] = call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
-            return per
+            return tuple(builtin_vjp(pytree.ordered_like(cotangent, out)))
 
-        return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+        return (out, builtin_vjp_fn, *aux)
+    call = Call(name, backend, f, primals, {}, argnums, has_aux)
+    out_leaves, flat_vjp, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
+    out = pytree.unflatten(call.output_structure(), list(out_leaves))
 
-    def _transposed_vjp(self, call: Call) -> tuple[Any, Callable[..., Any], Any]:
-        """``(out leaves, push, aux)``, where ``push(tangent leaves)`` is the Jacobian-vector
-        product obtained as the vjp of the (linear) vjp function: reverse mode only."""
-        primitives, arrays = self.backend.primitives, self.backend.arrays
-        out, vjp_fn, aux = primitives.vjp(call.flat, call.primals, call.has_aux)
-        zeros = tuple(arrays.zeros_like(o) for o in out)
-        _, transpose_fn, _ = primitives.vjp(lambda *u: tuple(vjp_fn(u)), zeros, False)
-        return out, lambda tangents: tuple(transpose_fn(tuple(tangents))), aux
+    def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
+        _check_same_structure(name, "cotangents", cotangent, out, "the output")
+        per: tuple[Any, ...] = call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
+        return per
 
-    def jvp(self, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
-            impl: str = "auto") -> tuple[Any, ...]:
-        """Evaluate ``f(*primals)`` and the Jacobian-vector product along ``tangents``.
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
-        ``primals`` and ``tangents`` are tuples with one entry per argument, of equal
-        structure.  Returns ``(out, tangent_out)`` or ``(out, tangent_out, aux)``,
-        ``tangent_out`` shaped like ``out``.  ``"builtin"`` is forward mode
-        (``torch.func.jvp`` / ``jax.jvp``); ``"composed"`` transposes the vjp (two
-        reverse passes), the way forward mode is obtained from reverse mode alone.
+def _transposed_vjp(backend: Backend, call: Call) -> tuple[Any, Callable[..., Any], Any]:
+    """``(out leaves, push, aux)``, where ``push(tangent leaves)`` is the Jacobian-vector
+    product obtained as the vjp of the (linear) vjp function: reverse mode only."""
+    primitives, arrays = backend.primitives, backend.arrays
+    out, vjp_fn, aux = primitives.vjp(call.flat, call.primals, call.has_aux)
+    zeros = tuple(arrays.zeros_like(o) for o in out)
+    _, transpose_fn, _ = primitives.vjp(lambda *u: tuple(vjp_fn(u)), zeros, False)
+    return out, lambda tangents: tuple(transpose_fn(tuple(tangents))), aux
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.jvp(torch.sin, (torch.tensor([0.0]),), (torch.tensor([2.0]),))
-            (tensor([0.]), tensor([2.]))
-        """
-        name = "jvp"
-        spec.check_callable(name, f)
-        spec.validate_options(name, has_aux=has_aux, impl=impl)
-        primals = _as_tuple(name, "primals", primals)
-        _check_some_primals(name, primals)
-        tangents = _as_tuple(name, "tangents", tangents)
+def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
+        impl: str = "auto") -> tuple[Any, ...]:
+    """Evaluate ``f(*primals)`` and the Jacobian-vector product along ``tangents``.
+
+    ``primals`` and ``tangents`` are tuples with one entry per argument, of equal
+    structure.  Returns ``(out, tangent_out)`` or ``(out, tangent_out, aux)``,
+    ``tangent_out`` shaped like ``out``.  ``"builtin"`` is forward mode
+    (``torch.func.jvp`` / ``jax.jvp``); ``"composed"`` transposes the vjp (two
+    reverse passes), the way forward mode is obtained from reverse mode alone.
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.jvp(torch.sin, (torch.tensor([0.0]),), (torch.tensor([2.0]),))
+        (tensor([0.]), tensor([2.]))
+    """
+    name = "jvp"
+    spec.check_callable(name, f)
+    spec.validate_options(name, has_aux=has_aux, impl=impl)
+    primals = _as_tuple(name, "primals", primals)
+    _check_some_primals(name, primals)
+    tangents = _as_tuple(name, "tangents", tangents)
+    _check_same_structure(name, "tangents", tangents, primals, "primals")
+    argnums = tuple(range(len(primals)))
+    call = Call(name, backend, f, primals, {}, argnums, has_aux)
+    check_leaves(name, backend, pytree.leaves(tangents))
+    if builtin_serves(name, backend, impl):
+        g = checked(name, backend, f, has_aux, scalar=False)
+        return tuple(backend.builtins.jvp(g, primals, tangents, has_aux))
+    out, push, aux = _transposed_vjp(backend, call)
+    tout = push(pytree.leaves(tangents))
+    result = (pytree.unflatten(call.output_structure(), list(out)), pytree.unflatten(call.output_structure(), list(tout)))
+    return (*result, aux) if has_aux else result
+
+def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable[..., Any]]:
+    """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
+
+    Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
+    returns ``J @ tangents`` shaped like ``out``, without re-running ``f``.
+    ``"builtin"`` is ``torch.func.linearize`` / ``jax.linearize``; ``"composed"`` is
+    the transpose of the vjp, which ``"auto"`` picks on torch (``torch.func.linearize``
+    traces the function on every call: 100x slower to build, see
+    NOTE [auto avoids] in :mod:`crossgrad.transforms.policy`).
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> out, jvp_fn = cg.torch.linearize(torch.sin, torch.tensor([0.0]))
+        >>> jvp_fn(torch.tensor([3.0]))
+        tensor([3.])
+    """
+    name = "linearize"
+    spec.check_callable(name, f)
+    spec.validate_options(name, impl=impl)
+    _check_some_primals(name, primals)
+    call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
+    if builtin_serves(name, backend, impl):
+        out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
+            checked(name, backend, f, False, False), primals)
+        return out_and_fn
+    out, push, _ = _transposed_vjp(backend, call)
+    out_def = call.output_structure()
+
+    def jvp_fn(*tangents: Any) -> Any:
         _check_same_structure(name, "tangents", tangents, primals, "primals")
-        backend = self.backend
-        argnums = tuple(range(len(primals)))
-        call = Call(name, backend, f, primals, {}, argnums, has_aux)
-        check_leaves(name, backend, pytree.leaves(tangents))
-        if builtin_serves(name, backend, impl):
-            g = checked(name, backend, f, has_aux, scalar=False)
-            return tuple(backend.builtins.jvp(g, primals, tangents, has_aux))
-        out, push, aux = self._transposed_vjp(call)
-        tout = push(pytree.leaves(tangents))
-        result = (pytree.unflatten(call.output_structure(), list(out)), pytree.unflatten(call.output_structure(), list(tout)))
-        return (*result, aux) if has_aux else result
+        return pytree.unflatten(out_def, list(push(pytree.leaves(tangents))))
 
-    def linearize(self, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable[..., Any]]:
-        """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
+    return pytree.unflatten(out_def, list(out)), jvp_fn
 
-        Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
-        returns ``J @ tangents`` shaped like ``out``, without re-running ``f``.
-        ``"builtin"`` is ``torch.func.linearize`` / ``jax.linearize``; ``"composed"`` is
-        the transpose of the vjp, which ``"auto"`` picks on torch (``torch.func.linearize``
-        traces the function on every call: 100x slower to build, see
-        NOTE [auto avoids] in :mod:`crossgrad.transforms.policy`).
+# hvp's gradient functions per backend, by the identity of the differentiated function.
+_HVP_GRADIENTS: dict[str, dict[int, tuple[Any, ...]]] = {}
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> out, jvp_fn = cg.torch.linearize(torch.sin, torch.tensor([0.0]))
-            >>> jvp_fn(torch.tensor([3.0]))
-            tensor([3.])
-        """
-        name = "linearize"
-        spec.check_callable(name, f)
-        spec.validate_options(name, impl=impl)
-        _check_some_primals(name, primals)
-        backend = self.backend
-        call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
-        if builtin_serves(name, backend, impl):
-            out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
-                checked(name, backend, f, False, False), primals)
-            return out_and_fn
-        out, push, _ = self._transposed_vjp(call)
-        out_def = call.output_structure()
 
-        def jvp_fn(*tangents: Any) -> Any:
-            _check_same_structure(name, "tangents", tangents, primals, "primals")
-            return pytree.unflatten(out_def, list(push(pytree.leaves(tangents))))
+def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> Callable[..., Any]:
+    """hvp's gradient function, kept per ``f`` so that repeated products with the same
+    function reuse its remembered checks and built-ins.
 
-        return pytree.unflatten(out_def, list(out)), jvp_fn
+    Keyed by identity (two callables that compare equal are still two functions),
+    and holding ``f`` weakly: the entry goes when ``f`` does, so a fresh closure per
+    call keeps nothing alive.
+    """
+    store = _HVP_GRADIENTS.setdefault(backend.name, {})
+    entry = store.get(id(f))
+    if entry is None or entry[0]() is not f:
+        try:
+            # A bound method is a new object at every attribute access: nothing to reuse.
+            if inspect.ismethod(f):
+                raise TypeError
+            ref = weakref.ref(f)
+        except TypeError:  # not weak-referenceable: no reuse
+            return gradient_of(backend, "hvp", f, nums, False, impl, with_value=False)
 
-    def _hvp_gradient(self, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> Callable[..., Any]:
-        """hvp's gradient function, kept per ``f`` so that repeated products with the same
-        function reuse its remembered checks and built-ins.
+        def weakly_f(*args: Any, **kwargs: Any) -> Any:
+            target = ref()
+            assert target is not None  # alive: hvp holds f while it runs
+            return target(*args, **kwargs)
 
-        Keyed by identity (two callables that compare equal are still two functions),
-        and holding ``f`` weakly: the entry goes when ``f`` does, so a fresh closure per
-        call keeps nothing alive.
-        """
-        store: dict[int, tuple[Any, ...]] = self.__dict__.setdefault("_hvp_gradients", {})
-        entry = store.get(id(f))
-        if entry is None or entry[0]() is not f:
-            try:
-                # A bound method is a new object at every attribute access: nothing to reuse.
-                if inspect.ismethod(f):
-                    raise TypeError
-                ref = weakref.ref(f)
-            except TypeError:  # not weak-referenceable: no reuse
-                return self._value_and_grad("hvp", f, nums, False, impl, with_value=False)
+        # The name only: functools.wraps would keep f alive through __wrapped__.
+        weakly_f.__name__ = weakly_f.__qualname__ = getattr(f, "__name__", type(f).__name__)
+        entry = store[id(f)] = (ref, weakly_f, {})
+        weakref.finalize(f, store.pop, id(f), None)
+    ref, weakly_f, per_f = entry
+    if (nums, impl) not in per_f:
+        per_f[(nums, impl)] = gradient_of(backend, "hvp", weakly_f, nums, False, impl, with_value=False)
+    made: Callable[..., Any] = per_f[(nums, impl)]
+    return made
 
-            def weakly_f(*args: Any, **kwargs: Any) -> Any:
-                target = ref()
-                assert target is not None  # alive: hvp holds f while it runs
-                return target(*args, **kwargs)
+def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
+        impl: str = "auto") -> Any:
+    """Hessian-vector product of a scalar function, without forming the Hessian.
 
-            # The name only: functools.wraps would keep f alive through __wrapped__.
-            weakly_f.__name__ = weakly_f.__qualname__ = getattr(f, "__name__", type(f).__name__)
-            entry = store[id(f)] = (ref, weakly_f, {})
-            weakref.finalize(f, store.pop, id(f), None)
-        ref, weakly_f, per_f = entry
-        if (nums, impl) not in per_f:
-            per_f[(nums, impl)] = self._value_and_grad("hvp", weakly_f, nums, False, impl, with_value=False)
-        made: Callable[..., Any] = per_f[(nums, impl)]
-        return made
+    ``primals`` holds every argument of ``f``; ``tangents`` one entry per
+    differentiated argument (``argnums``), each shaped like that argument.
+    Returns ``H @ tangents`` shaped like the gradient: one pytree for an int
+    ``argnums``, a tuple for a tuple.  Computed forward-over-reverse: the
+    framework's jvp of the gradient (``"builtin"``: the framework's grad,
+    ``"composed"``: crossgrad's vjp-based grad).
 
-    def hvp(self, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
-            impl: str = "auto") -> Any:
-        """Hessian-vector product of a scalar function, without forming the Hessian.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> x = torch.tensor([1.0, 2.0])
+        >>> cg.torch.hvp(lambda x: (x ** 3).sum(), (x,), (torch.ones(2),))
+        tensor([ 6., 12.])
+    """
+    name = "hvp"
+    spec.check_callable(name, f)
+    spec.validate_options(name, argnums=argnums, impl=impl)
+    primals = _as_tuple(name, "primals", primals)
+    tangents = _as_tuple(name, "tangents", tangents)
+    nums, single = spec.normalize_argnums(name, argnums, len(primals))
+    _check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
+    grad_f = _hvp_gradient(backend, f, nums, impl)
 
-        ``primals`` holds every argument of ``f``; ``tangents`` one entry per
-        differentiated argument (``argnums``), each shaped like that argument.
-        Returns ``H @ tangents`` shaped like the gradient: one pytree for an int
-        ``argnums``, a tuple for a tuple.  Computed forward-over-reverse: the
-        framework's jvp of the gradient (``"builtin"``: the framework's grad,
-        ``"composed"``: crossgrad's vjp-based grad).
+    def grad_of_differentiated(*diff: Any) -> tuple[Any, ...]:
+        args = list(primals)
+        for k, d in zip(nums, diff):
+            args[k] = d
+        return tuple(grad_f(*args))
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> x = torch.tensor([1.0, 2.0])
-            >>> cg.torch.hvp(lambda x: (x ** 3).sum(), (x,), (torch.ones(2),))
-            tensor([ 6., 12.])
-        """
-        name = "hvp"
-        spec.check_callable(name, f)
-        spec.validate_options(name, argnums=argnums, impl=impl)
-        primals = _as_tuple(name, "primals", primals)
-        tangents = _as_tuple(name, "tangents", tangents)
-        nums, single = spec.normalize_argnums(name, argnums, len(primals))
-        _check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
-        grad_f = self._hvp_gradient(f, nums, impl)
-
-        def grad_of_differentiated(*diff: Any) -> tuple[Any, ...]:
-            args = list(primals)
-            for k, d in zip(nums, diff):
-                args[k] = d
-            return tuple(grad_f(*args))
-
-        _, tout = self.jvp(grad_of_differentiated, tuple(primals[k] for k in nums), tangents, impl="builtin")
-        return tout[0] if single else tout
+    _, tout = jvp(backend, grad_of_differentiated, tuple(primals[k] for k in nums), tangents, impl="builtin")
+    return tout[0] if single else tout

@@ -211,135 +211,129 @@ def auto_mode(backend: Backend, call: Call) -> str:
     return policy.jacobian_mode(backend.name, backend.arrays.on_accelerator(call.primals[0]), n, m)
 
 
-class Jacobians:
-    """jacrev, jacfwd, jacobian."""
+def jacrev(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
+           chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+    """Jacobian by reverse mode: one vjp per output element, vectorized.
 
-    backend: Backend
+    Returns a function with ``f``'s arguments returning the Jacobian: for each
+    output leaf of shape ``out`` and input leaf of shape ``in``, an array of shape
+    ``out + in``, nested as output pytree, then argnums, then argument pytree;
+    ``(jacobian, aux)`` with ``has_aux``.  ``chunk_size`` bounds how many rows go
+    through the vectorized vjp at once.  ``"builtin"`` is ``torch.func.jacrev`` /
+    ``jax.jacrev``, ``"composed"`` is vmap of vjp over the identity.
 
-    def jacrev(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
-               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
-        """Jacobian by reverse mode: one vjp per output element, vectorized.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.jacrev(lambda x: x ** 2)(torch.tensor([1.0, 2.0]))
+        tensor([[2., 0.],
+                [0., 4.]])
+    """
+    return jacobian_of(backend, "jacrev", f, argnums, has_aux, "rev", chunk_size, impl)
 
-        Returns a function with ``f``'s arguments returning the Jacobian: for each
-        output leaf of shape ``out`` and input leaf of shape ``in``, an array of shape
-        ``out + in``, nested as output pytree, then argnums, then argument pytree;
-        ``(jacobian, aux)`` with ``has_aux``.  ``chunk_size`` bounds how many rows go
-        through the vectorized vjp at once.  ``"builtin"`` is ``torch.func.jacrev`` /
-        ``jax.jacrev``, ``"composed"`` is vmap of vjp over the identity.
+def jacfwd(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
+           chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+    """Jacobian by forward mode: one jvp per input element, vectorized.
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.jacrev(lambda x: x ** 2)(torch.tensor([1.0, 2.0]))
-            tensor([[2., 0.],
-                    [0., 4.]])
-        """
-        return self._jacobian("jacrev", f, argnums, has_aux, "rev", chunk_size, impl)
+    Same result and nesting as :meth:`jacrev`; cheaper when the input has fewer
+    elements than the output.  ``chunk_size`` bounds how many columns go through
+    the vectorized jvp at once (``torch.func.jacfwd`` and ``jax.jacfwd`` have no
+    chunking: ``"auto"`` then uses crossgrad's vmap of jvp).
 
-    def jacfwd(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
-               chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
-        """Jacobian by forward mode: one jvp per input element, vectorized.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.jacfwd(lambda x: x.sum(0, keepdim=True))(torch.tensor([1.0, 2.0]))
+        tensor([[1., 1.]])
+    """
+    return jacobian_of(backend, "jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
 
-        Same result and nesting as :meth:`jacrev`; cheaper when the input has fewer
-        elements than the output.  ``chunk_size`` bounds how many columns go through
-        the vectorized jvp at once (``torch.func.jacfwd`` and ``jax.jacfwd`` have no
-        chunking: ``"auto"`` then uses crossgrad's vmap of jvp).
+def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
+             chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+    """Jacobian, choosing reverse mode, forward mode or the row-by-row loop.
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.jacfwd(lambda x: x.sum(0, keepdim=True))(torch.tensor([1.0, 2.0]))
-            tensor([[1., 1.]])
-        """
-        return self._jacobian("jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
+    ``mode``: ``"rev"`` (:meth:`jacrev`), ``"fwd"`` (:meth:`jacfwd`), ``"loop"``
+    (one vjp per output element in a loop: the reference, slow, it ignores
+    ``impl`` and ``chunk_size``) or ``"auto"``: forward mode when the
+    differentiated input has few enough elements against the output, reverse
+    otherwise: ``n * c < m`` with the measured cost ``c`` of a jvp relative to a
+    vjp, 0.5 for jax, 2 for torch on a CPU, 64 for torch on a GPU (NOTE [jacobian
+    auto mode], :mod:`crossgrad.transforms.policy`); decided once per input shape.
 
-    def jacobian(self, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
-                 chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
-        """Jacobian, choosing reverse mode, forward mode or the row-by-row loop.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> W = torch.ones(2048, 32)
+        >>> cg.torch.jacobian(lambda x: torch.tanh(W @ x))(torch.zeros(32)).shape  # forward mode
+        torch.Size([2048, 32])
+    """
+    return jacobian_of(backend, "jacobian", f, argnums, has_aux, mode, chunk_size, impl)
 
-        ``mode``: ``"rev"`` (:meth:`jacrev`), ``"fwd"`` (:meth:`jacfwd`), ``"loop"``
-        (one vjp per output element in a loop: the reference, slow, it ignores
-        ``impl`` and ``chunk_size``) or ``"auto"``: forward mode when the
-        differentiated input has few enough elements against the output, reverse
-        otherwise: ``n * c < m`` with the measured cost ``c`` of a jvp relative to a
-        vjp, 0.5 for jax, 2 for torch on a CPU, 64 for torch on a GPU (NOTE [jacobian
-        auto mode], :mod:`crossgrad.transforms.policy`); decided once per input shape.
+def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
+              chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
+    spec.check_callable(name, f)
+    spec.validate_options(name, argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
+    modes: dict[tuple[Any, ...], str] = {}
+    used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
+    builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
+    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar=False)
+    memo = Memo()
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> W = torch.ones(2048, 32)
-            >>> cg.torch.jacobian(lambda x: torch.tanh(W @ x))(torch.zeros(32)).shape  # forward mode
-            torch.Size([2048, 32])
-        """
-        return self._jacobian("jacobian", f, argnums, has_aux, mode, chunk_size, impl)
-
-    def _jacobian(self, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
-                  chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
-        spec.check_callable(name, f)
-        spec.validate_options(name, argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
-        backend = self.backend
-        modes: dict[tuple[Any, ...], str] = {}
-        used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
-        builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
-        builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar=False)
-        memo = Memo()
-
-        def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-            empty = known[1]
-            # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
-            # basis and fails); the composition builds the empty blocks directly.  torch's
-            # jacfwd refuses complex outputs, which crossgrad's forward mode answers.
-            if m != "loop" and builtin[m] and not empty and len(known) == 2:
-                make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
-                real = m == "rev" or not backend.builtins.COMPLEX_FORWARD
-                fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m, real=real)
-                try:
-                    return fn(*args)
-                except errors.ComplexOutputError:
-                    if m == "rev":
-                        raise
-                    memo.put(key, (m, empty, "composed"))
-            if call is None:
-                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            if m == "fwd":
-                blocks, aux = fwd_blocks(backend, call, chunk_size)
-            else:
-                blocks, aux = rev_blocks(backend, call, chunk_size, loop=m == "loop")
-            result = call.assemble(blocks)
-            return (result, aux) if has_aux else result
-
-        def jacobian_f(*args: Any, **kwargs: Any) -> Any:
-            key = Memo.key(args)
-            known = memo.get(key)
-            call = None
-            if known is None:
-                call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-                m = mode
-                if m == "auto":
-                    sig = call.signature()
-                    if sig not in modes:
-                        adjoint.check(name, backend, call)  # NOTE [adjoint check]
-                    m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
-                # torch.func refuses None leaves: the composition takes them.
-                composed_only = needs_composition(backend, args)
-                known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
-            m = known[0]
-            if mode != "auto" or m != "fwd":
-                return compute(m, known, key, call, args, kwargs)
+    def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        empty = known[1]
+        # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
+        # basis and fails); the composition builds the empty blocks directly.  torch's
+        # jacfwd refuses complex outputs, which crossgrad's forward mode answers.
+        if m != "loop" and builtin[m] and not empty and len(known) == 2:
+            make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
+            real = m == "rev" or not backend.builtins.COMPLEX_FORWARD
+            fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m, real=real)
             try:
-                return compute(m, known, key, call, args, kwargs)
-            except errors.CrossgradError:
-                raise
-            except Exception as forward_failure:
-                # auto's forward mode failed where reverse mode may answer (a custom
-                # Function without jvp or vmap rules, jax's custom_vjp): the same Jacobian.
-                try:
-                    out = compute("rev", ("rev", *known[1:]), key, None, args, kwargs)
-                except Exception:
-                    raise forward_failure from None
-                log.info("%s: forward mode failed (%s); reverse mode for this signature", name,
-                         type(forward_failure).__name__)
-                memo.put(key, ("rev", *known[1:]))
-                if call is not None:
-                    modes[call.signature()] = "rev"
-                return out
+                return fn(*args)
+            except errors.ComplexOutputError:
+                if m == "rev":
+                    raise
+                memo.put(key, (m, empty, "composed"))
+        if call is None:
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        if m == "fwd":
+            blocks, aux = fwd_blocks(backend, call, chunk_size)
+        else:
+            blocks, aux = rev_blocks(backend, call, chunk_size, loop=m == "loop")
+        result = call.assemble(blocks)
+        return (result, aux) if has_aux else result
 
-        return jacobian_f
+    def jacobian_f(*args: Any, **kwargs: Any) -> Any:
+        key = Memo.key(args)
+        known = memo.get(key)
+        call = None
+        if known is None:
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+            m = mode
+            if m == "auto":
+                sig = call.signature()
+                if sig not in modes:
+                    adjoint.check(name, backend, call)  # NOTE [adjoint check]
+                m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
+            # torch.func refuses None leaves: the composition takes them.
+            composed_only = needs_composition(backend, args)
+            known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
+        m = known[0]
+        if mode != "auto" or m != "fwd":
+            return compute(m, known, key, call, args, kwargs)
+        try:
+            return compute(m, known, key, call, args, kwargs)
+        except errors.CrossgradError:
+            raise
+        except Exception as forward_failure:
+            # auto's forward mode failed where reverse mode may answer (a custom
+            # Function without jvp or vmap rules, jax's custom_vjp): the same Jacobian.
+            try:
+                out = compute("rev", ("rev", *known[1:]), key, None, args, kwargs)
+            except Exception:
+                raise forward_failure from None
+            log.info("%s: forward mode failed (%s); reverse mode for this signature", name,
+                     type(forward_failure).__name__)
+            memo.put(key, ("rev", *known[1:]))
+            if call is not None:
+                modes[call.signature()] = "rev"
+            return out
+
+    return jacobian_f

@@ -1,32 +1,51 @@
-"""A backend's public namespace: every transform bound to that backend."""
+"""A backend's public namespace: every transform function bound to one backend, behind the
+input watch.
+
+Each transform is a plain function of :mod:`crossgrad.transforms` that takes the backend
+first (``hessians.hessian(backend, f, ...)``) and composes the others by import.  A
+namespace (``crossgrad.torch``, ``crossgrad.jax``) only binds them: ``cg.torch.hessian``
+is ``hessians.hessian`` with the torch backend bound first, wrapped once by
+:func:`watch`.  Compositions call the functions, never the namespace, so the watch
+runs once per public call.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.spec import TRANSFORMS
-from crossgrad.transforms import auxiliary
-from crossgrad.transforms.batched import Batched
-from crossgrad.transforms.checking import Checking
+from crossgrad.transforms import (
+    auxiliary,
+    batched,
+    checking,
+    compiled,
+    curvature,
+    derivatives,
+    hessians,
+    jacobians,
+    operators,
+    vectorize,
+)
 from crossgrad.transforms.common import check_unchanged
-from crossgrad.transforms.compiled import Compiled
-from crossgrad.transforms.curvature import Curvature
-from crossgrad.transforms.derivatives import Derivatives
-from crossgrad.transforms.hessians import Hessians
-from crossgrad.transforms.jacobians import Jacobians
-from crossgrad.transforms.operators import Operators
-from crossgrad.transforms.vectorize import Vectorize
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _arrays_at(name: str, method: Callable[..., Any]) -> slice:
-    """The positional arguments (after ``self``) holding the arrays of a transform that
-    evaluates at once, from the parameters ``spec.EVALUATE_AT_ONCE`` names."""
-    params = list(inspect.signature(method).parameters.values())[1:]
+def _public_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature without its first parameter (the backend)."""
+    sig = inspect.signature(fn)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+def _arrays_at(name: str, signature: inspect.Signature) -> slice:
+    """The positional arguments holding the arrays of a transform that evaluates at once,
+    from the parameters ``spec.EVALUATE_AT_ONCE`` names."""
+    params = list(signature.parameters.values())
     holders = spec.EVALUATE_AT_ONCE[name]
     at = [i for i, p in enumerate(params) if p.name in holders]
     if any(params[i].kind is inspect.Parameter.VAR_POSITIONAL for i in at):
@@ -34,62 +53,116 @@ def _arrays_at(name: str, method: Callable[..., Any]) -> slice:
     return slice(min(at), max(at) + 1)
 
 
-def _watch_inputs(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a public transform so that dicts are walked in its framework's key order,
-    so that a function writing into its inputs in place writes into copies and is
-    reported (:class:`crossgrad.errors.InputMutationError`), the caller's arrays
-    unchanged (``arrays.shield``: nothing to copy for immutable arrays: jax),
-    and so that its calls run in ``arrays.exclusive()`` (one thread at a time on torch,
-    whose forward-mode state is process-global), and so that aux values that are not
-    arrays pass through (NOTE [static aux])."""
+def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., Any]:
+    """``fn`` with ``backend`` bound first, as the public transform ``name``.
 
-    signature = inspect.signature(method)
+    Around every evaluation: dicts walked in the framework's key order (NOTE [pytree
+    conventions]); the function given copies of the caller's arrays, a write into them
+    reported (:class:`crossgrad.errors.InputMutationError`) and the caller's arrays
+    unchanged (``arrays.shield``: nothing to copy for immutable arrays, jax); one thread
+    at a time on torch, whose forward-mode state is process-global
+    (``arrays.exclusive``); aux values that are not arrays passed through (NOTE [static
+    aux]).  A transform of ``spec.EVALUATE_AT_ONCE`` is watched as it runs; any other
+    returns a function, watched when it is called.
+    """
+    signature = _public_signature(fn)
     takes_aux = "has_aux" in signature.parameters
-    where = _arrays_at(name, method) if name in spec.EVALUATE_AT_ONCE else None
+    where = _arrays_at(name, signature) if name in spec.EVALUATE_AT_ONCE else None
+    arrays = backend.arrays
+    order = backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
 
-    @functools.wraps(method)
-    def transform(self: Namespace, *args: Any, **kwargs: Any) -> Any:
-        arrays = self.backend.arrays
-        order = self.backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
+    def transform(*args: Any, **kwargs: Any) -> Any:
         held: dict[Any, Any] = {}
         if takes_aux and args and callable(args[0]):
             try:
-                bound = signature.bind(self, *args, **kwargs)
+                bound = signature.bind(*args, **kwargs)
             except TypeError:
                 bound = None
             if bound is not None and bound.arguments.get("has_aux") is True:
-                args = (auxiliary.strip(self.backend, args[0], held), *args[1:])
+                args = (auxiliary.strip(backend, args[0], held), *args[1:])
         if where is not None:
             with arrays.exclusive(), pytree.dict_order(order):
                 stop = len(args) if where.stop is None else min(where.stop, len(args))
                 inputs, kwargs, watched = arrays.shield(tuple(args[where.start:stop]), kwargs)
                 args = (*args[:where.start], *inputs, *args[stop:])
-                result = method(self, *args, **kwargs)
+                result = fn(backend, *args, **kwargs)
                 check_unchanged(name, watched)
                 return auxiliary.restore(name, result, held)
         with pytree.dict_order(order):
-            fn = method(self, *args, **kwargs)
+            made = fn(backend, *args, **kwargs)
 
-        @functools.wraps(fn)
+        @functools.wraps(made)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
             with arrays.exclusive(), pytree.dict_order(order):
                 call_args, call_kwargs, watched = arrays.shield(call_args, call_kwargs)
-                out = fn(*call_args, **call_kwargs)
+                out = made(*call_args, **call_kwargs)
                 if watched:
                     check_unchanged(name, watched)
                 return auxiliary.restore(name, out, held)
 
         return watched_fn
 
+    transform.__name__ = transform.__qualname__ = name
+    transform.__doc__ = fn.__doc__
+    transform.__module__ = fn.__module__
+    transform.__signature__ = signature  # type: ignore[attr-defined]
     return transform
 
 
-class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Curvature, Operators, Compiled, Checking):
+class Bound(Generic[P, R]):
+    """A transform function as a namespace attribute: read from a namespace, it is the
+    function with that namespace's backend bound first, behind :func:`watch` (made once
+    per namespace)."""
+
+    def __init__(self, fn: Callable[Concatenate[Backend, P], R]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.signature = _public_signature(fn)
+
+    @overload
+    def __get__(self, namespace: None, owner: type) -> Bound[P, R]: ...
+
+    @overload
+    def __get__(self, namespace: Namespace, owner: type) -> Callable[P, R]: ...
+
+    def __get__(self, namespace: Namespace | None, owner: type) -> Bound[P, R] | Callable[P, R]:
+        if namespace is None:
+            return self
+        bound: Callable[P, R] = watch(self.name, self.fn, namespace.backend)
+        namespace.__dict__[self.name] = bound  # later reads find it without this descriptor
+        return bound
+
+
+class Namespace:
     """Every crossgrad transform for one backend (``crossgrad.torch``, ``crossgrad.jax``).
 
     Both namespaces are instances of this one class, so their names and signatures
     are identical by construction.
     """
+
+    grad = Bound(derivatives.grad)
+    value_and_grad = Bound(derivatives.value_and_grad)
+    vjp = Bound(derivatives.vjp)
+    jvp = Bound(derivatives.jvp)
+    linearize = Bound(derivatives.linearize)
+    hvp = Bound(derivatives.hvp)
+    vmap = Bound(vectorize.vmap)
+    jacrev = Bound(jacobians.jacrev)
+    jacfwd = Bound(jacobians.jacfwd)
+    jacobian = Bound(jacobians.jacobian)
+    hessian = Bound(hessians.hessian)
+    batched_jacobian = Bound(batched.batched_jacobian)
+    batched_hessian = Bound(batched.batched_hessian)
+    laplacian = Bound(curvature.laplacian)
+    hessian_trace = Bound(curvature.hessian_trace)
+    hessian_diagonal = Bound(curvature.hessian_diagonal)
+    batched_laplacian = Bound(curvature.batched_laplacian)
+    batched_hessian_trace = Bound(curvature.batched_hessian_trace)
+    batched_hessian_diagonal = Bound(curvature.batched_hessian_diagonal)
+    hessian_operator = Bound(operators.hessian_operator)
+    jit = Bound(compiled.jit)
+    check_grads = Bound(checking.check_grads)
 
     def __init__(self, backend: Backend):
         self.backend = backend
@@ -102,5 +175,9 @@ class Namespace(Derivatives, Vectorize, Jacobians, Hessians, Batched, Curvature,
         return f"<crossgrad namespace for {self.backend.name}>"
 
 
-for _name in TRANSFORMS:
-    setattr(Namespace, _name, _watch_inputs(_name, getattr(Namespace, _name)))
+def public(name: str) -> Bound[Any, Any]:
+    """The namespace attribute of the public transform ``name`` (its function, signature
+    without the backend, and docstring), without binding it to a backend."""
+    attribute = Namespace.__dict__[name]
+    assert isinstance(attribute, Bound), name
+    return attribute

@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, spec
+from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import curvature
 from crossgrad.transforms.common import Call
 from crossgrad.transforms.curvature import hessian_products
 
@@ -30,10 +31,9 @@ class HessianOperator:
         ((2, 2), tensor([ 6., 12.]))
     """
 
-    def __init__(self, namespace: Any, f: Callable[..., Any], primals: tuple[Any, ...], argnums: Any):
+    def __init__(self, backend: Backend, f: Callable[..., Any], primals: tuple[Any, ...], argnums: Any):
         name = "hessian_operator"
-        self._ns, self._f, self._primals, self._argnums = namespace, f, primals, argnums
-        backend: Backend = namespace.backend
+        self._f, self._primals, self._argnums = f, primals, argnums
         self._backend = backend
         self._call = Call(name, backend, f, primals, {}, argnums, False)
         shapes = [tuple(s) for s, _, _ in self._call.output_shapes()]
@@ -89,19 +89,19 @@ class HessianOperator:
 
     def _flat(self, leaves: Any) -> Any:
         a = self._backend.arrays
-        from crossgrad import pytree
-
         return a.concat([a.reshape(x, (-1,)) for x in pytree.leaves(leaves)], 0)
 
     def trace(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
         """The trace (a scalar array), as :meth:`hessian_trace` computes it."""
-        return self._ns.hessian_trace(self._f, self._argnums, estimator=estimator, samples=samples,
-                                      key=key)(*self._primals)
+        with pytree.dict_order(self._backend.name):
+            return curvature.hessian_trace(self._backend, self._f, self._argnums, estimator=estimator, samples=samples,
+                                           key=key)(*self._primals)
 
     def diagonal(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
         """The diagonal, ``(n,)``, as :meth:`hessian_diagonal` computes it."""
-        return self._flat(self._ns.hessian_diagonal(self._f, self._argnums, estimator=estimator, samples=samples,
-                                                    key=key)(*self._primals))
+        with pytree.dict_order(self._backend.name):
+            return self._flat(curvature.hessian_diagonal(self._backend, self._f, self._argnums, estimator=estimator,
+                                                         samples=samples, key=key)(*self._primals))
 
     def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0) -> Any:
         """The ``k`` largest (algebraic) eigenvalues, descending, by Lanczos with full
@@ -163,26 +163,21 @@ class HessianOperator:
                               dtype=a.to_numpy(like).dtype)
 
 
-class Operators:
-    """hessian_operator."""
+def hessian_operator(backend: Backend, f: Callable[..., Any], *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator:
+    """The Hessian of a scalar ``f`` at ``primals`` as a :class:`HessianOperator`
+    (``shape``, ``dtype``, ``@``, ``matvec``, ``matmat``, ``dense()``, ``trace()``,
+    ``diagonal()``, ``eigenvalues()``, ``to_scipy()``), never formed.
 
-    backend: Backend
-
-    def hessian_operator(self, f: Callable[..., Any], *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator:
-        """The Hessian of a scalar ``f`` at ``primals`` as a :class:`HessianOperator`
-        (``shape``, ``dtype``, ``@``, ``matvec``, ``matmat``, ``dense()``, ``trace()``,
-        ``diagonal()``, ``eigenvalues()``, ``to_scipy()``), never formed.
-
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> H = cg.torch.hessian_operator(lambda x: (x ** 3).sum(), torch.tensor([1.0, 2.0]))
-            >>> H.dense()
-            tensor([[ 6.,  0.],
-                    [ 0., 12.]])
-        """
-        spec.check_callable("hessian_operator", f)
-        spec.validate_options("hessian_operator", argnums=argnums)
-        if not primals:
-            raise errors.OptionError("hessian_operator", "at least one primal (the point)", "no primals",
-                                     "Pass the point: hessian_operator(f, x).")
-        return HessianOperator(self, f, primals, argnums)
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> H = cg.torch.hessian_operator(lambda x: (x ** 3).sum(), torch.tensor([1.0, 2.0]))
+        >>> H.dense()
+        tensor([[ 6.,  0.],
+                [ 0., 12.]])
+    """
+    spec.check_callable("hessian_operator", f)
+    spec.validate_options("hessian_operator", argnums=argnums)
+    if not primals:
+        raise errors.OptionError("hessian_operator", "at least one primal (the point)", "no primals",
+                                 "Pass the point: hessian_operator(f, x).")
+    return HessianOperator(backend, f, primals, argnums)

@@ -84,181 +84,173 @@ def batch_size(transform: str, args: tuple[Any, ...], axes: list[int | None], sh
     return spec.check_axis_sizes(transform, sizes)
 
 
-class Vectorize:
-    """vmap."""
+def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
+         impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+    """Vectorize ``f`` over a batch axis of its positional arguments.
 
-    backend: Backend
+    ``in_axes`` is an int, None (not batched) or a tuple with one entry per
+    positional argument (each an int, None or a pytree prefix of the argument);
+    ``out_axes`` an int or a pytree prefix of the output.  Keyword arguments are
+    never batched: they are passed to every call unchanged, on both backends
+    (jax alone would batch them along axis 0).  ``chunk_size`` bounds how many
+    batch elements are vectorized at once; the result is the same.
 
-    def vmap(self, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
-             impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
-        """Vectorize ``f`` over a batch axis of its positional arguments.
+    ``devices`` spreads the batch over several devices on the framework's own
+    engine (NOTE [spreading the batch]): ``"all"`` means every jax device (a
+    one-axis mesh) or every rank of torch's default process group; a
+    ``jax.sharding.Mesh`` or a ``torch.distributed.ProcessGroup`` names them
+    exactly.  The result keeps the batch spread (jax: an array sharded along the
+    batch axis; torch: this rank's contiguous slice); ``gather=True`` gives every
+    participant the whole result.
 
-        ``in_axes`` is an int, None (not batched) or a tuple with one entry per
-        positional argument (each an int, None or a pytree prefix of the argument);
-        ``out_axes`` an int or a pytree prefix of the output.  Keyword arguments are
-        never batched: they are passed to every call unchanged, on both backends
-        (jax alone would batch them along axis 0).  ``chunk_size`` bounds how many
-        batch elements are vectorized at once; the result is the same.
+    ``randomness`` says what a random operation of the framework's global generator
+    inside ``f`` does, as in ``torch.func.vmap``: ``"error"`` (refused,
+    :class:`crossgrad.RandomnessError`), ``"different"`` (one draw per batch element,
+    e.g. dropout masks per sample) or ``"same"`` (one draw for the whole batch).  jax
+    has no global generator (random numbers come from explicit keys, batched or not
+    through ``in_axes``): the option is validated and changes nothing.
 
-        ``devices`` spreads the batch over several devices on the framework's own
-        engine (NOTE [spreading the batch]): ``"all"`` means every jax device (a
-        one-axis mesh) or every rank of torch's default process group; a
-        ``jax.sharding.Mesh`` or a ``torch.distributed.ProcessGroup`` names them
-        exactly.  The result keeps the batch spread (jax: an array sharded along the
-        batch axis; torch: this rank's contiguous slice); ``gather=True`` gives every
-        participant the whole result.
+    Returns the batched function; each output leaf gets the batch axis at
+    ``out_axes``.
 
-        ``randomness`` says what a random operation of the framework's global generator
-        inside ``f`` does, as in ``torch.func.vmap``: ``"error"`` (refused,
-        :class:`crossgrad.RandomnessError`), ``"different"`` (one draw per batch element,
-        e.g. dropout masks per sample) or ``"same"`` (one draw for the whole batch).  jax
-        has no global generator (random numbers come from explicit keys, batched or not
-        through ``in_axes``): the option is validated and changes nothing.
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> cg.torch.vmap(torch.dot, in_axes=(0, None))(torch.ones(3, 2), torch.tensor([1.0, 2.0]))
+        tensor([3., 3., 3.])
+    """
+    return vmap_of(backend, "vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather, randomness)
 
-        Returns the batched function; each output leaf gets the batch axis at
-        ``out_axes``.
+def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
+          impl: str, devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+    spec.check_callable(name, f)
+    spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
+                          gather=gather, randomness=randomness)
+    if devices is not None:
+        backend.distributed.check_devices(name, devices)
+    shape = backend.arrays.shape
+    builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
+    negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
+    if negative and not backend.builtins.NEGATIVE_OUT_AXES:
+        # torch.func.vmap places a negative out_dims wrongly on an output that does not
+        # depend on the batch; the composition moves each axis itself.
+        builtin = False
+    in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
 
-        Example:
-            >>> import torch, crossgrad as cg
-            >>> cg.torch.vmap(torch.dot, in_axes=(0, None))(torch.ones(3, 2), torch.tensor([1.0, 2.0]))
-            tensor([3., 3., 3.])
-        """
-        return self._vmap("vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather, randomness)
+    memo = Memo()
 
-    def _vmap(self, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
-              impl: str, devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
-        spec.check_callable(name, f)
-        spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
-                              gather=gather, randomness=randomness)
-        if devices is not None:
-            self.backend.distributed.check_devices(name, devices)
-        backend = self.backend
-        shape = backend.arrays.shape
-        builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
-        negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
-        if negative and not backend.builtins.NEGATIVE_OUT_AXES:
-            # torch.func.vmap places a negative out_dims wrongly on an output that does not
-            # depend on the batch; the composition moves each axis itself.
-            builtin = False
-        in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    def layout(args: tuple[Any, ...]) -> list[Any]:
+        """``[axes, size, treedef, built]``: each leaf's batch axis, the batch size, the
+        arguments' structure, and (filled on first use) the framework's vmap for them."""
+        key = Memo.key(args)
+        known = memo.get(key)
+        if known is None:
+            axes = leaf_axes(name, in_axes, args, shape)
+            check_leaves(name, backend, pytree.leaves(args))
+            known = memo.put(key, [axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
+        layout_of: list[Any] = known
+        return layout_of
 
-        memo = Memo()
-
-        def layout(args: tuple[Any, ...]) -> list[Any]:
-            """``[axes, size, treedef, built]``: each leaf's batch axis, the batch size, the
-            arguments' structure, and (filled on first use) the framework's vmap for them."""
-            key = Memo.key(args)
-            known = memo.get(key)
-            if known is None:
-                axes = leaf_axes(name, in_axes, args, shape)
-                check_leaves(name, backend, pytree.leaves(args))
-                known = memo.put(key, [axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
-            layout_of: list[Any] = known
-            return layout_of
-
-        def batched(*args: Any, **kwargs: Any) -> Any:
-            known = layout(args)
-            axes, size, treedef = known[:3]
-            if kwargs:
-                check_leaves(name, backend, pytree.leaves(kwargs))
-            g = partial(f, **kwargs) if kwargs else f
-            if size == 0:
-                return self._empty_batch(name, g, pytree.leaves(args), treedef, axes, out_axes)
-            if builtin:
-                # The per-leaf axes in the arguments' own containers: a prefix crossgrad
-                # accepts (a tuple for a list, a tuple for a namedtuple) means the same to
-                # the framework.
-                run = None if kwargs else known[3]
-                if run is None:
-                    run = backend.builtins.vmap(checked(name, backend, g, False, False),
-                                                tuple(pytree.unflatten(treedef, axes)), out_axes,
-                                                chunk_size, randomness)
-                    if not kwargs:
-                        known[3] = run
+    def batched(*args: Any, **kwargs: Any) -> Any:
+        known = layout(args)
+        axes, size, treedef = known[:3]
+        if kwargs:
+            check_leaves(name, backend, pytree.leaves(kwargs))
+        g = partial(f, **kwargs) if kwargs else f
+        if size == 0:
+            return _empty_batch(backend, name, g, pytree.leaves(args), treedef, axes, out_axes)
+        if builtin:
+            # The per-leaf axes in the arguments' own containers: a prefix crossgrad
+            # accepts (a tuple for a list, a tuple for a namedtuple) means the same to
+            # the framework.
+            run = None if kwargs else known[3]
+            if run is None:
+                run = backend.builtins.vmap(checked(name, backend, g, False, False),
+                                            tuple(pytree.unflatten(treedef, axes)), out_axes,
+                                            chunk_size, randomness)
+                if not kwargs:
+                    known[3] = run
+            try:
+                return run(*args)
+            except errors.CrossgradError:
+                raise
+            except Exception as exc:
+                # The framework's own refusal: crossgrad's composition names the mistake
+                # (out_axes out of range or not matching the output) where there is one, and
+                # answers where crossgrad's spec accepts what the framework does not (a tuple
+                # out_axes prefix for a list output).
                 try:
-                    return run(*args)
+                    return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes,
+                                               chunk_size, randomness)
                 except errors.CrossgradError:
                     raise
-                except Exception as exc:
-                    # The framework's own refusal: crossgrad's composition names the mistake
-                    # (out_axes out of range or not matching the output) where there is one, and
-                    # answers where crossgrad's spec accepts what the framework does not (a tuple
-                    # out_axes prefix for a list output).
-                    try:
-                        return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes,
-                                                   chunk_size, randomness)
-                    except errors.CrossgradError:
-                        raise
-                    except Exception:
-                        raise exc from None
-            return self._vmap_composed(name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
+                except Exception:
+                    raise exc from None
+        return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
 
-        if devices is None:
-            return batched
-        return self._spread(name, batched, layout, out_axes, devices, gather)
+    if devices is None:
+        return batched
+    return _spread(backend, name, batched, layout, out_axes, devices, gather)
 
-    def _spread(self, name: str, batched: Callable[..., Any], layout: Callable[..., Any], out_axes: Any, devices: Any,
-                gather: bool) -> Callable[..., Any]:
-        """``batched`` with its batch spread over ``devices`` (NOTE [spreading the batch])."""
-        backend = self.backend
-        compiled: dict[Any, Any] = {}
+def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Callable[..., Any], out_axes: Any, devices: Any,
+            gather: bool) -> Callable[..., Any]:
+    """``batched`` with its batch spread over ``devices`` (NOTE [spreading the batch])."""
+    compiled: dict[Any, Any] = {}
 
-        def placed_axes(out: Any) -> list[int]:
-            return [ax % len(backend.arrays.shape(o)) for ax, o in zip(_out_axes(name, out_axes, out),
-                                                                       pytree.leaves(out))]
+    def placed_axes(out: Any) -> list[int]:
+        return [ax % len(backend.arrays.shape(o)) for ax, o in zip(_out_axes(name, out_axes, out),
+                                                                   pytree.leaves(out))]
 
-        def spread(*args: Any, **kwargs: Any) -> Any:
-            axes, size, treedef = layout(args)[:3]
-            leaves = pytree.leaves(args)
-            # Keyword arguments are closed over: a call with them gets its own partitioned function.
-            fn = partial(batched, **kwargs) if kwargs else batched
-            return backend.distributed.spread(name, fn, leaves, treedef, axes, size, placed_axes, devices, gather,
-                                              {} if kwargs else compiled)
+    def spread(*args: Any, **kwargs: Any) -> Any:
+        axes, size, treedef = layout(args)[:3]
+        leaves = pytree.leaves(args)
+        # Keyword arguments are closed over: a call with them gets its own partitioned function.
+        fn = partial(batched, **kwargs) if kwargs else batched
+        return backend.distributed.spread(name, fn, leaves, treedef, axes, size, placed_axes, devices, gather,
+                                          {} if kwargs else compiled)
 
-        return spread
+    return spread
 
-    def _empty_batch(self, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
-                     axes: list[int | None], out_axes: Any) -> Any:
-        """A batch of size 0: ``g``'s output shapes from one abstract sample (torch.func.vmap
-        fails on empty batches; jax's does not, and both backends take this one path)."""
-        arrays, primitives = self.backend.arrays, self.backend.primitives
-        sample = [leaf if ax is None else arrays.zeros(arrays.shape(leaf)[:ax] + arrays.shape(leaf)[ax + 1:], leaf)
-                  for leaf, ax in zip(leaves, axes)]
-        out = primitives.empty_map(lambda *xs: call_user(name, self.backend, g, *pytree.unflatten(treedef, list(xs))),
-                                   tuple(sample))
-        return self._place_out_axes(name, out, out_axes)
+def _empty_batch(backend: Backend, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
+                 axes: list[int | None], out_axes: Any) -> Any:
+    """A batch of size 0: ``g``'s output shapes from one abstract sample (torch.func.vmap
+    fails on empty batches; jax's does not, and both backends take this one path)."""
+    arrays, primitives = backend.arrays, backend.primitives
+    sample = [leaf if ax is None else arrays.zeros(arrays.shape(leaf)[:ax] + arrays.shape(leaf)[ax + 1:], leaf)
+              for leaf, ax in zip(leaves, axes)]
+    out = primitives.empty_map(lambda *xs: call_user(name, backend, g, *pytree.unflatten(treedef, list(xs))),
+                               tuple(sample))
+    return _place_out_axes(backend, name, out, out_axes)
 
-    def _place_out_axes(self, name: str, out_tree: Any, out_axes: Any) -> Any:
-        """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
-        arrays = self.backend.arrays
-        outs, out_def = pytree.flatten(out_tree)
-        oaxes = _out_axes(name, out_axes, out_tree)
-        for k, (o, ax) in enumerate(zip(outs, oaxes)):
-            rank = len(arrays.shape(o))
-            if not -rank <= ax < rank:
-                raise errors.AxisError(name, f"an out_axes entry in [-{rank}, {rank - 1}] for output leaf {k}",
-                                       f"out_axes entry {ax} for a batched output of shape {arrays.shape(o)}",
-                                       "Pick an axis the batched output has (0 puts the batch first).")
-        return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
+def _place_out_axes(backend: Backend, name: str, out_tree: Any, out_axes: Any) -> Any:
+    """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
+    arrays = backend.arrays
+    outs, out_def = pytree.flatten(out_tree)
+    oaxes = _out_axes(name, out_axes, out_tree)
+    for k, (o, ax) in enumerate(zip(outs, oaxes)):
+        rank = len(arrays.shape(o))
+        if not -rank <= ax < rank:
+            raise errors.AxisError(name, f"an out_axes entry in [-{rank}, {rank - 1}] for output leaf {k}",
+                                   f"out_axes entry {ax} for a batched output of shape {arrays.shape(o)}",
+                                   "Pick an axis the batched output has (0 puts the batch first).")
+    return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
 
-    def _vmap_composed(self, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
-                       axes: list[int | None], out_axes: Any, chunk_size: int | str | None,
-                       randomness: str = "error") -> Any:
-        backend = self.backend
-        arrays, primitives = backend.arrays, backend.primitives
-        mapped = [k for k, ax in enumerate(axes) if ax is not None]
-        moved = tuple(arrays.moveaxis(leaves[k], axes[k], 0) if axes[k] else leaves[k] for k in mapped)
-        out_def: list[pytree.TreeDef] = []
+def _vmap_composed(backend: Backend, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
+                   axes: list[int | None], out_axes: Any, chunk_size: int | str | None,
+                   randomness: str = "error") -> Any:
+    arrays, primitives = backend.arrays, backend.primitives
+    mapped = [k for k, ax in enumerate(axes) if ax is not None]
+    moved = tuple(arrays.moveaxis(leaves[k], axes[k], 0) if axes[k] else leaves[k] for k in mapped)
+    out_def: list[pytree.TreeDef] = []
 
-        def one(*mapped_leaves: Any) -> tuple[Any, ...]:
-            full = list(leaves)
-            for k, leaf in zip(mapped, mapped_leaves):
-                full[k] = leaf
-            out = call_user(name, backend, g, *pytree.unflatten(treedef, full))
-            out_leaves, out_treedef = pytree.flatten(out)
-            out_def[:] = [out_treedef]
-            spec.check_output_leaves(name, out_leaves, arrays.is_array)
-            return tuple(out_leaves)
+    def one(*mapped_leaves: Any) -> tuple[Any, ...]:
+        full = list(leaves)
+        for k, leaf in zip(mapped, mapped_leaves):
+            full[k] = leaf
+        out = call_user(name, backend, g, *pytree.unflatten(treedef, full))
+        out_leaves, out_treedef = pytree.flatten(out)
+        out_def[:] = [out_treedef]
+        spec.check_output_leaves(name, out_leaves, arrays.is_array)
+        return tuple(out_leaves)
 
-        outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0, randomness), moved, chunk_size)
-        return self._place_out_axes(name, pytree.unflatten(out_def[0], list(outs)), out_axes)
+    outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0, randomness), moved, chunk_size)
+    return _place_out_axes(backend, name, pytree.unflatten(out_def[0], list(outs)), out_axes)
