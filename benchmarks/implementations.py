@@ -34,7 +34,9 @@ def _cg(framework: str, kind: str, **options: Any) -> Callable:
             # The direction is the parameter pytree itself: no constant is captured.
             return lambda *a: ns.hvp(f, a, (a[0],), problem.argnums, **options)
         if kind.startswith("batched"):
-            return getattr(ns, kind)(f, problem.argnums, problem.in_axes, **options)
+            # A batched transform names its per-sample chunks basis_chunk_size.
+            named = {("basis_chunk_size" if k == "chunk_size" else k): v for k, v in options.items()}
+            return getattr(ns, kind)(f, problem.argnums, problem.in_axes, **named)
         return getattr(ns, kind)(f, problem.argnums, **options)
 
     return build

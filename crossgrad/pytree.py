@@ -36,6 +36,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 
+class Batch(NamedTuple):
+    """The arguments of one batched call as leaves: each leaf's batch axis (None: shared by
+    every sample), the batch size and the arguments' structure."""
+
+    leaves: list[Any]
+    treedef: TreeDef
+    axes: list[int | None]
+    size: int
+
+
 class TreeDef(NamedTuple):
     """The structure of a pytree: a node kind, its static data, and its children."""
 

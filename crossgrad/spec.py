@@ -12,12 +12,16 @@ Conventions every backend follows:
 * Output nesting as in JAX: the output pytree outside, the ``argnums`` tuple inside.
   An int ``argnums`` gives one entry, a tuple gives a tuple; a Hessian with a tuple
   ``argnums`` has blocks ``H[i][j]``.
-* Pytrees are tuples, lists, dicts, namedtuples; dict keys are visited and returned
-  in sorted order on both backends (see :mod:`crossgrad.pytree`).
-* ``chunk_size`` bounds how many basis vectors (Jacobian/Hessian transforms) or batch
-  elements (``vmap``) go through the vectorized computation at once; ``"auto"`` sizes
-  the chunks from a memory budget and retries a chunk that runs out of memory in
-  halves (:mod:`crossgrad.memory`, NOTE [auto chunks] in
+* Pytrees are tuples, lists, dicts, namedtuples and the classes registered with the
+  framework's pytree registry; dict keys are visited in the framework's order (jax:
+  sorted; torch: insertion), NOTE [pytree conventions] in :mod:`crossgrad.pytree`.
+* ``chunk_size`` bounds how many basis vectors (Jacobian, Hessian and curvature
+  transforms: directions) or batch elements (``vmap``) go through the vectorized
+  computation at once.  The batched transforms have both kinds and a name for each:
+  ``batch_chunk_size`` (samples at once) and ``basis_chunk_size`` (basis vectors or
+  directions per sample); they refuse ``chunk_size`` (:func:`check_batched_chunking`).
+  ``"auto"`` sizes the chunks from a memory budget and retries a chunk that runs out of
+  memory in halves (:mod:`crossgrad.memory`, NOTE [auto chunks] in
   :mod:`crossgrad.transforms.chunking`).
 * ``impl`` selects the implementation: ``"builtin"`` (the framework's own transform,
   or its documented recipe), ``"composed"`` (crossgrad's composition from vjp, jvp and
@@ -30,7 +34,7 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from crossgrad import errors
+from crossgrad import errors, pytree
 
 TRANSFORMS = (
     "grad",
@@ -100,12 +104,13 @@ def check_argnums_form(transform: str, argnums: Any) -> None:
 
 
 def normalize_argnums(transform: str, argnums: Argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
-    """Non-negative, in-range, distinct argnums as a tuple, and whether an int was given.
+    """Non-negative, in-range, distinct argnums as a tuple, and whether an int was given,
+    for a function called with ``nargs`` positional arguments (the form was checked when
+    the transform was made: :func:`check_argnums_form`).
 
     >>> normalize_argnums("grad", -1, 3)
     ((2,), True)
     """
-    check_argnums_form(transform, argnums)
     single = _is_int(argnums)
     nums: tuple[Any, ...] = (argnums,) if single else tuple(cast("tuple[int, ...] | list[int]", argnums))
     fix = f"The function was called with {nargs} positional argument(s): use indices in [-{nargs}, {nargs - 1}]."
@@ -124,14 +129,39 @@ def check_bool(transform: str, name: str, value: Any) -> None:
         raise errors.OptionTypeError(transform, f"{name} to be True or False", f"{value!r}", f"Pass {name}=True or {name}=False.")
 
 
-def check_chunk_size(transform: str, chunk_size: Any) -> None:
+def check_chunk_size(transform: str, chunk_size: Any, name: str = "chunk_size") -> None:
     if chunk_size is None or chunk_size == "auto":
         return
-    fix = 'Pass a positive int, chunk_size="auto" to fit a memory budget, or chunk_size=None to process everything at once.'
+    fix = f'Pass a positive int, {name}="auto" to fit a memory budget, or {name}=None to process everything at once.'
     if not _is_int(chunk_size):
-        raise errors.OptionTypeError(transform, 'chunk_size to be a positive int, "auto" or None', f"{chunk_size!r} of type {type(chunk_size).__name__}", fix)
+        raise errors.OptionTypeError(transform, f'{name} to be a positive int, "auto" or None', f"{chunk_size!r} of type {type(chunk_size).__name__}", fix)
     if chunk_size <= 0:
-        raise errors.OptionError(transform, "chunk_size >= 1", f"chunk_size={chunk_size}", fix)
+        raise errors.OptionError(transform, f"{name} >= 1", f"{name}={chunk_size}", fix)
+
+
+# The batched transforms, which ask for their two kinds of chunks by two names.
+BATCHED = ("batched_jacobian", "batched_hessian", "batched_laplacian", "batched_hessian_trace",
+           "batched_hessian_diagonal")
+
+
+def check_batched_chunking(transform: str, chunk_size: Any, basis_chunk_size: Any) -> None:
+    """The batched transforms ask for their two kinds of chunks by two names
+    (``batch_chunk_size``: samples at once; ``basis_chunk_size``: basis vectors or
+    directions per sample); ``chunk_size``, which once meant one or the other by its
+    type, is refused with the name to use."""
+    if chunk_size is not None:
+        raise errors.OptionError(
+            transform, "batch_chunk_size= (samples at once) or basis_chunk_size= (basis vectors per sample)",
+            f"chunk_size={chunk_size!r}, which the batched transforms no longer take (an int meant basis vectors, "
+            '"auto" meant samples)',
+            f"Pass basis_chunk_size={chunk_size!r} for what an int meant, or batch_chunk_size={chunk_size!r} "
+            'to bound the samples computed at once ("auto": from the memory budget).' if chunk_size != "auto" else
+            'Pass batch_chunk_size="auto" (what chunk_size="auto" meant: samples at once, from the memory budget).')
+    if basis_chunk_size == "auto" and transform in ("batched_jacobian", "batched_hessian"):
+        raise errors.OptionError(
+            transform, "an int or None for basis_chunk_size (under the batch's vmap the memory a basis chunk "
+            "takes is not known)", 'basis_chunk_size="auto"',
+            'Pass batch_chunk_size="auto" to size the samples computed at once from the memory budget.')
 
 
 def check_choice(transform: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -156,8 +186,10 @@ def validate_options(transform: str, **options: Any) -> None:
             check_argnums_form(transform, value)
         elif name in ("has_aux", "check", "gather"):
             check_bool(transform, name, value)
-        elif name == "chunk_size":
-            check_chunk_size(transform, value)
+        elif name in ("chunk_size", "batch_chunk_size", "basis_chunk_size"):
+            check_chunk_size(transform, value, name)
+            if transform in BATCHED and name != "batch_chunk_size":
+                check_batched_chunking(transform, **{"chunk_size": None, "basis_chunk_size": None, name: value})
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)
         elif name == "samples":
@@ -341,3 +373,51 @@ def unsupported(transform: str, backend: str, option: str, value: Any) -> errors
         f"{option}={value!r}",
         "Use impl='composed' (or impl='auto', which picks crossgrad's composition when the built-in lacks an option).",
     )
+
+
+def check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
+    """``tree`` (tangents, cotangents) matches ``like`` leaf for leaf: structure, shapes and
+    dtypes (torch alone would accept float32 tangents for float64 primals)."""
+    if not pytree.same_structure(pytree.flatten(tree)[1], pytree.flatten(like)[1]):
+        raise errors.StructureError(
+            transform,
+            f"{what} with the same pytree structure as {like_name}",
+            f"{what} structured as {type(tree).__name__} with {len(pytree.leaves(tree))} leaves "
+            f"for {like_name} with {len(pytree.leaves(like))} leaves",
+            f"Give one {what[:-1]} per leaf of {like_name}, in the same containers.",
+        )
+    for k, (a, b) in enumerate(zip(pytree.leaves(pytree.ordered_like(tree, like)), pytree.leaves(like))):
+        sa, sb = getattr(a, "shape", None), getattr(b, "shape", None)
+        if sa is None or sb is None:
+            continue
+        if tuple(sa) != tuple(sb):
+            raise errors.StructureError(
+                transform, f"{what} shaped like {like_name}",
+                f"{what[:-1]} leaf {k} of shape {tuple(sa)} for a leaf of shape {tuple(sb)}",
+                f"Give each {what[:-1]} the shape of its {like_name} leaf.")
+        da, db = (str(getattr(x, "dtype", "")).removeprefix("torch.") for x in (a, b))
+        if da != db:
+            raise errors.InputDtypeError(
+                transform, f"{what} of the dtypes of {like_name}",
+                f"{what[:-1]} leaf {k} of dtype {da} for a leaf of dtype {db}",
+                f"Convert the {what[:-1]} to {db}.")
+
+
+def check_some_primals(transform: str, primals: tuple[Any, ...]) -> None:
+    """vjp, jvp, linearize: at least one point to differentiate at."""
+    if not primals:
+        raise errors.OptionError(
+            transform, "at least one primal (the point to differentiate at)", "no primals",
+            f"Pass the point: {transform}(f, x)" + (" with tangents: jvp(f, (x,), (t,))." if transform == "jvp" else "."))
+
+
+def as_tuple(transform: str, name: str, value: Any) -> tuple[Any, ...]:
+    """``primals`` / ``tangents``: a tuple (or list) with one entry per argument."""
+    if not isinstance(value, (tuple, list)):
+        raise errors.OptionTypeError(
+            transform,
+            f"{name} as a tuple with one entry per argument",
+            f"a {type(value).__name__}",
+            f"Wrap it in a tuple: {name}=(x,).",
+        )
+    return tuple(value)

@@ -34,7 +34,7 @@ def run(name: str, batch: int, budget: float | None, check: int) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         params = {k: v.to(device) for k, v in params.items()}
         x = x.to(device)
-    hess = cg.backend(name).batched_hessian(f, argnums=1, in_axes=(None, 0), chunk_size="auto")
+    hess = cg.backend(name).batched_hessian(f, argnums=1, in_axes=(None, 0), batch_chunk_size="auto")
     with contextlib.ExitStack() as scope:
         if name == "jax":  # on a GPU jax multiplies fp32 in TF32 by default: compare at full precision
             import jax

@@ -79,10 +79,10 @@ def test_batched_forms_match_the_batched_hessian(backend, problem):
     got = backend.batched_hessian_diagonal(f, problem.argnums, problem.in_axes, impl="composed")(*args)
     for g, d in zip(pytree.leaves(frameworks.to_numpy(got)), [x for per in diagonals for x in per]):
         np.testing.assert_allclose(g, d, **F64)
-    chunked = backend.batched_hessian_trace(f, problem.argnums, problem.in_axes, chunk_size=2)(*args)
+    chunked = backend.batched_hessian_trace(f, problem.argnums, problem.in_axes, basis_chunk_size=2)(*args)
     frameworks.assert_trees_close(chunked, got_trace := backend.batched_hessian_trace(
         f, problem.argnums, problem.in_axes, impl="composed")(*args), **F64)
-    auto = backend.batched_hessian_trace(f, problem.argnums, problem.in_axes, chunk_size="auto")(*args)
+    auto = backend.batched_hessian_trace(f, problem.argnums, problem.in_axes, basis_chunk_size="auto")(*args)
     frameworks.assert_trees_close(auto, got_trace, **F64)
 
 

@@ -44,7 +44,8 @@ def test_small_budget_chunks_and_agrees(backend, chunk_sizes, transform):
     make = getattr(backend, transform)
     expected = make(f, argnums=2, **in_axes)(W, b, xs)
     with cg.memory_budget(20_000):
-        got = make(f, argnums=2, chunk_size="auto", **in_axes)(W, b, xs)
+        chunking = {"batch_chunk_size" if batched else "chunk_size": "auto"}
+        got = make(f, argnums=2, **chunking, **in_axes)(W, b, xs)
     frameworks.assert_trees_close(got, expected, **TOL[DTYPE]["same"], what=transform)
     rows = 8 if batched else (31 if transform != "jacrev" else 33)
     assert chunk_sizes and all(1 <= c < rows for c in chunk_sizes), chunk_sizes
@@ -53,13 +54,13 @@ def test_small_budget_chunks_and_agrees(backend, chunk_sizes, transform):
 def test_large_budget_takes_everything_at_once(backend, chunk_sizes):
     _, f, (W, b, x) = _problem(backend)
     with cg.memory_budget(1 << 34):
-        backend.batched_jacobian(f, argnums=2, in_axes=(None, None, 0), chunk_size="auto")(W, b, x)
+        backend.batched_jacobian(f, argnums=2, in_axes=(None, None, 0), batch_chunk_size="auto")(W, b, x)
     assert chunk_sizes == [8]
 
 
 def test_default_budget_comes_from_free_memory(backend, chunk_sizes):
     _, f, (W, b, x) = _problem(backend)
-    got = backend.batched_hessian(f, argnums=2, in_axes=(None, None, 0), chunk_size="auto")(W, b, x)
+    got = backend.batched_hessian(f, argnums=2, in_axes=(None, None, 0), batch_chunk_size="auto")(W, b, x)
     assert chunk_sizes == [8]  # tiny next to the machine's free memory
     expected = backend.batched_hessian(f, argnums=2, in_axes=(None, None, 0))(W, b, x)
     frameworks.assert_trees_close(got, expected, **TOL[DTYPE]["same"])
@@ -151,7 +152,7 @@ def test_auto_chunks_under_jax_jit(chunk_sizes):
     ns = cg.backend("jax")
     _, f, (W, b, x) = _problem(ns)
     with cg.memory_budget(20_000):
-        got = jax.jit(ns.batched_hessian(f, argnums=2, in_axes=(None, None, 0), chunk_size="auto"))(W, b, x)
+        got = jax.jit(ns.batched_hessian(f, argnums=2, in_axes=(None, None, 0), batch_chunk_size="auto"))(W, b, x)
     assert chunk_sizes and chunk_sizes[0] < 8
     frameworks.assert_trees_close(got, ns.batched_hessian(f, argnums=2, in_axes=(None, None, 0))(W, b, x),
                                   **TOL[DTYPE]["same"])

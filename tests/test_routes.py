@@ -57,7 +57,7 @@ def test_batch_inside_options(backend, inside_always):
                                                           "float64")
         outside = backend.batched_hessian(g, argnums, axes, has_aux=True, impl="builtin")(w, bb, x, scale=2.0)
         for chunk in (None, 2):
-            inside = backend.batched_hessian(g, argnums, axes, has_aux=True, strategy="fwd-fwd", chunk_size=chunk,
+            inside = backend.batched_hessian(g, argnums, axes, has_aux=True, strategy="fwd-fwd", basis_chunk_size=chunk,
                                              impl="composed")(w, bb, x, scale=2.0)
             frameworks.assert_trees_close(inside, outside, **TOL["float64"]["same"], what=f"argnums={argnums}")
 
@@ -139,7 +139,7 @@ def test_traced_hessians_of_every_strategy_with_aux_and_chunks(strategy):
         y = f(w, b, x)
         return y, y.sum()
 
-    h = ns.batched_hessian(g, prob.argnums, prob.in_axes, has_aux=True, strategy=strategy, chunk_size=2)
+    h = ns.batched_hessian(g, prob.argnums, prob.in_axes, has_aux=True, strategy=strategy, basis_chunk_size=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", cg.CompileFallbackWarning)
         got = ns.jit(h, route="trace")(*args)

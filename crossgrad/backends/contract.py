@@ -28,7 +28,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "vjp", "jvp", "linearize", "vmap", "jacrev", "jacfwd", "hessian", "compile",
     ),
     # The batch spread over devices.
-    "distributed": ("check_devices", "participants", "spread"),
+    "distributed": ("place", "participants", "spread"),
     # One call recorded for the forward Taylor propagation.
     "taylor": ("record", "kind", "derivatives", "is_float", "being_compiled"),
 }
@@ -37,5 +37,5 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "arrays": ("x64_enabled",),  # jax: its x64 mode
     "builtins": ("trace", "simplified", "replay"),  # torch: the traced cg.jit routes (builtins.JIT_ROUTES)
-    "distributed": ("rows_of", "mesh_of"),
+    "distributed": ("rows_of",),
 }

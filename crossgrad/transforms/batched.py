@@ -19,31 +19,31 @@ from crossgrad.transforms import policy
 from crossgrad.transforms.common import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.jacobians import inside_blocks, jacobian_of
-from crossgrad.transforms.vectorize import batch_size, leaf_axes, vmap_of
+from crossgrad.transforms.vectorize import batch_size, in_axes_form, leaf_axes, vmap_of
 
 log = logging.getLogger("crossgrad")
 
 
-def _split_chunks(chunk_size: Any) -> tuple[Any, Any]:
-    """(per-sample chunks, batch chunks): ``"auto"`` chunks the batch, an int the basis."""
-    return (None, "auto") if chunk_size == "auto" else (chunk_size, None)
-
-
-def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                     mode: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                     devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
+                     has_aux: bool = False, mode: str = "auto", chunk_size: None = None, *, impl: str = "auto",
+                     devices: Any = None, gather: bool = False, randomness: str = "error",
+                     batch_chunk_size: int | str | None = None,
+                     basis_chunk_size: int | None = None) -> Callable[..., Any]:
     """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
 
     ``f`` is written for one sample; ``in_axes`` says which arguments carry the
     batch (None for shared ones, such as weights).  For output leaves of
     per-sample shape ``out`` and inputs of per-sample shape ``in`` the result has
     shape ``(B, *out, *in)``; aux, with ``has_aux``, is batched too.  ``mode`` is
-    that of :meth:`jacobian`; an int ``chunk_size`` bounds the basis vectors per
-    sample, ``"auto"`` bounds the samples computed at once by the memory budget
-    (:func:`crossgrad.memory_budget`; the per-sample work is what grows with the batch).
-    ``devices`` and ``gather`` spread the batch over devices as in :meth:`vmap`;
-    ``randomness`` is :meth:`vmap`'s across the batch, while within one sample every
-    basis vector sees the same draw (the derivative of one realization).
+    that of :func:`crossgrad.jacobian`.  Two kinds of chunks, two names:
+    ``batch_chunk_size`` bounds the samples computed at once (an int, or ``"auto"``:
+    from the memory budget, :func:`crossgrad.memory_budget`; the per-sample work is what
+    grows with the batch), ``basis_chunk_size`` the basis vectors of each sample's
+    Jacobian pushed at once (an int).  ``chunk_size`` is refused with the name to use
+    (it meant the one or the other by its type).  ``devices`` and ``gather`` spread the
+    batch over devices as in :func:`crossgrad.vmap`; ``randomness`` is vmap's across the
+    batch, while within one sample every basis vector sees the same draw (the derivative
+    of one realization).
 
     Example:
         >>> import torch, crossgrad as cg
@@ -53,18 +53,27 @@ def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
         torch.Size([64, 33, 31])
     """
     name = "batched_jacobian"
-    spec.validate_options(name, in_axes=in_axes)
-    inner, outer = _split_chunks(chunk_size)
-    per_sample = jacobian_of(backend, name, f, argnums, has_aux, mode, inner, impl)
-    return vmap_of(backend, name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
+    spec.check_callable(name, f)
+    spec.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, mode=mode, chunk_size=chunk_size,
+                          impl=impl, gather=gather, randomness=randomness, batch_chunk_size=batch_chunk_size,
+                          basis_chunk_size=basis_chunk_size)
+    where = None if devices is None else backend.distributed.place(name, devices)
+    per_sample = jacobian_of(backend, name, f, argnums, has_aux, mode, basis_chunk_size, impl)
+    return vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
+                   randomness=randomness)
 
-def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                    strategy: str = "auto", chunk_size: int | str | None = None, *, impl: str = "auto",
-                    devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+
+def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
+                    has_aux: bool = False, strategy: str = "auto", chunk_size: None = None, *, impl: str = "auto",
+                    devices: Any = None, gather: bool = False, randomness: str = "error",
+                    batch_chunk_size: int | str | None = None,
+                    basis_chunk_size: int | None = None) -> Callable[..., Any]:
     """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.
 
-    Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :meth:`hessian`,
-    ``chunk_size``, ``devices``, ``gather`` and ``randomness`` as in :meth:`batched_jacobian`.
+    Shapes ``(B, *out, *in, *in)``; ``strategy`` is that of :func:`crossgrad.hessian`;
+    ``batch_chunk_size``, ``basis_chunk_size`` (the basis vectors of each of the two
+    Jacobians), ``devices``, ``gather`` and ``randomness`` as in
+    :func:`crossgrad.batched_jacobian`.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -74,13 +83,18 @@ def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnu
         torch.Size([64, 33, 31, 31])
     """
     name = "batched_hessian"
-    spec.validate_options(name, in_axes=in_axes)
-    inner, outer = _split_chunks(chunk_size)
-    per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, inner, impl)
-    outside = vmap_of(backend, name, per_sample, in_axes, 0, outer, impl, devices, gather, randomness)
-    if devices is not None or outer is not None or impl == "builtin" or randomness != "error":
+    spec.check_callable(name, f)
+    spec.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, strategy=strategy,
+                          chunk_size=chunk_size, impl=impl, gather=gather, randomness=randomness,
+                          batch_chunk_size=batch_chunk_size, basis_chunk_size=basis_chunk_size)
+    where = None if devices is None else backend.distributed.place(name, devices)
+    per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, basis_chunk_size, impl)
+    outside = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
+                      randomness=randomness)
+    if where is not None or batch_chunk_size is not None or impl == "builtin" or randomness != "error":
         return outside
-    return _batch_inside(backend, name, f, argnums, in_axes, has_aux, strategy, inner, outside)
+    return _batch_inside(backend, name, f, argnums, in_axes, has_aux, strategy, basis_chunk_size, outside)
+
 
 def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
                   chunk_size: int | None, outside: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,7 +103,7 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
     so, decided once per argument signature."""
     shape = backend.arrays.shape
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto")
-    axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    axes_form = in_axes_form(in_axes)
     memo = Memo()
 
     def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
@@ -115,7 +129,8 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
 
     def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
         def jacobian_g(*args: Any, **kwargs: Any) -> Any:
-            call = Call(name, backend, g, args, kwargs, argnums, has_aux)
+            # The signature was checked when its route was chosen.
+            call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
             blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)
             result = call.assemble(blocks)
             return (result, aux) if has_aux else result

@@ -91,6 +91,7 @@ def check_grads(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], 
                             " of the directional derivative (order 2)")
     return None
 
+
 def _check_first_order(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], v: Any, rng: np.random.Generator, eps: float | None,
                        rtol: float | None, what: str) -> None:
     name = "check_grads"

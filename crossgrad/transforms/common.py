@@ -34,7 +34,6 @@ def check_leaves(transform: str, backend: Backend, leaves: list[Any]) -> None:
             )
 
 
-
 def mutation_error(transform: str, what: str) -> errors.InputMutationError:
     return errors.InputMutationError(
         transform, "a function that leaves its inputs unchanged", what,
@@ -90,7 +89,7 @@ class Call:
     """
 
     def __init__(self, transform: str, backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any],
-                 argnums: Any, has_aux: bool):
+                 argnums: Any, has_aux: bool, checked: bool = False):
         self.transform, self.backend, self.f, self.kwargs, self.has_aux = transform, backend, f, kwargs, has_aux
         self.nums, self.single = spec.normalize_argnums(transform, argnums, len(args))
         self.args = list(args)
@@ -102,12 +101,21 @@ class Call:
             self.defs.append(treedef)
             self.bounds.append((len(leaves), len(leaves) + len(arg_leaves)))
             leaves.extend(arg_leaves)
-        check_leaves(transform, backend, pytree.leaves((args, kwargs)))
         self.all_leaves = leaves
         # Leaves of a model that are not numbers (activation functions, flags, names) are
         # static: held in place, not differentiated, None at their place in a derivative,
         # as equinox's filtered transforms treat them.
         self.kept = [j for j, leaf in enumerate(leaves) if not is_static(leaf)]
+        self.primals = tuple(leaves[j] for j in self.kept)
+        self.out_def: pytree.TreeDef | None = None
+        if not checked:  # a signature already checked (the caller remembers) is not checked again
+            self._check()
+
+    def _check(self) -> None:
+        """What depends on the arguments' types, dtypes and structure alone: no array of the
+        other framework, differentiated leaves that are floating-point arrays."""
+        transform, backend, leaves = self.transform, self.backend, self.all_leaves
+        check_leaves(transform, backend, pytree.leaves((self.args, self.kwargs)))
         if leaves and not self.kept:
             raise errors.InputDtypeError(transform, f"{backend.name} arrays among the differentiated inputs",
                                          f"only a {type(leaves[0]).__name__} at argument {self.nums[0]}",
@@ -121,8 +129,6 @@ class Call:
                                              f"a {type(leaf).__name__} at {position}",
                                              "Pass arrays of the backend's framework, or leave this argument out of argnums.")
             spec.check_float_input(transform, backend.arrays.dtype_name(leaf), position)
-        self.primals = tuple(leaves[j] for j in self.kept)
-        self.out_def: pytree.TreeDef | None = None
 
     def rebuild(self, leaves: tuple[Any, ...]) -> list[Any]:
         full = list(self.all_leaves)
@@ -299,6 +305,22 @@ class BuiltinCache:
                 return fn
             self._made[key] = fn
         return self._made[key]
+
+
+def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
+                 scalar: bool, real: bool = False) -> Callable[..., Any]:
+    """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
+    crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
+    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
+    memo = Memo()
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        key = Memo.key(args)
+        if memo.get(key) is None:
+            memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
+        return builtins.get(make, args, kwargs, real=real)(*args)
+
+    return run
 
 
 def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bool, scalar: bool,

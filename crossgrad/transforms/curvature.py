@@ -19,8 +19,9 @@ from typing import Any
 from crossgrad import errors, memory, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
-from crossgrad.transforms.common import Call
-from crossgrad.transforms.vectorize import batch_size, leaf_axes, vmap_of
+from crossgrad.transforms.common import Call, Memo
+from crossgrad.transforms.hessians import hessian_of
+from crossgrad.transforms.vectorize import batch_size, in_axes_form, leaf_axes, vmap_of
 
 log = logging.getLogger("crossgrad")
 
@@ -118,15 +119,16 @@ def laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0
         >>> cg.torch.laplacian(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
         tensor(18.)
     """
-    return curvature_of(backend, "laplacian", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                           "trace")
+    return curvature_of(backend, "laplacian", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
+                        impl, "trace")
+
 
 def hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
                   samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
                   impl: str = "auto") -> Callable[..., Any]:
     """The trace of the Hessian of ``f`` (its Laplacian), exact or estimated.
 
-    Options, shapes and routes as in :meth:`laplacian`.
+    Options, shapes and routes as in :func:`laplacian`.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -134,8 +136,9 @@ def hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums
         >>> cg.torch.hessian_trace(f, estimator="hutchinson", samples=8, key=0)(torch.ones(3))
         tensor(36.)
     """
-    return curvature_of(backend, "hessian_trace", f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                           "trace")
+    return curvature_of(backend, "hessian_trace", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
+                        impl, "trace")
+
 
 def hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
                      estimator: str = "exact", samples: int | None = None, key: Any = None,
@@ -144,12 +147,12 @@ def hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
 
     For an output leaf of shape ``out`` and an input leaf of shape ``in`` the result
     has shape ``out + in`` (``d2 out / d in2`` elementwise), nested as
-    :meth:`jacobian` nests (output pytree outside, argnums inside).  ``"exact"``
+    :func:`jacobian` nests (output pytree outside, argnums inside).  ``"exact"``
     pushes one second-order Taylor coefficient per coordinate direction (as many
     forward passes as the input has elements, fused, against the nested Hessian's
     forward-over-reverse passes); ``"hutchinson"`` averages ``v * (H v)`` over
     random +-1 directions (one scalar output).  Other options as in
-    :meth:`laplacian`.
+    :func:`laplacian`.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -157,17 +160,20 @@ def hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
         tensor([ 6., 12.])
     """
     return curvature_of(backend, "hessian_diagonal", f, argnums, None, has_aux, estimator, samples, key, chunk_size,
-                           impl, "diagonal")
+                        impl, "diagonal")
+
 
 def batched_laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
                       estimator: str = "exact", samples: int | None = None, key: Any = None,
-                      chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+                      chunk_size: None = None, *, impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
     """Per-sample Laplacians: ``vmap(laplacian(f, argnums, ...), in_axes)``, shape
     ``(B, *out)``.
 
     ``f`` is written for one sample; the whole batch is pushed at once, each sample
-    with its own directions.  Options as in :meth:`laplacian`; ``in_axes`` as in
-    :meth:`batched_hessian`.
+    with its own directions.  Options as in :func:`crossgrad.laplacian`, except that the
+    directions pushed at once are ``basis_chunk_size`` (an int, or ``"auto"``: from the
+    memory budget, for the whole batch), as on every batched transform; ``chunk_size``
+    is refused with that name.  ``in_axes`` as in :func:`crossgrad.batched_hessian`.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -177,13 +183,14 @@ def batched_laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Arg
         torch.Size([100])
     """
     return curvature_of(backend, "batched_laplacian", f, argnums, in_axes, has_aux, estimator, samples, key,
-                           chunk_size, impl, "trace")
+                        basis_chunk_size, impl, "trace", retired=chunk_size)
+
 
 def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
                           has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
-                          key: Any = None, chunk_size: int | str | None = None, *,
-                          impl: str = "auto") -> Callable[..., Any]:
-    """Per-sample Hessian traces, as :meth:`batched_laplacian`.
+                          key: Any = None, chunk_size: None = None, *,
+                          impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
+    """Per-sample Hessian traces, as :func:`batched_laplacian`.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -191,12 +198,13 @@ def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec
         tensor([6., 6., 6., 6.])
     """
     return curvature_of(backend, "batched_hessian_trace", f, argnums, in_axes, has_aux, estimator, samples, key,
-                           chunk_size, impl, "trace")
+                        basis_chunk_size, impl, "trace", retired=chunk_size)
+
 
 def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
                              has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
-                             key: Any = None, chunk_size: int | str | None = None, *,
-                             impl: str = "auto") -> Callable[..., Any]:
+                             key: Any = None, chunk_size: None = None, *,
+                             impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
     """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
     shape ``(B, *out, *in)``.
 
@@ -207,15 +215,19 @@ def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: s
                 [6., 6., 6.]])
     """
     return curvature_of(backend, "batched_hessian_diagonal", f, argnums, in_axes, has_aux, estimator, samples, key,
-                           chunk_size, impl, "diagonal")
+                        basis_chunk_size, impl, "diagonal", retired=chunk_size)
 
-def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, estimator: str,
-               samples: int | None, key: Any, chunk_size: Any, impl: str, what: str) -> Callable[..., Any]:
+
+def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
+                 estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str, what: str, *,
+                 retired: Any = None) -> Callable[..., Any]:
+    """The public curvature transform ``name``: its options validated once (``retired``: the
+    ``chunk_size`` a batched form refuses), then :func:`_curvature`."""
     spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples,
-                          chunk_size=chunk_size, impl=impl)
-    if in_axes is not None:
-        spec.validate_options(name, in_axes=in_axes)
+    chunks = {"chunk_size": chunk_size} if in_axes is None else {"chunk_size": retired, "basis_chunk_size": chunk_size,
+                                                                  "in_axes": in_axes}
+    spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples, impl=impl,
+                          **chunks)
     if what == "diagonal" and estimator == "hutch++":
         spec.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
     if impl == "builtin" and estimator != "exact":
@@ -223,35 +235,59 @@ def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: An
             name, "estimator='exact' with impl='builtin' (the trace or diagonal of the framework's own Hessian)",
             f"estimator={estimator!r}", "Use impl='composed' or 'auto' for the estimators.")
     spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    return _curvature(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what)
+
+
+def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
+               estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str,
+               what: str) -> Callable[..., Any]:
+    """The trace (``what="trace"``) or diagonal of ``f``'s Hessian, per sample where
+    ``in_axes`` is given; options already validated."""
     rows_wanted = samples or DEFAULT_SAMPLES
-    axes_form = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    axes_form = in_axes_form(in_axes)
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
-    single: dict[str, Callable[..., Any]] = {}
+    built: dict[str, Callable[..., Any]] = {}
+    layouts = Memo()
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         """``vmap`` of the single-point transform: for batches whose differentiated
         arguments are not all batched."""
-        if "fn" not in single:
-            one = curvature_of(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                                  what)
-            single["fn"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
-        return single["fn"](*args, **kwargs)
+        if "outside" not in built:
+            one = _curvature(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl, what)
+            built["outside"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
+        return built["outside"](*args, **kwargs)
+
+    def nested() -> Callable[..., Any]:
+        """The framework's own (per-sample) Hessian, made once: the baseline route."""
+        if "nested" not in built:
+            hessian = hessian_of(backend, name, f, argnums, has_aux, "auto", None, "builtin")
+            built["nested"] = hessian if in_axes is None else vmap_of(backend, name, hessian, in_axes, 0, None,
+                                                                      "builtin")
+        return built["nested"]
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        g, axes, batch = f, None, None
-        if in_axes is not None:
+        # Per checked signature: (batch axis of each differentiated leaf, batch size), or
+        # (None, None) without in_axes; the first call of a signature checks it.
+        sig = Memo.key(args)
+        known: tuple[Any, ...] | None = layouts.get(sig)
+        checked = known is not None
+        if known is None and in_axes is not None:
             all_axes = leaf_axes(name, axes_form, args, backend.arrays.shape)
             axes = Call(name, backend, f, args, kwargs, argnums, has_aux).differentiated_axes(all_axes)
-            batch = batch_size(name, args, all_axes, backend.arrays.shape)
+            known = layouts.put(sig, (axes, batch_size(name, args, all_axes, backend.arrays.shape)))
+            checked = True
+        g, (axes, batch) = f, known or (None, None)
+        if in_axes is not None:
             if None in axes or batch == 0:
                 return outside(args, kwargs)
             assert batched_f is not None
             g = batched_f
-        call = Call(name, backend, g, args, kwargs, argnums, has_aux)
+        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=checked)
+        layouts.put(sig, (axes, batch))
         point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
         if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
                 backend.name, what, backend.taylor.being_compiled()) == "builtin"):
-            return _via_hessian(backend, f, argnums, in_axes, has_aux, args, kwargs, what, point)
+            return _via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
         return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
 
     return transformed
@@ -414,16 +450,12 @@ def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, 
     return out
 
 
-def _via_hessian(backend: Backend, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, args: tuple[Any, ...], kwargs: dict[Any, Any],
-                 what: str, point: _Point) -> Any:
-    """The nested baseline: the trace or diagonal of the framework's own Hessian."""
-    from crossgrad.transforms import batched, hessians  # they build on this module's neighbours
-
+def _via_hessian(backend: Backend, hessian: Callable[..., Any], has_aux: bool, args: tuple[Any, ...],
+                 kwargs: dict[Any, Any], what: str, point: _Point) -> Any:
+    """The nested baseline: the trace or diagonal of the framework's own Hessian (``hessian``,
+    per sample for a batch)."""
     a = backend.arrays
-    if in_axes is None:
-        h = hessians.hessian(backend, f, argnums, has_aux, impl="builtin")(*args, **kwargs)
-    else:
-        h = batched.batched_hessian(backend, f, argnums, in_axes, has_aux, impl="builtin")(*args, **kwargs)
+    h = hessian(*args, **kwargs)
     hess, aux = h if has_aux else (h, None)
     call = point.call
     call.flat(*call.primals)  # the output's structure

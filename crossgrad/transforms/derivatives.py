@@ -7,10 +7,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.common import (
-    BuiltinCache,
     Call,
     Memo,
     builtin_serves,
@@ -18,76 +17,20 @@ from crossgrad.transforms.common import (
     check_output,
     checked,
     needs_composition,
+    via_builtin,
 )
 
 
-def _check_same_structure(transform: str, what: str, tree: Any, like: Any, like_name: str) -> None:
-    """``tree`` (tangents, cotangents) matches ``like`` leaf for leaf: structure, shapes and
-    dtypes (torch alone would accept float32 tangents for float64 primals)."""
-    if not pytree.same_structure(pytree.flatten(tree)[1], pytree.flatten(like)[1]):
-        raise errors.StructureError(
-            transform,
-            f"{what} with the same pytree structure as {like_name}",
-            f"{what} structured as {type(tree).__name__} with {len(pytree.leaves(tree))} leaves "
-            f"for {like_name} with {len(pytree.leaves(like))} leaves",
-            f"Give one {what[:-1]} per leaf of {like_name}, in the same containers.",
-        )
-    for k, (a, b) in enumerate(zip(pytree.leaves(pytree.ordered_like(tree, like)), pytree.leaves(like))):
-        sa, sb = getattr(a, "shape", None), getattr(b, "shape", None)
-        if sa is None or sb is None:
-            continue
-        if tuple(sa) != tuple(sb):
-            raise errors.StructureError(
-                transform, f"{what} shaped like {like_name}",
-                f"{what[:-1]} leaf {k} of shape {tuple(sa)} for a leaf of shape {tuple(sb)}",
-                f"Give each {what[:-1]} the shape of its {like_name} leaf.")
-        da, db = (str(getattr(x, "dtype", "")).removeprefix("torch.") for x in (a, b))
-        if da != db:
-            raise errors.InputDtypeError(
-                transform, f"{what} of the dtypes of {like_name}",
-                f"{what[:-1]} leaf {k} of dtype {da} for a leaf of dtype {db}",
-                f"Convert the {what[:-1]} to {db}.")
-
-
-def _check_some_primals(transform: str, primals: tuple[Any, ...]) -> None:
-    if not primals:
-        raise errors.OptionError(
-            transform, "at least one primal (the point to differentiate at)", "no primals",
-            f"Pass the point: {transform}(f, x)" + (" with tangents: jvp(f, (x,), (t,))." if transform == "jvp" else "."))
-
-
-def _as_tuple(transform: str, name: str, value: Any) -> tuple[Any, ...]:
-    if not isinstance(value, (tuple, list)):
-        raise errors.OptionTypeError(
-            transform,
-            f"{name} as a tuple with one entry per argument",
-            f"a {type(value).__name__}",
-            f"Wrap it in a tuple: {name}=(x,).",
-        )
-    return tuple(value)
-
-
-def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
-                 scalar: bool, real: bool = False) -> Callable[..., Any]:
-    """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
-    crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
-    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
-    memo = Memo()
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        key = Memo.key(args)
-        if memo.get(key) is None:
-            memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-        return builtins.get(make, args, kwargs, real=real)(*args)
-
-    return run
-
 def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
-                    with_value: bool) -> Callable[..., Any]:
-    spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, has_aux=has_aux, impl=impl)
+                with_value: bool) -> Callable[..., Any]:
+    """The gradient (``with_value``: value and gradient) of a scalar ``f``, options already
+    validated by the public transform ``name``."""
+    seen = Memo()
+
     def composed(*args: Any, **kwargs: Any) -> Any:
-        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        key = Memo.key(args)
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=seen.get(key) is not None)
+        seen.put(key, True)
         out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
         value = pytree.unflatten(call.output_structure(), list(out))
         check_output(name, backend, value, scalar=True)
@@ -101,11 +44,13 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
         return composed
     make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
     via = via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
+
     def builtin_or_composed(*args: Any, **kwargs: Any) -> Any:
         # What the built-ins refuse (static leaves; None on torch): the composition takes it.
         return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
 
     return builtin_or_composed
+
 
 def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
          impl: str = "auto") -> Callable[..., Any]:
@@ -127,14 +72,17 @@ def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has
         >>> cg.torch.grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
         tensor([2., 4.])
     """
+    spec.check_callable("grad", f)
+    spec.validate_options("grad", argnums=argnums, has_aux=has_aux, impl=impl)
     return gradient_of(backend, "grad", f, argnums, has_aux, impl, with_value=False)
+
 
 def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
                    impl: str = "auto") -> Callable[..., Any]:
     """Value and gradient of a scalar-output function, in JAX's order.
 
     Returns a function returning ``(value, grads)``, or ``((value, aux), grads)``
-    with ``has_aux``; ``grads`` is shaped as for :meth:`grad`.  (torch's
+    with ``has_aux``; ``grads`` is shaped as for :func:`grad`.  (torch's
     ``grad_and_value`` returns the other order; crossgrad returns this one on
     both backends.)
 
@@ -144,7 +92,10 @@ def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnum
         >>> value, g
         (tensor(5.), tensor([2., 4.]))
     """
+    spec.check_callable("value_and_grad", f)
+    spec.validate_options("value_and_grad", argnums=argnums, has_aux=has_aux, impl=impl)
     return gradient_of(backend, "value_and_grad", f, argnums, has_aux, impl, with_value=True)
+
 
 def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple[Any, ...]:
     """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
@@ -164,7 +115,7 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
     name = "vjp"
     spec.check_callable(name, f)
     spec.validate_options(name, has_aux=has_aux, impl=impl)
-    _check_some_primals(name, primals)
+    spec.check_some_primals(name, primals)
     argnums = tuple(range(len(primals)))
     if builtin_serves(name, backend, impl):
         Call(name, backend, f, primals, {}, argnums, has_aux)
@@ -174,7 +125,7 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
         def builtin_vjp_fn(cotangent: Any) -> tuple[Any, ...]:
             # The output's dicts come back in crossgrad's key order; a cotangent in the
             # function's own order is the same pytree (torch.func alone would refuse it).
-            _check_same_structure(name, "cotangents", cotangent, out, "the output")
+            spec.check_same_structure(name, "cotangents", cotangent, out, "the output")
             return tuple(builtin_vjp(pytree.ordered_like(cotangent, out)))
 
         return (out, builtin_vjp_fn, *aux)
@@ -183,11 +134,12 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
     out = pytree.unflatten(call.output_structure(), list(out_leaves))
 
     def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
-        _check_same_structure(name, "cotangents", cotangent, out, "the output")
+        spec.check_same_structure(name, "cotangents", cotangent, out, "the output")
         per: tuple[Any, ...] = call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
         return per
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
 
 def _transposed_vjp(backend: Backend, call: Call) -> tuple[Any, Callable[..., Any], Any]:
     """``(out leaves, push, aux)``, where ``push(tangent leaves)`` is the Jacobian-vector
@@ -197,6 +149,7 @@ def _transposed_vjp(backend: Backend, call: Call) -> tuple[Any, Callable[..., An
     zeros = tuple(arrays.zeros_like(o) for o in out)
     _, transpose_fn, _ = primitives.vjp(lambda *u: tuple(vjp_fn(u)), zeros, False)
     return out, lambda tangents: tuple(transpose_fn(tuple(tangents))), aux
+
 
 def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
         impl: str = "auto") -> tuple[Any, ...]:
@@ -216,10 +169,10 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
     name = "jvp"
     spec.check_callable(name, f)
     spec.validate_options(name, has_aux=has_aux, impl=impl)
-    primals = _as_tuple(name, "primals", primals)
-    _check_some_primals(name, primals)
-    tangents = _as_tuple(name, "tangents", tangents)
-    _check_same_structure(name, "tangents", tangents, primals, "primals")
+    primals = spec.as_tuple(name, "primals", primals)
+    spec.check_some_primals(name, primals)
+    tangents = spec.as_tuple(name, "tangents", tangents)
+    spec.check_same_structure(name, "tangents", tangents, primals, "primals")
     argnums = tuple(range(len(primals)))
     call = Call(name, backend, f, primals, {}, argnums, has_aux)
     check_leaves(name, backend, pytree.leaves(tangents))
@@ -230,6 +183,7 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
     tout = push(pytree.leaves(tangents))
     result = (pytree.unflatten(call.output_structure(), list(out)), pytree.unflatten(call.output_structure(), list(tout)))
     return (*result, aux) if has_aux else result
+
 
 def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable[..., Any]]:
     """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
@@ -250,7 +204,7 @@ def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: str 
     name = "linearize"
     spec.check_callable(name, f)
     spec.validate_options(name, impl=impl)
-    _check_some_primals(name, primals)
+    spec.check_some_primals(name, primals)
     call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
     if builtin_serves(name, backend, impl):
         out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
@@ -260,7 +214,7 @@ def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: str 
     out_def = call.output_structure()
 
     def jvp_fn(*tangents: Any) -> Any:
-        _check_same_structure(name, "tangents", tangents, primals, "primals")
+        spec.check_same_structure(name, "tangents", tangents, primals, "primals")
         return pytree.unflatten(out_def, list(push(pytree.leaves(tangents))))
 
     return pytree.unflatten(out_def, list(out)), jvp_fn
@@ -303,6 +257,7 @@ def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...]
     made: Callable[..., Any] = per_f[(nums, impl)]
     return made
 
+
 def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
         impl: str = "auto") -> Any:
     """Hessian-vector product of a scalar function, without forming the Hessian.
@@ -323,10 +278,10 @@ def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ar
     name = "hvp"
     spec.check_callable(name, f)
     spec.validate_options(name, argnums=argnums, impl=impl)
-    primals = _as_tuple(name, "primals", primals)
-    tangents = _as_tuple(name, "tangents", tangents)
+    primals = spec.as_tuple(name, "primals", primals)
+    tangents = spec.as_tuple(name, "tangents", tangents)
     nums, single = spec.normalize_argnums(name, argnums, len(primals))
-    _check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
+    spec.check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
     grad_f = _hvp_gradient(backend, f, nums, impl)
 
     def grad_of_differentiated(*diff: Any) -> tuple[Any, ...]:

@@ -13,8 +13,7 @@ from typing import Any
 from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.common import Call, Memo, builtin_serves, needs_composition
-from crossgrad.transforms.derivatives import via_builtin
+from crossgrad.transforms.common import Call, Memo, builtin_serves, needs_composition, via_builtin
 from crossgrad.transforms.jacobians import jacobian_of
 
 
@@ -50,13 +49,16 @@ def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, 
         tensor([[ 6.,  0.],
                 [ 0., 12.]])
     """
+    spec.check_callable("hessian", f)
+    spec.validate_options("hessian", argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
+                          impl=impl)
     return hessian_of(backend, "hessian", f, argnums, has_aux, strategy, chunk_size, impl)
+
 
 def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
              chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
-    spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
-                          impl=impl)
+    """The Hessian of ``f`` by ``strategy``, for the public transform ``name``, whose options
+    are already validated."""
     built: dict[tuple[str, str], Callable[..., Any]] = {}
     chosen: dict[tuple[Any, ...], tuple[str, str | None]] = {}
 

@@ -228,13 +228,16 @@ def jacrev(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, h
         tensor([[2., 0.],
                 [0., 4.]])
     """
+    spec.check_callable("jacrev", f)
+    spec.validate_options("jacrev", argnums=argnums, has_aux=has_aux, chunk_size=chunk_size, impl=impl)
     return jacobian_of(backend, "jacrev", f, argnums, has_aux, "rev", chunk_size, impl)
+
 
 def jacfwd(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
            chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
     """Jacobian by forward mode: one jvp per input element, vectorized.
 
-    Same result and nesting as :meth:`jacrev`; cheaper when the input has fewer
+    Same result and nesting as :func:`jacrev`; cheaper when the input has fewer
     elements than the output.  ``chunk_size`` bounds how many columns go through
     the vectorized jvp at once (``torch.func.jacfwd`` and ``jax.jacfwd`` have no
     chunking: ``"auto"`` then uses crossgrad's vmap of jvp).
@@ -244,13 +247,16 @@ def jacfwd(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, h
         >>> cg.torch.jacfwd(lambda x: x.sum(0, keepdim=True))(torch.tensor([1.0, 2.0]))
         tensor([[1., 1.]])
     """
+    spec.check_callable("jacfwd", f)
+    spec.validate_options("jacfwd", argnums=argnums, has_aux=has_aux, chunk_size=chunk_size, impl=impl)
     return jacobian_of(backend, "jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
+
 
 def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
              chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
     """Jacobian, choosing reverse mode, forward mode or the row-by-row loop.
 
-    ``mode``: ``"rev"`` (:meth:`jacrev`), ``"fwd"`` (:meth:`jacfwd`), ``"loop"``
+    ``mode``: ``"rev"`` (:func:`jacrev`), ``"fwd"`` (:func:`jacfwd`), ``"loop"``
     (one vjp per output element in a loop: the reference, slow, it ignores
     ``impl`` and ``chunk_size``) or ``"auto"``: forward mode when the
     differentiated input has few enough elements against the output, reverse
@@ -264,12 +270,15 @@ def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0,
         >>> cg.torch.jacobian(lambda x: torch.tanh(W @ x))(torch.zeros(32)).shape  # forward mode
         torch.Size([2048, 32])
     """
+    spec.check_callable("jacobian", f)
+    spec.validate_options("jacobian", argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
     return jacobian_of(backend, "jacobian", f, argnums, has_aux, mode, chunk_size, impl)
+
 
 def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
               chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
-    spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
+    """The Jacobian of ``f`` by ``mode`` (``"auto"``, ``"rev"``, ``"fwd"``, ``"loop"``), for
+    the public transform ``name``, whose options are already validated."""
     modes: dict[tuple[Any, ...], str] = {}
     used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
     builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
@@ -291,8 +300,8 @@ def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
                 if m == "rev":
                     raise
                 memo.put(key, (m, empty, "composed"))
-        if call is None:
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        if call is None:  # a signature seen before: checked then
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=True)
         if m == "fwd":
             blocks, aux = fwd_blocks(backend, call, chunk_size)
         else:

@@ -109,16 +109,31 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
     return transform
 
 
+def unwatched(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., Any]:
+    """``fn`` with ``backend`` bound first, as the public tool ``name`` (``spec.TOOLS``: jit
+    and check_grads, which call watched transforms or user code that is not differentiated)."""
+
+    def tool(*args: Any, **kwargs: Any) -> Any:
+        return fn(backend, *args, **kwargs)
+
+    tool.__name__ = tool.__qualname__ = name
+    tool.__doc__ = fn.__doc__
+    tool.__module__ = fn.__module__
+    tool.__signature__ = _public_signature(fn)  # type: ignore[attr-defined]
+    return tool
+
+
 class Bound(Generic[P, R]):
     """A transform function as a namespace attribute: read from a namespace, it is the
-    function with that namespace's backend bound first, behind :func:`watch` (made once
-    per namespace)."""
+    function with that namespace's backend bound first, behind :func:`watch` (transforms)
+    or not (``spec.TOOLS``), made once per namespace."""
 
     def __init__(self, fn: Callable[Concatenate[Backend, P], R]) -> None:
         self.fn = fn
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
         self.signature = _public_signature(fn)
+        self.bind = unwatched if self.name in spec.TOOLS else watch
 
     @overload
     def __get__(self, namespace: None, owner: type) -> Bound[P, R]: ...
@@ -129,7 +144,7 @@ class Bound(Generic[P, R]):
     def __get__(self, namespace: Namespace | None, owner: type) -> Bound[P, R] | Callable[P, R]:
         if namespace is None:
             return self
-        bound: Callable[P, R] = watch(self.name, self.fn, namespace.backend)
+        bound: Callable[P, R] = self.bind(self.name, self.fn, namespace.backend)
         namespace.__dict__[self.name] = bound  # later reads find it without this descriptor
         return bound
 

@@ -21,7 +21,7 @@ class HessianOperator:
     Products are Hessian-vector products (forward over reverse), never the matrix:
     ``H @ v`` (``v`` of shape ``(n,)``) or ``H @ V`` (``(n, m)``, the columns mapped at
     once).  ``dense()`` forms it (``n`` products); ``trace`` and ``diagonal`` take the
-    routes of :meth:`hessian_trace` / :meth:`hessian_diagonal`; ``eigenvalues`` the
+    routes of :func:`hessian_trace` / :func:`hessian_diagonal`; ``eigenvalues`` the
     largest ones by Lanczos; ``to_scipy()`` a ``scipy.sparse.linalg.LinearOperator``.
 
     Example:
@@ -92,13 +92,13 @@ class HessianOperator:
         return a.concat([a.reshape(x, (-1,)) for x in pytree.leaves(leaves)], 0)
 
     def trace(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
-        """The trace (a scalar array), as :meth:`hessian_trace` computes it."""
+        """The trace (a scalar array), as :func:`hessian_trace` computes it."""
         with pytree.dict_order(self._backend.name):
             return curvature.hessian_trace(self._backend, self._f, self._argnums, estimator=estimator, samples=samples,
                                            key=key)(*self._primals)
 
     def diagonal(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
-        """The diagonal, ``(n,)``, as :meth:`hessian_diagonal` computes it."""
+        """The diagonal, ``(n,)``, as :func:`hessian_diagonal` computes it."""
         with pytree.dict_order(self._backend.name):
             return self._flat(curvature.hessian_diagonal(self._backend, self._f, self._argnums, estimator=estimator,
                                                          samples=samples, key=key)(*self._primals))

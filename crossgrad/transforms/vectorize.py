@@ -29,6 +29,11 @@ def _is_axis(a: Any) -> bool:
     return a is None or isinstance(a, int)
 
 
+def in_axes_form(in_axes: Any) -> Any:
+    """``in_axes`` as the frameworks take it: a list of per-argument entries as a tuple."""
+    return tuple(in_axes) if isinstance(in_axes, list) else in_axes
+
+
 def leaf_axes(transform: str, in_axes: Any, args: tuple[Any, ...], shape: Callable[..., Any]) -> list[int | None]:
     """One non-negative axis (or None) per leaf of ``args``, from JAX-style ``in_axes``."""
     fix = "Give in_axes one entry per positional argument (an int, None, or a pytree prefix of the argument)."
@@ -118,15 +123,20 @@ def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: An
         >>> cg.torch.vmap(torch.dot, in_axes=(0, None))(torch.ones(3, 2), torch.tensor([1.0, 2.0]))
         tensor([3., 3., 3.])
     """
-    return vmap_of(backend, "vmap", f, in_axes, out_axes, chunk_size, impl, devices, gather, randomness)
-
-def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
-          impl: str, devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+    name = "vmap"
     spec.check_callable(name, f)
     spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
                           gather=gather, randomness=randomness)
-    if devices is not None:
-        backend.distributed.check_devices(name, devices)
+    where = None if devices is None else backend.distributed.place(name, devices)
+    return vmap_of(backend, name, f, in_axes, out_axes, chunk_size, impl, where=where, gather=gather,
+                   randomness=randomness)
+
+
+def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
+            impl: str, *, where: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+    """``f`` vectorized over the batch ``in_axes`` names, for the public transform ``name``,
+    whose options are already validated (``where``: the devices ``distributed.place``
+    resolved, or None)."""
     shape = backend.arrays.shape
     builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
     negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
@@ -134,7 +144,7 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         # torch.func.vmap places a negative out_dims wrongly on an output that does not
         # depend on the batch; the composition moves each axis itself.
         builtin = False
-    in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    in_axes = in_axes_form(in_axes)
 
     memo = Memo()
 
@@ -187,13 +197,15 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
                     raise exc from None
         return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
 
-    if devices is None:
+    if where is None:
         return batched
-    return _spread(backend, name, batched, layout, out_axes, devices, gather)
+    return _spread(backend, name, batched, layout, out_axes, where, gather)
 
-def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Callable[..., Any], out_axes: Any, devices: Any,
-            gather: bool) -> Callable[..., Any]:
-    """``batched`` with its batch spread over ``devices`` (NOTE [spreading the batch])."""
+
+def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Callable[..., Any], out_axes: Any,
+            where: Any, gather: bool) -> Callable[..., Any]:
+    """``batched`` with its batch spread over ``where`` (``distributed.place``'s: NOTE
+    [spreading the batch])."""
     compiled: dict[Any, Any] = {}
 
     def placed_axes(out: Any) -> list[int]:
@@ -202,13 +214,14 @@ def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Ca
 
     def spread(*args: Any, **kwargs: Any) -> Any:
         axes, size, treedef = layout(args)[:3]
-        leaves = pytree.leaves(args)
+        batch = pytree.Batch(pytree.leaves(args), treedef, axes, size)
         # Keyword arguments are closed over: a call with them gets its own partitioned function.
         fn = partial(batched, **kwargs) if kwargs else batched
-        return backend.distributed.spread(name, fn, leaves, treedef, axes, size, placed_axes, devices, gather,
-                                          {} if kwargs else compiled)
+        return backend.distributed.spread(name, fn, batch, where, placed_axes, gather=gather,
+                                          cache={} if kwargs else compiled)
 
     return spread
+
 
 def _empty_batch(backend: Backend, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
                  axes: list[int | None], out_axes: Any) -> Any:
@@ -220,6 +233,7 @@ def _empty_batch(backend: Backend, name: str, g: Callable[..., Any], leaves: lis
     out = primitives.empty_map(lambda *xs: call_user(name, backend, g, *pytree.unflatten(treedef, list(xs))),
                                tuple(sample))
     return _place_out_axes(backend, name, out, out_axes)
+
 
 def _place_out_axes(backend: Backend, name: str, out_tree: Any, out_axes: Any) -> Any:
     """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
@@ -233,6 +247,7 @@ def _place_out_axes(backend: Backend, name: str, out_tree: Any, out_axes: Any) -
                                    f"out_axes entry {ax} for a batched output of shape {arrays.shape(o)}",
                                    "Pick an axis the batched output has (0 puts the batch first).")
     return pytree.unflatten(out_def, [arrays.moveaxis(o, 0, ax) if ax else o for o, ax in zip(outs, oaxes)])
+
 
 def _vmap_composed(backend: Backend, name: str, g: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef,
                    axes: list[int | None], out_axes: Any, chunk_size: int | str | None,

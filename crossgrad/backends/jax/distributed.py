@@ -22,9 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from crossgrad import errors, pytree, spec
 
 
-def mesh_of(transform: str, devices: Any) -> Mesh:
+def place(transform: str, devices: Any) -> Mesh:
     """The mesh ``devices`` names: ``"all"`` (every device jax sees, all hosts
-    included), a ``Mesh``, or a sequence of jax devices."""
+    included), a ``Mesh``, or a sequence of jax devices; resolved once, when the
+    transform is made."""
     if isinstance(devices, Mesh):
         return devices
     if devices == "all":
@@ -34,14 +35,9 @@ def mesh_of(transform: str, devices: Any) -> Mesh:
     raise spec.bad_devices(transform, devices)
 
 
-def check_devices(transform: str, devices: Any) -> None:
-    """``devices`` is ``"all"``, a ``Mesh`` or a sequence of jax devices."""
-    mesh_of(transform, devices)
-
-
 def participants(devices: Any) -> int:
     """How many devices would share the batch."""
-    return mesh_of("devices", devices).size
+    return place("devices", devices).size
 
 
 # jax's PartitionSpec constructor is unannotated: under a typed name.
@@ -64,11 +60,11 @@ def _constrain(mesh: Mesh, x: Any, sharding: NamedSharding) -> Any:
     return reshard(x, sharding) if explicit else constrain(x, sharding)
 
 
-def spread(transform: str, fn: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef, axes: list[int | None],
-           size: int, out_axes: Callable[[Any], list[int]], devices: Any, gather: bool,
-           cache: dict[Any, Any]) -> Any:
-    """``fn`` of the batch (``leaves`` batched along ``axes``), its batch split over the mesh."""
-    mesh = mesh_of(transform, devices)
+def spread(transform: str, fn: Callable[..., Any], batch: pytree.Batch, where: Mesh,
+           out_axes: Callable[[Any], list[int]], *, gather: bool, cache: dict[Any, Any]) -> Any:
+    """``fn`` of the batch, its batch split over the mesh ``where`` (``place``'s)."""
+    leaves, treedef, axes, size = batch
+    mesh = where
     count = mesh.size
     pad = (-size) % count
     if pad and not gather:

@@ -17,26 +17,31 @@ import torch
 
 from crossgrad import errors, pytree, spec
 
+# devices="all": torch's default process group, which may be initialised after the
+# transform is made (it is looked up when the transform runs).
+_DEFAULT_GROUP = "the default process group"
 
-def check_devices(transform: str, devices: Any) -> None:
-    """``devices`` is ``"all"`` (the default process group) or a ``ProcessGroup``."""
+
+def place(transform: str, devices: Any) -> Any:
+    """The process group ``devices`` names: :data:`_DEFAULT_GROUP` for ``"all"``, or the
+    ``ProcessGroup`` given; resolved once, when the transform is made."""
     import torch.distributed as dist
 
     if devices != "all" and not (dist.is_available() and isinstance(devices, dist.ProcessGroup)):
         raise spec.bad_devices(transform, devices)
+    return _DEFAULT_GROUP if devices == "all" else devices
 
 
-def _group(transform: str, devices: Any) -> Any:
+def _initialised(transform: str, group: Any) -> Any:
     import torch.distributed as dist
 
-    check_devices(transform, devices)
     if not (dist.is_available() and dist.is_initialized()):
         raise errors.OptionError(
             transform, "an initialised torch.distributed process group to spread the batch over",
             "no process group (torch.distributed is not initialised)",
             "Call torch.distributed.init_process_group(...) in every process first (torchrun sets the "
             "environment it reads), or leave devices=None.")
-    return None if devices == "all" else devices
+    return None if group is _DEFAULT_GROUP else group
 
 
 def participants(devices: Any) -> int:
@@ -46,7 +51,7 @@ def participants(devices: Any) -> int:
 
     if devices == "all" and not (dist.is_available() and dist.is_initialized()):
         return 1
-    return dist.get_world_size(_group("devices", devices))
+    return dist.get_world_size(_initialised("devices", place("devices", devices)))
 
 
 def rows_of(rank: int, world: int, size: int) -> tuple[int, int]:
@@ -56,13 +61,14 @@ def rows_of(rank: int, world: int, size: int) -> tuple[int, int]:
     return start, start + base + (rank < extra)
 
 
-def spread(transform: str, fn: Callable[..., Any], leaves: list[Any], treedef: pytree.TreeDef, axes: list[int | None],
-           size: int, out_axes: Callable[[Any], list[int]], devices: Any, gather: bool,
-           cache: dict[Any, Any]) -> Any:
-    """``fn`` of this rank's slice of the batch; the whole batch with ``gather``."""
+def spread(transform: str, fn: Callable[..., Any], batch: pytree.Batch, where: Any,
+           out_axes: Callable[[Any], list[int]], *, gather: bool, cache: dict[Any, Any]) -> Any:
+    """``fn`` of this rank's slice of the batch over the process group ``where`` (``place``'s);
+    the whole batch with ``gather``.  Nothing is compiled per layout here: ``cache`` is unused."""
     import torch.distributed as dist
 
-    group = _group(transform, devices)
+    leaves, treedef, axes, size = batch
+    group = _initialised(transform, where)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     start, stop = rows_of(rank, world, size)
     local = [leaf if ax is None else leaf.narrow(ax, start, stop - start) for leaf, ax in zip(leaves, axes)]

@@ -1,0 +1,143 @@
+"""The wiring: options validated once, when a transform is made; what depends on the
+arguments' signature (leaf types, dtypes, axes, batch size) checked once per signature;
+nothing of either on later calls; the batched transforms' two kinds of chunks by two names."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import crossgrad as cg
+from crossgrad import spec
+from crossgrad.testing import frameworks
+from crossgrad.transforms import common, namespace, vectorize
+from tests.tolerances import TOL
+
+# Per-signature checks, counted where the shared code calls them.
+SIGNATURE_CHECKS = ("check_float_input", "check_axis_sizes", "check_leaves")
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    """How often each validation step ran, counted through the names the shared code calls."""
+    seen: Counter[str] = Counter()
+
+    def counting(name, fn):
+        def counted(*args, **kwargs):
+            seen[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    for name in ("validate_options", "check_callable", "check_float_input", "check_axis_sizes"):
+        monkeypatch.setattr(spec, name, counting(name, getattr(spec, name)))
+    leaves = counting("check_leaves", common.check_leaves)
+    monkeypatch.setattr(common, "check_leaves", leaves)
+    monkeypatch.setattr(vectorize, "check_leaves", leaves)
+    return seen
+
+
+def _scalar(x):
+    return (x ** 3).sum() + (x[..., 0] * x[..., -1]).sum()
+
+
+def _vector(x):
+    return x ** 2 * x.sum(-1, keepdims=True) if hasattr(x, "sum") else x
+
+
+# name -> (options, batched): every public transform that returns a function.
+MADE = {
+    "grad": ({}, False),
+    "value_and_grad": ({}, False),
+    "vmap": ({}, True),
+    "jacrev": ({}, False),
+    "jacfwd": ({}, False),
+    "jacobian": ({}, False),
+    "hessian": ({}, False),
+    "batched_jacobian": ({}, True),
+    "batched_hessian": ({}, True),
+    "laplacian": ({}, False),
+    "hessian_trace": ({"estimator": "hutchinson", "samples": 4, "key": 0}, False),
+    "hessian_diagonal": ({}, False),
+    "batched_laplacian": ({}, True),
+    "batched_hessian_trace": ({}, True),
+    "batched_hessian_diagonal": ({}, True),
+}
+SCALAR = {"grad", "value_and_grad", "laplacian", "hessian_trace", "hessian_diagonal", "batched_laplacian",
+          "batched_hessian_trace", "batched_hessian_diagonal", "batched_hessian", "hessian"}
+
+
+def _inputs(backend, batched, shape=(3,), seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=((4, *shape) if batched else shape))
+    return frameworks.convert(x, backend.name, "float64")
+
+
+@pytest.mark.parametrize("impl", ["auto", "builtin", "composed"])
+@pytest.mark.parametrize("name", sorted(MADE))
+def test_options_validated_once_and_signatures_checked_once(backend, counts, name, impl):
+    options, batched = MADE[name]
+    if impl == "builtin" and options.get("estimator", "exact") != "exact":
+        pytest.skip("the estimators have no built-in")
+    f = _scalar if name in SCALAR else _vector
+    if name == "vmap":
+        f = _scalar
+    transformed = getattr(backend, name)(f, impl=impl, **options)
+    assert counts["validate_options"] == 1, f"{name}: options validated {counts['validate_options']} times when made"
+    assert counts["check_callable"] == 1
+    first = transformed(_inputs(backend, batched, seed=0))
+    after_first = counts.copy()
+    assert after_first["validate_options"] == 1, f"{name}: options validated again on a call"
+    assert sum(after_first[c] for c in SIGNATURE_CHECKS) >= 1, f"{name}: the first call checked nothing"
+    for seed in (1, 2):  # new values, the same signature
+        transformed(_inputs(backend, batched, seed=seed))
+    assert counts == after_first, f"{name}: checks repeated on calls of a known signature: {counts - after_first}"
+    transformed(_inputs(backend, batched, shape=(5,), seed=3))  # a new signature is checked
+    assert sum(counts[c] for c in SIGNATURE_CHECKS) > sum(after_first[c] for c in SIGNATURE_CHECKS), name
+    assert counts["validate_options"] == 1
+    assert first is not None
+
+
+def test_top_level_validates_when_made_and_when_it_binds_a_backend(backend, counts):
+    """``cg.batched_hessian(f)`` checks its options when made (the backend is not known
+    yet) and once more when its first call binds the backend's transform; never again."""
+    transformed = cg.batched_hessian(_scalar, in_axes=0)
+    assert counts["validate_options"] == 1
+    for seed in range(3):
+        transformed(_inputs(backend, True, seed=seed))
+    assert counts["validate_options"] == 2
+
+
+@pytest.mark.parametrize("name", ["batched_jacobian", "batched_hessian", "batched_laplacian",
+                                  "batched_hessian_trace", "batched_hessian_diagonal"])
+@pytest.mark.parametrize("old", [2, "auto"])
+def test_batched_chunk_size_is_refused_with_the_name_to_use(backend, name, old):
+    with pytest.raises(cg.OptionError, match="basis_chunk_size" if old == 2 else "batch_chunk_size") as err:
+        getattr(backend, name)(_scalar, chunk_size=old)
+    assert "chunk_size=" in str(err.value) and name in str(err.value)
+    with pytest.raises(cg.OptionError):  # the top level says the same when the transform is made
+        getattr(cg, name)(_scalar, chunk_size=old)
+
+
+@pytest.mark.parametrize("name", ["batched_jacobian", "batched_hessian"])
+def test_batch_and_basis_chunks_agree_with_no_chunks(backend, name):
+    f = _scalar if name == "batched_hessian" else _vector
+    x = _inputs(backend, True)
+    whole = getattr(backend, name)(f)(x)
+    for chunks in ({"batch_chunk_size": 3}, {"batch_chunk_size": "auto"}, {"basis_chunk_size": 2},
+                   {"batch_chunk_size": 2, "basis_chunk_size": 1}):
+        got = getattr(backend, name)(f, **chunks)(x)
+        frameworks.assert_trees_close(got, whole, **TOL["float64"]["same"], what=f"{name} {chunks}")
+    with pytest.raises(cg.OptionError, match="batch_chunk_size"):
+        getattr(backend, name)(f, basis_chunk_size="auto")
+
+
+def test_namespace_binds_each_function_once_behind_one_watch(backend):
+    """The namespace attribute is the transform function with the backend bound: made once
+    per namespace, with the function's signature less the backend."""
+    assert backend.hessian is backend.hessian
+    bound = namespace.public("hessian")
+    assert str(bound.signature).startswith("(f")
+    assert backend.hessian.__doc__ == bound.fn.__doc__
