@@ -308,7 +308,7 @@ class BuiltinCache:
 
 
 def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
-                 scalar: bool, real: bool = False) -> Callable[..., Any]:
+                scalar: bool, real: bool = False) -> Callable[..., Any]:
     """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
     crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
     builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)

@@ -56,7 +56,7 @@ def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, 
 
 
 def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
-             chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
+               chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
     """The Hessian of ``f`` by ``strategy``, for the public transform ``name``, whose options
     are already validated."""
     built: dict[tuple[str, str], Callable[..., Any]] = {}

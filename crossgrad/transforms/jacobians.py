@@ -276,7 +276,7 @@ def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0,
 
 
 def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
-              chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
+                chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
     """The Jacobian of ``f`` by ``mode`` (``"auto"``, ``"rev"``, ``"fwd"``, ``"loop"``), for
     the public transform ``name``, whose options are already validated."""
     modes: dict[tuple[Any, ...], str] = {}
