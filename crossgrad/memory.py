@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from crossgrad import errors
+from crossgrad import spec
 
 # Without a budget, auto chunks aim at this fraction of the free memory: the rest is
 # left for what the chunk's estimate does not see (the caller's arrays, allocator slack).
@@ -37,9 +37,7 @@ def memory_budget(nbytes: int) -> Iterator[int]:
         ...     jac(torch.zeros(100)).shape
         torch.Size([100, 100])
     """
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0:
-        raise errors.OptionError("memory_budget", "a positive number of bytes", f"{nbytes!r}",
-                                 "Pass an int, e.g. memory_budget(2 * 1024**3) for 2 GiB.")
+    spec.check_memory_budget(nbytes)
     token = _budget.set(nbytes)
     try:
         yield nbytes

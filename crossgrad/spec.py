@@ -421,3 +421,93 @@ def as_tuple(transform: str, name: str, value: Any) -> tuple[Any, ...]:
             f"Wrap it in a tuple: {name}=(x,).",
         )
     return tuple(value)
+
+
+# in_axes and out_axes against the arguments and outputs of a call (array shapes through
+# ``shape``: no framework here).
+
+
+def _is_axis(a: Any) -> bool:
+    return a is None or isinstance(a, int)
+
+
+def in_axes_form(in_axes: Any) -> Any:
+    """``in_axes`` as the frameworks take it: a list of per-argument entries as a tuple."""
+    return tuple(in_axes) if isinstance(in_axes, list) else in_axes
+
+
+def leaf_axes(transform: str, in_axes: Any, args: tuple[Any, ...], shape: Callable[..., Any]) -> list[int | None]:
+    """One non-negative axis (or None) per leaf of ``args``, from JAX-style ``in_axes``."""
+    fix = "Give in_axes one entry per positional argument (an int, None, or a pytree prefix of the argument)."
+    if _is_axis(in_axes):
+        per_arg = [in_axes] * len(args)
+    elif isinstance(in_axes, (tuple, list)) and len(in_axes) == len(args):
+        per_arg = list(in_axes)
+    else:
+        got = f"{len(in_axes)} entries" if isinstance(in_axes, (tuple, list)) else f"a {type(in_axes).__name__}"
+        raise errors.AxisError(transform, f"in_axes for {len(args)} positional argument(s)", got, fix)
+    axes: list[int | None] = []
+    for k, (prefix, arg) in enumerate(zip(per_arg, args)):
+        try:
+            expanded = pytree.broadcast_prefix(prefix, arg, _is_axis)
+        except ValueError as exc:
+            raise errors.AxisError(transform, f"in_axes[{k}] to match argument {k}'s structure", str(exc), fix) from None
+        for ax, leaf in zip(expanded, pytree.leaves(arg)):
+            if ax is not None and not hasattr(leaf, "shape"):
+                raise errors.AxisError(transform, f"None in in_axes for the non-array leaves of argument {k}",
+                                       f"in_axes entry {ax} for a {type(leaf).__name__}",
+                                       "Map arrays only: pass None for Python numbers and other objects.")
+            if ax is not None:
+                ndim = len(shape(leaf))
+                if not -ndim <= ax < ndim:
+                    raise errors.AxisError(transform, f"an axis in [-{ndim}, {ndim - 1}] for argument {k}",
+                                           f"in_axes entry {ax} for an array of shape {tuple(shape(leaf))}",
+                                           "Pick an axis the array has, or None for an unbatched argument.")
+                ax %= ndim
+            axes.append(ax)
+    return axes
+
+
+def out_axes_of(transform: str, out_axes: Any, out_tree: Any) -> list[int]:
+    """One entry of ``out_axes`` per output leaf."""
+    try:
+        return pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
+    except ValueError as exc:
+        raise errors.AxisError(transform, "out_axes matching the output's structure", str(exc),
+                               "Give out_axes as an int or a pytree prefix of the output.") from None
+
+
+def batch_size(transform: str, args: tuple[Any, ...], axes: list[int | None], shape: Callable[..., Any]) -> int:
+    """The one batch size of the mapped leaves (:func:`check_axis_sizes`)."""
+    sizes: dict[str, int] = {}
+    position = 0
+    for k, arg in enumerate(args):
+        arg_leaves = pytree.leaves(arg)
+        for j, leaf in enumerate(arg_leaves):
+            ax = axes[position + j]
+            if ax is not None:
+                label = f"argument {k}" + (f" leaf {j}" if len(arg_leaves) > 1 else "")
+                sizes[label] = shape(leaf)[ax]
+        position += len(arg_leaves)
+    return check_axis_sizes(transform, sizes)
+
+
+def check_stream_chunks(transform: str, chunk_size: Any) -> None:
+    """stream / stream_to: a positive int of samples per chunk."""
+    if not (_is_int(chunk_size) and chunk_size > 0):
+        raise errors.OptionTypeError(transform, "chunk_size to be a positive int (samples per chunk)",
+                                     f"{chunk_size!r}", "Pass e.g. chunk_size=1024.")
+
+
+def check_stream_start(transform: str, start: Any, size: int) -> None:
+    """stream / stream_to: the sample to start from, within the batch."""
+    if not (_is_int(start) and 0 <= start <= size):
+        raise errors.OptionError(transform, f"start between 0 and the batch size {size}", f"start={start!r}",
+                                 "Pass start=0, or the `done` of the ChunkError to resume after a failure.")
+
+
+def check_memory_budget(nbytes: Any) -> None:
+    """memory_budget: a positive int of bytes."""
+    if not (_is_int(nbytes) and nbytes > 0):
+        raise errors.OptionError("memory_budget", "a positive number of bytes", f"{nbytes!r}",
+                                 "Pass an int, e.g. memory_budget(2 * 1024**3) for 2 GiB.")

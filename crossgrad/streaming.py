@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 from crossgrad import errors, pytree, spec
 from crossgrad.transforms.common import check_leaves
-from crossgrad.transforms.vectorize import batch_size, leaf_axes
 
 NAME = "stream"
 
@@ -41,14 +40,10 @@ def _shape(x: Any) -> tuple[int, ...]:
 def _validate(name: str, fn: Any, args: tuple[Any, ...], in_axes: Any, chunk_size: Any, start: Any) -> tuple[list[Any], int]:
     spec.check_callable(name, fn)
     spec.validate_options(name, in_axes=in_axes)
-    if not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size > 0):
-        raise errors.OptionTypeError(name, "chunk_size to be a positive int (samples per chunk)",
-                                     f"{chunk_size!r}", "Pass e.g. chunk_size=1024.")
-    axes = leaf_axes(name, in_axes, args, _shape)
-    size = batch_size(name, args, axes, _shape)
-    if not (isinstance(start, int) and not isinstance(start, bool) and 0 <= start <= size):
-        raise errors.OptionError(name, f"start between 0 and the batch size {size}", f"start={start!r}",
-                                 "Pass start=0, or the `done` of the ChunkError to resume after a failure.")
+    spec.check_stream_chunks(name, chunk_size)
+    axes = spec.leaf_axes(name, in_axes, args, _shape)
+    size = spec.batch_size(name, args, axes, _shape)
+    spec.check_stream_start(name, start, size)
     return axes, size
 
 

@@ -19,7 +19,7 @@ from crossgrad.transforms import policy
 from crossgrad.transforms.common import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.jacobians import inside_blocks, jacobian_of
-from crossgrad.transforms.vectorize import batch_size, in_axes_form, leaf_axes, vmap_of
+from crossgrad.transforms.vectorize import vmap_of
 
 log = logging.getLogger("crossgrad")
 
@@ -103,15 +103,15 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
     so, decided once per argument signature."""
     shape = backend.arrays.shape
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto")
-    axes_form = in_axes_form(in_axes)
+    axes_form = spec.in_axes_form(in_axes)
     memo = Memo()
 
     def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
         """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
-        axes = leaf_axes(name, axes_form, args, shape)
+        axes = spec.leaf_axes(name, axes_form, args, shape)
         call = Call(name, backend, f, args, kwargs, argnums, has_aux)
         diff = call.differentiated_axes(axes)
-        size = batch_size(name, args, axes, shape)
+        size = spec.batch_size(name, args, axes, shape)
         if not diff or None in diff or size == 0 or call.has_no_elements():
             return ("outside",)
         n = sum(math.prod(shape(p)) for p in call.primals) // size

@@ -140,7 +140,7 @@ class Call:
         return args
 
     def differentiated_axes(self, axes: list[int | None]) -> list[int | None]:
-        """Of one batch axis per leaf of every argument (``vectorize.leaf_axes``), those of the
+        """Of one batch axis per leaf of every argument (``spec.leaf_axes``), those of the
         differentiated (non-static) leaves, in the order of ``primals``."""
         starts = [0]
         for arg in self.args:

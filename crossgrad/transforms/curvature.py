@@ -21,7 +21,7 @@ from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
 from crossgrad.transforms.common import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
-from crossgrad.transforms.vectorize import batch_size, in_axes_form, leaf_axes, vmap_of
+from crossgrad.transforms.vectorize import vmap_of
 
 log = logging.getLogger("crossgrad")
 
@@ -244,7 +244,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     """The trace (``what="trace"``) or diagonal of ``f``'s Hessian, per sample where
     ``in_axes`` is given; options already validated."""
     rows_wanted = samples or DEFAULT_SAMPLES
-    axes_form = in_axes_form(in_axes)
+    axes_form = spec.in_axes_form(in_axes)
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
     built: dict[str, Callable[..., Any]] = {}
     layouts = Memo()
@@ -272,9 +272,9 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         known: tuple[Any, ...] | None = layouts.get(sig)
         checked = known is not None
         if known is None and in_axes is not None:
-            all_axes = leaf_axes(name, axes_form, args, backend.arrays.shape)
+            all_axes = spec.leaf_axes(name, axes_form, args, backend.arrays.shape)
             axes = Call(name, backend, f, args, kwargs, argnums, has_aux).differentiated_axes(all_axes)
-            known = layouts.put(sig, (axes, batch_size(name, args, all_axes, backend.arrays.shape)))
+            known = layouts.put(sig, (axes, spec.batch_size(name, args, all_axes, backend.arrays.shape)))
             checked = True
         g, (axes, batch) = f, known or (None, None)
         if in_axes is not None:

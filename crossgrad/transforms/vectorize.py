@@ -25,70 +25,6 @@ from crossgrad.transforms import chunking
 from crossgrad.transforms.common import Memo, builtin_serves, call_user, check_leaves, checked
 
 
-def _is_axis(a: Any) -> bool:
-    return a is None or isinstance(a, int)
-
-
-def in_axes_form(in_axes: Any) -> Any:
-    """``in_axes`` as the frameworks take it: a list of per-argument entries as a tuple."""
-    return tuple(in_axes) if isinstance(in_axes, list) else in_axes
-
-
-def leaf_axes(transform: str, in_axes: Any, args: tuple[Any, ...], shape: Callable[..., Any]) -> list[int | None]:
-    """One non-negative axis (or None) per leaf of ``args``, from JAX-style ``in_axes``."""
-    fix = "Give in_axes one entry per positional argument (an int, None, or a pytree prefix of the argument)."
-    if _is_axis(in_axes):
-        per_arg = [in_axes] * len(args)
-    elif isinstance(in_axes, (tuple, list)) and len(in_axes) == len(args):
-        per_arg = list(in_axes)
-    else:
-        got = f"{len(in_axes)} entries" if isinstance(in_axes, (tuple, list)) else f"a {type(in_axes).__name__}"
-        raise errors.AxisError(transform, f"in_axes for {len(args)} positional argument(s)", got, fix)
-    axes: list[int | None] = []
-    for k, (prefix, arg) in enumerate(zip(per_arg, args)):
-        try:
-            expanded = pytree.broadcast_prefix(prefix, arg, _is_axis)
-        except ValueError as exc:
-            raise errors.AxisError(transform, f"in_axes[{k}] to match argument {k}'s structure", str(exc), fix) from None
-        for ax, leaf in zip(expanded, pytree.leaves(arg)):
-            if ax is not None and not hasattr(leaf, "shape"):
-                raise errors.AxisError(transform, f"None in in_axes for the non-array leaves of argument {k}",
-                                       f"in_axes entry {ax} for a {type(leaf).__name__}",
-                                       "Map arrays only: pass None for Python numbers and other objects.")
-            if ax is not None:
-                ndim = len(shape(leaf))
-                if not -ndim <= ax < ndim:
-                    raise errors.AxisError(transform, f"an axis in [-{ndim}, {ndim - 1}] for argument {k}",
-                                           f"in_axes entry {ax} for an array of shape {tuple(shape(leaf))}",
-                                           "Pick an axis the array has, or None for an unbatched argument.")
-                ax %= ndim
-            axes.append(ax)
-    return axes
-
-
-def _out_axes(transform: str, out_axes: Any, out_tree: Any) -> list[int]:
-    """One entry of ``out_axes`` per output leaf."""
-    try:
-        return pytree.broadcast_prefix(out_axes, out_tree, _is_axis)
-    except ValueError as exc:
-        raise errors.AxisError(transform, "out_axes matching the output's structure", str(exc),
-                               "Give out_axes as an int or a pytree prefix of the output.") from None
-
-
-def batch_size(transform: str, args: tuple[Any, ...], axes: list[int | None], shape: Callable[..., Any]) -> int:
-    sizes: dict[str, int] = {}
-    position = 0
-    for k, arg in enumerate(args):
-        arg_leaves = pytree.leaves(arg)
-        for j, leaf in enumerate(arg_leaves):
-            ax = axes[position + j]
-            if ax is not None:
-                label = f"argument {k}" + (f" leaf {j}" if len(arg_leaves) > 1 else "")
-                sizes[label] = shape(leaf)[ax]
-        position += len(arg_leaves)
-    return spec.check_axis_sizes(transform, sizes)
-
-
 def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
          impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
     """Vectorize ``f`` over a batch axis of its positional arguments.
@@ -144,7 +80,7 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         # torch.func.vmap places a negative out_dims wrongly on an output that does not
         # depend on the batch; the composition moves each axis itself.
         builtin = False
-    in_axes = in_axes_form(in_axes)
+    in_axes = spec.in_axes_form(in_axes)
 
     memo = Memo()
 
@@ -154,9 +90,9 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         key = Memo.key(args)
         known = memo.get(key)
         if known is None:
-            axes = leaf_axes(name, in_axes, args, shape)
+            axes = spec.leaf_axes(name, in_axes, args, shape)
             check_leaves(name, backend, pytree.leaves(args))
-            known = memo.put(key, [axes, batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
+            known = memo.put(key, [axes, spec.batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
         layout_of: list[Any] = known
         return layout_of
 
@@ -209,7 +145,7 @@ def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Ca
     compiled: dict[Any, Any] = {}
 
     def placed_axes(out: Any) -> list[int]:
-        return [ax % len(backend.arrays.shape(o)) for ax, o in zip(_out_axes(name, out_axes, out),
+        return [ax % len(backend.arrays.shape(o)) for ax, o in zip(spec.out_axes_of(name, out_axes, out),
                                                                    pytree.leaves(out))]
 
     def spread(*args: Any, **kwargs: Any) -> Any:
@@ -239,7 +175,7 @@ def _place_out_axes(backend: Backend, name: str, out_tree: Any, out_axes: Any) -
     """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
     arrays = backend.arrays
     outs, out_def = pytree.flatten(out_tree)
-    oaxes = _out_axes(name, out_axes, out_tree)
+    oaxes = spec.out_axes_of(name, out_axes, out_tree)
     for k, (o, ax) in enumerate(zip(outs, oaxes)):
         rank = len(arrays.shape(o))
         if not -rank <= ax < rank:
