@@ -167,7 +167,7 @@ def test_vmap_and_batched_jacobian(case):
                                          mode="loop")
         results[(b, "auto")] = _run(b, "batched_jacobian", numpy_args, dtype, argnums=mapped, in_axes=in_axes)
         results[(b, "chunked")] = _run(b, "batched_jacobian", numpy_args, dtype, argnums=mapped, in_axes=in_axes,
-                                       chunk_size=chunk)
+                                       batch_chunk_size=chunk, basis_chunk_size=chunk)
     _check(results, dtype, f"batched_jacobian of {case['shapes']} in_axes={in_axes}")
 
 
