@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from crossgrad import errors, pytree, spec
-from crossgrad.transforms.common import check_leaves
+from crossgrad.transforms.call import check_leaves
 
 NAME = "stream"
 

@@ -8,7 +8,7 @@ import pytest
 
 import crossgrad as cg
 from crossgrad.testing import frameworks
-from crossgrad.transforms.common import Call
+from crossgrad.transforms.call import Call
 
 
 def test_the_shape_probe_runs_on_copies(backend):

@@ -12,7 +12,7 @@ import pytest
 import crossgrad as cg
 from crossgrad import spec
 from crossgrad.testing import frameworks
-from crossgrad.transforms import common, namespace, vectorize
+from crossgrad.transforms import call, namespace, vectorize
 from tests.tolerances import TOL
 
 # Per-signature checks, counted where the shared code calls them.
@@ -33,8 +33,8 @@ def counts(monkeypatch):
 
     for name in ("validate_options", "check_callable", "check_float_input", "check_axis_sizes"):
         monkeypatch.setattr(spec, name, counting(name, getattr(spec, name)))
-    leaves = counting("check_leaves", common.check_leaves)
-    monkeypatch.setattr(common, "check_leaves", leaves)
+    leaves = counting("check_leaves", call.check_leaves)
+    monkeypatch.setattr(call, "check_leaves", leaves)
     monkeypatch.setattr(vectorize, "check_leaves", leaves)
     return seen
 

@@ -16,7 +16,7 @@ from typing import Any
 from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
-from crossgrad.transforms.common import Call, Memo
+from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.jacobians import inside_blocks, jacobian_of
 from crossgrad.transforms.vectorize import vmap_of

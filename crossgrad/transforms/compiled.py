@@ -45,7 +45,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
-from crossgrad.transforms.common import check_leaves
+from crossgrad.transforms.call import check_leaves
 
 log = logging.getLogger("crossgrad")
 

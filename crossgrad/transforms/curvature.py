@@ -19,7 +19,7 @@ from typing import Any
 from crossgrad import errors, memory, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
-from crossgrad.transforms.common import Call, Memo
+from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.vectorize import vmap_of
 

@@ -9,16 +9,8 @@ from typing import Any
 
 from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.common import (
-    Call,
-    Memo,
-    builtin_serves,
-    check_leaves,
-    check_output,
-    checked,
-    needs_composition,
-    via_builtin,
-)
+from crossgrad.transforms.builtin import builtin_serves, check_output, checked, needs_composition, via_builtin
+from crossgrad.transforms.call import Call, Memo, check_leaves
 
 
 def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,

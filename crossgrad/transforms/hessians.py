@@ -13,7 +13,8 @@ from typing import Any
 from crossgrad import spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.common import Call, Memo, builtin_serves, needs_composition, via_builtin
+from crossgrad.transforms.builtin import builtin_serves, needs_composition, via_builtin
+from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.jacobians import jacobian_of
 
 

@@ -19,7 +19,8 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, chunking, policy
-from crossgrad.transforms.common import BuiltinCache, Call, Memo, builtin_serves, needs_composition
+from crossgrad.transforms.builtin import BuiltinCache, builtin_serves, needs_composition
+from crossgrad.transforms.call import Call, Memo
 
 log = logging.getLogger("crossgrad")
 

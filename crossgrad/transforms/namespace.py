@@ -30,7 +30,7 @@ from crossgrad.transforms import (
     operators,
     vectorize,
 )
-from crossgrad.transforms.common import check_unchanged
+from crossgrad.transforms.call import check_unchanged
 
 P = ParamSpec("P")
 R = TypeVar("R")

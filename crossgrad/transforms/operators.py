@@ -9,7 +9,7 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature
-from crossgrad.transforms.common import Call
+from crossgrad.transforms.call import Call
 from crossgrad.transforms.curvature import hessian_products
 
 

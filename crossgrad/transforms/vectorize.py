@@ -22,7 +22,8 @@ from typing import Any
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking
-from crossgrad.transforms.common import Memo, builtin_serves, call_user, check_leaves, checked
+from crossgrad.transforms.builtin import builtin_serves, checked
+from crossgrad.transforms.call import Memo, call_user, check_leaves
 
 
 def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,

@@ -1,16 +1,16 @@
-"""What every transform does with a call: check the arguments, see pytrees as leaves."""
+"""One call of the user's function as crossgrad sees it: the arguments as flat leaves
+(:class:`Call`), the checks that depend on their signature, the user's function called with
+the framework's refusals named (:func:`call_user`), and per-signature memory (:class:`Memo`)."""
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends import framework_of
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import policy
 
 
 def check_leaves(transform: str, backend: Backend, leaves: list[Any]) -> None:
@@ -229,18 +229,6 @@ def is_static(leaf: Any) -> bool:
     return not isinstance(leaf, numbers.Number)
 
 
-def needs_composition(backend: Backend, tree: Any) -> bool:
-    """Whether ``tree`` holds what the framework's built-ins refuse and crossgrad's
-    compositions take: static leaves (both frameworks), None subtrees (torch.func)."""
-    def visit(td: pytree.TreeDef) -> bool:
-        return td.kind == "none" or any(visit(c) for c in td.children)
-
-    flat, treedef = pytree.flatten(tree)
-    if any(is_static(leaf) for leaf in flat):
-        return True
-    return not backend.builtins.NONE_LEAVES and visit(treedef)
-
-
 class Memo:
     """Outcomes of checks and decisions that depend only on the arguments' types,
     shapes, dtypes and pytree structure, remembered per such signature, so a transformed
@@ -278,106 +266,3 @@ class Memo:
                 self._seen.clear()
             self._seen[key] = value
         return value
-
-
-class BuiltinCache:
-    """The framework's built-ins for one transformed function, each made once per arity
-    (and per ``tag``, e.g. the Jacobian mode); made anew on every call that passes
-    keyword arguments, which are closed over."""
-
-    def __init__(self, transform: str, backend: Backend, f: Callable[..., Any], argnums: Any, has_aux: bool, scalar: bool):
-        self.transform, self.backend, self.f = transform, backend, f
-        self.argnums, self.has_aux, self.scalar = argnums, has_aux, scalar
-        self._made: dict[tuple[Any, ...], Callable[..., Any]] = {}
-
-    def get(self, make: Callable[[Callable[..., Any], Any], Callable[..., Any]], args: tuple[Any, ...], kwargs: dict[Any, Any], tag: str = "",
-            real: bool = False) -> Callable[..., Any]:
-        """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``; with
-        ``real``, a complex output raises :class:`crossgrad.errors.ComplexOutputError`
-        before the built-in sees it."""
-        key = (tag, len(args))
-        if kwargs or key not in self._made:
-            nums, single = spec.normalize_argnums(self.transform, self.argnums, len(args))
-            f = partial(self.f, **kwargs) if kwargs else self.f
-            fn = make(checked(self.transform, self.backend, f, self.has_aux, self.scalar, real),
-                      nums[0] if single else nums)
-            if kwargs:
-                return fn
-            self._made[key] = fn
-        return self._made[key]
-
-
-def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
-                scalar: bool, real: bool = False) -> Callable[..., Any]:
-    """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
-    crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
-    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
-    memo = Memo()
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        key = Memo.key(args)
-        if memo.get(key) is None:
-            memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-        return builtins.get(make, args, kwargs, real=real)(*args)
-
-    return run
-
-
-def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bool, scalar: bool,
-            real: bool = False) -> Callable[..., Any]:
-    """``f`` with its output checked the way the composed path checks it, dicts sorted.
-
-    Wrapped around ``f`` before it goes into a framework built-in, so the built-in
-    and the composed implementation raise the same errors and return the same nesting.
-    """
-
-    is_array, shape, dtype_name = backend.arrays.is_array, backend.arrays.shape, backend.arrays.dtype_name
-    real = real or scalar  # grad, value_and_grad and hvp are reverse mode
-
-    def checked_f(*args: Any, **kwargs: Any) -> Any:
-        out = call_user(transform, backend, f, *args, **kwargs)
-        if not has_aux and is_array(out):  # the common case, kept cheap
-            if scalar:
-                spec.check_scalar(transform, shape(out))
-            if real:
-                spec.check_real_output(transform, dtype_name(out), "output leaf 0")
-            return out
-        aux = None
-        if has_aux:
-            out, aux = spec.split_aux(transform, out)
-        check_output(transform, backend, out, scalar)
-        if real:
-            for k, leaf in enumerate(pytree.leaves(out)):
-                spec.check_real_output(transform, dtype_name(leaf), f"output leaf {k}")
-        out = out
-        return (out, aux) if has_aux else out
-
-    return checked_f
-
-
-def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> None:
-    """Every output leaf is an array; with ``scalar``, the output is one array of shape ()."""
-    leaves, treedef = pytree.flatten(out)
-    spec.check_some_output(transform, out, len(leaves))
-    spec.check_output_leaves(transform, leaves, backend.arrays.is_array)
-    if scalar:
-        if treedef.kind != "leaf":
-            raise errors.NonScalarOutputError(transform, "a function with a single scalar output",
-                                              f"a {type(out).__name__} of {len(leaves)} arrays",
-                                              "Return one scalar array; reduce a pytree output with a sum.")
-        spec.check_scalar(transform, backend.arrays.shape(out))
-
-
-def builtin_serves(transform: str, backend: Backend, impl: str, builtin: str | None = None, **options: Any) -> bool:
-    """Whether the framework's built-in ``builtin`` (default: ``transform``) serves a call
-    of ``transform`` with ``options``: ``impl`` asks for it, and it lacks none of them."""
-    if impl == "composed":
-        return False
-    # chunk_size="auto" is crossgrad's own (sized from memory, retried on exhaustion): no built-in has it.
-    lacking = [name for name, value in options.items()
-               if value is not None and (value == "auto" or name in backend.builtins.LACKS.get(builtin or transform, ()))]
-    if impl == "builtin" and lacking:
-        raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
-    if impl == "auto" and (builtin or transform) in policy.AUTO_AVOIDS[backend.name]:
-        return False
-    return not lacking
