@@ -141,3 +141,27 @@ def test_namespace_binds_each_function_once_behind_one_watch(backend):
     bound = namespace.public("hessian")
     assert str(bound.signature).startswith("(f")
     assert backend.hessian.__doc__ == bound.fn.__doc__
+
+
+@pytest.mark.parametrize("name", ["hvp", "check_grads", "hessian", "batched_hessian"])
+def test_one_public_call_watches_its_inputs_once(backend, monkeypatch, name):
+    """The input watch wraps the public call only: compositions (hvp's jvp of a gradient,
+    check_grads' jvp and vjp, a Hessian's two Jacobians) call the functions, not the
+    namespace, so the caller's arrays are copied and checked once."""
+    arrays = backend.backend.arrays
+    shields: list[int] = []
+    original = arrays.shield
+
+    def counted(*args, **kwargs):
+        shields.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(arrays, "shield", counted)
+    x = _inputs(backend, name.startswith("batched"))
+    if name == "hvp":
+        backend.hvp(_scalar, (x,), (x,))
+    elif name == "check_grads":
+        backend.check_grads(_scalar, (x,))
+    else:
+        getattr(backend, name)(_scalar)(x)
+    assert len(shields) == 1, f"{name}: the input watch ran {len(shields)} times"

@@ -109,9 +109,13 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
     return transform
 
 
+# jit compiles what it is given (crossgrad's transforms, watched themselves) and is not
+# watched a second time.
+UNWATCHED = ("jit",)
+
+
 def unwatched(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., Any]:
-    """``fn`` with ``backend`` bound first, as the public tool ``name`` (``spec.TOOLS``: jit
-    and check_grads, which call watched transforms or user code that is not differentiated)."""
+    """``fn`` with ``backend`` bound first, as the public tool ``name`` (:data:`UNWATCHED`)."""
 
     def tool(*args: Any, **kwargs: Any) -> Any:
         return fn(backend, *args, **kwargs)
@@ -125,15 +129,15 @@ def unwatched(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[.
 
 class Bound(Generic[P, R]):
     """A transform function as a namespace attribute: read from a namespace, it is the
-    function with that namespace's backend bound first, behind :func:`watch` (transforms)
-    or not (``spec.TOOLS``), made once per namespace."""
+    function with that namespace's backend bound first, behind :func:`watch` (all but
+    :data:`UNWATCHED`), made once per namespace."""
 
     def __init__(self, fn: Callable[Concatenate[Backend, P], R]) -> None:
         self.fn = fn
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
         self.signature = _public_signature(fn)
-        self.bind = unwatched if self.name in spec.TOOLS else watch
+        self.bind = unwatched if self.name in UNWATCHED else watch
 
     @overload
     def __get__(self, namespace: None, owner: type) -> Bound[P, R]: ...
