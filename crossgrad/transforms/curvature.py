@@ -248,6 +248,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
     built: dict[str, Callable[..., Any]] = {}
     layouts = Memo()
+    structures = Memo()
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         """``vmap`` of the single-point transform: for batches whose differentiated
@@ -287,6 +288,11 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
         if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
                 backend.name, what, backend.taylor.being_compiled()) == "builtin"):
+            structure = structures.get(sig)
+            if structure is None:  # the output's structure, from one evaluation per signature
+                call.flat(*call.primals)
+                structure = structures.put(sig, call.output_structure())
+            call.out_def = structure
             return _via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
         return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
 
@@ -458,7 +464,6 @@ def _via_hessian(backend: Backend, hessian: Callable[..., Any], has_aux: bool, a
     h = hessian(*args, **kwargs)
     hess, aux = h if has_aux else (h, None)
     call = point.call
-    call.flat(*call.primals)  # the output's structure
     flat_h = pytree.leaves(hess)
     count = len(point.sizes)
     traces, diagonals = [], []
