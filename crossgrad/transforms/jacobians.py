@@ -43,6 +43,17 @@ def _part(arrays: Any, x: Any, lo: int, hi: int, axis: int, shape: tuple[int, ..
     return x if full == tuple(shape) else arrays.reshape(x, shape)
 
 
+def _identity_parts(arrays: Any, shapes: list[tuple[int, ...]], likes: Any) -> tuple[Any, ...]:
+    """The rows of the ``n x n`` identity (``n``: the elements of every leaf together) cut
+    into one piece per leaf: piece ``i`` has shape ``(n, *shapes[i])`` and leaf ``i``'s
+    dtype.  Cut before any vmap, so that inside it only the vjp or jvp runs."""
+    bounds = _offsets(shapes)
+    n = bounds[-1][1]
+    eye = arrays.eye(n, likes[0])
+    return tuple(arrays.cast_like(_part(arrays, eye, lo, hi, 1, (n, *s)), like)
+                 for (lo, hi), s, like in zip(bounds, shapes, likes))
+
+
 def check_real(backend: Backend, call: Call, out: Any) -> None:
     """Reverse mode and the loop refuse complex outputs (their vjp would keep the real
     part only); forward mode returns the complex Jacobian."""
@@ -65,12 +76,7 @@ def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop:
     def pull(*cotangents: Any) -> tuple[Any, ...]:
         return tuple(vjp_fn(cotangents))
 
-    # Row r of the identity, cut into one cotangent per output leaf; cut before the
-    # vmap so that inside it only the vjp runs.
-    basis = arrays.eye(m, out[0])
-    cotangent_rows = tuple(
-        arrays.cast_like(_part(arrays, basis, lo, hi, 1, (m, *so)), o) for (lo, hi), so, o in zip(out_bounds, out_shapes, out)
-    )
+    cotangent_rows = _identity_parts(arrays, out_shapes, out)
     if loop:
         stacked = primitives.map_rows(pull, cotangent_rows)
     else:
@@ -113,11 +119,7 @@ def fwd_blocks(backend: Backend, call: Call, chunk_size: int | str | None) -> tu
         out, aux = res if call.has_aux else (res, None)
         return [[arrays.zeros(arrays.shape(o) + si, o) for si in in_shapes] for o in out], aux
 
-    basis = arrays.eye(n, primals[0])
-    tangent_columns = tuple(
-        arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p) for (lo, hi), si, p in zip(in_bounds, in_shapes, primals)
-    )
-    columns, aux = _pushed(backend, call, tangent_columns, chunk_size)
+    columns, aux = _pushed(backend, call, _identity_parts(arrays, in_shapes, primals), chunk_size)
     blocks = []
     for col in columns:
         so = arrays.shape(col)[1:]
@@ -157,10 +159,8 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
     batch = shapes[0][axes[0]]
     if mode == "fwd":
         in_bounds = _offsets(samples)
-        n = in_bounds[-1][1]
-        basis = arrays.eye(n, primals[0])
-        tangents = tuple(_with_batch(arrays, arrays.cast_like(_part(arrays, basis, lo, hi, 1, (n, *si)), p), a, s)
-                         for (lo, hi), si, p, a, s in zip(in_bounds, samples, primals, axes, shapes))
+        tangents = tuple(_with_batch(arrays, t, a, s)
+                         for t, a, s in zip(_identity_parts(arrays, samples, primals), axes, shapes))
 
         columns, aux = _pushed(backend, call, tangents, chunk_size)
         blocks = []
@@ -179,10 +179,8 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
     out_samples = [arrays.shape(o)[1:] for o in out]
     out_bounds = _offsets(out_samples)
     m = out_bounds[-1][1]
-    basis = arrays.eye(m, out[0])
-    cotangents = tuple(_with_batch(arrays, arrays.cast_like(_part(arrays, basis, lo, hi, 1, (m, *so)), o), 0,
-                                   arrays.shape(o))
-                       for (lo, hi), so, o in zip(out_bounds, out_samples, out))
+    cotangents = tuple(_with_batch(arrays, c, 0, arrays.shape(o))
+                       for c, o in zip(_identity_parts(arrays, out_samples, out), out))
 
     def pull(*cotangent: Any) -> tuple[Any, ...]:
         return tuple(vjp_fn(cotangent))
