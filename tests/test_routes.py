@@ -413,6 +413,47 @@ def test_buffers_written_in_place_are_not_taken_for_zeros_or_identities():
         torch.testing.assert_close(a, b)
 
 
+
+def test_sums_with_zero_tangents_are_removed_from_forward_over_forward_hessians(inside_always):
+    """Forward over forward adds a zero second-order tangent to the product rule's term, a
+    full pass over the Hessian each: the pass follows the zeros through the sums and keeps
+    the term (NOTE [identity products]); the result is unchanged."""
+    ns = _torch()
+    import torch
+
+    from crossgrad.backends.torch import simplify
+
+    prob = problems.tanh_linear(n_in=6, n_out=7, batch=5)
+    f, args = _prepared(ns, prob)
+    h = ns.batched_hessian(f, 2, (None, None, 0), strategy="fwd-fwd")
+    gm = _traced(h, *args)
+    adds = sum(n.target == torch.ops.aten.add.Tensor for n in gm.graph.nodes)
+    assert simplify.simplify(gm) >= 1
+    zeros = {n for n in gm.graph.nodes if n.target == torch.ops.aten.zeros.default}
+    sums_with_zeros = [n for n in gm.graph.nodes if n.target == torch.ops.aten.add.Tensor and zeros & set(n.args)]
+    assert not sums_with_zeros, sums_with_zeros
+    assert sum(n.target == torch.ops.aten.add.Tensor for n in gm.graph.nodes) < adds
+    torch.testing.assert_close(gm(*args), h(*args), rtol=1e-12, atol=1e-12)
+
+
+def test_a_sum_with_zero_never_hands_back_an_input():
+    """``x + zeros`` where ``x`` is an input (or a view of one) stays a sum: the result must
+    not alias the caller's tensor."""
+    _torch()
+    import torch
+
+    def f(x):
+        return x + torch.zeros(3, dtype=x.dtype), x.view(3) + torch.zeros(3, dtype=x.dtype)
+
+    x = torch.ones(3, dtype=torch.float64)
+    from crossgrad.backends.torch import simplify
+
+    gm = _traced(f, x)
+    simplify.simplify(gm)
+    got = gm(x)
+    assert all(g.data_ptr() != x.data_ptr() for g in got)
+
+
 # -- hvp's per-function cache (issue: keyed by equality, kept every function alive) -------
 
 def test_hvp_cache_tells_equal_callables_apart(backend):

@@ -16,7 +16,10 @@ does) or diagonal, through shape operations, and rewrites ``mm`` and ``bmm`` tha
 one: a product with an identity is the other factor, a ``bmm`` with a delta between its
 batch and contracted axes is a gather of the other factor's diagonal, a product with a
 diagonal a broadcast product, with zeros zeros.  A product becomes a fresh tensor,
-never a view of an input, so results alias nothing.
+never a view of an input, so results alias nothing.  Zeros also flow through sums: the
+sum of two zeros is zero, and a sum with zero is the other term where that term is
+already a fresh tensor of the sum's shape and dtype (forward over forward adds a zero
+second-order tangent to the product rule's term, each a full pass over the Hessian).
 
 The pass checks itself: the simplified graph must reproduce the traced graph's outputs
 on the example inputs (same draws of the random generators) or it is discarded.
@@ -142,10 +145,24 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                     padded = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
                     if len(padded) == len(shape) and (padded[-2] == 1 or padded[-1] == 1):
                         kind[node] = ("diag", t, other, padded, node.args[2:])
+        elif t in (aten.add.Tensor, aten.sub.Tensor) and len(node.args) >= 2 and node not in writes:
+            a, b = node.args[0], node.args[1]
+            zero_a, zero_b = (x in kind and kind[x][0] == "zero" for x in (a, b))
+            if zero_a and zero_b:
+                kind[node] = ("zero",)
+                continue
+            alpha = node.kwargs.get("alpha", 1)
+            kept = b if zero_a and t == aten.add.Tensor and alpha == 1 else a if zero_b else None
+            if kept is not None and _stands_for(kept, node, writes):
+                node.replace_all_uses_with(kept)
+                graph.erase_node(node)
+                rewritten += 1
         elif t in (aten.mm.default, aten.bmm.default) and shape is not None:
             a, b = node.args[0], node.args[1]
             replacement = _product(graph, node, a, b, kind)
             if replacement is not None:
+                if replacement.target == aten.zeros.default:  # a zero product stays known for what reads it
+                    kind[replacement] = ("zero",)
                 node.replace_all_uses_with(replacement)
                 graph.erase_node(node)
                 rewritten += 1
@@ -190,6 +207,24 @@ def _broadcasts_to(x: Any, diag: tuple[Any, ...], row: bool, out: torch.Tensor) 
         return bool(torch.broadcast_shapes(tuple(xv.shape), padded) == tuple(out.shape))  # type: ignore[no-untyped-call]
     except RuntimeError:
         return False
+
+
+def _stands_for(term: Any, total: torch.fx.Node, writes: dict[Any, Any]) -> bool:
+    """Whether ``term`` can replace ``total`` (a sum of ``term`` and zeros): a fresh tensor
+    computed in the graph (not a view, not written in place, not an output already) of the
+    sum's shape and dtype."""
+    out, val = _val(total), _val(term)
+    return (_computed(term) and term not in writes and isinstance(val, torch.Tensor)
+            and isinstance(out, torch.Tensor) and val.shape == out.shape and val.dtype == out.dtype
+            and not any(user.op == "output" for user in term.users))
+
+
+def _computed(node: Any) -> bool:
+    """A tensor the graph computes into memory of its own: not an input, not a view of one
+    (``_unsafe_view`` declares no alias but is one: its source must be computed too)."""
+    if not (isinstance(node, torch.fx.Node) and node.op == "call_function") or _is_view(node):
+        return False
+    return node.target != aten._unsafe_view.default or _computed(node.args[0])
 
 
 def _is_eye(k: tuple[Any, ...], shape: tuple[int, ...] | None) -> bool:
