@@ -190,7 +190,8 @@ def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec
                           has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
                           key: Any = None, chunk_size: None = None, *,
                           impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
-    """Per-sample Hessian traces, as :func:`batched_laplacian`.
+    """Per-sample Hessian traces, as :func:`batched_laplacian` (``basis_chunk_size``: the
+    directions pushed at once).
 
     Example:
         >>> import torch, crossgrad as cg
@@ -206,7 +207,8 @@ def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: s
                              key: Any = None, chunk_size: None = None, *,
                              impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
     """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
-    shape ``(B, *out, *in)``.
+    shape ``(B, *out, *in)``; options as in :func:`batched_laplacian` (``basis_chunk_size``:
+    the directions pushed at once).
 
     Example:
         >>> import torch, crossgrad as cg
