@@ -454,6 +454,45 @@ def test_a_sum_with_zero_never_hands_back_an_input():
     assert all(g.data_ptr() != x.data_ptr() for g in got)
 
 
+
+def test_input_copies_go_where_nothing_writes_them_and_stay_where_something_does():
+    """The input watch copies the caller's tensors; in a traced graph a copy that nothing
+    writes and no output is a view of is dropped (the graph reads the input), and kept
+    where the function writes into it or returns a view of it."""
+    ns = _torch()
+    import torch
+
+    from crossgrad.backends.torch import simplify
+
+    def clones(gm):
+        return sum(n.target == torch.ops.aten.clone.default and n.args[0].op == "placeholder" for n in gm.graph.nodes)
+
+    prob = problems.tanh_linear(n_in=6, n_out=7, batch=5)
+    f, args = _prepared(ns, prob)
+    jac = ns.batched_jacobian(f, 2, (None, None, 0))
+    gm = _traced(jac, *args)
+    assert clones(gm) == 3
+    simplify.simplify(gm)
+    assert clones(gm) == 0
+    torch.testing.assert_close(gm(*args), jac(*args), rtol=0, atol=0)
+
+    def writes(x):
+        x.mul_(2.0)
+        return x.sum()
+
+    def view_of(x):
+        return x.view(-1)
+
+    for fn in (writes, view_of):
+        x = torch.ones(2, 3, dtype=torch.float64)
+        watched = ns.vmap(fn) if fn is view_of else fn
+        gm = _traced(lambda t: watched(t.clone()) if fn is writes else watched(t), x)
+        before = clones(gm)
+        assert before >= 1, fn.__name__
+        simplify.simplify(gm)
+        assert clones(gm) == before, fn.__name__
+
+
 # -- hvp's per-function cache (issue: keyed by equality, kept every function alive) -------
 
 def test_hvp_cache_tells_equal_callables_apart(backend):

@@ -20,6 +20,8 @@ never a view of an input, so results alias nothing.  Zeros also flow through sum
 sum of two zeros is zero, and a sum with zero is the other term where that term is
 already a fresh tensor of the sum's shape and dtype (forward over forward adds a zero
 second-order tangent to the product rule's term, each a full pass over the Hessian).
+The input watch's copies of the caller's tensors (``clone`` of an input) go where nothing
+in the graph writes into them and no output is a view of them.
 
 The pass checks itself: the simplified graph must reproduce the traced graph's outputs
 on the example inputs (same draws of the random generators) or it is discarded.
@@ -166,6 +168,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 node.replace_all_uses_with(replacement)
                 graph.erase_node(node)
                 rewritten += 1
+    rewritten += _drop_unwritten_input_copies(graph, writes)
     if rewritten:
         graph.eliminate_dead_code()
         _drop_unused_identities(graph)
@@ -315,6 +318,40 @@ def _diagonal_values(graph: torch.fx.Graph, k: tuple[Any, ...], row: bool) -> to
     if (padded[-2] == 1) != row:
         values = graph.call_function(aten.transpose.int, (values, -2, -1))
     return values
+
+
+def _view_root(node: Any) -> Any:
+    """The tensor ``node`` is a view of (through any chain of views), or ``node`` itself."""
+    while isinstance(node, torch.fx.Node) and node.op == "call_function" and node.args and (
+            _is_view(node) or node.target == aten._unsafe_view.default):
+        node = node.args[0]
+    return node
+
+
+def _drop_unwritten_input_copies(graph: torch.fx.Graph, writes: dict[Any, Any]) -> int:
+    """The input watch's copies (``clone`` of an input) where nothing in the graph writes
+    into the copy or the input and no output is a view of the copy: the graph reads the
+    input itself (one copy fewer per input and call); the count removed."""
+    returned: set[Any] = set()
+
+    def note_returned(n: torch.fx.Node) -> torch.fx.Node:
+        returned.add(_view_root(n))
+        return n
+
+    for out in (n for n in graph.nodes if n.op == "output"):
+        torch.fx.node.map_arg(out.args, note_returned)
+    dropped = 0
+    for node in list(graph.nodes):
+        if not (node.op == "call_function" and node.target == aten.clone.default and len(node.args) == 1
+                and not node.kwargs and isinstance(node.args[0], torch.fx.Node) and node.args[0].op == "placeholder"):
+            continue
+        source = node.args[0]
+        if node in writes or source in writes or node in returned:
+            continue
+        node.replace_all_uses_with(source)
+        graph.erase_node(node)
+        dropped += 1
+    return dropped
 
 
 def _drop_unused_identities(graph: torch.fx.Graph) -> None:
