@@ -101,7 +101,8 @@ def _deferred(name: str) -> Callable[..., Any]:
         def transformed(*args: Any, **kwargs: Any) -> Any:
             b = infer_backend(name, args, kwargs)
             if b not in made:
-                made[b] = getattr(backend(b), name)(f, *options, **named)
+                with spec.options_checked():  # checked above, when this transform was made
+                    made[b] = getattr(backend(b), name)(f, *options, **named)
             return made[b](*args, **kwargs)
 
         return transformed

@@ -30,8 +30,10 @@ Conventions every backend follows:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from crossgrad import errors, pytree
@@ -177,8 +179,27 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Set while the top level binds a backend to a transform whose options it checked when the
+# transform was made: those options are not checked a second time.
+_OPTIONS_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("crossgrad_options_checked", default=False)
+
+
+@contextlib.contextmanager
+def options_checked() -> Iterator[None]:
+    """Within: the options of the transforms made were checked by the caller already (the
+    top level, when its transform was made); :func:`validate_options` and
+    :func:`check_callable` pass them."""
+    token = _OPTIONS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _OPTIONS_CHECKED.reset(token)
+
+
 def validate_options(transform: str, **options: Any) -> None:
     """Validate the creation-time options of ``transform`` (everything but ``f``)."""
+    if _OPTIONS_CHECKED.get():
+        return
     for name, value in options.items():
         if name in CHOICES:
             check_choice(transform, name, value, CHOICES[name])
@@ -238,7 +259,7 @@ def check_scalar_estimator(transform: str, estimator: str, shapes: list[tuple[in
 
 
 def check_callable(transform: str, f: Any) -> None:
-    if not callable(f):
+    if not callable(f) and not _OPTIONS_CHECKED.get():
         raise errors.OptionTypeError(transform, "a callable as its first argument", f"{f!r} of type {type(f).__name__}", f"Pass the function to transform, e.g. {transform}(f).")
 
 

@@ -100,14 +100,23 @@ def test_options_validated_once_and_signatures_checked_once(backend, counts, nam
     assert first is not None
 
 
-def test_top_level_validates_when_made_and_when_it_binds_a_backend(backend, counts):
+def test_top_level_validates_once_when_made(backend, counts, monkeypatch):
     """``cg.batched_hessian(f)`` checks its options when made (the backend is not known
-    yet) and once more when its first call binds the backend's transform; never again."""
-    transformed = cg.batched_hessian(_scalar, in_axes=0)
-    assert counts["validate_options"] == 1
+    yet); its first call binds the backend's transform without checking them again."""
+    checked: list[str] = []
+    original = spec.check_choice
+
+    def counted(transform, name, value, choices):
+        checked.append(name)
+        return original(transform, name, value, choices)
+
+    monkeypatch.setattr(spec, "check_choice", counted)
+    transformed = cg.batched_hessian(_scalar, in_axes=0, strategy="auto")
+    made = list(checked)
+    assert "strategy" in made
     for seed in range(3):
         transformed(_inputs(backend, True, seed=seed))
-    assert counts["validate_options"] == 2
+    assert checked == made, f"options checked again when the backend was bound: {checked[len(made):]}"
 
 
 @pytest.mark.parametrize("name", ["batched_jacobian", "batched_hessian", "batched_laplacian",
