@@ -394,6 +394,22 @@ def test_products_with_identities_diagonals_and_zeros():
     assert got[0].data_ptr() != a.data_ptr()  # a fresh tensor, never a view of an input
 
 
+def test_matrix_vector_products_with_zeros_and_identities():
+    _torch()
+    import torch
+
+    v = torch.arange(3.0, dtype=torch.float64)
+
+    def products(v):
+        return torch.zeros(3, 3, dtype=v.dtype) @ v, torch.eye(3, dtype=v.dtype) @ v
+
+    count, got, expected = _simplified_count(products, v)
+    assert count == 2
+    for x, y in zip(got, expected):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert got[1].data_ptr() != v.data_ptr()  # a fresh tensor, never the input
+
+
 def test_buffers_written_in_place_are_not_taken_for_zeros_or_identities():
     _torch()
     import torch

@@ -13,7 +13,7 @@ user's function: it follows which tensors are structurally zero, a delta (``x[i]
 [i_p == i_q]`` over two axes, constant along the others: the identity basis, also
 broadcast over a batch and copied into a fresh buffer, as torch.func's forward mode
 does) or diagonal, through shape operations, and rewrites ``mm`` and ``bmm`` that take
-one: a product with an identity is the other factor, a ``bmm`` with a delta between its
+one (``mv``: zeros and identities): a product with an identity is the other factor, a ``bmm`` with a delta between its
 batch and contracted axes is a gather of the other factor's diagonal, a product with a
 diagonal a broadcast product, with zeros zeros.  A product becomes a fresh tensor,
 never a view of an input, so results alias nothing.  Zeros also flow through sums: the
@@ -159,7 +159,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 node.replace_all_uses_with(kept)
                 graph.erase_node(node)
                 rewritten += 1
-        elif t in (aten.mm.default, aten.bmm.default) and shape is not None:
+        elif t in (aten.mm.default, aten.bmm.default, aten.mv.default) and shape is not None:
             a, b = node.args[0], node.args[1]
             replacement = _product(graph, node, a, b, kind)
             if replacement is not None:
@@ -188,6 +188,8 @@ def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: d
         for eye_side, side, other in ((kb, b, a), (ka, a, b)):
             if _is_eye(eye_side, _shape(side)) and _same(other, out):
                 return graph.call_function(aten.clone.default, (other,))
+        if node.target == aten.mv.default:  # a matrix times a vector: zeros and identities only
+            return None
         if node.target == aten.bmm.default:
             gathered = _batched_delta_product(graph, a, b, ka, kb, out)
             if gathered is not None:
