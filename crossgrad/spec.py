@@ -19,7 +19,7 @@ Conventions every backend follows:
   transforms: directions) or batch elements (``vmap``) go through the vectorized
   computation at once.  The batched transforms have both kinds and a name for each:
   ``batch_chunk_size`` (samples at once) and ``basis_chunk_size`` (basis vectors or
-  directions per sample); they refuse ``chunk_size`` (:func:`check_batched_chunking`).
+  directions per sample); they refuse ``chunk_size`` (:func:`check_retired_chunk_size`).
   ``"auto"`` sizes the chunks from a memory budget and retries a chunk that runs out of
   memory in halves (:mod:`crossgrad.memory`, NOTE [auto chunks] in
   :mod:`crossgrad.transforms.chunking`).
@@ -141,25 +141,26 @@ def check_chunk_size(transform: str, chunk_size: Any, name: str = "chunk_size") 
         raise errors.OptionError(transform, f"{name} >= 1", f"{name}={chunk_size}", fix)
 
 
-# The batched transforms, which ask for their two kinds of chunks by two names.
-BATCHED = ("batched_jacobian", "batched_hessian", "batched_laplacian", "batched_hessian_trace",
-           "batched_hessian_diagonal")
-
-
-def check_batched_chunking(transform: str, chunk_size: Any, basis_chunk_size: Any) -> None:
+def check_retired_chunk_size(transform: str, chunk_size: Any) -> None:
     """The batched transforms ask for their two kinds of chunks by two names
     (``batch_chunk_size``: samples at once; ``basis_chunk_size``: basis vectors or
     directions per sample); ``chunk_size``, which once meant one or the other by its
     type, is refused with the name to use."""
-    if chunk_size is not None:
-        raise errors.OptionError(
-            transform, "batch_chunk_size= (samples at once) or basis_chunk_size= (basis vectors per sample)",
-            f"chunk_size={chunk_size!r}, which the batched transforms no longer take (an int meant basis vectors, "
-            '"auto" meant samples)',
-            f"Pass basis_chunk_size={chunk_size!r} for what an int meant, or batch_chunk_size={chunk_size!r} "
-            'to bound the samples computed at once ("auto": from the memory budget).' if chunk_size != "auto" else
-            'Pass batch_chunk_size="auto" (what chunk_size="auto" meant: samples at once, from the memory budget).')
-    if basis_chunk_size == "auto" and transform in ("batched_jacobian", "batched_hessian"):
+    if chunk_size is None:
+        return
+    fix = (f"Pass basis_chunk_size={chunk_size!r} for what an int meant, or batch_chunk_size={chunk_size!r} "
+           'to bound the samples computed at once ("auto": from the memory budget).' if chunk_size != "auto" else
+           'Pass batch_chunk_size="auto" (what chunk_size="auto" meant: samples at once, from the memory budget).')
+    raise errors.OptionError(
+        transform, "batch_chunk_size= (samples at once) or basis_chunk_size= (basis vectors per sample)",
+        f"chunk_size={chunk_size!r}, which the batched transforms no longer take (an int meant basis vectors, "
+        '"auto" meant samples)', fix)
+
+
+def check_basis_chunks_under_vmap(transform: str, basis_chunk_size: Any) -> None:
+    """batched_jacobian / batched_hessian map the per-sample transform over the batch: under
+    that vmap the memory a basis chunk takes is not known, so ``"auto"`` is refused."""
+    if basis_chunk_size == "auto":
         raise errors.OptionError(
             transform, "an int or None for basis_chunk_size (under the batch's vmap the memory a basis chunk "
             "takes is not known)", 'basis_chunk_size="auto"',
@@ -209,8 +210,10 @@ def validate_options(transform: str, **options: Any) -> None:
             check_bool(transform, name, value)
         elif name in ("chunk_size", "batch_chunk_size", "basis_chunk_size"):
             check_chunk_size(transform, value, name)
-            if transform in BATCHED and name != "batch_chunk_size":
-                check_batched_chunking(transform, **{"chunk_size": None, "basis_chunk_size": None, name: value})
+            if name == "chunk_size" and transform.startswith("batched_"):
+                check_retired_chunk_size(transform, value)
+            if name == "basis_chunk_size" and transform in ("batched_jacobian", "batched_hessian"):
+                check_basis_chunks_under_vmap(transform, value)
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)
         elif name == "samples":

@@ -268,25 +268,25 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
                                                                       "builtin")
         return built["nested"]
 
+    def layout(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
+        """The signature's checks, and ``(batch axis of each differentiated leaf, batch
+        size)``: ``(None, None)`` without ``in_axes``."""
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        if in_axes is None:
+            return (None, None)
+        all_axes = spec.leaf_axes(name, axes_form, args, backend.arrays.shape)
+        return (call.differentiated_axes(all_axes), spec.batch_size(name, args, all_axes, backend.arrays.shape))
+
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        # Per checked signature: (batch axis of each differentiated leaf, batch size), or
-        # (None, None) without in_axes; the first call of a signature checks it.
         sig = Memo.key(args)
-        known: tuple[Any, ...] | None = layouts.get(sig)
-        checked = known is not None
-        if known is None and in_axes is not None:
-            all_axes = spec.leaf_axes(name, axes_form, args, backend.arrays.shape)
-            axes = Call(name, backend, f, args, kwargs, argnums, has_aux).differentiated_axes(all_axes)
-            known = layouts.put(sig, (axes, spec.batch_size(name, args, all_axes, backend.arrays.shape)))
-            checked = True
-        g, (axes, batch) = f, known or (None, None)
+        axes, batch = layouts.get(sig) or layouts.put(sig, layout(args, kwargs))  # once per signature
+        g = f
         if in_axes is not None:
             if None in axes or batch == 0:
                 return outside(args, kwargs)
             assert batched_f is not None
             g = batched_f
-        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=checked)
-        layouts.put(sig, (axes, batch))
+        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
         point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
         if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
                 backend.name, what, backend.taylor.being_compiled()) == "builtin"):
