@@ -103,15 +103,12 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
     so, decided once per argument signature."""
     shape = backend.arrays.shape
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto")
-    axes_form = spec.in_axes_form(in_axes)
     memo = Memo()
 
     def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
         """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
-        axes = spec.leaf_axes(name, axes_form, args, shape)
         call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-        diff = call.differentiated_axes(axes)
-        size = spec.batch_size(name, args, axes, shape)
+        diff, size = call.batch_layout(in_axes)
         if not diff or None in diff or size == 0 or call.has_no_elements():
             return ("outside",)
         n = sum(math.prod(shape(p)) for p in call.primals) // size

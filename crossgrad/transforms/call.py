@@ -139,6 +139,13 @@ class Call:
             args[k] = pytree.unflatten(treedef, full[lo:hi])
         return args
 
+    def batch_layout(self, in_axes: Any) -> tuple[list[int | None], int]:
+        """For a call of a batched transform with ``in_axes``: the batch axis of each
+        differentiated (non-static) leaf, in the order of ``primals``, and the batch size."""
+        args, shape = tuple(self.args), self.backend.arrays.shape
+        axes = spec.leaf_axes(self.transform, spec.in_axes_form(in_axes), args, shape)
+        return self.differentiated_axes(axes), spec.batch_size(self.transform, args, axes, shape)
+
     def differentiated_axes(self, axes: list[int | None]) -> list[int | None]:
         """Of one batch axis per leaf of every argument (``spec.leaf_axes``), those of the
         differentiated (non-static) leaves, in the order of ``primals``."""

@@ -246,7 +246,6 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     """The trace (``what="trace"``) or diagonal of ``f``'s Hessian, per sample where
     ``in_axes`` is given; options already validated."""
     rows_wanted = samples or DEFAULT_SAMPLES
-    axes_form = spec.in_axes_form(in_axes)
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
     built: dict[str, Callable[..., Any]] = {}
     layouts = Memo()
@@ -274,8 +273,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         call = Call(name, backend, f, args, kwargs, argnums, has_aux)
         if in_axes is None:
             return (None, None)
-        all_axes = spec.leaf_axes(name, axes_form, args, backend.arrays.shape)
-        return (call.differentiated_axes(all_axes), spec.batch_size(name, args, all_axes, backend.arrays.shape))
+        return call.batch_layout(in_axes)
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
         sig = Memo.key(args)
