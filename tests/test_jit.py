@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
 from tolerances import TOL
 
 import crossgrad as cg
+from crossgrad import backends
 from crossgrad.testing import frameworks, problems
 
 DTYPE = "float32"
@@ -82,9 +84,11 @@ def test_jax_python_branch_falls_back():
     np.testing.assert_allclose(np.asarray(down), np.sin(np.ones(3)), rtol=1e-6)
 
 
-def test_check_catches_a_compiled_result_that_differs(backend):
-    """A function with a Python side effect: compiled once at trace time, it keeps the
-    value seen then; eager execution sees the new one.  check=True notices."""
+def test_a_python_side_effect_is_never_baked_in(backend):
+    """A function with a Python side effect: compiled once at trace time, it would keep
+    the value seen then; eager execution sees the new one.  jit notices that the call
+    changed what the function reads (NOTE [jit guards]): every result is eager's, and
+    once a second call changes it too, the signature runs eagerly with a warning."""
     scale = [1.0]
 
     def impure(x):
@@ -95,10 +99,46 @@ def test_check_catches_a_compiled_result_that_differs(backend):
     options = {"backend": "aot_eager"} if backend.name == "torch" else None
     # A compiled route by name: route="auto" may measure eager execution fastest for so small a function.
     route = "trace-compile" if backend.name == "torch" else "compile"
-    fast = backend.jit(impure, check=True, options=options, route=route)
-    with pytest.warns(cg.CompileFallbackWarning, match="differs from eager execution"):
+    fast = backend.jit(impure, options=options, route=route)
+    got = fast(x)
+    assert float(frameworks.to_numpy(got)[0]) == scale[0] == 2.0  # eager's value is the one returned
+    with pytest.warns(cg.CompileFallbackWarning, match="a Python side effect"):
         got = fast(x)
-    assert float(frameworks.to_numpy(got)[0]) == scale[0]  # eager's value is the one returned
+    assert float(frameworks.to_numpy(got)[0]) == scale[0] == 3.0
+    assert float(frameworks.to_numpy(fast(x))[0]) == scale[0] == 4.0
+
+
+def test_check_catches_a_compiled_result_that_differs(backend):
+    """A compiled route whose result differs from eager execution's is never kept: the
+    traced routes compare with the traced call itself; ``check=True`` makes the
+    framework's compiler compare with an eager call too."""
+    x = frameworks.convert(np.ones(3), backend.name, DTYPE)
+    bad = _miscompiling_compiler(backend)
+    fast = backend.jit(lambda x: x * 2.0, check=True, route="compile")
+    with mock.patch.object(backends.load(backend.name).builtins, "compile", bad), \
+            pytest.warns(cg.CompileFallbackWarning, match="differs from eager execution"):
+        got = fast(x)
+    np.testing.assert_allclose(frameworks.to_numpy(got), 2.0 * np.ones(3))
+    if backend.name == "torch":
+        fast = backend.jit(lambda x: x * 2.0, route="trace-compile")
+        with mock.patch.object(backends.load(backend.name).builtins, "compile", bad), \
+                pytest.warns(cg.CompileFallbackWarning, match="differs from eager execution"):
+            got = fast(x)
+        np.testing.assert_allclose(frameworks.to_numpy(got), 2.0 * np.ones(3))
+        np.testing.assert_allclose(frameworks.to_numpy(fast(x)), 2.0 * np.ones(3))
+
+
+def _miscompiling_compiler(backend):
+    """A stand-in for a compiler that miscompiles: its program adds one to every result."""
+    def compile(fn, options):
+        return lambda *args, **kwargs: _plus_one(fn(*args, **kwargs))
+    return compile
+
+
+def _plus_one(out):
+    if isinstance(out, tuple):
+        return tuple(o + 1 for o in out)
+    return out + 1
 
 
 def test_errors_of_the_function_itself_propagate(backend):

@@ -11,7 +11,7 @@ from __future__ import annotations
 REQUIRED: dict[str, tuple[str, ...]] = {
     # Array operations and dtype rules.
     "arrays": (
-        "is_array", "is_input", "shape", "size", "dtype_name", "signature", "copy", "nbytes", "watch", "shield",
+        "is_array", "is_input", "materialized", "shape", "size", "dtype_name", "signature", "copy", "nbytes", "watch", "shield",
         "exclusive", "synchronize", "preserved_random_state", "on_accelerator", "is_traced", "under_transform",
         "free_memory", "float64_unavailable", "reshape", "transpose", "moveaxis", "concat", "broadcast_to",
         "slice_axis", "eye", "cast_like", "zeros", "zeros_like", "ones_like", "add_to_rows", "from_numpy",
@@ -36,6 +36,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 # Names a backend provides only where the framework has the mechanism (used behind a check).
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "arrays": ("x64_enabled",),  # jax: its x64 mode
-    "builtins": ("trace", "simplified", "replay"),  # torch: the traced cg.jit routes (builtins.JIT_ROUTES)
+    "builtins": ("trace", "replay"),  # torch: the traced cg.jit routes (builtins.JIT_ROUTES)
     "distributed": ("rows_of",),
 }

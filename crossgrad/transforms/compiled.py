@@ -36,6 +36,7 @@ back to eager execution.  The ``crossgrad`` logger says which route runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -44,7 +45,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import policy
+from crossgrad.transforms import guards, policy
 from crossgrad.transforms.call import check_leaves
 
 log = logging.getLogger("crossgrad")
@@ -55,7 +56,9 @@ CHECK_RTOL = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-
 
 
 def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
-    """None when the two results agree, else what differs."""
+    """None when the two results agree, else what differs.  Non-finite values must match
+    (a NaN where eager has a NaN, the same infinity); the finite ones agree to
+    :data:`CHECK_RTOL` relative to the largest finite eager magnitude of the leaf."""
     import numpy as np
 
     arrays = backend.arrays
@@ -68,10 +71,22 @@ def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
             continue
         if arrays.shape(a) != arrays.shape(b):
             return f"output leaf {k}'s shape: {arrays.shape(a)} vs {arrays.shape(b)}"
-        x, y = arrays.to_numpy(a).astype(np.float64), arrays.to_numpy(b).astype(np.float64)
-        scale = max(float(np.max(np.abs(y), initial=0.0)), np.finfo(np.float64).tiny)
-        err = float(np.max(np.abs(x - y), initial=0.0)) / scale
-        if not err <= CHECK_RTOL.get(arrays.dtype_name(b), 1e-4):  # NaN fails too
+        x, y = arrays.to_numpy(a), arrays.to_numpy(b)
+        if x.dtype.kind not in "fc" or y.dtype.kind not in "fc":
+            if not np.array_equal(x, y):
+                return f"output leaf {k}: values differ"
+            continue
+        wide = np.complex128 if np.iscomplexobj(x) or np.iscomplexobj(y) else np.float64
+        x, y = x.astype(wide), y.astype(wide)
+        finite_x, finite_y = np.isfinite(x), np.isfinite(y)
+        if not np.array_equal(finite_x, finite_y):
+            return f"output leaf {k}: non-finite values where the other has finite ones"
+        if not np.array_equal(np.isnan(x), np.isnan(y)) or not np.array_equal(x[~finite_x & ~np.isnan(x)],
+                                                                              y[~finite_y & ~np.isnan(y)]):
+            return f"output leaf {k}: non-finite values differ"
+        scale = max(float(np.max(np.abs(y[finite_y]), initial=0.0)), np.finfo(np.float64).tiny)
+        err = float(np.max(np.abs(x[finite_x] - y[finite_y]), initial=0.0)) / scale
+        if not err <= CHECK_RTOL.get(arrays.dtype_name(b), 1e-4):
             return f"output leaf {k}: relative difference {err:.2e}"
     return None
 
@@ -97,42 +112,54 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
     return tuple(parts)
 
 
-def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any], options: dict[Any, Any] | None,
-           replay: bool = False) -> Callable[..., Any]:
-    """``f`` traced at ``args`` into a graph of the framework's operations (compiled with
-    ``options`` unless None, and captured for replay with ``replay``): a function of
-    arguments of the same signature."""
-    leaves, treedef = pytree.flatten((args, kwargs))
-    positions = [i for i, leaf in enumerate(leaves) if backend.arrays.is_array(leaf)]
-    # Only the non-array leaves are kept: they are fixed by the signature.
-    mapped = set(positions)
-    fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
-    out_def: list[pytree.TreeDef] = []
+class Traced:
+    """One call of ``f`` traced by the backend (NOTE [one traced call] in
+    :mod:`crossgrad.backends.torch.tracing`): ``result`` is that call's own result, and
+    :meth:`route` the graph (compiled with ``options`` unless None, captured for replay with
+    ``replay``) as a function of arguments of the same signature."""
 
-    def flat_f(*arrays_in: Any) -> tuple[Any, ...]:
-        full = list(fixed)
-        for i, a in zip(positions, arrays_in):
-            full[i] = a
-        call_args, call_kwargs = pytree.unflatten(treedef, full)
-        out_leaves, out_treedef = pytree.flatten(f(*call_args, **call_kwargs))
-        other = [type(o).__name__ for o in out_leaves if not backend.arrays.is_array(o)]
-        if other:
-            raise TypeError(f"a trace returns arrays only; the function returned a {other[0]} leaf")
-        out_def[:] = [out_treedef]
-        return tuple(out_leaves)
+    def __init__(self, backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any]):
+        leaves, treedef = pytree.flatten((args, kwargs))
+        self.backend = backend
+        self.positions = [i for i, leaf in enumerate(leaves) if backend.arrays.is_array(leaf)]
+        # Only the non-array leaves are kept: they are fixed by the signature.
+        mapped = set(self.positions)
+        fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
+        out_def: list[pytree.TreeDef] = []
 
-    example = tuple(leaves[i] for i in positions)
-    graph = trace = backend.builtins.trace(flat_f, example)
-    if options is not None:
-        graph = backend.builtins.compile(graph, options)
-    if replay:
-        graph = backend.builtins.replay(trace, graph, example)
+        def flat_f(*arrays_in: Any) -> tuple[Any, ...]:
+            full = list(fixed)
+            for i, a in zip(self.positions, arrays_in):
+                full[i] = a
+            call_args, call_kwargs = pytree.unflatten(treedef, full)
+            out_leaves, out_treedef = pytree.flatten(f(*call_args, **call_kwargs))
+            other = [type(o).__name__ for o in out_leaves if not backend.arrays.is_array(o)]
+            if other:
+                raise TypeError(f"a trace returns arrays only; the function returned a {other[0]} leaf")
+            out_def[:] = [out_treedef]
+            return tuple(out_leaves)
 
-    def run(*call_args: Any, **call_kwargs: Any) -> Any:
-        call_leaves = pytree.leaves((call_args, call_kwargs))
-        return pytree.unflatten(out_def[0], list(graph(*(call_leaves[i] for i in positions))))
+        self.trace = backend.builtins.trace(flat_f, self.arrays(args, kwargs))
+        self.out_def = out_def[0]
+        self.result = pytree.unflatten(self.out_def, list(self.trace.outputs))
 
-    return run
+    def arrays(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
+        leaves = pytree.leaves((args, kwargs))
+        return tuple(leaves[i] for i in self.positions)
+
+    def route(self, options: dict[Any, Any] | None, replay: bool = False) -> Callable[..., Any]:
+        builtins = self.backend.builtins
+        graph = self.trace.graph
+        if options is not None:
+            graph = builtins.compile(graph, options)
+        if replay:
+            graph = builtins.replay(self.trace.graph, graph, self.trace.example)
+        graph = self.trace.wrap(graph)
+
+        def run(*call_args: Any, **call_kwargs: Any) -> Any:
+            return pytree.unflatten(self.out_def, list(graph(*self.arrays(call_args, call_kwargs))))
+
+        return run
 
 
 # Measuring the candidates of route="auto": calls per candidate, and the time after
@@ -140,27 +167,33 @@ def traced(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwarg
 MEASURE_CALLS = 3
 MEASURE_SECONDS = 0.5
 
+# Retraces of one signature after its guard failed (NOTE [jit guards]) before that
+# signature runs eagerly for good.
+MAX_RETRACES = 8
 
-def _measure(backend: Backend, fns: list[Callable[..., Any]], fresh: Callable[[], tuple[tuple[Any, ...], dict[Any, Any]]]) -> list[float]:
-    """The fastest of up to :data:`MEASURE_CALLS` synchronized calls of each function on
-    ``fresh()`` arguments (made before the clock starts), taken in turns so that a drift
-    of the machine hits all alike."""
+
+def _measure(backend: Backend, fns: list[Callable[..., Any]], run: Callable[[Callable[..., Any]], Any]) -> list[float]:
+    """The fastest of up to :data:`MEASURE_CALLS` synchronized calls ``run(fn)`` of each
+    function, taken in turns so that a drift of the machine hits all alike."""
     best = [float("inf")] * len(fns)
     spent = [0.0] * len(fns)
     for _ in range(MEASURE_CALLS):
         for k, fn in enumerate(fns):
             if spent[k] > MEASURE_SECONDS and best[k] < float("inf"):
                 continue
-            args, kwargs = fresh()
             t0 = time.perf_counter()
-            backend.arrays.synchronize(fn(*args, **kwargs))
+            backend.arrays.synchronize(run(fn))
             elapsed = time.perf_counter() - t0
             best[k], spent[k] = min(best[k], elapsed), spent[k] + elapsed
     return best
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable[..., Any]:
-    """``f`` compiled once per argument signature, never worse than eager.
+    """``f`` compiled once per argument signature, never wrong where eager is right.
 
     Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit
     routes], :mod:`crossgrad.transforms.compiled`): ``"compile"`` is the framework's
@@ -168,11 +201,15 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
     operations ``f`` dispatched, traced once per signature (shapes, dtypes,
     devices, pytree structure, Python values), and ``"trace-compile"`` compiles that
     graph; ``"auto"`` takes the fastest measured route for the device
-    (:func:`crossgrad.transforms.policy.jit_routes`).  When a route fails for a
-    signature it warns once (:class:`crossgrad.errors.CompileFallbackWarning`) and
-    tries the next, then eager execution; errors that eager execution raises too
-    propagate unchanged.  ``check=True`` compares the first result of each
-    signature with an eager one and falls back to eager when they disagree.
+    (:func:`crossgrad.transforms.policy.jit_routes`).  The first call of a signature
+    is the traced call itself (its side effects happen once, its result is eager
+    execution's); a traced route whose result differs from it is never kept.  What
+    ``f`` reads besides its arguments is guarded: rebinding a closed-over array or
+    changing a Python value traces again (NOTE [jit guards]).  When a route fails
+    for a signature it warns once (:class:`crossgrad.errors.CompileFallbackWarning`)
+    and tries the next, then eager execution; errors that eager execution raises too
+    propagate unchanged.  ``check=True`` also compares the ``"compile"`` route's
+    first result with an eager one and falls back to eager when they disagree.
     ``options`` go to the compiler (e.g. ``{"backend": "aot_eager"}`` or
     ``{"mode": "max-autotune"}`` for torch, ``{"static_argnums": 1}`` for jax).
     Compose it around any transform: ``cg.jit(cg.batched_hessian(f))``.
@@ -189,95 +226,164 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
     spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
     options = dict(options or {})
     fname = getattr(f, "__name__", "the function")
-    runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any]]] = {}
+    runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any], guards.Guard]] = {}
+    retraced: dict[tuple[Any, ...], int] = {}
+    impure: dict[tuple[Any, ...], int] = {}
     made: dict[str, Callable[..., Any]] = {}
     warned: list[bool] = []
+    arrays = backend.arrays
 
     def warn(why: str, instead: str) -> None:
         if not warned:
             warned.append(True)
             warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
-                          errors.CompileFallbackWarning, stacklevel=3)
+                          errors.CompileFallbackWarning, stacklevel=4)
 
-    def routes_for(args: tuple[Any, ...], kwargs: dict[Any, Any], like: Any) -> tuple[str, ...]:
+    def routes_for(like: Any) -> tuple[str, ...]:
         if route != "auto":
             return (route,)
-        return policy.jit_routes(backend.name, like is not None and backend.arrays.on_accelerator(like))
+        return policy.jit_routes(backend.name, like is not None and arrays.on_accelerator(like))
 
-    def build(r: str, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Callable[..., Any]:
-        if r == "eager":
-            return f
-        if r == "compile":
-            if r not in made:
-                made[r] = backend.builtins.compile(f, options)
-            return made[r]
-        compiled = r in ("trace-compile", "trace-cudagraph")
-        return traced(backend, f, args, kwargs, options if compiled else None, replay=r == "trace-cudagraph")
+    def compiled_f() -> Callable[..., Any]:
+        if "compile" not in made:
+            # A new function object each time: the framework's compiler caches its traces by
+            # function, and a guard that failed needs a new trace.
+            @functools.wraps(f)
+            def fresh(*args: Any, **kwargs: Any) -> Any:
+                return f(*args, **kwargs)
+
+            made["compile"] = backend.builtins.compile(fresh, options)
+        return made["compile"]
+
+    def guard_for(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> guards.Guard:
+        return guards.Guard(f, arrays.is_array, arrays.is_random_key)
+
+    def settled(key: tuple[Any, ...], before: guards.Guard) -> bool:
+        """Whether the call just made left what ``f`` reads besides its arguments as it found
+        it.  A call that changes it (a counter in a closure, a list appended to) has a Python
+        side effect a compiled program would not repeat: its signature is traced again on
+        the next call (a lazily built constant settles there), and runs eagerly once a
+        second call changes it too."""
+        if before.holds():
+            return True
+        made.pop("compile", None)  # a compiled function traced again, not served from its cache
+        impure[key] = impure.get(key, 0) + 1
+        if impure[key] >= 2:
+            runs[key] = ("eager", f, guard_for((), {}))
+            warn(f"{fname} changes what it reads besides its arguments (a closed-over value or list) on each call, "
+                 "a Python side effect a compiled program does not repeat", "eagerly (the result is eager execution's)")
+        return False
+
+    def untraced_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any], failures: list[str],
+                      compile_first: bool, like: Any) -> Any:
+        """The first call without a trace: the framework's compiler on ``f`` (its first run
+        is the call's result), else eager execution."""
+        before = guard_for(args, kwargs)
+        if compile_first:
+            fn = compiled_f()
+            if check:  # eager first, on copies, with the draws the compiled call then makes
+                copy_args, copy_kwargs = pytree.map_leaves(lambda x: arrays.copy(x) if arrays.is_array(x) else x,
+                                                           (args, kwargs))
+                with arrays.preserved_random_state(like):
+                    eager = f(*copy_args, **copy_kwargs)
+            try:
+                out = arrays.synchronize(fn(*args, **kwargs))
+            except Exception as exc:
+                failures.append(f"route 'compile': {type(exc).__name__}: {_first_line(exc)}")
+                log.info("jit: %s", failures[-1])
+            else:
+                if not settled(key, before):
+                    return out
+                guard = guard_for(args, kwargs)
+                runs[key] = ("compile", fn, guard)
+                log.info("jit: %s runs by route 'compile'", fname)
+                if check:
+                    differs = agree(backend, out, eager)
+                    if differs is not None:
+                        runs[key] = ("eager", f, guard)
+                        warn(f"the compiled result (route 'compile') differs from eager execution in {differs}",
+                             "eagerly (the result is eager execution's)")
+                        return eager
+                return out
+        result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
+        runs[key] = ("eager", f, guard_for(args, kwargs))
+        warn(f"{backend.name} compilation failed ({'; '.join(failures)})", "eagerly (the result is eager execution's)")
+        return result
 
     def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         # Once per signature: nothing the framework would silently truncate (jax, x64 off).
         check_leaves(name, backend, pytree.leaves((args, kwargs)))
-        like = next((leaf for leaf in pytree.leaves((args, kwargs)) if backend.arrays.is_array(leaf)), None)
-        candidates = routes_for(args, kwargs, like)
+        like = next((leaf for leaf in pytree.leaves((args, kwargs)) if arrays.is_array(leaf)), None)
+        candidates = routes_for(like)
         failures: list[str] = []
-        working: list[tuple[str, Callable[..., Any], Any]] = []
-        # Building, measuring and checking run f several times: on copies of the
-        # arrays, with the generators restored afterwards, so that the caller's arrays
-        # and the random state end as one call leaves them.
-        def fresh() -> Any:
-            return pytree.map_leaves(lambda leaf: backend.arrays.copy(leaf) if backend.arrays.is_array(leaf) else leaf,
-                                     (args, kwargs))
-
-        with backend.arrays.preserved_random_state(like):
-            for r in candidates:
-                try:
-                    copy_args, copy_kwargs = fresh()
-                    fn = build(r, copy_args, copy_kwargs)
-                    out = backend.arrays.synchronize(fn(*copy_args, **copy_kwargs))
-                except Exception as exc:
-                    if r == "eager":
-                        raise  # the error is f's own
-                    text = (str(exc).strip().splitlines() or [""])[0][:200]
-                    failures.append(f"route {r!r}: {type(exc).__name__}: {text}")
-                    log.info("jit: route %r failed for %s: %s", r, fname, failures[-1])
-                    continue
-                working.append((r, fn, out))
-            timings = _measure(backend, [fn for _, fn, _ in working], fresh) if len(working) > 1 else []
-        if not working:
-            result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-            runs[key] = ("eager", f)
-            warn(f"{backend.name} compilation failed ({'; '.join(failures)})",
-                 "eagerly (the result is eager execution's)")
-            return result
-        pick = min(range(len(working)), key=lambda k: timings[k]) if timings else 0
-        r, fn, _ = working[pick]
-        if timings:
-            log.info("jit: %s measured %s; runs by route %r", fname,
-                     ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), r)
-        else:
-            log.info("jit: %s runs by route %r", fname, r)
-        if failures:
-            warn(f"{backend.name} compilation failed ({'; '.join(failures)})", f"by route {r!r}")
-        if check and r != "eager":
-            copy_args, copy_kwargs = fresh()
-            with backend.arrays.preserved_random_state(like):  # the same draws as the call below
-                eager = f(*copy_args, **copy_kwargs)
-        out = fn(*args, **kwargs)
-        if check and r != "eager":
-            differs = agree(backend, out, eager)
+        if not any(r.startswith("trace") for r in candidates):
+            return untraced_call(key, args, kwargs, failures, "compile" in candidates, like)
+        before = guard_for(args, kwargs)
+        try:
+            trace = Traced(backend, f, args, kwargs)  # the call itself, run once for real
+        except Exception as exc:
+            failures.append(f"tracing: {type(exc).__name__}: {_first_line(exc)}")
+            log.info("jit: %s for %s", failures[-1], fname)
+            return untraced_call(key, args, kwargs, failures, False, like)
+        if not settled(key, before):
+            return trace.result
+        guard = guard_for(args, kwargs)
+        trace.trace.adopt(guard.generators + [x for x in pytree.leaves((args, kwargs)) if arrays.is_random_key(x)])
+        flat = trace.arrays(args, kwargs)
+        working: list[tuple[str, Callable[..., Any]]] = []
+        for r in candidates:
+            if r == "eager":
+                working.append((r, f))
+                continue
+            try:
+                fn = trace.route(options if r in ("trace-compile", "trace-cudagraph") else None,
+                                 replay=r == "trace-cudagraph")
+                with trace.trace.isolated(flat):  # the same draws; leaves the state as the call left it
+                    out = arrays.synchronize(fn(*args, **kwargs))
+            except Exception as exc:
+                failures.append(f"route {r!r}: {type(exc).__name__}: {_first_line(exc)}")
+                log.info("jit: %s for %s", failures[-1], fname)
+                continue
+            differs = agree(backend, out, trace.result)
             if differs is not None:
-                runs[key] = ("eager", f)
-                warn(f"the compiled result (route {r!r}) differs from eager execution in {differs}",
-                     "eagerly (the result is eager execution's)")
-                return eager
-        runs[key] = (r, fn)
-        return out
+                failures.append(f"route {r!r} computed a result that differs from eager execution in {differs}")
+                log.info("jit: %s for %s", failures[-1], fname)
+                continue
+            working.append((r, fn))
+        if len(working) > 1:
+            def timed(fn: Callable[..., Any]) -> Any:
+                with trace.trace.isolated(flat):
+                    return fn(*args, **kwargs)
+
+            with arrays.preserved_random_state(like):
+                timings = _measure(backend, [fn for _, fn in working], timed)
+            pick = min(range(len(working)), key=lambda k: timings[k])
+            log.info("jit: %s measured %s; runs by route %r", fname,
+                     ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), working[pick][0])
+        else:
+            pick = 0
+        r, fn = working[pick] if working else ("eager", f)
+        if failures:
+            warn(f"{backend.name} compilation failed or was refused ({'; '.join(failures)})",
+                 f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
+        log.info("jit: %s runs by route %r", fname, r)
+        runs[key] = (r, fn, guard)
+        return trace.result
 
     def jitted(*args: Any, **kwargs: Any) -> Any:
         key = signature(backend, args, kwargs)
         known = runs.get(key)
-        if known is None:
-            return first_call(key, args, kwargs)
-        return known[1](*args, **kwargs)
+        if known is not None:
+            if known[0] == "eager" or known[2].holds():
+                return known[1](*args, **kwargs)
+            retraced[key] = retraced.get(key, 0) + 1
+            if retraced[key] > MAX_RETRACES:
+                runs[key] = ("eager", f, guards.Guard(f, arrays.is_array, arrays.is_random_key))
+                warn(f"what {fname} reads besides its arguments changed on {MAX_RETRACES} calls (NOTE [jit guards])",
+                     "eagerly from now on")
+                return f(*args, **kwargs)
+            made.pop("compile", None)  # the framework's compiler caches by function: traced again
+            log.info("jit: what %s reads besides its arguments changed: traced again", fname)
+        return first_call(key, args, kwargs)
 
     return jitted

@@ -86,40 +86,14 @@ def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable[..., Any
     return torch.compile(f, **options)
 
 
-def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
-    """The aten operations ``f(*args)`` dispatches, as a graph (``make_fx`` with real
-    tensors: torch.func's transforms run for real and only their operations are
-    recorded; a data-dependent Python branch raises)."""
-    from torch.fx.experimental.proxy_tensor import make_fx
+def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``f(*args)`` run once for real and recorded as a graph of the aten operations it
+    dispatches (``make_fx`` with real tensors: torch.func's transforms run for real and
+    only their operations are recorded; a data-dependent Python branch raises), with the
+    call's own outputs (NOTE [one traced call], :mod:`crossgrad.backends.torch.tracing`)."""
+    from crossgrad.backends.torch import tracing
 
-    traced: Callable[..., Any] = simplified(make_fx(f, tracing_mode="real")(*args), args)
-    return traced
-
-
-def simplified(traced: Any, args: tuple[Any, ...]) -> Any:
-    """``traced`` with its products with identity, diagonal and zero matrices rewritten
-    (NOTE [identity products], :mod:`crossgrad.backends.torch.simplify`), where the
-    rewritten graph reproduces ``traced``'s outputs at ``args``; else ``traced``."""
-    import torch.fx
-
-    from crossgrad.backends.torch import arrays, simplify
-
-    graph = torch.fx.Graph()
-    graph._codegen = traced.graph._codegen  # the calling convention (pytree arguments and outputs)
-    graph.output(graph.graph_copy(traced.graph, {}))
-    candidate = torch.fx.GraphModule(traced, graph)
-    if not simplify.simplify(candidate):
-        return traced
-    like = args[0] if args else None
-    try:
-        with torch.no_grad():
-            with arrays.preserved_random_state(like):  # the same draws for both
-                expected = traced(*args)
-            with arrays.preserved_random_state(like):
-                got = candidate(*args)
-    except Exception:  # a rewrite this pass got wrong: the traced graph as recorded
-        return traced
-    return candidate if simplify.agree(expected, got) else traced
+    return tracing.Trace(f, args)
 
 
 def replay(traced: Any, run: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:

@@ -29,6 +29,7 @@ on the example inputs (same draws of the random generators) or it is discarded.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -62,20 +63,91 @@ def _is_view(node: Any) -> bool:
     return schema is not None and any(r.alias_info is not None for r in schema.returns)
 
 
-def _mutated(graph: torch.fx.Graph) -> dict[torch.fx.Node, list[torch.fx.Node]]:
-    """Each node written in place through itself or any chain of views, with the
-    writing nodes (every node of the chain is recorded, the root included)."""
-    writes: dict[torch.fx.Node, list[torch.fx.Node]] = {}
-    for node in graph.nodes:
-        if node.op != "call_function" or not hasattr(node.target, "_schema") or not node.target._schema.is_mutable:
-            continue
-        base = node.args[0] if node.args else None
-        while isinstance(base, torch.fx.Node):
-            writes.setdefault(base, []).append(node)
-            if not (base.op == "call_function" and _is_view(base) and base.args):
-                break
-            base = base.args[0]
-    return writes
+def _nodes_in(arg: Any) -> list[torch.fx.Node]:
+    """The graph nodes an argument names (a node, or nodes inside lists and tuples)."""
+    found: list[torch.fx.Node] = []
+    torch.fx.node.map_arg(arg, found.append)
+    return found
+
+
+class Aliases:
+    """Which tensors of a graph may share memory, and which are written in place.
+
+    NOTE [graph aliasing]: the rewrites treat a zero or identity buffer as a constant, and
+    drop the input watch's copies, only where nothing writes into that memory.  Memory is
+    followed through every operation whose schema declares an alias of an argument
+    (views, ``unbind`` and ``split``'s lists of views, in-place operations), through
+    ``operator.getitem`` of such lists and ``_unsafe_view`` (an alias its schema does not
+    declare); a write is any argument the schema marks written (the first argument of
+    ``add_``, each tensor of ``_foreach_add_``'s list, ``out=``).  An operation without a
+    schema may alias and write each tensor it takes.  Tensors that may share memory form
+    one class; a write into any member writes the class.
+    """
+
+    def __init__(self, graph: torch.fx.Graph):
+        self.parent: dict[torch.fx.Node, torch.fx.Node] = {}
+        self.writers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+        for node in graph.nodes:
+            if node.op != "call_function":
+                continue
+            schema = getattr(node.target, "_schema", None)
+            if schema is None:
+                tensors = _nodes_in((node.args, node.kwargs))
+                if node.target is not operator.getitem:
+                    self._write(node, tensors)
+                for t in tensors[:1] if node.target is operator.getitem else tensors:
+                    self._union(node, t)
+                continue
+            bound = _bind(schema, node)
+            for arg, value in bound:
+                info = arg.alias_info
+                if info is None:
+                    continue
+                members = _nodes_in(value)
+                if info.is_write:
+                    self._write(node, members)
+                if any(r.alias_info is not None for r in schema.returns):  # a list's sets sit on its elements
+                    for m in members:
+                        self._union(node, m)
+            if node.target == aten._unsafe_view.default and node.args:
+                self._union(node, node.args[0])
+
+    def _find(self, node: torch.fx.Node) -> torch.fx.Node:
+        root = node
+        while self.parent.get(root, root) is not root:
+            root = self.parent[root]
+        return root
+
+    def _union(self, a: torch.fx.Node, b: torch.fx.Node) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra is not rb:
+            self.parent[ra] = rb
+            self.writers.setdefault(rb, []).extend(self.writers.pop(ra, []))
+
+    def _write(self, writer: torch.fx.Node, targets: list[torch.fx.Node]) -> None:
+        for t in targets:
+            self.writers.setdefault(self._find(t), []).append(writer)
+
+    def same(self, a: Any, b: Any) -> bool:
+        """Whether ``a`` and ``b`` may share memory."""
+        return isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and self._find(a) is self._find(b)
+
+    def written(self, node: Any, allowed: frozenset[Any] = frozenset()) -> list[torch.fx.Node]:
+        """The operations that write into ``node``'s memory, less those ``allowed``."""
+        if not isinstance(node, torch.fx.Node):
+            return []
+        return [w for w in self.writers.get(self._find(node), []) if w not in allowed]
+
+
+def _bind(schema: Any, node: torch.fx.Node) -> list[tuple[Any, Any]]:
+    """The schema's arguments paired with the node's values (positional, then keyword)."""
+    pairs = []
+    for k, arg in enumerate(schema.arguments):
+        if k < len(node.args):
+            pairs.append((arg, node.args[k]))
+        elif arg.name in node.kwargs:
+            pairs.append((arg, node.kwargs[arg.name]))
+    return pairs
 
 
 def _is_identity_fill(source: torch.fx.Node, writers: list[torch.fx.Node]) -> bool:
@@ -99,7 +171,14 @@ def simplify(gm: torch.fx.GraphModule) -> int:
     """Rewrite products with zero, identity and diagonal matrices in ``gm`` in place;
     the number of products rewritten."""
     graph = gm.graph
-    writes = _mutated(graph)
+    aliases = Aliases(graph)
+    fills: set[torch.fx.Node] = set()  # the writes that make a known buffer (an identity's fill, a copy)
+
+    def written(node: Any, also: Any = None) -> bool:
+        """Whether anything but the writes that made a known buffer (and ``also``) writes into
+        ``node``'s memory."""
+        return bool(aliases.written(node, frozenset(fills | {also})))
+
     kind: dict[torch.fx.Node, tuple[Any, ...]] = {}
     rewritten = 0
     for node in list(graph.nodes):
@@ -110,18 +189,20 @@ def simplify(gm: torch.fx.GraphModule) -> int:
         if shape is None:  # not a tensor: nothing to rewrite
             continue
         if t in _ZERO_SOURCES:
-            writers = writes.get(node, [])
+            writers = aliases.written(node)
             if not writers:
                 kind[node] = ("zero",)
             elif _is_identity_fill(node, writers):
+                fills.add(writers[0])
                 kind[node] = ("delta", len(shape) - 2, len(shape) - 1)
-        elif t == aten.eye.default and node not in writes:
+        elif t == aten.eye.default and not written(node):
             kind[node] = ("delta", 0, 1)
-        elif t == aten.copy_.default and node not in writes and node.args[1] in kind and _fresh(node.args[0]) \
+        elif t == aten.copy_.default and not written(node, node) and node.args[1] in kind and _fresh(node.args[0]) \
                 and _shape(node.args[0]) == _shape(node.args[1]):
-            # A fresh buffer filled with a copy holds what was copied.
+            # A fresh buffer filled with a copy holds what was copied (the fill is its making).
             kind[node] = kind[node.args[1]]
-        elif t in _SHAPE_OPS and node.args and node.args[0] in kind and node not in writes:
+            fills.add(node)
+        elif t in _SHAPE_OPS and node.args and node.args[0] in kind and not written(node):
             src = node.args[0]
             k = kind[src]
             if k[0] == "zero":
@@ -135,7 +216,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 r = len(shape)
                 if _delta_axes(node, shape, r - 2, r - 1) in ((r - 2, r - 1), (r - 1, r - 2)):
                     kind[node] = k
-        elif t in _LINEAR_FIRST and len(node.args) >= 2 and node not in writes:
+        elif t in _LINEAR_FIRST and len(node.args) >= 2 and not written(node):
             first, other = node.args[0], node.args[1]
             if t == aten.mul.Tensor and first not in kind and other in kind:
                 first, other = other, first
@@ -147,7 +228,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                     padded = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
                     if len(padded) == len(shape) and (padded[-2] == 1 or padded[-1] == 1):
                         kind[node] = ("diag", t, other, padded, node.args[2:])
-        elif t in (aten.add.Tensor, aten.sub.Tensor) and len(node.args) >= 2 and node not in writes:
+        elif t in (aten.add.Tensor, aten.sub.Tensor) and len(node.args) >= 2 and not written(node):
             a, b = node.args[0], node.args[1]
             zero_a, zero_b = (x in kind and kind[x][0] == "zero" for x in (a, b))
             if zero_a and zero_b:
@@ -155,7 +236,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 continue
             alpha = node.kwargs.get("alpha", 1)
             kept = b if zero_a and t == aten.add.Tensor and alpha == 1 else a if zero_b else None
-            if kept is not None and _stands_for(kept, node, writes):
+            if kept is not None and _stands_for(kept, node, aliases):
                 node.replace_all_uses_with(kept)
                 graph.erase_node(node)
                 rewritten += 1
@@ -168,7 +249,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 node.replace_all_uses_with(replacement)
                 graph.erase_node(node)
                 rewritten += 1
-    rewritten += _drop_unwritten_input_copies(graph, writes)
+    rewritten += _drop_unwritten_input_copies(graph, aliases)
     if rewritten:
         graph.eliminate_dead_code()
         _drop_unused_identities(graph)
@@ -214,12 +295,12 @@ def _broadcasts_to(x: Any, diag: tuple[Any, ...], row: bool, out: torch.Tensor) 
         return False
 
 
-def _stands_for(term: Any, total: torch.fx.Node, writes: dict[Any, Any]) -> bool:
+def _stands_for(term: Any, total: torch.fx.Node, aliases: Aliases) -> bool:
     """Whether ``term`` can replace ``total`` (a sum of ``term`` and zeros): a fresh tensor
     computed in the graph (not a view, not written in place, not an output already) of the
     sum's shape and dtype."""
     out, val = _val(total), _val(term)
-    return (_computed(term) and term not in writes and isinstance(val, torch.Tensor)
+    return (_computed(term) and not aliases.written(term) and isinstance(val, torch.Tensor)
             and isinstance(out, torch.Tensor) and val.shape == out.shape and val.dtype == out.dtype
             and not any(user.op == "output" for user in term.users))
 
@@ -322,33 +403,19 @@ def _diagonal_values(graph: torch.fx.Graph, k: tuple[Any, ...], row: bool) -> to
     return values
 
 
-def _view_root(node: Any) -> Any:
-    """The tensor ``node`` is a view of (through any chain of views), or ``node`` itself."""
-    while isinstance(node, torch.fx.Node) and node.op == "call_function" and node.args and (
-            _is_view(node) or node.target == aten._unsafe_view.default):
-        node = node.args[0]
-    return node
-
-
-def _drop_unwritten_input_copies(graph: torch.fx.Graph, writes: dict[Any, Any]) -> int:
+def _drop_unwritten_input_copies(graph: torch.fx.Graph, aliases: Aliases) -> int:
     """The input watch's copies (``clone`` of an input) where nothing in the graph writes
-    into the copy or the input and no output is a view of the copy: the graph reads the
-    input itself (one copy fewer per input and call); the count removed."""
-    returned: set[Any] = set()
-
-    def note_returned(n: torch.fx.Node) -> torch.fx.Node:
-        returned.add(_view_root(n))
-        return n
-
-    for out in (n for n in graph.nodes if n.op == "output"):
-        torch.fx.node.map_arg(out.args, note_returned)
+    into the copy or the input and no output shares the copy's memory (NOTE [graph
+    aliasing]): the graph reads the input itself (one copy fewer per input and call); the
+    count removed."""
+    returned = [n for out in graph.nodes if out.op == "output" for n in _nodes_in(out.args)]
     dropped = 0
     for node in list(graph.nodes):
         if not (node.op == "call_function" and node.target == aten.clone.default and len(node.args) == 1
                 and not node.kwargs and isinstance(node.args[0], torch.fx.Node) and node.args[0].op == "placeholder"):
             continue
         source = node.args[0]
-        if node in writes or source in writes or node in returned:
+        if aliases.written(node) or aliases.written(source) or any(aliases.same(node, r) for r in returned):
             continue
         node.replace_all_uses_with(source)
         graph.erase_node(node)
