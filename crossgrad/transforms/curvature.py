@@ -20,6 +20,7 @@ from crossgrad import errors, memory, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
 from crossgrad.transforms.call import Call, Memo
+from crossgrad.transforms.derivatives import over_the_gradient
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.vectorize import vmap_of
 
@@ -317,7 +318,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     try:
         rec = backend.taylor.record(flat, call.primals)
     except taylor.Unrecorded as why:
-        log.info("%s: nested forward-over-forward differentiation (%s)", name, why)
+        log.info("%s: nested Hessian-vector products, the exact route (%s)", name, why)
         rec = None
     values = rec.values if rec is not None else None
     if values is None and rec is None:
@@ -408,17 +409,16 @@ def _diagonal_block(a: Any, second: Any, point: _Point, i: int) -> Any:
 
 def hessian_products(backend: Backend, scalar: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
     """``t -> H t`` for the Hessian of the scalar function ``scalar`` at ``primals``
-    (forward over reverse: the jvp of the vjp-based gradient), ``t`` one array per primal."""
+    (forward over reverse: the jvp of the vjp-based gradient), ``t`` one array per primal.
+    Where the framework cannot push a tangent through the gradient (torch's
+    ``"forward over reverse"`` failure: :func:`over_the_gradient`), reverse over reverse."""
     p = backend.primitives
 
     def grad(*leaves: Any) -> tuple[Any, ...]:
         out, vjp_fn, _ = p.vjp(scalar, leaves, False)
         return tuple(vjp_fn(backend.arrays.ones_like(out)))
 
-    def product(*tangents: Any) -> Any:
-        return p.jvp(grad, primals, tangents, False)[1]
-
-    return product
+    return over_the_gradient(backend, grad, primals)
 
 
 def _hvp_rows(backend: Backend, call: Call, directions: list[Any]) -> list[Any]:

@@ -23,9 +23,12 @@ one per direction (``k`` rows): the Hessian diagonal for the identity basis.
 
 The program is recorded by the backend (``backend.taylor.record``: torch's dispatched
 aten operations, jax's jaxpr), which also says how each operation is treated
-(``backend.taylor.kind``).  A program the backend cannot record (a torch function that
-writes into a tensor in place, a call under an outer torch.func transform) raises
-:class:`Unrecorded`, and the caller takes the nested route (:func:`nested`).
+(``backend.taylor.kind``).  A program the backend cannot record, or whose operations the
+rules cannot propagate exactly (a torch function that writes into a tensor in place, a
+call under an outer torch.func transform, an operation whose second derivatives torch's
+forward-over-forward formulas get wrong, a complex intermediate that may meet a
+non-holomorphic operation) raises :class:`Unrecorded`, and the caller takes the exact
+nested route (:func:`nested`: Hessian-vector products, forward over reverse).
 """
 
 from __future__ import annotations
@@ -185,18 +188,54 @@ def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts:
 
 def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...], directions: Sequence[Any], rows: int,
            weights: Any = None, collapse: bool = True) -> list[Any]:
-    """The second-order coefficients of :func:`push` by nested differentiation: one
-    forward-over-forward pass per direction, vectorized (the route for programs the
-    backend cannot record)."""
-    p = backend.primitives
+    """The second-order coefficients of :func:`push` by nested differentiation, the exact
+    route for programs the engine does not propagate (:class:`Unrecorded`): for each
+    output element ``o`` and direction ``v``, ``v' H_o v`` from a Hessian-vector product
+    (forward over reverse, as the framework's own Hessian: torch's forward-over-forward
+    formulas of ``det`` and ``solve`` are wrong), vectorized over directions and output
+    elements.  Outputs that are not floating point get None."""
+    from crossgrad.transforms.derivatives import over_the_gradient
+
+    a, p = backend.arrays, backend.primitives
+    outs = list(flat(*primals))
+    floating = [k for k, o in enumerate(outs) if backend.taylor.is_float(o)]
+    sizes = [a.size(outs[k]) for k in floating]
+    total = sum(sizes)
+    if not floating or total == 0:
+        return [None if k not in floating else a.zeros(a.shape(outs[k]) if collapse else (rows, *a.shape(outs[k])),
+                                                       outs[k]) for k in range(len(outs))]
+    eye = a.eye(total, outs[floating[0]])
+    cotangents, lo = [], 0
+    for k, size in zip(floating, sizes):
+        cotangents.append(a.reshape(a.slice_axis(eye, lo, lo + size, 1), (total, *a.shape(outs[k]))))
+        lo += size
 
     def second(*t: Any) -> Any:
-        return p.jvp(lambda *y: p.jvp(flat, y, t, False)[1], primals, t, False)[1]
+        def along(*u: Any) -> Any:
+            def grad(*y: Any) -> tuple[Any, ...]:
+                _, vjp_fn, _ = p.vjp(lambda *z: tuple(flat(*z)[k] for k in floating), y, False)
+                return tuple(vjp_fn(tuple(u)))
 
-    per_direction = p.vmap(second, 0, 0)(*directions)
-    if not collapse:
-        return list(per_direction)
-    return [_weighted_sum(c, weights, rows) for c in per_direction]
+            hv = over_the_gradient(backend, grad, primals)(*t)
+            return _sum_all([(h * ti).sum() for h, ti in zip(hv, t)])
+
+        return p.vmap(along, 0, 0)(*cotangents)  # (total,): one value per output element
+
+    per_direction = p.vmap(second, 0, 0)(*directions)  # (rows, total)
+    result: list[Any] = [None] * len(outs)
+    lo = 0
+    for k, size in zip(floating, sizes):
+        c = a.reshape(a.slice_axis(per_direction, lo, lo + size, 1), (rows, *a.shape(outs[k])))
+        lo += size
+        result[k] = _weighted_sum(c, weights, rows) if collapse else c
+    return result
+
+
+def _sum_all(xs: list[Any]) -> Any:
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
 
 
 def bytes_per_direction(backend: Backend, rec: Recording, primals: Sequence[Any]) -> int:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from crossgrad import pytree
-from crossgrad.transforms.taylor import Entry, Recording
+from crossgrad.transforms.taylor import Entry, Recording, Unrecorded
 
 _LINEAR = {
     "neg", "reshape", "broadcast_in_dim", "transpose", "reduce_sum", "squeeze", "expand_dims", "slice", "rev",
@@ -106,6 +106,12 @@ def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
                 for v, o in zip(eqn.outvars, outs):
                     env[v] = o
                 continue
+            if eqn.primitive.name not in _INLINED and any(
+                    jnp.issubdtype(getattr(getattr(v, "aval", None), "dtype", jnp.float32), jnp.complexfloating)
+                    for v in eqn.outvars):
+                # A complex value may pass through a non-holomorphic operation (abs, angle,
+                # real, conj), whose second-order rule is not a complex derivative.
+                raise Unrecorded(f"{eqn.primitive.name} computes a complex value")
             keys = [None if isinstance(i, tuple) and i[0] == "value" else i for i in ins]
             values = [i[1] if isinstance(i, tuple) and i[0] == "value" else None for i in ins]
             out_keys = [(scope, v) for v in eqn.outvars]
