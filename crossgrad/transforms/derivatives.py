@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,8 @@ from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.builtin import builtin_serves, check_output, checked, needs_composition, via_builtin
 from crossgrad.transforms.call import Call, Memo, check_leaves
+
+log = logging.getLogger("crossgrad")
 
 
 def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
@@ -282,5 +285,28 @@ def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ar
             args[k] = d
         return tuple(grad_f(*args))
 
-    _, tout = jvp(backend, grad_of_differentiated, tuple(primals[k] for k in nums), tangents, impl="builtin")
+    tout = over_the_gradient(backend, grad_of_differentiated, tuple(primals[k] for k in nums))(*tangents)
     return tout[0] if single else tout
+
+
+def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
+    """``t -> H t`` from ``grad`` (a function of the primals returning a tuple): the jvp of
+    the gradient, or, once the framework refuses that (``failure_cause`` ``"forward over
+    reverse"``: a forward-mode formula writing into torch's lazy zero tangent), the vjp of
+    the gradient (``H`` is symmetric) from then on."""
+    p = backend.primitives
+    reverse: list[bool] = []
+
+    def product(*tangents: Any) -> Any:
+        if not reverse:
+            try:
+                return p.jvp(grad, primals, tangents, False)[1]
+            except Exception as exc:
+                if p.failure_cause(exc) != "forward over reverse":
+                    raise
+                log.info("Hessian-vector products by reverse over reverse: %s", str(exc).splitlines()[0])
+                reverse.append(True)
+        _, vjp_fn, _ = p.vjp(grad, primals, False)
+        return tuple(vjp_fn(tuple(tangents)))
+
+    return product

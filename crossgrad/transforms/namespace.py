@@ -62,7 +62,8 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
     unchanged (``arrays.shield``: nothing to copy for immutable arrays, jax); one thread
     at a time on torch, whose forward-mode state is process-global
     (``arrays.exclusive``); aux values that are not arrays passed through (NOTE [static
-    aux]).  A transform of ``spec.EVALUATE_AT_ONCE`` is watched as it runs; any other
+    aux]); results leave as ordinary arrays (``arrays.materialized``: torch's lazy
+    ``ZeroTensor`` replaced by zeros).  A transform of ``spec.EVALUATE_AT_ONCE`` is watched as it runs; any other
     returns a function, watched when it is called.
     """
     signature = _public_signature(fn)
@@ -87,7 +88,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
                 args = (*args[:where.start], *inputs, *args[stop:])
                 result = fn(backend, *args, **kwargs)
                 check_unchanged(name, watched)
-                return auxiliary.restore(name, result, held)
+                return arrays.materialized(auxiliary.restore(name, result, held))
         with pytree.dict_order(order):
             made = fn(backend, *args, **kwargs)
 
@@ -98,7 +99,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
                 out = made(*call_args, **call_kwargs)
                 if watched:
                     check_unchanged(name, watched)
-                return auxiliary.restore(name, out, held)
+                return arrays.materialized(auxiliary.restore(name, out, held))
 
         return watched_fn
 

@@ -63,6 +63,11 @@ class HessianOperator:
         return f"<HessianOperator {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
 
     def _check_vector(self, v: Any, what: str) -> None:
+        if not self._backend.arrays.is_array(v):
+            raise errors.InputDtypeError(
+                "hessian_operator", f"a {self._backend.name} array (the operator's framework)",
+                f"{what} of type {type(v).__module__}.{type(v).__name__}",
+                f"Convert it first, e.g. crossgrad.to_{self._backend.name}(v).")
         shape = self._backend.arrays.shape(v)
         if len(shape) not in (1, 2) or shape[0] != self.shape[1]:
             raise errors.StructureError(
@@ -104,36 +109,61 @@ class HessianOperator:
                                                          samples=samples, key=key)(*self._primals))
 
     def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0) -> Any:
-        """The ``k`` largest (algebraic) eigenvalues, descending, by Lanczos with full
-        reorthogonalization (``iterations`` products, default ``max(2k + 20, 40)``, at most
-        ``n``: exact at ``n``), started from a random +-1 vector drawn from ``key``."""
+        """The ``k`` largest (algebraic) eigenvalues, descending, repeated ones as often as
+        they occur (up to ``k``).
+
+        Block Lanczos with full reorthogonalization and a Rayleigh-Ritz step on the basis
+        built: blocks of ``k`` directions (a single-vector Krylov space holds one copy of
+        a repeated eigenvalue), started from random +-1 vectors drawn from ``key``; where
+        a block falls into the space already spanned (an invariant subspace: breakdown),
+        the basis restarts from coordinate directions orthogonal to it.  ``iterations``
+        products in all (default ``max(2k + 20, 40)``, at most ``n``: exact at ``n``).
+        """
         import numpy as np
 
         a = self._backend.arrays
         n = self.shape[0]
-        if not isinstance(k, int) or not 1 <= k <= n:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
             raise errors.OptionError("hessian_operator", f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
         steps = min(n, iterations or max(2 * k + 20, 40))
         like = self._call.primals[0]
-        q = a.random_signs(key, [(n,)], like)[0]
-        q = q / (q * q).sum() ** 0.5
-        basis = [q]
-        alphas: list[float] = []
-        betas: list[float] = []
-        for j in range(steps):
-            w = self._hvp(basis[-1])
-            alphas.append(float(a.to_numpy((w * basis[-1]).sum())))
-            for _ in range(2):  # full reorthogonalization, twice: Lanczos loses orthogonality fast
-                for b in basis:
-                    w = w - (w * b).sum() * b
-            beta = float(a.to_numpy((w * w).sum())) ** 0.5
-            if j == steps - 1 or beta < 1e-10 * max(1.0, max(abs(x) for x in alphas)):
-                break
-            betas.append(beta)
-            basis.append(w / beta)
-        t = np.diag(alphas) + np.diag(betas[:len(alphas) - 1], 1) + np.diag(betas[:len(alphas) - 1], -1)
-        values = np.sort(np.linalg.eigvalsh(t))[::-1][:k].copy()
-        return a.from_numpy(values.astype(a.to_numpy(like).dtype), like)
+        dtype = a.to_numpy(like).dtype
+        # A direction is new where reorthogonalization leaves this much of its norm.
+        keep = 1e-8 if dtype == np.float64 else 1e-4
+        block = a.random_signs(key, [(n, k)], like)[0]
+        basis: list[Any] = []
+        products: list[Any] = []
+        restart = 0
+        while len(basis) < steps:
+            fresh = []
+            for c in (block[:, i] for i in range(a.shape(block)[1])):
+                before = float(a.to_numpy((c * c).sum())) ** 0.5
+                for _ in range(2):  # twice: Lanczos loses orthogonality fast
+                    for b in basis + fresh:
+                        c = c - (c * b).sum() * b
+                norm = float(a.to_numpy((c * c).sum())) ** 0.5
+                if norm > keep * max(before, np.finfo(np.float64).tiny):
+                    fresh.append(c / norm)
+                if len(basis) + len(fresh) == steps:
+                    break
+            if not fresh:  # breakdown: the basis spans an invariant subspace
+                rows = np.zeros((n, min(k, n)), dtype=dtype)
+                for col in range(rows.shape[1]):
+                    rows[(restart + col) % n, col] = 1.0
+                restart += rows.shape[1]
+                if restart > 2 * n:
+                    break
+                block = a.from_numpy(rows, like)
+                continue
+            columns = a.concat([a.reshape(q, (n, 1)) for q in fresh], 1)
+            block = self._hvp_columns(columns)
+            basis += fresh
+            products += [block[:, i] for i in range(len(fresh))]
+        q = a.to_numpy(a.concat([a.reshape(v, (n, 1)) for v in basis], 1)).astype(np.float64)
+        hq = a.to_numpy(a.concat([a.reshape(v, (n, 1)) for v in products], 1)).astype(np.float64)
+        t = q.T @ hq
+        values = np.sort(np.linalg.eigvalsh((t + t.T) / 2))[::-1][:k].copy()
+        return a.from_numpy(values.astype(dtype), like)
 
     def to_scipy(self) -> Any:
         """A ``scipy.sparse.linalg.LinearOperator`` on NumPy vectors (CPU), for scipy's

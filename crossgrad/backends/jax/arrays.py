@@ -48,6 +48,11 @@ def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ..
     return args, kwargs, []
 
 
+def materialized(tree: Any) -> Any:
+    """``tree`` as it is: jax has no lazy zero arrays to replace (torch's ``ZeroTensor``)."""
+    return tree
+
+
 def signature(x: Any) -> tuple[Any, ...]:
     """What a traced or compiled program depends on: type, shape, dtype (placement is
     ``jax.jit``'s own business)."""

@@ -66,6 +66,31 @@ def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ..
     return args, kwargs, watch(args + tuple(kwargs.values()))
 
 
+def materialized(tree: Any) -> Any:
+    """``tree`` with torch's ``ZeroTensor`` leaves (the forward-mode derivatives of a
+    linear function: ``.numpy()`` and in-place writes refuse them) replaced by ordinary
+    zeros, and broadcast views by copies: results leave crossgrad as ordinary tensors."""
+    if isinstance(tree, torch.Tensor):
+        return _ordinary(tree)
+    leaves, treedef = pytree.flatten(tree)
+    if not any(isinstance(x, torch.Tensor) and _lazy(x) for x in leaves):
+        return tree
+    return pytree.unflatten(treedef, [_ordinary(x) if isinstance(x, torch.Tensor) else x for x in leaves])
+
+
+def _lazy(x: Array) -> bool:
+    """A ZeroTensor, or a broadcast view (one element at several places: a write refuses it)."""
+    return x._is_zerotensor() or any(st == 0 and n > 1 for st, n in zip(x.stride(), x.shape))
+
+
+def _ordinary(x: Array) -> Array:
+    if not _lazy(x):
+        return x
+    if x._is_zerotensor():
+        return torch.zeros(x.shape, dtype=x.dtype, device=x.device).requires_grad_(x.requires_grad)
+    return x.contiguous()
+
+
 def signature(x: Array) -> tuple[Any, ...]:
     """What a traced or compiled program depends on: type, shape, dtype, device, and
     whether autograd records through it."""

@@ -56,8 +56,8 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def failure_cause(exc: BaseException) -> str | None:
-    """``"control flow"``, ``"dynamic shape"``, ``"randomness"`` or ``"mutation"`` when
-    ``exc`` is torch refusing one of them."""
+    """``"control flow"``, ``"dynamic shape"``, ``"randomness"``, ``"mutation"`` or
+    ``"forward over reverse"`` when ``exc`` is torch refusing one of them."""
     text = str(exc)
     if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
         return "control flow"
@@ -67,6 +67,10 @@ def failure_cause(exc: BaseException) -> str | None:
         return "randomness"
     if isinstance(exc, RuntimeError) and "is being used in an in-place operation" in text:
         return "mutation"
+    if isinstance(exc, RuntimeError) and "ZeroTensors are immutable" in text:
+        # torch's forward-mode formulas of some backward operations (mse_loss's) write
+        # into the lazy zero tangent of a constant: forward over reverse fails there.
+        return "forward over reverse"
     return None
 
 
