@@ -120,3 +120,13 @@ def test_the_operator_refuses_arrays_of_another_kind(backend):
     op = backend.hessian_operator(lambda x: (x * x).sum(), _x(backend, np.ones(3)))
     with pytest.raises(cg.InputDtypeError, match=r"^hessian_operator: expected a (torch|jax) array"):
         op @ np.ones(3)
+
+
+def test_check_grads_fails_on_nan_derivatives(backend):
+    """A derivative that is NaN (sqrt at zero through a custom path, 0/0) is not a pass."""
+    import crossgrad as cg
+
+    m = _module(backend)
+    f = lambda x: m.sqrt(x * x * 0.0) * m.sum(x)  # noqa: E731  # derivative NaN at every point
+    with pytest.raises(cg.GradientCheckError, match=r"^check_grads: expected"):
+        backend.check_grads(f, (_x(backend, [1.0, 2.0]),))

@@ -51,7 +51,8 @@ def _largest(backend: Backend, a: Any, b: Any) -> tuple[float, float]:
     for x, y in zip(pytree.leaves(a), pytree.leaves(b)):
         x, y = to_numpy(x).astype(np.float64), to_numpy(y).astype(np.float64)
         if x.size:
-            diff = max(diff, float(np.max(np.abs(x - y))))
+            d = float(np.max(np.abs(x - y)))  # NaN where either side has one: a NaN derivative fails
+            diff = d if np.isnan(d) or d > diff else diff
             scale = max(scale, float(np.max(np.abs(x))), float(np.max(np.abs(y))))
     return diff, scale
 
@@ -105,7 +106,7 @@ def _check_first_order(backend: Backend, f: Callable[..., Any], args: tuple[Any,
     minus = f(*_zip_map(lambda x, t: x - eps * t, args, v))
     fd = _zip_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
     diff, scale = _largest(backend, jv, fd)
-    if diff > fd_rtol * max(scale, 1.0):
+    if not diff <= fd_rtol * max(scale, 1.0):  # NaN fails too
         raise errors.GradientCheckError(
             name, f"forward mode to agree with central differences{what} (relative {fd_rtol:g}, eps {eps:g})",
             f"a largest difference of {diff:.3g} against a magnitude of {scale:.3g}",
@@ -116,7 +117,7 @@ def _check_first_order(backend: Backend, f: Callable[..., Any], args: tuple[Any,
     jtu = vjp_fn(u)
     left, right = _dot(backend, u, jv), _dot(backend, jtu, v)
     bound = adjoint_rtol * max(abs(left), abs(right), 1.0)
-    if abs(left - right) > bound:
+    if not abs(left - right) <= bound:  # NaN fails too
         raise errors.GradientCheckError(
             name, f"forward and reverse mode to agree{what}: u . (J v) == (J^T u) . v (relative {adjoint_rtol:g})",
             f"u . (J v) = {left:.6g} against (J^T u) . v = {right:.6g}",
