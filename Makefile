@@ -41,7 +41,7 @@ parity: $(SETUP)
 # few fixed ones); FUZZ_PROFILE=ci repeats make test's cases.
 FUZZ_PROFILE ?= fuzz
 fuzz: $(SETUP)
-	CROSSGRAD_FUZZ_PROFILE=$(FUZZ_PROFILE) $(RUN) -m pytest -q tests/test_fuzz.py
+	CROSSGRAD_FUZZ_PROFILE=$(FUZZ_PROFILE) $(RUN) -m pytest -q tests/test_fuzz.py tests/test_fuzz_programs.py
 
 lint: $(SETUP)
 	$(RUN) -m ruff check crossgrad tests benchmarks examples
