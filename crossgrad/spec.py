@@ -60,6 +60,8 @@ TRANSFORMS = (
     "batched_hessian_diagonal",
     "hessian_operator",
 )
+# The transforms with a ``randomness`` option (vmap's: one draw per sample or one for the batch).
+TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
 # Not transforms of derivatives, but in both namespaces with one signature too.
 TOOLS = ("jit", "check_grads")
 # The transforms that evaluate at once (the others return a function), and the parameters
@@ -329,6 +331,16 @@ def check_output_leaves(transform: str, leaves: Sequence[Any], is_array: Callabl
                 f"a leaf of type {type(leaf).__name__}",
                 "Return framework arrays (tensors); move Python numbers into the output with an array constructor.",
             )
+
+
+def check_float_outputs(transform: str, dtypes: Sequence[str]) -> None:
+    """Every output leaf a second derivative is taken of is floating point (or complex)."""
+    for k, dtype in enumerate(dtypes):
+        if not dtype.startswith(("float", "bfloat", "complex")):
+            raise errors.OutputError(
+                transform, "floating-point outputs (their second derivatives)", f"output leaf {k} of dtype {dtype}",
+                "Return a float array (cast with .float() / .astype(float)); an integer or boolean output has no "
+                "derivatives.")
 
 
 def check_some_output(transform: str, out: Any, count: int) -> None:

@@ -69,13 +69,30 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
                 "Keep the shape fixed: where(mask, x, 0) instead of x[mask], then reduce.") from exc
         if cause == "mutation":
             raise mutation_error(transform, "an in-place operation on an input") from exc
+        if cause == "value read":
+            raise errors.ControlFlowError(
+                transform, "a function that keeps array values in the framework while it is transformed",
+                ".tolist(), .numpy() or .item() on an array being transformed (it holds no values yet)",
+                "Compute with the framework's operations instead of Python or NumPy values, or read the values "
+                "outside the transformed function and pass them in.") from exc
+        if cause == "unbatched write":
+            raise errors.InputMutationError(
+                transform, "a function that writes in place only into arrays of its own",
+                "an in-place write of a batched value into an array without the batch (a closed-over buffer, "
+                "under vmap) or of a larger shape than the array",
+                "Return the value instead of accumulating it in place (buf = buf + x out of place, or sum the "
+                "transform's result afterwards).") from exc
         if cause == "randomness":
+            if transform in spec.TAKE_RANDOMNESS:
+                how = ("Pass randomness='different' (one draw per sample, e.g. dropout) or randomness='same' (one "
+                       f"draw for the batch) to {transform}, or draw the random numbers outside and pass them in.")
+            else:
+                how = (f"{transform} has no randomness option: draw from a generator the function makes or is "
+                       "given (torch.Generator, a jax key) outside the transform, or draw the random numbers "
+                       "outside and pass them in.")
             raise errors.RandomnessError(
                 transform, "a deterministic function under vmap",
-                "a call to a random operation of the framework's global generator",
-                "Pass randomness='different' (one draw per sample, e.g. dropout) or randomness='same' (one draw "
-                "for the batch) to vmap or the batched transform, or draw the random numbers outside and pass "
-                "them in.") from exc
+                "a call to a random operation of the framework's global generator", how) from exc
         raise
 
 
@@ -106,7 +123,9 @@ class Call:
         # static: held in place, not differentiated, None at their place in a derivative,
         # as equinox's filtered transforms treat them.
         self.kept = [j for j, leaf in enumerate(leaves) if not is_static(leaf)]
-        self.primals = tuple(leaves[j] for j in self.kept)
+        # jax takes Python numbers and NumPy arrays as inputs: differentiated, they are arrays.
+        as_array = backend.arrays.as_array
+        self.primals = tuple(as_array(leaves[j]) for j in self.kept)
         self.out_def: pytree.TreeDef | None = None
         if not checked:  # a signature already checked (the caller remembers) is not checked again
             self._check()

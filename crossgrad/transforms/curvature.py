@@ -184,7 +184,7 @@ def batched_laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Arg
         torch.Size([100])
     """
     return curvature_of(backend, "batched_laplacian", f, argnums, in_axes, has_aux, estimator, samples, key,
-                        basis_chunk_size, impl, "trace", retired=chunk_size)
+                        basis_chunk_size, impl, "trace", retired=chunk_size, batched=True)
 
 
 def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
@@ -200,7 +200,7 @@ def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec
         tensor([6., 6., 6., 6.])
     """
     return curvature_of(backend, "batched_hessian_trace", f, argnums, in_axes, has_aux, estimator, samples, key,
-                        basis_chunk_size, impl, "trace", retired=chunk_size)
+                        basis_chunk_size, impl, "trace", retired=chunk_size, batched=True)
 
 
 def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
@@ -218,15 +218,18 @@ def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: s
                 [6., 6., 6.]])
     """
     return curvature_of(backend, "batched_hessian_diagonal", f, argnums, in_axes, has_aux, estimator, samples, key,
-                        basis_chunk_size, impl, "diagonal", retired=chunk_size)
+                        basis_chunk_size, impl, "diagonal", retired=chunk_size, batched=True)
 
 
 def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
                  estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str, what: str, *,
-                 retired: Any = None) -> Callable[..., Any]:
+                 retired: Any = None, batched: bool = False) -> Callable[..., Any]:
     """The public curvature transform ``name``: its options validated once (``retired``: the
-    ``chunk_size`` a batched form refuses), then :func:`_curvature`."""
+    ``chunk_size`` a batched form refuses; ``batched``: a batched form, whose ``in_axes``
+    must map an argument), then :func:`_curvature`."""
     spec.check_callable(name, f)
+    if batched and in_axes is None:
+        spec.check_axis_sizes(name, {})  # maps nothing: the batched transforms' AxisError
     chunks = {"chunk_size": chunk_size} if in_axes is None else {"chunk_size": retired, "basis_chunk_size": chunk_size,
                                                                   "in_axes": in_axes}
     spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples, impl=impl,
@@ -324,6 +327,16 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     if values is None and rec is None:
         values = flat(*call.primals)
     n_out = found["outputs"]
+    if values is not None:
+        outputs = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values[:n_out]]
+    else:  # jax records without computing: the outputs' shapes abstractly
+        outputs = [(s, d) for s, _, d in backend.primitives.output_shapes(lambda *p: tuple(flat(*p)[:n_out]),
+                                                                             call.primals)]
+    spec.check_float_outputs(name, [d for _, d in outputs])
+    if point.n == 0:  # no coordinate: a zero trace, an empty diagonal
+        if values is None and call.has_aux:
+            values = flat(*call.primals)
+        return _without_coordinates(backend, call, what, [s for s, _ in outputs], values, found)
 
     def push(directions: list[Any], count: int, weights: Any, collapse: bool) -> list[Any]:
         """Second-order coefficients of the outputs along ``directions`` (``count`` rows),
@@ -374,6 +387,24 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     if values is None:
         values = flat(*call.primals)
     return result, pytree.unflatten(found["aux"], list(values[n_out:]))
+
+
+def _without_coordinates(backend: Backend, call: Call, what: str, shapes: list[tuple[int, ...]], values: Any,
+                         found: dict[str, Any]) -> Any:
+    """The result for differentiated arguments with no elements: zero traces (each output's
+    shape), diagonals with no elements."""
+    a, like = backend.arrays, call.primals[0]
+    if what == "trace":
+        result = pytree.unflatten(call.output_structure(), [a.zeros(s, like) for s in shapes])
+    else:
+        result = call.assemble([[a.zeros((*s, *shape), like) for shape in _shapes(call)] for s in shapes])
+    if not call.has_aux:
+        return result
+    return result, pytree.unflatten(found["aux"], list(values[len(shapes):]))
+
+
+def _shapes(call: Call) -> list[tuple[int, ...]]:
+    return [tuple(call.backend.arrays.shape(p)) for p in call.primals]
 
 
 def _sum(xs: list[Any]) -> Any:
@@ -433,7 +464,7 @@ def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable[..., A
     directions), Hutchinson on its orthogonal complement (Meyer, Musco, Musco and
     Woodruff, 2021): about ``rows`` products in all."""
     a = backend.arrays
-    third = max(1, rows // 3)
+    third = min(max(1, rows // 3), point.n)  # n directions already span the space: the trace is exact
     s, g = point.signs(key, third, draws=2)
     y = point.to_matrix(_hvp_rows(backend, call, s))          # (third, [B,] n)
     q = a.qr(a.moveaxis(y, 0, -1))                            # ([B,] n, third): each sample's range

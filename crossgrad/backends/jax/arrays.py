@@ -24,6 +24,11 @@ def is_input(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic, float, int, complex))
 
 
+def as_array(x: Any) -> Any:
+    """``x`` as a jax array (a Python number or NumPy array converted as jax converts it)."""
+    return x if isinstance(x, jax.Array) or not is_input(x) else jnp.asarray(x)
+
+
 def shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 

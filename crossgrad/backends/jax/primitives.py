@@ -64,13 +64,15 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def failure_cause(exc: BaseException) -> str | None:
     """``"control flow"`` when ``exc`` is jax refusing a Python branch on a traced value,
-    ``"dynamic shape"`` for a boolean mask on one (jax has no global random generator to
-    refuse)."""
+    ``"dynamic shape"`` for a boolean mask on one, ``"value read"`` for a NumPy conversion
+    of one (jax has no global random generator to refuse, nor in-place writes)."""
     if isinstance(exc, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError
                   | jax.errors.TracerIntegerConversionError):
         return "control flow"
     if isinstance(exc, jax.errors.NonConcreteBooleanIndexError):
         return "dynamic shape"
+    if isinstance(exc, jax.errors.TracerArrayConversionError):
+        return "value read"
     return None
 
 

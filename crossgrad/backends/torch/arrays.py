@@ -66,6 +66,11 @@ def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ..
     return args, kwargs, watch(args + tuple(kwargs.values()))
 
 
+def as_array(x: Any) -> Any:
+    """``x`` as it is: torch transforms take tensors only (others are refused by name)."""
+    return x
+
+
 def materialized(tree: Any) -> Any:
     """``tree`` with torch's ``ZeroTensor`` leaves (the forward-mode derivatives of a
     linear function: ``.numpy()`` and in-place writes refuse them) replaced by ordinary
@@ -227,7 +232,10 @@ def is_random_key(key: Any) -> bool:
 
 
 def qr(x: Array) -> Array:
-    """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``."""
+    """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``
+    (half precision through float32: torch has no half-precision QR on a CPU)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return torch.linalg.qr(x.float()).Q.to(x.dtype)
     q: Array = torch.linalg.qr(x).Q
     return q
 

@@ -56,7 +56,9 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def failure_cause(exc: BaseException) -> str | None:
-    """``"control flow"``, ``"dynamic shape"``, ``"randomness"``, ``"mutation"`` or
+    """``"control flow"``, ``"dynamic shape"``, ``"randomness"``, ``"mutation"``,
+    ``"unbatched write"`` (a batched value written in place into a tensor without the batch
+    axis), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor) or
     ``"forward over reverse"`` when ``exc`` is torch refusing one of them."""
     text = str(exc)
     if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
@@ -67,6 +69,10 @@ def failure_cause(exc: BaseException) -> str | None:
         return "randomness"
     if isinstance(exc, RuntimeError) and "is being used in an in-place operation" in text:
         return "mutation"
+    if isinstance(exc, RuntimeError) and "doesn't match the broadcast shape" in text and "output with shape" in text:
+        return "unbatched write"
+    if isinstance(exc, RuntimeError) and ("Cannot access data pointer of Tensor" in text or ".tolist()" in text):
+        return "value read"
     if isinstance(exc, RuntimeError) and "ZeroTensors are immutable" in text:
         # torch's forward-mode formulas of some backward operations (mse_loss's) write
         # into the lazy zero tangent of a constant: forward over reverse fails there.
