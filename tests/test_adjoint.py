@@ -74,3 +74,22 @@ def test_agreeing_modes_pass_and_traced_calls_are_not_checked(backend):
         import jax
 
         assert jax.jit(backend.jacobian(f))(x).shape == (5, 5)  # abstract values: skipped, not failed
+
+
+def test_a_float32_interior_of_a_float64_function_is_not_a_disagreement(backend):
+    """float64 in and out, float32 inside: the two modes agree to float32's rounding, and
+    the check's tolerance comes from the lowest precision computed."""
+    if backend.name == "torch":
+        import torch
+
+        w = torch.linspace(-1.0, 1.0, 25).reshape(5, 5)
+        f = lambda x: torch.tanh(w @ x.float()).double() * x.sum()  # noqa: E731
+        x = torch.linspace(-0.5, 0.7, 5, dtype=torch.float64)
+    else:
+        import jax.numpy as jnp
+
+        w = jnp.linspace(-1.0, 1.0, 25, dtype=jnp.float32).reshape(5, 5)
+        f = lambda x: jnp.tanh(w @ x.astype(jnp.float32)).astype(jnp.float64) * x.sum()  # noqa: E731
+        x = jnp.linspace(-0.5, 0.7, 5, dtype=jnp.float64)
+    assert backend.jacobian(f)(x).shape == (5, 5)
+    assert backend.hessian(lambda x: f(x).sum())(x).shape == (5, 5)

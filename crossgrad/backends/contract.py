@@ -20,7 +20,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     # vjp, jvp and vmap on flat tuples, chunked and row-by-row mapping, failure classification.
     "primitives": (
         "vjp", "jvp", "vmap", "map_chunks", "map_rows", "failure_cause", "is_out_of_memory", "ready",
-        "empty_map", "output_shapes",
+        "empty_map", "output_shapes", "float_dtypes",
     ),
     # The framework's own transforms, what they lack, and jit's routes.
     "builtins": (

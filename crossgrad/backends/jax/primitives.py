@@ -97,3 +97,25 @@ def output_shapes(f: Callable[..., Any], args: tuple[Any, ...]) -> list[tuple[tu
     """Shape, bytes per element and dtype name of each leaf ``f(*args)`` returns (traced
     abstractly, nothing computed)."""
     return [(tuple(o.shape), o.dtype.itemsize, str(o.dtype)) for o in pytree.leaves(jax.eval_shape(f, *args))]
+
+
+def float_dtypes(f: Callable[..., Any], args: tuple[Any, ...]) -> set[str]:
+    """The floating dtypes of every value ``f(*args)`` computes (its interior included),
+    from its jaxpr (nested calls included; nothing computed)."""
+    found: set[str] = set()
+
+    def walk(jaxpr: Any) -> None:
+        for eqn in jaxpr.eqns:
+            for v in eqn.outvars:
+                dtype = getattr(getattr(v, "aval", None), "dtype", None)
+                if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+                    found.add(str(dtype))
+            for param in eqn.params.values():  # nested programs (jit, custom_jvp, scan bodies)
+                for sub in param if isinstance(param, (list, tuple)) else (param,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(f)(*args).jaxpr)
+    return found
+

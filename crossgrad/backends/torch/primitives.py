@@ -110,3 +110,24 @@ def output_shapes(f: Callable[..., Any], args: tuple[Any, ...]) -> list[tuple[tu
     with arrays.preserved_random_state(like), torch.no_grad():
         out = f(*copies)
     return [(tuple(o.shape), o.element_size(), str(o.dtype).removeprefix("torch.")) for o in pytree.leaves(out)]
+
+
+def float_dtypes(f: Callable[..., Any], args: tuple[Any, ...]) -> set[str]:
+    """The floating dtypes of every value ``f(*args)`` computes (its interior included),
+    from one evaluation under a dispatch mode."""
+    from torch.utils import _pytree as tree_util
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found: set[str] = set()
+
+    class Dtypes(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's class is unannotated
+        def __torch_dispatch__(self, func: Any, types: Any, a: tuple[Any, ...] = (), kw: dict[Any, Any] | None = None) -> Any:
+            out = func(*a, **(kw or {}))
+            found.update(str(t.dtype).removeprefix("torch.") for t in tree_util.tree_leaves(out)
+                         if isinstance(t, torch.Tensor) and t.is_floating_point())
+            return out
+
+    with Dtypes():
+        f(*args)
+    return found
+
