@@ -130,3 +130,49 @@ def test_check_grads_fails_on_nan_derivatives(backend):
     f = lambda x: m.sqrt(x * x * 0.0) * m.sum(x)  # noqa: E731  # derivative NaN at every point
     with pytest.raises(cg.GradientCheckError, match=r"^check_grads: expected"):
         backend.check_grads(f, (_x(backend, [1.0, 2.0]),))
+
+
+def test_a_custom_function_computing_in_numpy_is_differentiated_by_its_own_rules():
+    """Its forward leaves torch (no operations to record): the Taylor check sees the
+    disagreement with the Function's own derivatives and takes the exact route."""
+    torch = pytest.importorskip("torch")
+    import crossgrad as cg
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return torch.from_numpy(np.asarray(x.detach().numpy()) ** 2)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    f = lambda x: (Square.apply(x) ** 2).sum()  # noqa: E731  # sum x^4
+    x = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(cg.torch.laplacian(f)(x), (12 * x * x).sum())
+    torch.testing.assert_close(cg.torch.hessian_diagonal(f)(x), 12 * x * x)
+
+
+def test_the_taylor_check_catches_a_wrong_propagation(backend, monkeypatch):
+    """Whatever makes the propagated coefficients wrong, ``auto`` answers exactly: a push
+    whose second-order coefficients are off is caught on the signature's first call."""
+    from crossgrad.transforms import taylor
+
+    real = taylor.push
+
+    def off(*args, **kwargs):
+        values, second = real(*args, **kwargs)
+        return values, [None if s is None else s * 1.5 for s in second]
+
+    monkeypatch.setattr(taylor, "push", off)
+    m = _module(backend)
+    f = lambda x: m.sum(m.tanh(x) ** 2) + x[0] * x[1] ** 3  # noqa: E731
+    x = _x(backend, [0.3, -0.7, 1.1])
+    trace, diag = _nested_trace(backend, f, x)
+    np.testing.assert_allclose(frameworks.to_numpy(backend.laplacian(f)(x)), trace, rtol=1e-9)
+    np.testing.assert_allclose(frameworks.to_numpy(backend.hessian_diagonal(f)(x)), diag, rtol=1e-9)

@@ -7,6 +7,17 @@ random directions (Hutchinson) or a low-rank part from Hessian-vector products p
 Hutchinson on the rest (Hutch++, Meyer et al. 2021).  The batched variants push the whole
 batch at once, each sample with its own directions (the samples are independent, so the
 sum over one sample's coordinates is that sample's trace).
+
+NOTE [taylor check]: the Taylor route differentiates the operations a call dispatches by
+its own rules, which can miss what the framework's derivatives know (a custom
+``autograd.Function`` computing in NumPy contributes no operations; an operation whose
+rule is wrong).  So with ``impl="auto"`` the first call of each argument signature pushes
+one random direction ``v`` and compares ``u . D2 out[v, v]`` (``u`` random over the
+outputs) with ``v . (H_u v)``, one Hessian-vector product of ``u . out`` by the
+framework's own derivatives (reverse over reverse); where they disagree beyond the
+lowest precision's tolerance, that signature takes the exact nested route (logged).  As
+the adjoint check, it runs where values are concrete (not while being traced or under an
+outer transform), with the random generators restored.
 """
 
 from __future__ import annotations
@@ -254,6 +265,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     built: dict[str, Callable[..., Any]] = {}
     layouts = Memo()
     structures = Memo()
+    verdicts = Memo()  # per signature: whether the Taylor route agreed with a Hessian-vector product
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         """``vmap`` of the single-point transform: for batches whose differentiated
@@ -298,13 +310,14 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
                 structure = structures.put(sig, call.output_structure())
             call.out_def = structure
             return _via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
-        return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size)
+        verdict = (verdicts, sig) if impl == "auto" else None
+        return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
 
     return transformed
 
 
 def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str, estimator: str, rows: int,
-              key: Any, chunk_size: Any) -> Any:
+              key: Any, chunk_size: Any, verdict: tuple[Memo, Any] | None = None) -> Any:
     a = backend.arrays
     found: dict[str, Any] = {}
 
@@ -323,6 +336,17 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     except taylor.Unrecorded as why:
         log.info("%s: nested Hessian-vector products, the exact route (%s)", name, why)
         rec = None
+    n_out = found["outputs"] if rec is not None else None
+    if rec is not None and verdict is not None and point.n:
+        memo, sig = verdict
+        agrees = memo.get(sig) if sig is not None else None
+        if agrees is None:
+            agrees = _taylor_agrees(backend, rec, call, n_out or 0)
+            if agrees is not None and sig is not None:
+                memo.put(sig, agrees)
+        if agrees is False:
+            log.info("%s: the Taylor route disagreed with a Hessian-vector product: the exact nested route", name)
+            rec = None
     values = rec.values if rec is not None else None
     if values is None and rec is None:
         values = flat(*call.primals)
@@ -387,6 +411,49 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     if values is None:
         values = flat(*call.primals)
     return result, pytree.unflatten(found["aux"], list(values[n_out:]))
+
+
+def _taylor_agrees(backend: Backend, rec: Any, call: Call, n_out: int) -> bool | None:
+    """Whether the recorded program's Taylor propagation is exact here (NOTE [taylor check]): ``u . D2 out[v, v]`` by one push along a random ``v`` against ``v . (H_u v)``,
+    ``H_u`` the Hessian of ``u . out`` by one Hessian-vector product (reverse over reverse:
+the route every framework derivative, custom rules included, supports); None where it cannot
+    tell (values abstract, the product not computable)."""
+    from crossgrad.transforms import adjoint
+
+    a, p = backend.arrays, backend.primitives
+    primals = call.primals
+    if any(a.under_transform(x) for x in primals):
+        return None
+    like = primals[0]
+    v = adjoint._directions(a, 2, [a.shape(x) for x in primals], like)
+    try:
+        with a.preserved_random_state(like):
+            _, second = taylor.push(backend, rec, primals, [a.reshape(d, (1, *a.shape(d))) for d in v], 1)
+        second = [s for s in second[:n_out] if s is not None]
+        if len(second) != n_out or not all(a.dtype_name(s) in adjoint.TOLERANCE for s in second):
+            return None  # complex or integer outputs
+        u = adjoint._directions(a, 3, [a.shape(s) for s in second], second[0])
+
+        def grad(*y: Any) -> tuple[Any, ...]:
+            _, vjp_fn, _ = p.vjp(lambda *z: tuple(call.flat_output(*z)[:n_out]), y, False)
+            return tuple(vjp_fn(tuple(u)))
+
+        with a.preserved_random_state(like):  # reverse over reverse: the framework's most general route
+            _, hvp_fn, _ = p.vjp(grad, primals, False)
+            hv = tuple(hvp_fn(tuple(v)))
+    except Exception as exc:
+        log.info("Taylor check skipped: %s: %s", type(exc).__name__, str(exc).splitlines()[:1])
+        return None
+    pushed = sum(float(a.to_numpy((ui * si).sum())) for ui, si in zip(u, second))
+    exact = sum(float(a.to_numpy((h * vi).sum())) for h, vi in zip(hv, v))
+    scale = sum(float(a.to_numpy(abs(ui * si).sum())) for ui, si in zip(u, second)) + sum(
+        float(a.to_numpy(abs(h * vi).sum())) for h, vi in zip(hv, v))
+    try:
+        inside = p.float_dtypes(call.flat_output, primals)
+    except Exception:
+        inside = set()
+    tol = max(adjoint.TOLERANCE.get(d, 0.0) for d in {a.dtype_name(s) for s in second} | inside)
+    return bool(abs(pushed - exact) <= 10 * tol * max(scale, 1e-30))
 
 
 def _without_coordinates(backend: Backend, call: Call, what: str, shapes: list[tuple[int, ...]], values: Any,

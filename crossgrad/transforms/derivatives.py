@@ -291,9 +291,10 @@ def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ar
 
 def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
     """``t -> H t`` from ``grad`` (a function of the primals returning a tuple): the jvp of
-    the gradient, or, once the framework refuses that (``failure_cause`` ``"forward over
-    reverse"``: a forward-mode formula writing into torch's lazy zero tangent), the vjp of
-    the gradient (``H`` is symmetric) from then on."""
+    the gradient, or, once the framework cannot push a tangent through it (a forward-mode
+    formula writing into torch's lazy zero tangent, ``failure_cause`` ``"forward over
+    reverse"``; a custom ``autograd.Function`` without a jvp rule), the vjp of the gradient
+    (``H`` is symmetric) from then on."""
     p = backend.primitives
     reverse: list[bool] = []
 
@@ -302,10 +303,16 @@ def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple
             try:
                 return p.jvp(grad, primals, tangents, False)[1]
             except Exception as exc:
-                if p.failure_cause(exc) != "forward over reverse":
-                    raise
+                try:  # a custom autograd.Function without a jvp rule, torch's lazy zero tangent
+                    out = by_reverse(tangents)
+                except Exception:
+                    raise exc from None
                 log.info("Hessian-vector products by reverse over reverse: %s", str(exc).splitlines()[0])
                 reverse.append(True)
+                return out
+        return by_reverse(tangents)
+
+    def by_reverse(tangents: tuple[Any, ...]) -> tuple[Any, ...]:
         _, vjp_fn, _ = p.vjp(grad, primals, False)
         return tuple(vjp_fn(tuple(tangents)))
 

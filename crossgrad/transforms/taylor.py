@@ -219,9 +219,9 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
             hv = over_the_gradient(backend, grad, primals)(*t)
             return _sum_all([(h * ti).sum() for h, ti in zip(hv, t)])
 
-        return p.vmap(along, 0, 0)(*cotangents)  # (total,): one value per output element
+        return _mapped(p, along, cotangents)  # (total,): one value per output element
 
-    per_direction = p.vmap(second, 0, 0)(*directions)  # (rows, total)
+    per_direction = _mapped(p, second, tuple(directions))  # (rows, total)
     result: list[Any] = [None] * len(outs)
     lo = 0
     for k, size in zip(floating, sizes):
@@ -229,6 +229,15 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
         lo += size
         result[k] = _weighted_sum(c, weights, rows) if collapse else c
     return result
+
+
+def _mapped(p: Any, fn: Callable[..., Any], xs: tuple[Any, ...]) -> Any:
+    """``fn`` over the rows of ``xs``, vectorized, or row by row where the function cannot
+    be vectorized (a custom ``autograd.Function`` without a vmap rule)."""
+    try:
+        return p.vmap(fn, 0, 0)(*xs)
+    except Exception:
+        return p.map_rows(lambda *row: (fn(*row),), xs)[0]
 
 
 def _sum_all(xs: list[Any]) -> Any:
