@@ -91,6 +91,10 @@ class ControlFlowError(CrossgradTypeError):
     """The transformed function branches (``if``, ``bool()``, ``int()``) on a traced array's value."""
 
 
+class CustomRuleError(CrossgradTypeError):
+    """A custom derivative rule (a torch ``autograd.Function``) the transforms cannot use as written."""
+
+
 class RandomnessError(CrossgradValueError):
     """The vmapped function draws random numbers from the framework's global generator."""
 

@@ -105,3 +105,60 @@ def test_the_randomness_hint_names_an_option_the_transform_has():
         cg.torch.batched_laplacian(noisy)(torch.ones(2, 3))
     with pytest.raises(cg.RandomnessError, match="Pass randomness='different'"), torch.random.fork_rng():
         cg.torch.vmap(noisy)(torch.ones(2, 3))
+
+
+def _cube_function(k):
+    """x**3 as a torch autograd.Function with a backward only, ``k * x**2`` (3: right)."""
+    import torch
+
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x ** 3
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return k * x * x * g
+
+    return Cube
+
+
+def test_check_grads_checks_a_reverse_only_function_in_reverse():
+    """A custom rule with a backward only is checked in reverse against finite
+    differences (it used to raise NotImplementedError from forward mode)."""
+    torch = pytest.importorskip("torch")
+    x = (torch.tensor([0.5, 1.0, -2.0], dtype=torch.float64),)
+    assert cg.torch.check_grads(lambda x: _cube_function(3).apply(x).sum(), x) is None
+    with pytest.raises(cg.GradientCheckError, match=r"^check_grads: expected reverse mode to agree"):
+        cg.torch.check_grads(lambda x: _cube_function(2).apply(x).sum(), x)
+
+
+def test_an_old_style_function_is_named():
+    torch = pytest.importorskip("torch")
+
+    class Old(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+
+    with pytest.raises(cg.CustomRuleError, match=r"^grad: expected an autograd.Function written for torch.func"):
+        cg.torch.grad(lambda x: Old.apply(x).sum())(torch.ones(2))
+
+
+def test_check_grads_holds_a_models_static_leaves():
+    """An Equinox module's activation functions are static: no direction is drawn for them."""
+    eqx = pytest.importorskip("equinox")
+    import jax
+
+    model = eqx.nn.MLP(2, 1, 4, 1, key=jax.random.PRNGKey(0))
+    x = jax.numpy.ones(2)
+    assert cg.jax.check_grads(lambda m, x: m(x).sum(), (model, x), rtol=1e-2) is None

@@ -69,6 +69,12 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
                 "Keep the shape fixed: where(mask, x, 0) instead of x[mask], then reduce.") from exc
         if cause == "mutation":
             raise mutation_error(transform, "an in-place operation on an input") from exc
+        if cause == "old-style function":
+            raise errors.CustomRuleError(
+                transform, "an autograd.Function written for torch.func (forward without ctx, and setup_context)",
+                "an autograd.Function whose forward takes ctx (torch.func refuses it)",
+                "Write forward(*inputs) and setup_context(ctx, inputs, output) (torch's 'Extending torch.func' "
+                "form); add jvp for forward mode.") from exc
         if cause == "value read":
             raise errors.ControlFlowError(
                 transform, "a function that keeps array values in the framework while it is transformed",

@@ -28,20 +28,31 @@ TOLERANCES = {"float64": (1e-5, 1e-10, 1e-5), "float32": (2e-2, 1e-4, 1e-2), "fl
 
 def _dot(backend: Backend, a: Any, b: Any) -> float:
     to_numpy = backend.arrays.to_numpy
-    return float(sum(np.vdot(to_numpy(x).astype(np.float64), to_numpy(y).astype(np.float64))
-                     for x, y in zip(pytree.leaves(a), pytree.leaves(b))))
+    # Array leaves only, paired in order: a derivative holds None (no leaf) where the
+    # arguments hold a static leaf.
+    xs = [x for x in pytree.leaves(a) if _is_array_leaf(x)]
+    ys = [y for y in pytree.leaves(b) if _is_array_leaf(y)]
+    return float(sum(np.vdot(to_numpy(x).astype(np.float64), to_numpy(y).astype(np.float64)) for x, y in zip(xs, ys)))
 
 
 def _random_like(backend: Backend, tree: Any, rng: np.random.Generator) -> Any:
+    """Random directions for the array leaves; static leaves (a model's activation
+    functions, flags) stay as they are, as the transforms hold them."""
     arrays = backend.arrays
     return pytree.map_leaves(
-        lambda x: arrays.cast_like(arrays.from_numpy(rng.standard_normal(arrays.shape(x)), x), x), tree)
+        lambda x: arrays.cast_like(arrays.from_numpy(rng.standard_normal(arrays.shape(x)), x), x)
+        if arrays.is_array(x) else x, tree)
 
 
 def _zip_map(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
-    """``fn`` on the leaves of two pytrees of one structure, rebuilt as ``a``."""
+    """``fn`` on the array leaves of two pytrees of one structure, rebuilt as ``a`` (static
+    leaves kept from ``a``)."""
     leaves, treedef = pytree.flatten(a)
-    return pytree.unflatten(treedef, [fn(x, y) for x, y in zip(leaves, pytree.leaves(b))])
+    return pytree.unflatten(treedef, [fn(x, y) if _is_array_leaf(x) else x for x, y in zip(leaves, pytree.leaves(b))])
+
+
+def _is_array_leaf(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
 def _largest(backend: Backend, a: Any, b: Any) -> tuple[float, float]:
@@ -100,11 +111,27 @@ def _check_first_order(backend: Backend, f: Callable[..., Any], args: tuple[Any,
     fd_rtol, adjoint_rtol, default_eps = TOLERANCES.get(dtype, TOLERANCES["float32"])
     eps = default_eps if eps is None else eps
     fd_rtol = fd_rtol if rtol is None else rtol
-    out, jv = derivatives.jvp(backend, f, args, v)
-    # forward mode against finite differences
     plus = f(*_zip_map(lambda x, t: x + eps * t, args, v))
     minus = f(*_zip_map(lambda x, t: x - eps * t, args, v))
     fd = _zip_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
+    try:
+        out, jv = derivatives.jvp(backend, f, args, v)
+    except Exception as exc:
+        if backend.primitives.failure_cause(exc) != "no forward rule":
+            raise
+        # A custom rule with a backward only (as torch's gradcheck takes it): reverse mode
+        # against the finite differences, u . (J v) ~ (J^T u) . v.
+        u = _random_like(backend, fd, rng)
+        _, vjp_fn = derivatives.vjp(backend, f, *args)
+        left, right = _dot(backend, u, fd), _dot(backend, vjp_fn(u), v)
+        if not abs(left - right) <= fd_rtol * max(abs(left), abs(right), 1.0):
+            raise errors.GradientCheckError(
+                name, f"reverse mode to agree with central differences{what} (the function has no forward rule; "
+                f"relative {fd_rtol:g}, eps {eps:g})", f"(J^T u) . v = {right:.6g} against u . (central "
+                f"differences along v) = {left:.6g}",
+                "Check the function's backward (a custom rule), or pass a larger eps or rtol for a rough function.") from None
+        return
+    # forward mode against finite differences
     diff, scale = _largest(backend, jv, fd)
     if not diff <= fd_rtol * max(scale, 1.0):  # NaN fails too
         raise errors.GradientCheckError(

@@ -112,7 +112,7 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
     spec.validate_options(name, has_aux=has_aux, impl=impl)
     spec.check_some_primals(name, primals)
     argnums = tuple(range(len(primals)))
-    if builtin_serves(name, backend, impl):
+    if builtin_serves(name, backend, impl) and not needs_composition(backend, primals):
         Call(name, backend, f, primals, {}, argnums, has_aux)
         g = checked(name, backend, f, has_aux, scalar=False)
         out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
@@ -171,11 +171,11 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
     argnums = tuple(range(len(primals)))
     call = Call(name, backend, f, primals, {}, argnums, has_aux)
     check_leaves(name, backend, pytree.leaves(tangents))
-    if builtin_serves(name, backend, impl):
+    if builtin_serves(name, backend, impl) and not needs_composition(backend, primals):
         g = checked(name, backend, f, has_aux, scalar=False)
         return tuple(backend.builtins.jvp(g, primals, tangents, has_aux))
     out, push, aux = _transposed_vjp(backend, call)
-    tout = push(pytree.leaves(tangents))
+    tout = push(call.kept_of(pytree.leaves(tangents)))  # static leaves (a model's functions) carry no tangent
     result = (pytree.unflatten(call.output_structure(), list(out)), pytree.unflatten(call.output_structure(), list(tout)))
     return (*result, aux) if has_aux else result
 

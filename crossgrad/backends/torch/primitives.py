@@ -58,8 +58,10 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 def failure_cause(exc: BaseException) -> str | None:
     """``"control flow"``, ``"dynamic shape"``, ``"randomness"``, ``"mutation"``,
     ``"unbatched write"`` (a batched value written in place into a tensor without the batch
-    axis), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor) or
-    ``"forward over reverse"`` when ``exc`` is torch refusing one of them."""
+    axis), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor),
+    ``"old-style function"`` (an ``autograd.Function`` without ``setup_context``), ``"no
+    forward rule"`` (one without ``jvp``, in forward mode) or ``"forward over reverse"`` when
+    ``exc`` is torch refusing one of them."""
     text = str(exc)
     if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
         return "control flow"
@@ -73,6 +75,10 @@ def failure_cause(exc: BaseException) -> str | None:
         return "unbatched write"
     if isinstance(exc, RuntimeError) and ("Cannot access data pointer of Tensor" in text or ".tolist()" in text):
         return "value read"
+    if isinstance(exc, RuntimeError) and "must override the setup_context staticmethod" in text:
+        return "old-style function"
+    if isinstance(exc, NotImplementedError) and "jvp function for custom autograd.Function" in text:
+        return "no forward rule"
     if isinstance(exc, RuntimeError) and "ZeroTensors are immutable" in text:
         # torch's forward-mode formulas of some backward operations (mse_loss's) write
         # into the lazy zero tangent of a constant: forward over reverse fails there.
