@@ -449,7 +449,8 @@ the route every framework derivative, custom rules included, supports); None whe
     scale = sum(float(a.to_numpy(abs(ui * si).sum())) for ui, si in zip(u, second)) + sum(
         float(a.to_numpy(abs(h * vi).sum())) for h, vi in zip(hv, v))
     try:
-        inside = p.float_dtypes(call.flat_output, primals)
+        with a.preserved_random_state(like):
+            inside = p.float_dtypes(call.flat_output, primals)
     except Exception:
         inside = set()
     tol = max(adjoint.TOLERANCE.get(d, 0.0) for d in {a.dtype_name(s) for s in second} | inside)
