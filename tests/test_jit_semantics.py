@@ -198,3 +198,32 @@ def test_a_miscompiled_route_is_never_kept(monkeypatch):
     for _ in range(2):
         torch.testing.assert_close(got, f(x))
         got = fast(x)
+
+
+@pytest.mark.parametrize("case", ["identity", "zeros", "vector", "batched identity", "jacobian", "hessian",
+                                  "batched hessian"])
+def test_non_finite_values_come_out_where_eager_puts_them(case):
+    """The graph pass rewrites products with identities, zeros and diagonals; eager torch's
+    ``0 * inf`` terms spread NaN along the contracted axis, and so does the compiled route
+    (NOTE [non-finite guard]), while finite inputs keep the rewritten graph."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    fn, shape = {
+        "identity": (lambda x: torch.mm(torch.eye(4, dtype=x.dtype), x), (4, 5)),
+        "zeros": (lambda x: torch.mm(x, torch.zeros(5, 2, dtype=x.dtype)), (4, 5)),
+        "vector": (lambda v: torch.mv(torch.zeros(3, 5, dtype=v.dtype), v), (5,)),
+        "batched identity": (lambda x: torch.bmm(torch.eye(4, dtype=x.dtype).expand(2, 4, 4), x.expand(2, 4, 5)),
+                             (4, 5)),
+        "jacobian": (cg.torch.jacobian(lambda x: torch.tanh(w @ x)), (5,)),
+        "hessian": (cg.torch.hessian(lambda x: torch.tanh(w @ x).sum()), (5,)),
+        "batched hessian": (cg.torch.batched_hessian(lambda x: torch.tanh(w @ x), strategy="fwd-fwd"), (8, 5)),
+    }[case]
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    bad = x.clone()
+    bad.view(-1)[0], bad.view(-1)[2] = float("inf"), float("nan")
+    fast = cg.torch.jit(fn, route="trace")
+    for inputs in (x, bad, x):
+        expected, got = fn(inputs), _quiet(fast, inputs)
+        torch.testing.assert_close(got, expected, equal_nan=True)
+        assert torch.equal(torch.isinf(got), torch.isinf(expected))

@@ -180,6 +180,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
         return bool(aliases.written(node, frozenset(fills | {also})))
 
     kind: dict[torch.fx.Node, tuple[Any, ...]] = {}
+    guarded: list[Any] = []
     rewritten = 0
     for node in list(graph.nodes):
         if node.op != "call_function":
@@ -244,18 +245,78 @@ def simplify(gm: torch.fx.GraphModule) -> int:
             a, b = node.args[0], node.args[1]
             replacement = _product(graph, node, a, b, kind)
             if replacement is not None:
+                for x in (a, b):  # what the product no longer reads (NOTE [non-finite guard])
+                    k = kind.get(x, (None,))
+                    if k[0] is None:
+                        guarded.append(x)
+                    elif k[0] == "diag":
+                        guarded.append(k[2])
                 if replacement.target == aten.zeros.default:  # a zero product stays known for what reads it
                     kind[replacement] = ("zero",)
                 node.replace_all_uses_with(replacement)
                 graph.erase_node(node)
                 rewritten += 1
+    parents = {n: list(n.all_input_nodes) for n in graph.nodes}  # before dead code goes
     rewritten += _drop_unwritten_input_copies(graph, aliases)
     if rewritten:
         graph.eliminate_dead_code()
         _drop_unused_identities(graph)
+        if guarded:
+            _flag_non_finite(gm, graph, _live_sources([x for x in guarded if isinstance(x, torch.fx.Node)], parents,
+                                                      set(graph.nodes)))
         graph.lint()
         gm.recompile()
     return rewritten
+
+
+# NOTE [non-finite guard]: eager torch multiplies every element of a product's factors,
+# so a NaN or an infinity in the factor a rewrite no longer reads (the other factor of a
+# product with zeros or an identity, a diagonal's values) spreads along the contracted axis
+# (``0 * inf`` is NaN).  The rewritten graph does not see them: it writes one flag, whether
+# any such factor held a non-finite value, and a call whose flag is set is computed again
+# by the graph as traced (:class:`crossgrad.backends.torch.tracing.Trace`), so NaN and
+# infinities come out where eager execution puts them.  A factor the rewritten graph no
+# longer computes at all is guarded through the nearest values it came from that the graph
+# still computes (its inputs' non-finite values are seen; one its own eliminated operations
+# would create from finite values, such as log(0), is not: computing the factor for the
+# guard alone would undo the rewrite).
+NON_FINITE_FLAG = "_crossgrad_non_finite"
+
+
+def _live_sources(factors: list[torch.fx.Node], parents: dict[Any, list[Any]], live: set[Any]) -> list[torch.fx.Node]:
+    """The tensors to guard for ``factors``: each factor the graph still computes, and for one
+    it no longer computes (only a rewritten product read it), the nearest values it came
+    from that the graph still computes (computing it again for the guard alone would undo
+    the rewrite)."""
+    found: dict[torch.fx.Node, None] = {}
+    seen: set[Any] = set()
+    stack = list(factors)
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if x in live:
+            found[x] = None
+        else:
+            stack.extend(parents.get(x, []))
+    return list(found)
+
+
+def _flag_non_finite(gm: torch.fx.GraphModule, graph: torch.fx.Graph, factors: list[torch.fx.Node]) -> None:
+    """Write into ``gm``'s flag whether any of ``factors`` holds a non-finite value."""
+    example = next(iter(_val(x) for x in factors if isinstance(_val(x), torch.Tensor)), None)
+    if example is None:
+        return
+    gm.register_buffer(NON_FINITE_FLAG, torch.zeros((), dtype=torch.bool, device=example.device))
+    output = next(n for n in graph.nodes if n.op == "output")
+    with graph.inserting_before(output):
+        # A sum is non-finite where any term is (and, rarely, where finite terms overflow:
+        # then the call is only computed again): one read of each factor.
+        sums = [graph.call_function(aten.sum.default, (x,)) for x in factors if isinstance(_val(x), torch.Tensor)]
+        total = graph.call_function(aten.sum.default, (graph.call_function(aten.stack.default, (sums,)),))
+        flag = graph.call_function(aten.bitwise_not.default, (graph.call_function(aten.isfinite.default, (total,)),))
+        graph.call_function(aten.copy_.default, (graph.get_attr(NON_FINITE_FLAG), flag))
 
 
 def _product(graph: torch.fx.Graph, node: torch.fx.Node, a: Any, b: Any, kind: dict[Any, Any]) -> torch.fx.Node | None:

@@ -131,6 +131,9 @@ class Trace:
         self.outputs: tuple[Any, ...] = tuple(results[0])
         self._end = _global_states(devices)
         self.graph = simplified(traced, args, generators)
+        # NOTE [non-finite guard]: a call whose flag is set is computed by the graph as traced.
+        self._flag = getattr(self.graph, simplify.NON_FINITE_FLAG, None) if self.graph is not traced else None
+        self._as_traced = traced if self._flag is not None else None
         self._firsts = list(generators.first.values())
         generators._held.clear()
         self._own: list[tuple[torch.Generator, Any]] = []
@@ -156,15 +159,46 @@ class Trace:
             g.set_state(state)
 
     def wrap(self, run: Callable[..., Any]) -> Callable[..., Any]:
-        """``run`` (the graph or its compiled form) with :meth:`restart` before each call."""
-        if not self._own:
+        """``run`` (the graph or its compiled form) with :meth:`restart` before each call,
+        and computed again by the graph as traced where the simplified graph's flag says a
+        factor it no longer reads was not finite (NOTE [non-finite guard]): the draws
+        replayed, and every tensor the graph writes as the call found it."""
+        if not self._own and self._flag is None:
             return run
+        flag, as_traced = self._flag, self._as_traced
 
         def restarted(*xs: Any) -> Any:
             self.restart()
-            return run(*xs)
+            if flag is None:
+                return run(*xs)
+            with self._rerun_point(xs) as again:
+                out = run(*xs)
+                if not bool(flag):
+                    return out
+                again()
+            self.restart()
+            return as_traced(*xs)
 
         return restarted
+
+    @contextlib.contextmanager
+    def _rerun_point(self, args: tuple[Any, ...]) -> Iterator[Callable[[], None]]:
+        """Yields a function that puts the generators and the tensors the graph writes back
+        where this call found them."""
+        written = [x for i, x in enumerate(args) if i in self._written[0]]
+        written += [getattr(self.graph, name) for name in self._written[1] if name != simplify.NON_FINITE_FLAG]
+        saved = [x.detach().clone() for x in written]
+        states = _global_states(self._devices), [g.get_state() for g, _, _ in self._theirs]
+
+        def again() -> None:
+            with torch.no_grad():
+                for x, v in zip(written, saved):
+                    x.copy_(v)
+            _set_global_states(self._devices, states[0])
+            for (g, _, _), st in zip(self._theirs, states[1]):
+                g.set_state(st)
+
+        yield again
 
     @contextlib.contextmanager
     def isolated(self, args: tuple[Any, ...]) -> Iterator[None]:
