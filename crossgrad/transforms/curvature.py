@@ -12,8 +12,9 @@ NOTE [taylor check]: the Taylor route differentiates the operations a call dispa
 its own rules, which can miss what the framework's derivatives know (a custom
 ``autograd.Function`` computing in NumPy contributes no operations; an operation whose
 rule is wrong).  So with ``impl="auto"`` the first call of each argument signature pushes
-one random direction ``v`` and compares ``u . D2 out[v, v]`` (``u`` random over the
-outputs) with ``v . (H_u v)``, one Hessian-vector product of ``u . out`` by the
+two random directions ``v``, ``w`` (the rules vectorized over directions) and compares
+``u . (D2 out[v, v] + D2 out[w, w])`` (``u`` random over the outputs) with ``v . (H_u v) +
+w . (H_u w)``, two Hessian-vector products of ``u . out`` by the
 framework's own derivatives (reverse over reverse); where they disagree beyond the
 lowest precision's tolerance, that signature takes the exact nested route (logged).  As
 the adjoint check, it runs where values are concrete (not while being traced or under an
@@ -425,10 +426,13 @@ the route every framework derivative, custom rules included, supports); None whe
     if any(a.under_transform(x) for x in primals):
         return None
     like = primals[0]
+    # Two directions, so that the rules' vectorization over directions is checked too.
     v = adjoint._directions(a, 2, [a.shape(x) for x in primals], like)
+    w = adjoint._directions(a, 4, [a.shape(x) for x in primals], like)
     try:
         with a.preserved_random_state(like):
-            _, second = taylor.push(backend, rec, primals, [a.reshape(d, (1, *a.shape(d))) for d in v], 1)
+            _, second = taylor.push(backend, rec, primals, [a.concat([a.reshape(d, (1, *a.shape(d))), a.reshape(
+                e, (1, *a.shape(e)))], 0) for d, e in zip(v, w)], 2)
         second = [s for s in second[:n_out] if s is not None]
         if len(second) != n_out or not all(a.dtype_name(s) in adjoint.TOLERANCE for s in second):
             return None  # complex or integer outputs
@@ -440,14 +444,15 @@ the route every framework derivative, custom rules included, supports); None whe
 
         with a.preserved_random_state(like):  # reverse over reverse: the framework's most general route
             _, hvp_fn, _ = p.vjp(grad, primals, False)
-            hv = tuple(hvp_fn(tuple(v)))
+            hv, hw = tuple(hvp_fn(tuple(v))), tuple(hvp_fn(tuple(w)))
     except Exception as exc:
         log.info("Taylor check skipped: %s: %s", type(exc).__name__, str(exc).splitlines()[:1])
         return None
     pushed = sum(float(a.to_numpy((ui * si).sum())) for ui, si in zip(u, second))
-    exact = sum(float(a.to_numpy((h * vi).sum())) for h, vi in zip(hv, v))
+    terms = [h * vi for h, vi in zip(hv, v)] + [h * wi for h, wi in zip(hw, w)]
+    exact = sum(float(a.to_numpy(t.sum())) for t in terms)
     scale = sum(float(a.to_numpy(abs(ui * si).sum())) for ui, si in zip(u, second)) + sum(
-        float(a.to_numpy(abs(h * vi).sum())) for h, vi in zip(hv, v))
+        float(a.to_numpy(abs(t).sum())) for t in terms)
     try:
         with a.preserved_random_state(like):
             inside = p.float_dtypes(call.flat_output, primals)

@@ -28,7 +28,7 @@ rules cannot propagate exactly (a torch function that writes into a tensor in pl
 call under an outer torch.func transform, an operation whose second derivatives torch's
 forward-over-forward formulas get wrong, a complex intermediate that may meet a
 non-holomorphic operation) raises :class:`Unrecorded`, and the caller takes the exact
-nested route (:func:`nested`: Hessian-vector products, forward over reverse).
+nested route (:func:`nested`: Hessian-vector products, reverse over reverse).
 """
 
 from __future__ import annotations
@@ -191,11 +191,10 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
     """The second-order coefficients of :func:`push` by nested differentiation, the exact
     route for programs the engine does not propagate (:class:`Unrecorded`): for each
     output element ``o`` and direction ``v``, ``v' H_o v`` from a Hessian-vector product
-    (forward over reverse, as the framework's own Hessian: torch's forward-over-forward
-    formulas of ``det`` and ``solve`` are wrong), vectorized over directions and output
-    elements.  Outputs that are not floating point get None."""
-    from crossgrad.transforms.derivatives import over_the_gradient
-
+    by reverse over reverse (the framework's derivatives its most general way: torch's
+    forward-mode formulas of ``det``, ``solve`` and ``scatter_reduce`` are wrong),
+    vectorized over directions and output elements.  Outputs that are not floating point
+    get None."""
     a, p = backend.arrays, backend.primitives
     outs = list(flat(*primals))
     floating = [k for k, o in enumerate(outs) if backend.taylor.is_float(o)]
@@ -216,7 +215,8 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
                 _, vjp_fn, _ = p.vjp(lambda *z: tuple(flat(*z)[k] for k in floating), y, False)
                 return tuple(vjp_fn(tuple(u)))
 
-            hv = over_the_gradient(backend, grad, primals)(*t)
+            _, hvp_fn, _ = p.vjp(grad, primals, False)  # reverse over reverse: H_u is symmetric
+            hv = hvp_fn(tuple(t))
             return _sum_all([(h * ti).sum() for h, ti in zip(hv, t)])
 
         return _mapped(p, along, cotangents)  # (total,): one value per output element

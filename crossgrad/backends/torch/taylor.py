@@ -57,7 +57,8 @@ _INEXACT = {"det", "slogdet", "logdet", "solve", "inv", "lu", "cholesky", "eigh"
 
 
 def _inexact(func: Any) -> bool:
-    return bool(set(func._schema.name.split("::")[-1].split("_")) & _INEXACT)
+    name = func._schema.name.split("::")[-1].strip("_")
+    return name in _INEXACT or bool(set(name.split("_")) & _INEXACT)
 
 
 def _known(func: Any) -> bool:
