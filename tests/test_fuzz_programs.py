@@ -13,11 +13,12 @@ with the trace of the Hessian by double reverse mode.  Profiles as in
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crossgrad as cg
@@ -100,8 +101,12 @@ def _state(name, seed, scale=1.0):
 
 
 programs = st.lists(st.sampled_from(PURE + IMPURE), min_size=1, max_size=5)
+# make test runs a few fixed draws (each program is traced and compiled several times);
+# make fuzz the profile's many.
+FEW = settings(max_examples=4) if os.environ.get("CROSSGRAD_FUZZ_PROFILE", "ci") == "ci" else settings()
 
 
+@FEW
 @given(programs, st.integers(0, 2**16))
 def test_jit_routes_agree_with_eager_on_drawn_programs(steps, seed):
     """Each call of the traced routes (the first included) equals eager execution's, with
@@ -132,6 +137,7 @@ def test_jit_routes_agree_with_eager_on_drawn_programs(steps, seed):
 
 
 @pytest.mark.parametrize("name", frameworks.selected())
+@FEW
 @given(programs, st.integers(0, 2**16))
 def test_the_taylor_route_agrees_with_the_nested_hessian_on_drawn_programs(name, steps, seed):
     """The Laplacian by the Taylor route (or its exact fallback) equals the trace of the

@@ -20,8 +20,13 @@ from crossgrad.testing import frameworks
 DTYPE = "float64"
 
 
+# torch's traced routes, the compiled one through aot_eager (no inductor compile per test:
+# the route logic is the same); jax's one route.
+AOT = {"backend": "aot_eager"}
+
+
 def _routes(backend):
-    return ["auto", "trace", "trace-compile"] if backend.name == "torch" else ["auto"]
+    return [("trace", None), ("trace-compile", AOT)] if backend.name == "torch" else [("auto", None)]
 
 
 def _x(backend, values):
@@ -50,8 +55,8 @@ def test_an_int_key_draws_the_same_directions_on_every_call(backend, estimator, 
     x = _x(backend, np.linspace(-1.0, 1.0, 12))
     transform = getattr(backend, what)(f, estimator=estimator, samples=6, key=3)
     eager = _np(transform(x))
-    for route in _routes(backend):
-        fast = backend.jit(transform, route=route)
+    for route, options in _routes(backend):
+        fast = backend.jit(transform, route=route, options=options)
         for _ in range(3):
             np.testing.assert_allclose(_np(_quiet(fast, x)), eager, rtol=1e-10, atol=1e-12)
 
@@ -62,9 +67,10 @@ def test_a_callers_generator_advances_once_per_call():
     torch = pytest.importorskip("torch")
     f = lambda x: (torch.sin(x) ** 2).sum()  # noqa: E731
     x = torch.linspace(-1, 1, 9, dtype=torch.float64)
-    for route in ("auto", "trace", "trace-compile"):
+    for route, options in (("auto", None), ("trace", None), ("trace-compile", AOT)):
         gen, ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-        fast = cg.torch.jit(cg.torch.hessian_trace(f, estimator="hutchinson", samples=4, key=gen), route=route)
+        fast = cg.torch.jit(cg.torch.hessian_trace(f, estimator="hutchinson", samples=4, key=gen), route=route,
+                            options=options)
         eager = cg.torch.hessian_trace(f, estimator="hutchinson", samples=4, key=ref)
         for _ in range(3):
             torch.testing.assert_close(_quiet(fast, x), eager(x), rtol=1e-10, atol=1e-12)
@@ -92,8 +98,8 @@ def test_writes_through_views_are_seen_by_the_graph_pass(view):
         write(z, x)
         return torch.mm(z, torch.ones(3, 3, dtype=x.dtype)) + torch.mv(z.t(), torch.ones(2, dtype=x.dtype)).sum()
 
-    for route in ("trace", "trace-compile"):
-        fast = cg.torch.jit(f, route=route)
+    for route, options in (("trace", None), ("trace-compile", AOT)):
+        fast = cg.torch.jit(f, route=route, options=options)
         for x in (torch.zeros(3, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64),
                   -torch.ones(3, dtype=torch.float64)):
             torch.testing.assert_close(_quiet(fast, x), f(x))
@@ -122,8 +128,8 @@ def test_a_rebound_closed_over_array_is_never_stale(backend):
         return (state["w"] * x).sum() * state["scale"]
 
     x = _x(backend, [1.0, 1.0, 1.0])
-    for route in _routes(backend):
-        fast = backend.jit(backend.grad(f), route=route)
+    for route, options in _routes(backend):
+        fast = backend.jit(backend.grad(f), route=route, options=options)
         for w, scale in (([1.0, 2.0, 3.0], 1.0), ([4.0, 5.0, 6.0], 1.0), ([4.0, 5.0, 6.0], 3.0), ([0.0, 1.0, 0.0], 2.0)):
             state["w"], state["scale"] = _x(backend, w), scale
             np.testing.assert_allclose(_np(_quiet(fast, x)), np.asarray(w) * scale)
@@ -146,14 +152,14 @@ def _reads_global(x):
     return (_GLOBAL_W * x).sum()
 
 
-@pytest.mark.parametrize("route", ["auto", "trace", "trace-compile"])
-def test_side_effects_on_closed_over_state_happen_once_per_call(route):
+@pytest.mark.parametrize(("route", "options"), [("auto", None), ("trace", None), ("trace-compile", AOT)])
+def test_side_effects_on_closed_over_state_happen_once_per_call(route, options):
     """A training-mode BatchNorm updates its running statistics once per call, the first
     (trace, check, measurement) included, and to the values eager execution gives."""
     torch = pytest.importorskip("torch")
     gen = torch.Generator().manual_seed(0)
     bn, ref = torch.nn.BatchNorm1d(3).double(), torch.nn.BatchNorm1d(3).double()
-    fast = cg.torch.jit(lambda x: bn(x) * 2.0, route=route)
+    fast = cg.torch.jit(lambda x: bn(x) * 2.0, route=route, options=options)
     for k in range(3):
         x = torch.randn(5, 3, dtype=torch.float64, generator=gen) + k
         torch.testing.assert_close(_quiet(fast, x), ref(x) * 2.0)
@@ -168,9 +174,9 @@ def test_a_function_writing_its_input_writes_once_per_call():
         x.add_(1.0)
         return x * 2
 
-    for route in ("auto", "trace", "trace-compile"):
+    for route, options in (("trace", None), ("trace-compile", AOT)):
         y = torch.zeros(3, dtype=torch.float64)
-        fast = cg.torch.jit(bump, route=route)
+        fast = cg.torch.jit(bump, route=route, options=options)
         for k in range(1, 4):
             out = _quiet(fast, y)
             assert y.tolist() == [float(k)] * 3 and out.tolist() == [2.0 * k] * 3

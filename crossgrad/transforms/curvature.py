@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -266,7 +267,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     built: dict[str, Callable[..., Any]] = {}
     layouts = Memo()
     structures = Memo()
-    verdicts = Memo()  # per signature: whether the Taylor route agreed with a Hessian-vector product
+    verdicts = _verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         """``vmap`` of the single-point transform: for batches whose differentiated
@@ -311,10 +312,27 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
                 structure = structures.put(sig, call.output_structure())
             call.out_def = structure
             return _via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
-        verdict = (verdicts, sig) if impl == "auto" else None
+        verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
+            sig is not None else None
         return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
 
     return transformed
+
+
+# The Taylor check's verdicts (NOTE [taylor check]) per function, kept while the function
+# lives: they depend on the function, its argnums, batch axes and argument signature, not
+# on the transform (an estimator made anew per key reuses them).
+_VERDICTS: weakref.WeakKeyDictionary[Any, Memo] = weakref.WeakKeyDictionary()
+
+
+def _verdicts_of(f: Callable[..., Any]) -> Memo:
+    try:
+        memo = _VERDICTS.get(f)
+        if memo is None:
+            memo = _VERDICTS[f] = Memo()
+        return memo
+    except TypeError:  # not weak-referenceable, or unhashable: this transform's own
+        return Memo()
 
 
 def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str, estimator: str, rows: int,
