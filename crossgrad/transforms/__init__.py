@@ -8,7 +8,8 @@ choice ``auto`` makes; ``derivatives.py`` grad, value_and_grad, vjp, jvp, linear
 hvp; ``vectorize.py`` vmap; ``chunking.py`` fixed and memory-sized chunks;
 ``jacobians.py`` jacrev, jacfwd and jacobian; ``hessians.py`` hessian; ``batched.py`` the
 per-sample forms; ``taylor.py`` and ``curvature.py`` Laplacians, Hessian traces and
-diagonals; ``operators.py`` the Hessian as a linear operator; ``compiled.py`` jit;
+diagonals; ``operators.py`` the Hessian as a linear operator; ``compiled.py`` jit and
+``guards.py`` what its compiled programs took from the function's surroundings;
 ``checking.py`` check_grads; ``adjoint.py`` auto's forward/reverse agreement check;
 ``auxiliary.py`` aux values that are not arrays; ``namespace.py`` binds them all to a
 backend behind the input watch.

@@ -135,7 +135,7 @@ class HessianOperator:
         products: list[Any] = []
         restart = 0
         while len(basis) < steps:
-            fresh = []
+            fresh: list[Any] = []
             for c in (block[:, i] for i in range(a.shape(block)[1])):
                 before = float(a.to_numpy((c * c).sum())) ** 0.5
                 for _ in range(2):  # twice: Lanczos loses orthogonality fast

@@ -219,7 +219,7 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
             hv = hvp_fn(tuple(t))
             return _sum_all([(h * ti).sum() for h, ti in zip(hv, t)])
 
-        return _mapped(p, along, cotangents)  # (total,): one value per output element
+        return _mapped(p, along, tuple(cotangents))  # (total,): one value per output element
 
     per_direction = _mapped(p, second, tuple(directions))  # (rows, total)
     result: list[Any] = [None] * len(outs)

@@ -235,7 +235,8 @@ def qr(x: Array) -> Array:
     """The orthonormal factor of the reduced QR decomposition of each matrix in ``x``
     (half precision through float32: torch has no half-precision QR on a CPU)."""
     if x.dtype in (torch.float16, torch.bfloat16):
-        return torch.linalg.qr(x.float()).Q.to(x.dtype)
+        half: Array = torch.linalg.qr(x.float()).Q.to(x.dtype)
+        return half
     q: Array = torch.linalg.qr(x).Q
     return q
 

@@ -133,7 +133,7 @@ def float_dtypes(f: Callable[..., Any], args: tuple[Any, ...]) -> set[str]:
                          if isinstance(t, torch.Tensor) and t.is_floating_point())
             return out
 
-    with Dtypes():
+    with Dtypes():  # type: ignore[no-untyped-call]  # torch's mode constructor is unannotated
         f(*args)
     return found
 

@@ -166,6 +166,7 @@ class Trace:
         if not self._own and self._flag is None:
             return run
         flag, as_traced = self._flag, self._as_traced
+        assert flag is None or as_traced is not None  # both set together
 
         def restarted(*xs: Any) -> Any:
             self.restart()
@@ -177,6 +178,7 @@ class Trace:
                     return out
                 again()
             self.restart()
+            assert as_traced is not None
             return as_traced(*xs)
 
         return restarted
