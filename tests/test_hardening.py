@@ -305,9 +305,9 @@ def test_a_tuple_prefix_for_a_list_or_namedtuple_argument_on_the_builtin(backend
 
 # -- auto's forward mode where only reverse works -------------------------------------------
 
-def _reverse_only_cube(backend):
-    """x ** 3 with a reverse rule only: a torch autograd.Function without jvp (nor a vmap
-    rule), a jax custom_vjp."""
+def _reverse_only_cube(backend, k=3):
+    """x ** 3 with a reverse rule only (``k * x ** 2``; 3 is right): a torch
+    autograd.Function without jvp (nor a vmap rule), a jax custom_vjp."""
     if backend.name == "torch":
         import torch
 
@@ -323,7 +323,7 @@ def _reverse_only_cube(backend):
             @staticmethod
             def backward(ctx, g):
                 (x,) = ctx.saved_tensors
-                return 3 * x ** 2 * g
+                return k * x ** 2 * g
 
         return Cube.apply
     import jax
@@ -332,7 +332,7 @@ def _reverse_only_cube(backend):
     def cube(x):
         return x ** 3
 
-    cube.defvjp(lambda x: (x ** 3, x), lambda x, g: (3 * x ** 2 * g,))
+    cube.defvjp(lambda x: (x ** 3, x), lambda x, g: (k * x ** 2 * g,))
     return cube
 
 

@@ -107,35 +107,15 @@ def test_the_randomness_hint_names_an_option_the_transform_has():
         cg.torch.vmap(noisy)(torch.ones(2, 3))
 
 
-def _cube_function(k):
-    """x**3 as a torch autograd.Function with a backward only, ``k * x**2`` (3: right)."""
-    import torch
+def test_check_grads_checks_a_reverse_only_function_in_reverse(backend):
+    """A custom rule with a backward only (a torch Function without jvp, a jax custom_vjp)
+    is checked in reverse against finite differences (it used to raise from forward mode)."""
+    from test_hardening import _reverse_only_cube
 
-    class Cube(torch.autograd.Function):
-        @staticmethod
-        def forward(x):
-            return x ** 3
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(inputs[0])
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return k * x * x * g
-
-    return Cube
-
-
-def test_check_grads_checks_a_reverse_only_function_in_reverse():
-    """A custom rule with a backward only is checked in reverse against finite
-    differences (it used to raise NotImplementedError from forward mode)."""
-    torch = pytest.importorskip("torch")
-    x = (torch.tensor([0.5, 1.0, -2.0], dtype=torch.float64),)
-    assert cg.torch.check_grads(lambda x: _cube_function(3).apply(x).sum(), x) is None
+    x = (_x(backend, [0.5, 1.0, -2.0]),)
+    assert backend.check_grads(lambda x: _reverse_only_cube(backend)(x).sum(), x) is None
     with pytest.raises(cg.GradientCheckError, match=r"^check_grads: expected reverse mode to agree"):
-        cg.torch.check_grads(lambda x: _cube_function(2).apply(x).sum(), x)
+        backend.check_grads(lambda x: _reverse_only_cube(backend, k=2)(x).sum(), x)
 
 
 def test_an_old_style_function_is_named():

@@ -65,7 +65,8 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 def failure_cause(exc: BaseException) -> str | None:
     """``"control flow"`` when ``exc`` is jax refusing a Python branch on a traced value,
     ``"dynamic shape"`` for a boolean mask on one, ``"value read"`` for a NumPy conversion
-    of one (jax has no global random generator to refuse, nor in-place writes)."""
+    of one, ``"no forward rule"`` for forward mode through a ``custom_vjp`` (jax has no
+    global random generator to refuse, nor in-place writes)."""
     if isinstance(exc, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError
                   | jax.errors.TracerIntegerConversionError):
         return "control flow"
@@ -73,6 +74,8 @@ def failure_cause(exc: BaseException) -> str | None:
         return "dynamic shape"
     if isinstance(exc, jax.errors.TracerArrayConversionError):
         return "value read"
+    if isinstance(exc, TypeError) and "forward-mode autodiff (jvp) to a custom_vjp function" in str(exc):
+        return "no forward rule"
     return None
 
 
