@@ -27,7 +27,7 @@ from crossgrad.backends.base import Backend
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 
 
-def _directions(a: Any, seed: int, shapes: list[Any], like: Any) -> tuple[Any, ...]:
+def directions(a: Any, seed: int, shapes: list[Any], like: Any) -> tuple[Any, ...]:
     """Seeded random directions with many distinct values (sums of +-2^-j): +-1 directions
     alone are often orthogonal in a few dimensions, which would hide a disagreement."""
     draws = [a.random_signs(seed * 8 + j, shapes, like) for j in range(6)]
@@ -45,13 +45,13 @@ def check(transform: str, backend: Backend, call: Any) -> None:
     try:
         # Each evaluation starts from the caller's random state and leaves it as it was:
         # a function drawing from torch's global generator sees the same draws in both.
-        v = _directions(a, 0, [a.shape(x) for x in primals], like)
+        v = directions(a, 0, [a.shape(x) for x in primals], like)
         with a.preserved_random_state(like):
             out, jv, _ = p.jvp(call.flat_output, primals, v, False)
         floating = [o for o in out if a.dtype_name(o) in TOLERANCE]
         if len(floating) != len(out):
             return  # complex or integer outputs: reverse mode answers differently by design
-        u = _directions(a, 1, [a.shape(o) for o in out], out[0])
+        u = directions(a, 1, [a.shape(o) for o in out], out[0])
         with a.preserved_random_state(like):
             _, vjp_fn, _ = p.vjp(call.flat_output, primals, False)
             ju = vjp_fn(u)

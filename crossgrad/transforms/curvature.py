@@ -400,7 +400,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
                                        collapse)
             parts.append(second)
         if collapse:
-            return [_sum(list(col)) for col in zip(*parts)]
+            return [taylor.sum_of(list(col)) for col in zip(*parts)]
         return [a.concat(list(col), 0) for col in zip(*parts)]
 
     def output_shapes() -> list[Any]:
@@ -445,8 +445,8 @@ the route every framework derivative, custom rules included, supports); None whe
         return None
     like = primals[0]
     # Two directions, so that the rules' vectorization over directions is checked too.
-    v = adjoint._directions(a, 2, [a.shape(x) for x in primals], like)
-    w = adjoint._directions(a, 4, [a.shape(x) for x in primals], like)
+    v = adjoint.directions(a, 2, [a.shape(x) for x in primals], like)
+    w = adjoint.directions(a, 4, [a.shape(x) for x in primals], like)
     try:
         with a.preserved_random_state(like):
             _, second = taylor.push(backend, rec, primals, [a.concat([a.reshape(d, (1, *a.shape(d))), a.reshape(
@@ -454,7 +454,7 @@ the route every framework derivative, custom rules included, supports); None whe
         second = [s for s in second[:n_out] if s is not None]
         if len(second) != n_out or not all(a.dtype_name(s) in adjoint.TOLERANCE for s in second):
             return None  # complex or integer outputs
-        u = adjoint._directions(a, 3, [a.shape(s) for s in second], second[0])
+        u = adjoint.directions(a, 3, [a.shape(s) for s in second], second[0])
 
         def grad(*y: Any) -> tuple[Any, ...]:
             _, vjp_fn, _ = p.vjp(lambda *z: tuple(call.flat_output(*z)[:n_out]), y, False)
@@ -496,13 +496,6 @@ def _without_coordinates(backend: Backend, call: Call, what: str, shapes: list[t
 
 def _shapes(call: Call) -> list[tuple[int, ...]]:
     return [tuple(call.backend.arrays.shape(p)) for p in call.primals]
-
-
-def _sum(xs: list[Any]) -> Any:
-    total = xs[0]
-    for x in xs[1:]:
-        total = total + x
-    return total
 
 
 def _constant(a: Any, value: float, rows: int, like: Any) -> Any:

@@ -217,7 +217,7 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
 
             _, hvp_fn, _ = p.vjp(grad, primals, False)  # reverse over reverse: H_u is symmetric
             hv = hvp_fn(tuple(t))
-            return _sum_all([(h * ti).sum() for h, ti in zip(hv, t)])
+            return sum_of([(h * ti).sum() for h, ti in zip(hv, t)])
 
         return _mapped(p, along, tuple(cotangents))  # (total,): one value per output element
 
@@ -240,11 +240,12 @@ def _mapped(p: Any, fn: Callable[..., Any], xs: tuple[Any, ...]) -> Any:
         return p.map_rows(lambda *row: (fn(*row),), xs)[0]
 
 
-def _sum_all(xs: list[Any]) -> Any:
-    total = xs[0]
+def sum_of(xs: list[Any]) -> Any:
+    """The sum of the arrays ``xs`` (at least one), in order."""
+    out = xs[0]
     for x in xs[1:]:
-        total = total + x
-    return total
+        out = out + x
+    return out
 
 
 def bytes_per_direction(backend: Backend, rec: Recording, primals: Sequence[Any]) -> int:
