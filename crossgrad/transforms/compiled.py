@@ -1,5 +1,5 @@
 """jit: a transform compiled once per argument signature, by the route that is fastest on
-the device, never worse than eager.
+the device, never giving other numbers than eager.
 
 NOTE [jit routes]: ``route`` names how a function is compiled:
 
@@ -13,9 +13,11 @@ NOTE [jit routes]: ``route`` names how a function is compiled:
   aten operations it dispatched form a graph, replayed on later calls without
   torch.func's per-operation interpretation.  Tensors the function closes over are
   graph inputs held by reference (a weight updated in place between calls changes the
-  result); Python values are fixed at trace time, as under ``torch.compile``.  A
-  Python branch on a traced value (``if x.sum() > 0``) makes the trace fail, so a
-  branch is never baked in: that signature runs eagerly.
+  result); Python values are fixed at trace time and guarded (NOTE [jit guards]: a
+  rebinding traces again).  A Python branch on a traced value (``if x.sum() > 0``)
+  makes the trace fail, so a branch is never baked in: that signature runs eagerly.
+  The trace is the first call itself (NOTE [one traced call],
+  :mod:`crossgrad.backends.torch.tracing`).
 * ``"trace-compile"`` (torch): that graph compiled by ``torch.compile`` (inductor
   unless ``options`` say otherwise).  Compiling the traced graph works where compiling
   the function fails or crashes.
@@ -24,14 +26,17 @@ NOTE [jit routes]: ``route`` names how a function is compiled:
   outputs copied out, so results stay ordinary tensors).  Refused where autograd must
   record through the call (an input or closed-over tensor requires grad).
 
-``"auto"`` tries the routes of :func:`crossgrad.transforms.policy.jit_routes` for the
-device in turn.  A route that fails for a signature warns once
-(:class:`crossgrad.errors.CompileFallbackWarning`, naming the error) and the next is
-tried; when none works, that signature runs eagerly from then on.  An error that
-eager execution raises too is the user's and propagates unchanged.  With
-``check=True`` the first result of each signature is compared with an eager one
-(relative tolerance per dtype, :data:`CHECK_RTOL`); a disagreement warns and falls
-back to eager execution.  The ``crossgrad`` logger says which route runs.
+``"auto"`` considers the routes of :func:`crossgrad.transforms.policy.jit_routes` for
+the device.  Every traced route is built from the one trace and run once against the
+traced call's own result (:func:`agree`, relative tolerance per dtype,
+:data:`CHECK_RTOL`; non-finite values must match), with everything it writes and draws
+restored around that run; one that fails or differs warns once
+(:class:`crossgrad.errors.CompileFallbackWarning`, saying why) and is never kept.  Of
+those that agree, the fastest measured is kept (each measured call isolated the same
+way); when none works, that signature runs eagerly from then on.  An error that eager
+execution raises too is the user's and propagates unchanged.  With ``check=True`` the
+``"compile"`` route's first result is compared with an eager call too.  The
+``crossgrad`` logger says which route runs.
 """
 
 from __future__ import annotations
