@@ -260,7 +260,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             made["compile"] = backend.builtins.compile(fresh, options)
         return made["compile"]
 
-    def guard_for(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> guards.Guard:
+    def guard_for() -> guards.Guard:
         return guards.Guard(f, arrays.is_array, arrays.is_random_key)
 
     def settled(key: tuple[Any, ...], before: guards.Guard) -> bool:
@@ -274,7 +274,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         made.pop("compile", None)  # a compiled function traced again, not served from its cache
         impure[key] = impure.get(key, 0) + 1
         if impure[key] >= 2:
-            runs[key] = ("eager", f, guard_for((), {}))
+            runs[key] = ("eager", f, guard_for())
             warn(f"{fname} changes what it reads besides its arguments (a closed-over value or list) on each call, "
                  "a Python side effect a compiled program does not repeat", "eagerly (the result is eager execution's)")
         return False
@@ -283,7 +283,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
                       compile_first: bool, like: Any) -> Any:
         """The first call without a trace: the framework's compiler on ``f`` (its first run
         is the call's result), else eager execution."""
-        before = guard_for(args, kwargs)
+        before = guard_for()
         if compile_first:
             fn = compiled_f()
             if check:  # eager first, on copies, with the draws the compiled call then makes
@@ -299,7 +299,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             else:
                 if not settled(key, before):
                     return out
-                guard = guard_for(args, kwargs)
+                guard = guard_for()
                 runs[key] = ("compile", fn, guard)
                 log.info("jit: %s runs by route 'compile'", fname)
                 if check:
@@ -311,7 +311,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
                         return eager
                 return out
         result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-        runs[key] = ("eager", f, guard_for(args, kwargs))
+        runs[key] = ("eager", f, guard_for())
         warn(f"{backend.name} compilation failed ({'; '.join(failures)})", "eagerly (the result is eager execution's)")
         return result
 
@@ -323,7 +323,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         failures: list[str] = []
         if not any(r.startswith("trace") for r in candidates):
             return untraced_call(key, args, kwargs, failures, "compile" in candidates, like)
-        before = guard_for(args, kwargs)
+        before = guard_for()
         try:
             trace = Traced(backend, f, args, kwargs)  # the call itself, run once for real
         except Exception as exc:
@@ -332,7 +332,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             return untraced_call(key, args, kwargs, failures, False, like)
         if not settled(key, before):
             return trace.result
-        guard = guard_for(args, kwargs)
+        guard = guard_for()
         trace.trace.adopt(guard.generators + [x for x in pytree.leaves((args, kwargs)) if arrays.is_random_key(x)])
         flat = trace.arrays(args, kwargs)
         working: list[tuple[str, Callable[..., Any]]] = []
@@ -383,7 +383,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
                 return known[1](*args, **kwargs)
             retraced[key] = retraced.get(key, 0) + 1
             if retraced[key] > MAX_RETRACES:
-                runs[key] = ("eager", f, guards.Guard(f, arrays.is_array, arrays.is_random_key))
+                runs[key] = ("eager", f, guard_for())
                 warn(f"what {fname} reads besides its arguments changed on {MAX_RETRACES} calls (NOTE [jit guards])",
                      "eagerly from now on")
                 return f(*args, **kwargs)

@@ -97,6 +97,19 @@ def _same_generator(a: torch.Generator, b: torch.Generator) -> bool:
     return moved
 
 
+def _kept(tensors: list[Any]) -> Callable[[], None]:
+    """Copies of ``tensors`` now, and a function that writes them back (the one way this
+    module undoes a replay's writes)."""
+    saved = [x.detach().clone() for x in tensors]
+
+    def put_back() -> None:
+        with torch.no_grad():
+            for x, v in zip(tensors, saved):
+                x.copy_(v)
+
+    return put_back
+
+
 def _default_generators(devices: list[torch.device]) -> list[torch.Generator]:
     gens = [torch.default_generator]
     gens += [torch.cuda.default_generators[d.index or 0] for d in devices]
@@ -183,19 +196,21 @@ class Trace:
 
         return restarted
 
+    def _writes(self, args: tuple[Any, ...]) -> list[Any]:
+        """The tensors a replay with ``args`` writes: its inputs and closed-over tensors
+        (the non-finite flag aside, which every replay sets anew)."""
+        written = [x for i, x in enumerate(args) if i in self._written[0]]
+        return written + [getattr(self.graph, name) for name in self._written[1] if name != simplify.NON_FINITE_FLAG]
+
     @contextlib.contextmanager
     def _rerun_point(self, args: tuple[Any, ...]) -> Iterator[Callable[[], None]]:
         """Yields a function that puts the generators and the tensors the graph writes back
         where this call found them."""
-        written = [x for i, x in enumerate(args) if i in self._written[0]]
-        written += [getattr(self.graph, name) for name in self._written[1] if name != simplify.NON_FINITE_FLAG]
-        saved = [x.detach().clone() for x in written]
+        put_back = _kept(self._writes(args))
         states = _global_states(self._devices), [g.get_state() for g, _, _ in self._theirs]
 
         def again() -> None:
-            with torch.no_grad():
-                for x, v in zip(written, saved):
-                    x.copy_(v)
+            put_back()
             _set_global_states(self._devices, states[0])
             for (g, _, _), st in zip(self._theirs, states[1]):
                 g.set_state(st)
@@ -209,9 +224,7 @@ class Trace:
         the graph writes and every generator is as the traced call left it (NOTE [one
         traced call]).  Closed-over tensors the graph writes start where the call left
         them: a result that depends on them differs, and that route is not kept."""
-        written = [x for i, x in enumerate(args) if i in self._written[0]]
-        written += [getattr(self.graph, name) for name in self._written[1]]
-        saved = [x.detach().clone() for x in written]
+        put_back = _kept(self._writes(args))
         with torch.no_grad():
             for i, x in self._inputs_before.items():
                 args[i].copy_(x)
@@ -221,9 +234,7 @@ class Trace:
         try:
             yield
         finally:
-            with torch.no_grad():
-                for x, s in zip(written, saved):
-                    x.copy_(s)
+            put_back()
             _set_global_states(self._devices, self._end)
             for g, _, end in self._theirs:
                 g.set_state(end)
@@ -265,8 +276,7 @@ def simplified(traced: Any, args: tuple[Any, ...], watch: _Watch) -> Any:
         return traced
     positions, names = _written_inputs(traced, {k for k, a in enumerate(args) if id(a) in watch.written},
                                        watch.written)
-    written = [x for i, x in enumerate(args) if i in positions] + [getattr(traced, n) for n in names]
-    saved = [x.detach().clone() for x in written]
+    put_back = _kept([x for i, x in enumerate(args) if i in positions] + [getattr(traced, n) for n in names])
     pairs = list(watch.first.values())
     devices = sorted({a.device for a in args if isinstance(a, torch.Tensor) and a.is_cuda}, key=str)
     before = _global_states(devices), [g.get_state() for g, _ in pairs]
@@ -279,9 +289,7 @@ def simplified(traced: Any, args: tuple[Any, ...], watch: _Watch) -> Any:
             with torch.no_grad():
                 return gm(*args)
         finally:
-            with torch.no_grad():
-                for x, s in zip(written, saved):
-                    x.copy_(s)
+            put_back()
 
     try:
         expected = run(traced)
