@@ -23,6 +23,9 @@ second-order tangent to the product rule's term, each a full pass over the Hessi
 The input watch's copies of the caller's tensors (``clone`` of an input) go where nothing
 in the graph writes into them and no output is a view of them.
 
+Last, batched products with a factor that is the same for every batch element become
+one ``mm`` (NOTE [batch-constant products], :mod:`crossgrad.backends.torch.folding`).
+
 The pass checks itself: the simplified graph must reproduce the traced graph's outputs
 on the example inputs (same draws of the random generators) or it is discarded.
 """
@@ -34,6 +37,8 @@ from typing import Any
 
 import torch
 import torch.fx
+
+from crossgrad.backends.torch import folding
 
 aten = torch.ops.aten
 
@@ -256,6 +261,7 @@ def simplify(gm: torch.fx.GraphModule) -> int:
                 node.replace_all_uses_with(replacement)
                 graph.erase_node(node)
                 rewritten += 1
+    rewritten += folding.fold(graph, lambda n: bool(aliases.written(n)))  # NOTE [batch-constant products]
     parents = {n: list(n.all_input_nodes) for n in graph.nodes}  # before dead code goes
     rewritten += _drop_unwritten_input_copies(graph, aliases)
     if rewritten:
