@@ -81,7 +81,7 @@ ESTIMATORS = ("exact", "hutchinson", "hutch++")
 # NumPy's casting rules, for writing results into a sink (stream_to).
 CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
 # How jit compiles (NOTE [jit routes]); each backend has a subset (``builtins.JIT_ROUTES``).
-JIT_ROUTES = ("auto", "compile", "trace", "trace-compile", "trace-cudagraph")
+JIT_ROUTES = ("auto", "measure", "compile", "trace", "trace-compile", "trace-cudagraph")
 
 Argnums = int | tuple[int, ...] | list[int]
 

@@ -146,16 +146,15 @@ def test_traced_hessians_of_every_strategy_with_aux_and_chunks(strategy):
     frameworks.assert_trees_close(got, h(*args), **TOL["float64"]["same"])
 
 
-def test_default_route_measures_its_candidates_on_the_notebook_hessian(caplog):
-    """The notebook's batched Hessian under cg.jit's default route: the traced graph is
-    compiled by inductor (torch.compile of the function itself fails or crashes on it),
-    every candidate is measured, none falls back, and the result is right (NOTE [jit
-    routes])."""
+def test_measure_route_times_every_candidate_on_the_notebook_hessian(caplog):
+    """The notebook's batched Hessian under ``route="measure"``: the traced graph is built
+    for every candidate route, each is measured once per signature, none falls back, and
+    the result is right (NOTE [jit routes])."""
     ns = _torch()
     prob = problems.tanh_linear(n_in=31, n_out=33, batch=8)
     f, args = _prepared(ns, prob, "float32")
     h = ns.batched_hessian(f, prob.argnums, prob.in_axes)
-    fast = ns.jit(h)
+    fast = ns.jit(h, route="measure")
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="crossgrad"):
         warnings.simplefilter("error", cg.CompileFallbackWarning)
         got = fast(*args)
@@ -165,6 +164,74 @@ def test_default_route_measures_its_candidates_on_the_notebook_hessian(caplog):
     assert all(f"{route} " in measured[0] for route in policy.jit_routes("torch", False)), measured
     for out in (got, again):
         frameworks.assert_trees_close(out, h(*args), **TOL["float32"]["same"])
+
+
+def _built_routes(monkeypatch):
+    """The options of every traced route jit builds (None: the graph as traced)."""
+    from crossgrad.transforms import compiled
+
+    built = []
+    route = compiled.Traced.route
+
+    def counting(self, options, replay=False):
+        built.append(options)
+        return route(self, options, replay)
+
+    monkeypatch.setattr(compiled.Traced, "route", counting)
+    return built
+
+
+@pytest.mark.parametrize(("prob", "expected"), [
+    (problems.tanh_linear(n_in=6, n_out=7, batch=5), "trace"),  # the Jacobian is most of what the graph writes
+    (problems.mlp((3, 8, 8, 1), batch=4), "trace-compile"),  # layers of intermediates to fuse
+], ids=["jacobian-writes-its-answer", "mlp-hessian"])
+def test_default_route_is_the_rules_and_builds_one_route(monkeypatch, caplog, prob, expected):
+    """``route="auto"`` builds one route, the one the rule picks from the traced graph
+    (NOTE [jit routes]), measures nothing, and picks the same route on every run."""
+    ns = _torch()
+    f, args = _prepared(ns, prob, "float32")
+    transform = (ns.batched_jacobian if "tanh_linear" in prob.name else ns.batched_hessian)(
+        f, prob.argnums, prob.in_axes)
+    built = _built_routes(monkeypatch)
+    taken = []
+    for _ in range(2):  # two fresh cg.jit objects: the same choice
+        with caplog.at_level(logging.INFO, logger="crossgrad"):
+            caplog.clear()
+            got = ns.jit(transform, options={"backend": "aot_eager"})(*args)
+        assert not [r for r in caplog.records if "measured" in r.getMessage()]
+        taken.append([r.getMessage().rsplit("route", 1)[-1].strip(" '") for r in caplog.records
+                      if "runs by route" in r.getMessage()])
+        frameworks.assert_trees_close(got, transform(*args), **TOL["float32"]["same"])
+    assert taken == [[expected], [expected]]
+    assert len(built) == 2  # one route per cg.jit object
+
+
+def test_the_rule_orders_routes_by_what_the_graph_writes():
+    assert policy.jit_routes("torch", False, 0.9)[0] == "trace"
+    assert policy.jit_routes("torch", False, 0.1)[0] == "trace-compile"
+    assert policy.jit_routes("torch", True, 0.9)[0] == "trace-cudagraph"
+    assert policy.jit_routes("torch", False, 0.1, records_grad=True)[0] == "trace"
+    assert policy.jit_routes("jax", False, 0.9) == ("compile",)
+
+
+def test_a_training_step_runs_as_traced_by_default(caplog):
+    """Autograd records through the call (parameters require grad): the rule runs the graph
+    as traced, no compile (NOTE [jit routes]); the gradients are eager's."""
+    ns = _torch()
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    laplacian = ns.batched_laplacian(lambda w, x: torch.tanh(w @ x).sum(), 1, (None, 0))
+
+    def loss(w, x):
+        return (laplacian(w, x) ** 2).mean()
+
+    with caplog.at_level(logging.INFO, logger="crossgrad"):
+        got = torch.autograd.grad(ns.jit(loss)(w, x), w)[0]
+    assert any("runs by route 'trace'" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(got, torch.autograd.grad(loss(w, x), w)[0], **TOL["float64"]["same"])
 
 
 def _noisy(x):
@@ -192,11 +259,11 @@ def _draws_as_one_call(fast):
 
 
 def test_measuring_leaves_the_random_state_as_one_call_would(monkeypatch):
-    """route="auto" calls the function several times to measure; the global generator
-    ends where one call leaves it, and the draws are one call's."""
+    """route="measure" calls the function several times; the global generator ends where
+    one call leaves it, and the draws are one call's."""
     ns = _torch()
-    monkeypatch.setattr(policy, "jit_routes", lambda backend, gpu: ("trace", "eager"))
-    _draws_as_one_call(ns.jit(_noisy))
+    monkeypatch.setattr(policy, "jit_routes", lambda backend, gpu, share=0.0: ("trace", "eager"))
+    _draws_as_one_call(ns.jit(_noisy, route="measure"))
 
 
 @pytest.mark.parametrize("route", ["trace", "trace-compile"])
@@ -273,7 +340,7 @@ def test_a_new_signature_is_traced_anew():
 def test_jax_has_no_trace_route():
     pytest.importorskip("jax")
     with pytest.raises(cg.UnsupportedOptionError, match=r"^jit: expected a route the jax backend has \('auto', "
-                       r"'compile'\), but got route='trace'"):
+                       r"'measure', 'compile'\), but got route='trace'"):
         cg.jax.jit(lambda x: x, route="trace")
 
 

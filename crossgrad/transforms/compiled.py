@@ -1,5 +1,5 @@
-"""jit: a transform compiled once per argument signature, by the route that is fastest on
-the device, never giving other numbers than eager.
+"""jit: a transform compiled once per argument signature, by the route a measured rule
+picks for the device, never giving other numbers than eager.
 
 NOTE [jit routes]: ``route`` names how a function is compiled:
 
@@ -26,15 +26,17 @@ NOTE [jit routes]: ``route`` names how a function is compiled:
   outputs copied out, so results stay ordinary tensors).  Refused where autograd must
   record through the call (an input or closed-over tensor requires grad).
 
-``"auto"`` considers the routes of :func:`crossgrad.transforms.policy.jit_routes` for
-the device.  Every traced route is built from the one trace and run once against the
-traced call's own result (:func:`agree`, relative tolerance per dtype,
-:data:`CHECK_RTOL`; non-finite values must match), with everything it writes and draws
-restored around that run; one that fails or differs warns once
-(:class:`crossgrad.errors.CompileFallbackWarning`, saying why) and is never kept.  Of
-those that agree, the fastest measured is kept (each measured call isolated the same
-way); when none works, that signature runs eagerly from then on.  An error that eager
-execution raises too is the user's and propagates unchanged.  With ``check=True`` the
+``"auto"`` takes the routes of :func:`crossgrad.transforms.policy.jit_routes` in the
+rule's order, decided from the device and the traced graph (deterministic: the same call
+takes the same route in every run): the first that builds and agrees with the traced
+call's own result (:func:`agree`, relative tolerance per dtype, :data:`CHECK_RTOL`;
+non-finite values must match), run once with everything it writes and draws restored
+around that run, is kept; nothing else is built or timed.  One that fails or differs warns
+once (:class:`crossgrad.errors.CompileFallbackWarning`, saying why) and is never kept;
+when none works, that signature runs eagerly from then on.  ``"measure"`` builds and
+checks every route of the rule and keeps the fastest of a few isolated, synchronized
+calls (a stopwatch: its choice may differ between runs).  An error that eager execution
+raises too is the user's and propagates unchanged.  With ``check=True`` the
 ``"compile"`` route's first result is compared with an eager call too.  The
 ``crossgrad`` logger says which route runs.
 """
@@ -205,8 +207,9 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
     compiler (``torch.compile`` / ``jax.jit``); on torch, ``"trace"`` replays the
     operations ``f`` dispatched, traced once per signature (shapes, dtypes,
     devices, pytree structure, Python values), and ``"trace-compile"`` compiles that
-    graph; ``"auto"`` takes the fastest measured route for the device
-    (:func:`crossgrad.transforms.policy.jit_routes`).  The first call of a signature
+    graph; ``"auto"`` takes the route the rule picks for the device and the traced graph
+    (:func:`crossgrad.transforms.policy.jit_routes`), ``"measure"`` the fastest of them
+    timed on the first call.  The first call of a signature
     is the traced call itself (its side effects happen once, its result is eager
     execution's); a traced route whose result differs from it is never kept.  What
     ``f`` reads besides its arguments is guarded: rebinding a closed-over array or
@@ -245,7 +248,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
                           errors.CompileFallbackWarning, stacklevel=4)
 
     def routes_for(like: Any) -> tuple[str, ...]:
-        if route != "auto":
+        if route not in ("auto", "measure"):
             return (route,)
         return policy.jit_routes(backend.name, like is not None and arrays.on_accelerator(like))
 
@@ -324,6 +327,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         if not any(r.startswith("trace") for r in candidates):
             return untraced_call(key, args, kwargs, failures, "compile" in candidates, like)
         before = guard_for()
+        started = time.perf_counter()
         try:
             trace = Traced(backend, f, args, kwargs)  # the call itself, run once for real
         except Exception as exc:
@@ -332,6 +336,10 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             return untraced_call(key, args, kwargs, failures, False, like)
         if not settled(key, before):
             return trace.result
+        log.info("jit: %s traced in %.2f s", fname, time.perf_counter() - started)
+        if route in ("auto", "measure"):  # the rule reads the traced graph (NOTE [jit routes])
+            candidates = policy.jit_routes(backend.name, like is not None and arrays.on_accelerator(like),
+                                           trace.trace.output_share(), trace.trace.records_grad())
         guard = guard_for()
         trace.trace.adopt(guard.generators + [x for x in pytree.leaves((args, kwargs)) if arrays.is_random_key(x)])
         flat = trace.arrays(args, kwargs)
@@ -340,21 +348,27 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             if r == "eager":
                 working.append((r, f))
                 continue
+            built_at = time.perf_counter()
             try:
                 fn = trace.route(options if r in ("trace-compile", "trace-cudagraph") else None,
                                  replay=r == "trace-cudagraph")
                 with trace.trace.isolated(flat):  # the same draws; leaves the state as the call left it
                     out = arrays.synchronize(fn(*args, **kwargs))
             except Exception as exc:
-                failures.append(f"route {r!r}: {type(exc).__name__}: {_first_line(exc)}")
-                log.info("jit: %s for %s", failures[-1], fname)
+                why = f"route {r!r}: {type(exc).__name__}: {_first_line(exc)}"
+                log.info("jit: %s for %s", why, fname)
+                if not (r == "trace-cudagraph" and route == "auto" and isinstance(exc, ValueError)):
+                    failures.append(why)  # a replay refused by design (autograd records) is the rule's, not news
                 continue
+            log.info("jit: %s: route %r built and run in %.2f s", fname, r, time.perf_counter() - built_at)
             differs = agree(backend, out, trace.result)
             if differs is not None:
                 failures.append(f"route {r!r} computed a result that differs from eager execution in {differs}")
                 log.info("jit: %s for %s", failures[-1], fname)
                 continue
             working.append((r, fn))
+            if route != "measure":  # the rule's order: the first route that works and agrees is kept
+                break
         if len(working) > 1:
             def timed(fn: Callable[..., Any]) -> Any:
                 with trace.trace.isolated(flat):

@@ -143,27 +143,48 @@ def batched_hessian_inside(backend: str, on_accelerator: bool, strategy: str, n:
 
 
 # NOTE [jit routes] (the routes: :mod:`crossgrad.transforms.compiled`): the routes
-# ``jit(route="auto")`` considers.  jax: ``jax.jit``, nothing else to consider.  torch: the
-# traced graph compiled by inductor, the traced graph as is, and eager execution,
-# *measured* on the first call of each argument signature (a few synchronized calls of
-# each, taken in turns; the fastest is kept), because no rule of sizes picks the winner
-# on either device.  ``make bench``, fp32, median ms per call (2 CPU cores, torch 2.13 /
-# H200, torch 2.11):
+# ``jit(route="auto")`` takes, by rule, in order (the first that builds and agrees with the
+# traced call is kept; ``route="measure"`` times them all instead).  jax: ``jax.jit``,
+# nothing else to consider.  torch on a GPU: the compiled graph replayed as a CUDA graph
+# (launch-bound calls; refused where autograd records through the call), then the
+# compiled graph, the graph as traced, eager.  torch on a CPU: the traced graph compiled
+# by inductor, unless the graph's outputs are at least half of the elements it computes
+# (``output_share``, read from the traced graph): then it writes its answer in a few
+# operations (a Jacobian's basis product), inductor has nothing to fuse, and its
+# generated kernels write slower than aten's, so the graph runs as traced.  Measured
+# with ``route="measure"`` on every ``make bench`` case, fp32, 2 CPU cores (Xeon, torch
+# 2.13, 2026-12-02, after NOTE [batch-constant products]), median ms, share in brackets:
 #
-# | case                      | trace-compile  | trace          | eager (cg auto) |
-# |---------------------------|----------------|----------------|-----------------|
-# | bhess B64 31->33          | 2.56 / 0.605   | 3.85 / 2.34    | 6.6 / 4.58      |
-# | bhess B64 512->32 (CPU B1)| 13.2 / 2.90    | 16.6 / 4.84    | 10.2 / 6.13     |
-# | bhess logsumexp           | 2.88 / 2.29    | -    / 36.8    | 2.65 / 38.5     |
-# | bhess PINN                | 5.61 / 11.4    | 12.4 / 16.0    | 11.0 / 19.4     |
-# | hvp MLP (1.3M on the GPU) | 4.75 / 5.55    | 2.19 / 2.69    | 3.92 / 5.93     |
-# | hess D16                  | 0.105 / 0.27   | 0.451 / -      | 0.966 / 2.59    |
+# | case                     | share | trace-compile | trace | eager | rule takes    |
+# |--------------------------|-------|---------------|-------|-------|---------------|
+# | bjac B64 31->33          | 0.94  | 0.38          | 0.366 | 1.23  | trace         |
+# | bjac B64 256->256        | 0.99  | 11.2          | 2.48  | 24.9  | trace         |
+# | bhess B64 31->33         | 0.80  | 2.01          | 1.15  | 5.84  | trace         |
+# | jac 2048->32 (wide)      | 1.0   | 0.319         | 0.338 | 0.785 | trace (+6%)   |
+# | bhess B1 512->32         | 0.32  | 15.7          | 19.1  | 18.9  | trace-compile |
+# | jac 32->2048 (tall)      | 0.25  | 0.355         | 0.638 | 1.49  | trace-compile |
+# | bhess logsumexp 128 B32  | 0.09  | 3.97          | 3.02  | 5.54  | trace-compile (-24%) |
+# | bhess MLP 64-256-256-1   | 0.02  | 2.93          | 4.52  | 6.12  | trace-compile |
+# | bhess PINN 2-128x6-3     | 0.00  | 3.83          | 8.08  | 15.6  | trace-compile |
+# | param hess MLP (dict)    | 0.03  | 3.32          | 4.41  | 5.93  | trace-compile |
+# | hvp MLP 64-256-256-1     | 0.19  | 1.06          | 1.38  | 4.17  | trace-compile |
+# | hess D16                 | 0.29  | 0.296         | 0.49  | 1.69  | trace-compile |
+# | laplacians D50/D16/PINN  | 0.00  | 1.22/0.473/1.5| 2.0/0.843/3.17 | 4.52/2.34/7.61 | trace-compile |
 #
-# Inductor wins most Hessians, loses hvp on both devices and the memory-bound Hessians
-# on the CPU, where eager torch already runs at the memory's pace.  On a GPU the compiled
-# graph replayed as a CUDA graph (``"trace-cudagraph"``) joins the candidates: the calls
-# above are launch-bound there, and one replay replaces every launch (H200, same run
-# as jax, median ms; benchmarks/results/nvidia-h200-2026-11-26-part-2-routes.md):
+# Where autograd records through the call (a training step's loss, backward through it)
+# inductor compiles the forward and the backward graph, 20-25 s on 2 cores with a cold
+# cache, and the rule runs the graph as traced: PINN step (tanh MLP 2-64-64-64-1, 512
+# points, the Laplacian inside an MSE loss, backward, Adam; 200 steps): eager 7.62
+# ms/step; trace 6.83 ms/step, first call 0.21 s; trace-compile 3.32 ms/step, first call
+# 19.7 s and 4.1 s for the second (the backward's): it pays back after ~6,000 steps, so
+# a long training run asks for ``route="trace-compile"``.
+# The rule's route is never slower than eager on these cases nor on the 40 functions of
+# the sweep (benchmarks/sweep.py; all took trace-compile there); it is within 6% of the
+# fastest measured route except on the log-sum-exp Hessian (24% slower than as traced).
+# Before the batch-constant fold the stopwatch was needed: inductor lost the 512->32 and
+# hvp cases to eager.  GPU measurements (H200, torch 2.11, before this rule; the
+# measured ``auto`` took the replay wherever it was a candidate;
+# benchmarks/results/nvidia-h200-2026-11-26-part-2-routes.md), median ms:
 #
 # | case                   | torch cg.jit (measured auto) | jax cg.jit | before replay |
 # |------------------------|------------------------------|------------|---------------|
@@ -172,19 +193,30 @@ def batched_hessian_inside(backend: str, on_accelerator: bool, strategy: str, n:
 # | jac 32->2048 / 2048->32| 0.078 / 0.058                | 0.069 / 0.081 | 0.237 / 0.239 |
 # | bhess MLP 64-256-256-1 | 0.727                        | 0.869      | 1.02          |
 # | bhess logsumexp N1024  | 2.04                         | 2.47       | 2.29          |
-# | bhess B64 512->32      | 2.81                         | 0.867      | 2.90          |  torch.compile of
-# the function itself is never considered: it fails on Hessians and crashes on
-# forward-over-forward ones.  Compile time is paid once per signature (1-60 s on 2 CPU
-# cores, 1-6 s on the H200) and reported apart by the benchmark.
+# | bhess B64 512->32      | 2.81                         | 0.867      | 2.90          |
+#
+# torch.compile of the function itself is never taken: it fails on Hessians and
+# crashes on forward-over-forward ones.  Compile time is paid once per signature (1-15 s
+# on 2 CPU cores for one route, 1-6 s on the H200) and reported apart by the benchmark.
 
 
-def jit_routes(backend: str, on_accelerator: bool) -> tuple[str, ...]:
-    """The routes ``jit(route="auto")`` considers, measured in turn when more than one
-    (NOTE [jit routes])."""
+# The share of a traced graph's computed elements that are its outputs from which the
+# graph runs as traced (NOTE [jit routes]).
+TRACE_AS_IS_OUTPUT_SHARE = 0.5
+
+
+def jit_routes(backend: str, on_accelerator: bool, output_share: float = 0.0,
+               records_grad: bool = False) -> tuple[str, ...]:
+    """The routes ``jit(route="auto")`` takes, in order: the first that builds and agrees
+    with the traced call is kept (``route="measure"`` times all of them).  ``output_share``:
+    the share of the elements the traced graph computes that are its outputs;
+    ``records_grad``: autograd records through the call (NOTE [jit routes])."""
     if backend == "jax":
         return ("compile",)
     if on_accelerator:
         return ("trace-cudagraph", "trace-compile", "trace", "eager")
+    if records_grad or output_share >= TRACE_AS_IS_OUTPUT_SHARE:
+        return ("trace", "trace-compile", "eager")
     return ("trace-compile", "trace", "eager")
 
 

@@ -79,7 +79,7 @@ def hessian(f: Callable[..., Any], argnums: Any, has_aux: bool, chunk_size: int 
 
 
 # The routes jit has on torch (NOTE [jit routes] in crossgrad.transforms.compiled).
-JIT_ROUTES = ("auto", "compile", "trace", "trace-compile", "trace-cudagraph")
+JIT_ROUTES = ("auto", "measure", "compile", "trace", "trace-compile", "trace-cudagraph")
 
 
 def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable[..., Any]:

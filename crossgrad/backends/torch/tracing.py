@@ -155,6 +155,31 @@ class Trace:
                                         generators.written)
         self._inputs_before = {i: before[i] for i in self._written[0]}  # only those the call writes
 
+    def output_share(self) -> float:
+        """The share of the elements the graph computes that are its outputs: near 1 where
+        the graph writes its answer in a few operations (a Jacobian's basis product), small
+        where it computes intermediates it could fuse (NOTE [jit routes] in
+        :mod:`crossgrad.transforms.policy`)."""
+        returned: list[Any] = []
+        computed = 0
+        for node in self.graph.graph.nodes:
+            if node.op == "output":
+                torch.fx.node.map_arg(node.args, returned.append)
+            value = node.meta.get("val")
+            schema = getattr(node.target, "_schema", None)
+            if node.op == "call_function" and isinstance(value, torch.Tensor) and schema is not None \
+                    and not any(r.alias_info is not None for r in schema.returns):  # views compute nothing
+                computed += value.numel()
+        written = sum(v.numel() for n in returned if isinstance(v := n.meta.get("val"), torch.Tensor))
+        return min(1.0, written / computed) if computed else 1.0
+
+    def records_grad(self) -> bool:
+        """Whether autograd records through a replay: grad mode on and an input or a tensor
+        the graph holds requires grad (a training step's loss)."""
+        held = [getattr(self.graph, n.target) for n in self.graph.graph.nodes if n.op == "get_attr"]
+        return torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in (*self.example, *held))
+
     def adopt(self, known: list[Any]) -> None:
         """Tell the caller's generators (``known``: those found in the arguments and in what
         the function refers to; the default ones join them) from the function's own."""
