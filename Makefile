@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test parity fuzz lint typecheck bench wheel-check clean
+.PHONY: install test parity fuzz lint typecheck bench sweep wheel-check clean
 
 install: $(SETUP)
 
@@ -50,8 +50,14 @@ lint: $(SETUP)
 typecheck: $(SETUP)
 	$(RUN) -m mypy --strict crossgrad tests/typing/user_script.py
 
+# ARGS go to pytest (ARGS="-k dispatch" selects cases); the sweep runs after a full run.
 bench: $(SETUP)
-	$(RUN) -m benchmarks
+	$(RUN) -m benchmarks $(ARGS)
+	$(if $(ARGS),,$(RUN) -m benchmarks.sweep)
+
+# The sweep alone: 40 generated functions, four forms of a layer (benchmarks/sweep.py).
+sweep: $(SETUP)
+	$(RUN) -m benchmarks.sweep $(ARGS)
 
 # Not part of `make test`: the wheel built, installed with the CPU torch pin into a fresh
 # virtualenv (outside this tree, so the checkout is not on the path), and the README's
