@@ -52,6 +52,18 @@ def _jit(framework: str, kind: str, route: str = "auto") -> Callable:
     return build
 
 
+def _jax_jit(kind: str) -> Callable:
+    """``jax.jit`` around crossgrad's auto transform: what ``cg.jit`` is measured against."""
+    inner = _cg("jax", kind)
+
+    def build(f: Callable, problem: Any, args: tuple) -> Callable:
+        import jax
+
+        return jax.jit(inner(f, problem, args))
+
+    return build
+
+
 def _framework(name: str) -> dict[str, Callable]:
     """The raw framework transforms a user would call, under one set of names."""
     if name == "torch":
@@ -217,6 +229,9 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
     # cg.jit compiles by itself (its first call includes tracing and compiling).
     out.append(Impl("cg jit", _jit(framework, kind), False, ("jit",)))
     if framework == "jax":
+        # What cg.jit adds to jax.jit of the same transform, alternated call by call.
+        out.append(Impl("jit overhead: cg jit vs jax.jit", _pair(_jax_jit(kind), _jit(framework, kind)), False,
+                        ("paired", "jit-overhead")))
         out.append(Impl("cg auto (eager, no jit)", _cg(framework, kind), False, ("eager",)))
         # The user's question "which backend": torch's cg.jit against jax's, alternated call by call.
         out.append(Impl("torch cg jit vs jax cg jit", _jit(framework, kind), False, ("versus",)))

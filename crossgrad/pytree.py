@@ -28,11 +28,10 @@ NOTE [pytree conventions]: where the registries differ and what crossgrad does.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import sys
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 
@@ -60,15 +59,21 @@ _NONE = TreeDef("none", None, (), 0)
 _ORDER: contextvars.ContextVar[str] = contextvars.ContextVar("crossgrad_dict_order", default="sorted")
 
 
-@contextlib.contextmanager
-def dict_order(backend: str) -> Iterator[None]:
+class dict_order:
     """Walk plain dicts in ``backend``'s order within the block: sorted keys for jax,
-    insertion order for torch."""
-    token = _ORDER.set("insertion" if backend == "torch" else "sorted")
-    try:
-        yield
-    finally:
-        _ORDER.reset(token)
+    insertion order for torch.  (A class, not a generator context: it is entered on every
+    transform call.)"""
+
+    __slots__ = ("_order", "_token")
+
+    def __init__(self, backend: str) -> None:
+        self._order = "insertion" if backend == "torch" else "sorted"
+
+    def __enter__(self) -> None:
+        self._token = _ORDER.set(self._order)
+
+    def __exit__(self, *exc: object) -> None:
+        _ORDER.reset(self._token)
 
 
 def _is_namedtuple(x: Any) -> bool:
@@ -90,9 +95,8 @@ def _dict_keys(tree: dict[Any, Any]) -> tuple[Any, ...]:
 
 def _registered(tree: Any) -> tuple[str, Any, Sequence[Any]] | None:
     """One level of a node some framework's registry knows, or None (a leaf)."""
-    if isinstance(tree, (int, float, complex, str, bytes)) or type(tree).__module__.partition(".")[0] in (
-            "torch", "jax", "jaxlib", "numpy"):
-        return None  # arrays and scalars: leaves in every registry, answered without asking one
+    if isinstance(tree, (int, float, complex, str, bytes)):
+        return None  # scalars: leaves in every registry, answered without asking one
     jax = sys.modules.get("jax")
     if jax is not None:
         kids, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is not tree)
@@ -107,7 +111,19 @@ def _registered(tree: Any) -> tuple[str, Any, Sequence[Any]] | None:
     return None
 
 
+# The types of arrays and scalars met so far: leaves in every registry (the first test of
+# each flatten step, which runs for every leaf of every call).
+_LEAVES: set[type] = {int, float, complex, str, bytes, bool}
+
+
 def _children(tree: Any) -> tuple[str, Any, Sequence[Any]] | None:
+    kind = type(tree)
+    if kind in _LEAVES:
+        return None
+    if kind.__module__.partition(".")[0] in ("torch", "jax", "jaxlib", "numpy") and not isinstance(
+            tree, (dict, tuple, list)):
+        _LEAVES.add(kind)
+        return None
     if tree is None:
         return "none", None, ()
     if isinstance(tree, dict):

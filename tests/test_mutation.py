@@ -73,3 +73,61 @@ def test_functions_that_do_not_write_are_untouched():
     cg.torch.vmap(lambda v: v * 2.0)(x)
     cg.torch.jacfwd(lambda v: v * 2.0)(x)
     assert x._version == before
+
+
+def test_a_write_on_a_later_call_is_still_reported():
+    """After a call that wrote nothing, the caller's tensors are watched, not copied (NOTE
+    [input writes]): a write on a later call is reported, and says the array changed."""
+    calls = []
+
+    def sometimes(x):
+        calls.append(1)
+        if len(calls) > 1:
+            x.mul_(2.0)
+        return x * x
+
+    f = cg.torch.jacfwd(sometimes)
+    x = torch.ones(3)
+    f(x)
+    with pytest.raises(cg.InputMutationError, match="the caller's array has been changed"):
+        f(x)
+
+
+def test_copies_only_until_a_call_wrote_nothing(monkeypatch):
+    from crossgrad.backends import load
+
+    backend = load("torch")
+    seen = []
+    original = backend.arrays.shield
+
+    def recording(args, kwargs, copies=True):
+        seen.append(copies)
+        return original(args, kwargs, copies)
+
+    monkeypatch.setattr(backend.arrays, "shield", recording)
+    f = cg.torch.jacrev(lambda v: v.sin())
+    x = torch.ones(3)
+    for _ in range(3):
+        f(x)
+
+    def g(v):
+        return (v * v).sum()
+
+    for _ in range(2):
+        cg.torch.vjp(g, x)
+    assert seen == [True, False, False, True, False]
+
+
+ALIASES = {"itself": lambda v: v, "view": lambda v: v.view(3), "slice": lambda v: v[0:2],
+           "unbind": lambda v: v.unbind(0)[0], "detach": lambda v: v.detach()}
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+@pytest.mark.parametrize("alias", list(ALIASES))
+def test_results_never_alias_the_callers_tensor(calls, alias):
+    f = cg.torch.vmap(ALIASES[alias])
+    x = torch.ones(4, 3)
+    for _ in range(calls):
+        out = f(x)
+    out.mul_(5.0)
+    assert torch.equal(x, torch.ones(4, 3)), alias

@@ -62,6 +62,12 @@ def framework_of(x: Any) -> str | None:
 
 def infer_backend(transform: str, *trees: Any) -> str:
     """The backend the arrays in ``trees`` belong to (imports nothing)."""
+    if len(trees) == 2 and not trees[1] and type(trees[0]) is tuple and trees[0]:
+        # The common call, positional arrays of one framework, without flattening (it runs
+        # on every call of a top-level transform).
+        kinds = {framework_of(a) for a in trees[0]}
+        if len(kinds) == 1 and None not in kinds:
+            return kinds.pop()  # type: ignore[return-value]
     found = {fw for tree in trees for leaf in pytree.leaves(tree) if (fw := framework_of(leaf)) is not None}
     if len(found) > 1:
         raise errors.MixedFrameworksError(

@@ -48,9 +48,15 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     return []
 
 
-def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
+def shield(args: tuple[Any, ...], kwargs: dict[Any, Any],
+           copies: bool = True) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
     """jax arrays are immutable: the arguments as they are, nothing to watch."""
     return args, kwargs, []
+
+
+def unaliased(tree: Any, watched: list[tuple[int, Any, int]]) -> Any:
+    """``tree`` as it is: an immutable array may be shared."""
+    return tree
 
 
 def materialized(tree: Any) -> Any:

@@ -49,21 +49,47 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     return found
 
 
-def shield(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
+def shield(args: tuple[Any, ...], kwargs: dict[Any, Any],
+           copies: bool = True) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
     """``args`` and ``kwargs`` with every tensor replaced by a copy (autograd flows through
     to the original), and the :func:`watch` list of the copies: a function that writes
     into its input writes into the copy, so the caller's tensor never changes and the
-    write is still reported.  Inside a torch.func transform or a compilation, unchanged
-    (the outermost crossgrad call shielded them)."""
+    write is still reported.  Without ``copies``, the caller's tensors themselves are
+    watched (a write is reported, not prevented: NOTE [input writes]).  Inside a torch.func
+    transform or a compilation, unchanged (the outermost crossgrad call shielded them)."""
     if torch._C._functorch.maybe_current_level() is not None or torch.compiler.is_compiling():
         return args, kwargs, []
+    if copies:
+        def copy_of(leaf: Any) -> Any:
+            return leaf.clone() if isinstance(leaf, torch.Tensor) and not leaf.is_inference() else leaf
 
-    def copy_of(leaf: Any) -> Any:
-        return leaf.clone() if isinstance(leaf, torch.Tensor) and not leaf.is_inference() else leaf
+        args = tuple(pytree.map_leaves(copy_of, a) for a in args)
+        kwargs = {k: pytree.map_leaves(copy_of, v) for k, v in kwargs.items()}
+    found: list[tuple[int, Any, int]] = []
+    for k, tree in enumerate(args + tuple(kwargs.values())):
+        leaves = (tree,) if isinstance(tree, torch.Tensor) else pytree.leaves(tree)
+        found.extend((k, leaf, leaf._version) for leaf in leaves
+                     if isinstance(leaf, torch.Tensor) and not leaf.is_inference())
+    return args, kwargs, found
 
-    args = tuple(pytree.map_leaves(copy_of, a) for a in args)
-    kwargs = {k: pytree.map_leaves(copy_of, v) for k, v in kwargs.items()}
-    return args, kwargs, watch(args + tuple(kwargs.values()))
+
+def unaliased(tree: Any, watched: list[tuple[int, Any, int]]) -> Any:
+    """``tree`` with every tensor that shares memory with a watched input replaced by a
+    copy: a result never aliases the caller's tensor (writing into it would write into the
+    input)."""
+    if not watched:
+        return tree
+    inputs = {leaf.untyped_storage().data_ptr() for _, leaf, _ in watched if not leaf.is_meta}
+
+    def shares(x: Any) -> bool:
+        return isinstance(x, torch.Tensor) and not x.is_meta and x.untyped_storage().data_ptr() in inputs
+
+    if isinstance(tree, torch.Tensor):
+        return tree.clone() if shares(tree) else tree
+    leaves, treedef = pytree.flatten(tree)
+    if not any(shares(x) for x in leaves):
+        return tree
+    return pytree.unflatten(treedef, [x.clone() if shares(x) else x for x in leaves])
 
 
 def as_array(x: Any) -> Any:
