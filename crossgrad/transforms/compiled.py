@@ -105,6 +105,10 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
     is_array = backend.arrays.is_array
     if not kwargs and all(is_array(a) for a in args):  # the common call, kept cheap
         return tuple(backend.arrays.signature(a) for a in args)
+    if not kwargs:
+        nested = _nested_signature(backend, args)  # tuples and lists of arrays (a model's parameters)
+        if nested is not None:
+            return nested
     leaves, treedef = pytree.flatten((args, kwargs))
     parts: list[Any] = [treedef]
     for leaf in leaves:
@@ -117,6 +121,23 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
         except TypeError:
             parts.append(("id", id(leaf)))
     return tuple(parts)
+
+
+def _nested_signature(backend: Backend, tree: Any) -> tuple[Any, ...] | None:
+    """:func:`signature`'s answer for plain tuples and lists of arrays, without flattening
+    (it runs on every call); None for anything else (then flattened)."""
+    parts: list[Any] = []
+    for x in tree:
+        if backend.arrays.is_array(x):
+            parts.append(backend.arrays.signature(x))
+        elif type(x) is tuple or type(x) is list:
+            inner = _nested_signature(backend, x)
+            if inner is None:
+                return None
+            parts.append((type(x), inner))
+        else:
+            return None
+    return ("nested", *parts)
 
 
 class Traced:

@@ -82,7 +82,11 @@ def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     memo = Memo()
 
     def hessian_f(*args: Any, **kwargs: Any) -> Any:
-        key = Memo.key(args)
+        # A call recorded for compilation (cg.jit's traced routes) may take another strategy
+        # than an eager one (NOTE [hessian strategy]): both are remembered apart.
+        compiled = strategy == "auto" and impl == "auto" and backend.taylor.being_compiled()
+        shapes = Memo.key(args)
+        key = None if shapes is None else (*shapes, compiled)
         picked = memo.get(key)
         if picked is None:
             call = Call(name, backend, f, args, kwargs, argnums, has_aux)
@@ -105,7 +109,7 @@ def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
                     else:
                         chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
                             math.prod(shape) for shape, _, _ in outputs))
-                picked = (*chosen[sig], False)
+                picked = (*policy.compiled_hessian(backend.name, chosen[sig], compiled), False)
             memo.put(key, picked)
         s, picked_impl, forced = picked
         how = picked_impl if forced or (impl == "auto" and picked_impl) else impl

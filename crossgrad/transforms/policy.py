@@ -69,6 +69,34 @@ def hessian_strategy(backend: str, out_size: Callable[[], int]) -> tuple[str, st
     return ("fwd-rev", None) if scalar else ("fwd-fwd", None)
 
 
+# Under compilation (torch: cg.jit's traced routes record the call into one graph), the
+# scalar-output choice differs: the graph of torch.func's own jacrev(jacrev) compiles to
+# the same speed whatever form the function's layers are written in, where crossgrad's
+# composition loses on W @ x.  Measured on the speed sweep's five scalar Hessians x four
+# layer forms (fp32, 2 CPU cores, Xeon, 2026-12-02, torch cg.jit route trace-compile
+# against jax cg.jit, median of 61 alternated pairs; ratio torch/jax):
+#
+# | function                        | form     | rev-rev builtin | rev-rev composed |
+# |---------------------------------|----------|-----------------|------------------|
+# | hess tanh 8-128-128-1 B128      | W @ x    | 0.83            | 0.88             |
+# | hess softplus 16-64-64-1 B256   | W @ x    | 0.96            | 1.47             |
+# | hess tanh 64-256-256-1 B32      | W @ x    | 0.77            | 1.00             |
+# | hess sin 2-64-64-1 B1024        | W @ x    | 0.60            | 0.67             |
+# | hess softplus 32-256-1 B300     | W @ x    | 0.85            | 1.23             |
+# | the same five                   | x @ W.T  | 0.38-0.92       | 0.36-0.85        |
+# | the same five                   | F.linear | 0.40-0.86       | 0.32-0.88        |
+# | the same five                   | einsum   | 0.39-0.80       | 0.32-0.65        |
+#
+# The composition wins the other forms by up to 0.14; the built-in's worst case is 0.96
+# where the composition's is 1.47.  So a compiled torch scalar Hessian takes the built-in.
+def compiled_hessian(backend: str, chosen: tuple[str, str | None], compiled: bool) -> tuple[str, str | None]:
+    """The strategy and implementation for a call being compiled (``compiled``), from the
+    eager choice ``chosen`` (:func:`hessian_strategy`)."""
+    if compiled and backend == "torch" and chosen == ("rev-rev", "composed"):
+        return ("rev-rev", "builtin")
+    return chosen
+
+
 # NOTE [auto avoids]: built-ins that ``impl="auto"`` passes over for crossgrad's
 # composition, per backend.
 # * torch ``linearize``: torch.func.linearize traces the function with make_fx on every
