@@ -1,7 +1,7 @@
 """Real models through crossgrad, each checked against its framework's own transforms.
 
-torch: an ``nn.Module``'s parameters as a dict (per-sample parameter Jacobians via
-``functional_call``, the model's parameter order kept).  jax: an Equinox model and a Flax
+torch: an ``nn.Module`` passed as it is (per-sample parameter Jacobians keyed by parameter
+name, the model's order kept; checked against ``functional_call`` under torch.func).  jax: an Equinox model and a Flax
 NNX state passed whole (static leaves such as activation functions are not
 differentiated: ``None`` at their place, as ``eqx.filter_grad`` gives).
 
@@ -27,9 +27,10 @@ def torch_module() -> None:
     def f(p: dict, xi: torch.Tensor) -> torch.Tensor:
         return functional_call(model, p, (xi,))
 
-    jac = cg.batched_jacobian(f, 0, (None, 0))(params, x)
+    # The module itself as the argument: crossgrad differentiates its parameters.
+    jac = cg.batched_jacobian(lambda m, xi: m(xi), 0, (None, 0))(model, x)
     ref = vmap(jacrev(f), in_dims=(None, 0))(params, x)
-    worst = max(float((jac[k] - ref[k]).abs().max()) for k in params)
+    worst = max(float((jac[k] - ref[k]).abs().max().detach()) for k in params)
     print(f"torch nn.Module: per-sample parameter Jacobians {', '.join(f'{k} {tuple(v.shape)}' for k, v in jac.items())}"
           f" (the model's order); max |crossgrad - torch.func| = {worst:.1e}")
     assert worst < 1e-5

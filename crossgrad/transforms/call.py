@@ -90,6 +90,14 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
                 "under vmap) or of a larger shape than the array",
                 "Return the value instead of accumulating it in place (buf = buf + x out of place, or sum the "
                 "transform's result afterwards).") from exc
+        if cause == "captured write":
+            raise errors.InputMutationError(
+                transform, "a function that writes in place only into arrays it is given or makes",
+                "an in-place write into a closed-over array (a model's buffer: a training-mode BatchNorm updating "
+                "its running statistics)",
+                "Call model.eval() around the transform (the statistics are then read, not updated), or "
+                "torch.func.replace_all_batch_norm_modules_(model) to stop tracking them; a buffer of your own: "
+                "return the new value instead of writing it.") from exc
         if cause == "randomness":
             if transform in spec.TAKE_RANDOMNESS:
                 how = ("Pass randomness='different' (one draw per sample, e.g. dropout) or randomness='same' (one "
@@ -102,6 +110,15 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
                 transform, "a deterministic function under vmap",
                 "a call to a random operation of the framework's global generator", how) from exc
         raise
+
+
+def _array_hint(backend: Backend, leaf: Any) -> str:
+    """How to fix a differentiated leaf that is not an array: a model inside a container is
+    taken only as an argument of its own (NOTE [models as arguments])."""
+    if backend.builtins.is_model(leaf):
+        return ("A model is differentiated by its parameters when it is an argument of its own: pass the module "
+                "itself as an argument (f(model, x)), not inside a tuple, list or dict.")
+    return "Pass arrays of the backend's framework, or leave this argument out of argnums."
 
 
 class Call:
@@ -146,15 +163,14 @@ class Call:
         if leaves and not self.kept:
             raise errors.InputDtypeError(transform, f"{backend.name} arrays among the differentiated inputs",
                                          f"only a {type(leaves[0]).__name__} at argument {self.nums[0]}",
-                                         "Pass arrays of the backend's framework, or leave this argument out of argnums.")
+                                         _array_hint(backend, leaves[0]))
         for j in self.kept:
             leaf = leaves[j]
             k = next(i for i, (lo, hi) in enumerate(self.bounds) if lo <= j < hi)
             position = f"argument {self.nums[k]}" + (f", leaf {j - self.bounds[k][0]}" if self.defs[k].kind != "leaf" else "")
             if not backend.arrays.is_input(leaf):
                 raise errors.InputDtypeError(transform, f"{backend.name} arrays as differentiated inputs",
-                                             f"a {type(leaf).__name__} at {position}",
-                                             "Pass arrays of the backend's framework, or leave this argument out of argnums.")
+                                             f"a {type(leaf).__name__} at {position}", _array_hint(backend, leaf))
             spec.check_float_input(transform, backend.arrays.dtype_name(leaf), position)
 
     def rebuild(self, leaves: tuple[Any, ...]) -> list[Any]:

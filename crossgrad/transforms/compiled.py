@@ -52,7 +52,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import guards, policy
+from crossgrad.transforms import guards, models, policy
 from crossgrad.transforms.call import check_leaves
 
 log = logging.getLogger("crossgrad")
@@ -121,6 +121,32 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
         except TypeError:
             parts.append(("id", id(leaf)))
     return tuple(parts)
+
+
+def _fixed_leaves(backend: Backend, f: Callable[..., Any], options: dict[Any, Any] | None, args: tuple[Any, ...],
+                  kwargs: dict[Any, Any]) -> Callable[..., Any]:
+    """``f`` compiled as a function of the leaves the framework takes as arguments, the others
+    (functions, strings, objects) fixed at their values in ``args`` and ``kwargs``: for calls of
+    the same :func:`signature` (which names those leaves)."""
+    leaves, treedef = pytree.flatten((args, kwargs))
+    taken = [i for i, x in enumerate(leaves) if backend.arrays.is_input(x)]
+    fixed = list(leaves)
+
+    def of_taken(*xs: Any) -> Any:
+        full = list(fixed)
+        for i, x in zip(taken, xs):
+            full[i] = x
+        call_args, call_kwargs = pytree.unflatten(treedef, full)
+        return f(*call_args, **call_kwargs)
+
+    of_taken.__name__ = of_taken.__qualname__ = getattr(f, "__name__", "f")
+    compiled = backend.builtins.compile(of_taken, options or {})
+
+    def run(*call_args: Any, **call_kwargs: Any) -> Any:
+        now = pytree.leaves((call_args, call_kwargs))
+        return compiled(*(now[i] for i in taken))
+
+    return run
 
 
 def _nested_signature(backend: Backend, tree: Any) -> tuple[Any, ...] | None:
@@ -309,7 +335,12 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         is the call's result), else eager execution."""
         before = guard_for()
         if compile_first:
-            fn = compiled_f()
+            leaves = pytree.leaves((args, kwargs))
+            # A model's leaves the framework cannot take as arguments (an Equinox module's
+            # activation function) are held fixed, as eqx.filter_jit does: the signature
+            # already names them.
+            fn = compiled_f() if all(arrays.is_input(x) for x in leaves) else _fixed_leaves(backend, f, options, args,
+                                                                                                kwargs)
             if check:  # eager first, on copies, with the draws the compiled call then makes
                 copy_args, copy_kwargs = pytree.map_leaves(lambda x: arrays.copy(x) if arrays.is_array(x) else x,
                                                            (args, kwargs))
@@ -410,7 +441,17 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         runs[key] = (r, fn, guard)
         return trace.result
 
+    lifted = models.Lifted(backend, f)
+
     def jitted(*args: Any, **kwargs: Any) -> Any:
+        at = models.positions(backend, args)
+        if at:  # NOTE [models as arguments]: the model's parameters are the program's inputs
+            jitted_g, args = lifted.of(args, at, lambda g: jit(backend, g, check, options, route=route))
+            return jitted_g(*args, **kwargs)
+        with pytree.dict_order(backend.name):  # dicts walked in the framework's order, as the transforms do
+            return call(*args, **kwargs)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
         key = signature(backend, args, kwargs)
         known = runs.get(key)
         if known is not None:

@@ -28,6 +28,7 @@ from crossgrad.transforms import (
     derivatives,
     hessians,
     jacobians,
+    models,
     operators,
     vectorize,
 )
@@ -81,6 +82,38 @@ def _wrote_nothing(f: Any) -> None:
         pass
 
 
+# The lifted forms of functions given to the transforms that evaluate at once, per function.
+_LIFTED: weakref.WeakKeyDictionary[Any, models.Lifted] = weakref.WeakKeyDictionary()
+
+
+def _models_lifted(backend: Backend, name: str, signature: inspect.Signature, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """For a transform that evaluates at once: the models among its primals (or ``args``)
+    replaced by their parameters, and ``f`` by its lifted form (NOTE [models as
+    arguments]); the arguments as they are where there is none."""
+    holder = spec.EVALUATE_AT_ONCE[name][0]
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return args, kwargs  # the transform names the mistake
+    value = bound.arguments.get(holder)
+    seq = value if isinstance(value, tuple) else (value,)
+    at = models.positions(backend, seq)
+    if not at:
+        return args, kwargs
+    f = bound.arguments["f"]
+    try:
+        lifted = _LIFTED.get(f)
+        if lifted is None:
+            lifted = _LIFTED[f] = models.Lifted(backend, f)
+    except TypeError:  # not weakly referable: lifted for this call
+        lifted = models.Lifted(backend, f)
+    g, new = lifted.of(seq, at)
+    bound.arguments["f"] = g
+    bound.arguments[holder] = new if isinstance(value, tuple) else new[0]
+    return bound.args, bound.kwargs
+
+
 def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., Any]:
     """``fn`` with ``backend`` bound first, as the public transform ``name``.
 
@@ -112,6 +145,9 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
             if bound is not None and bound.arguments.get("has_aux") is True:
                 args = (auxiliary.strip(backend, args[0], held), *args[1:])
         if where is not None:
+            if user_f is not None:
+                args, kwargs = _models_lifted(backend, name, signature, args, kwargs)
+                user_f = args[0]
             with arrays.exclusive(), pytree.dict_order(order):
                 stop = len(args) if where.stop is None else min(where.stop, len(args))
                 copies = not _known_clean(user_f)
@@ -126,14 +162,23 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
         with pytree.dict_order(order):
             made = fn(backend, *args, **kwargs)
         copies = True
+        lifted = models.Lifted(backend, args[0]) if user_f is not None else None
+
+        def made_for(g: Callable[..., Any]) -> Any:
+            with pytree.dict_order(order):
+                return fn(backend, g, *args[1:], **kwargs)
 
         @functools.wraps(made)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
             nonlocal copies
+            target = made
+            at = models.positions(backend, call_args)
+            if at and lifted is not None:  # NOTE [models as arguments]
+                target, call_args = lifted.of(call_args, at, made_for)
             with arrays.exclusive(), pytree.dict_order(order):
                 shielded = copies
                 call_args, call_kwargs, watched = arrays.shield(call_args, call_kwargs, shielded)
-                out = made(*call_args, **call_kwargs)
+                out = target(*call_args, **call_kwargs)
                 if watched:
                     check_unchanged(name, watched, shielded)
                     copies = False

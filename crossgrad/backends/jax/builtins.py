@@ -75,3 +75,16 @@ JIT_ROUTES = ("auto", "measure", "compile")  # measure: jax.jit is the one route
 
 def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable[..., Any]:
     return jax.jit(f, **options)
+
+
+def is_model(x: Any) -> bool:
+    """jax models (Equinox modules, Flax NNX states) are pytrees: taken as they are."""
+    return False
+
+
+def parameters_of(model: Any) -> dict[str, Any]:
+    raise TypeError("jax models are pytrees, taken as they are")
+
+
+def stateless(f: Callable[..., Any], models: dict[int, Any]) -> Callable[..., Any]:
+    raise TypeError("jax models are pytrees, taken as they are")

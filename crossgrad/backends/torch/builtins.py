@@ -86,6 +86,45 @@ def compile(f: Callable[..., Any], options: dict[Any, Any]) -> Callable[..., Any
     return torch.compile(f, **options)
 
 
+def is_model(x: Any) -> bool:
+    """Whether ``x`` is a model the transforms take by its parameters (NOTE [models as
+    arguments], :mod:`crossgrad.transforms.models`)."""
+    return isinstance(x, torch.nn.Module)
+
+
+def parameters_of(model: Any) -> dict[str, Any]:
+    """The model's parameters by name, in the model's order."""
+    return dict(model.named_parameters())
+
+
+def stateless(f: Callable[..., Any], models: dict[int, Any]) -> Callable[..., Any]:
+    """``f`` as a function of the parameters of the ``models`` at their positions: called
+    with a dict of parameters at each such position, it runs ``f`` on the models themselves
+    with those values in place of their own (``torch.func.functional_call`` on a module
+    that holds them: every call, submodule, method and attribute of the model sees them)."""
+
+    class Apply(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for p, model in models.items():
+                self.add_module(f"m{p}", model)
+
+        def forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            full = list(args)
+            for p in models:
+                full[p] = getattr(self, f"m{p}")
+            return f(*full, **kwargs)
+
+    holder = Apply()
+
+    def with_parameters(*args: Any, **kwargs: Any) -> Any:
+        values = {f"m{p}.{name}": v for p in models for name, v in args[p].items()}
+        return tf.functional_call(holder, values, (args, kwargs))
+
+    with_parameters.__name__ = with_parameters.__qualname__ = getattr(f, "__name__", "f")
+    return with_parameters
+
+
 def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """``f(*args)`` run once for real and recorded as a graph of the aten operations it
     dispatches (``make_fx`` with real tensors: torch.func's transforms run for real and

@@ -58,7 +58,7 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 def failure_cause(exc: BaseException) -> str | None:
     """``"control flow"``, ``"dynamic shape"``, ``"randomness"``, ``"mutation"``,
     ``"unbatched write"`` (a batched value written in place into a tensor without the batch
-    axis), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor),
+    axis), ``"captured write"`` (a closed-over tensor, such as a model's buffer, written in place), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor),
     ``"old-style function"`` (an ``autograd.Function`` without ``setup_context``), ``"no
     forward rule"`` (one without ``jvp``, in forward mode) or ``"forward over reverse"`` when
     ``exc`` is torch refusing one of them."""
@@ -73,6 +73,8 @@ def failure_cause(exc: BaseException) -> str | None:
         return "mutation"
     if isinstance(exc, RuntimeError) and "doesn't match the broadcast shape" in text and "output with shape" in text:
         return "unbatched write"
+    if isinstance(exc, RuntimeError) and "would mutate a captured Tensor" in text:
+        return "captured write"
     if isinstance(exc, RuntimeError) and ("Cannot access data pointer of Tensor" in text or ".tolist()" in text):
         return "value read"
     if isinstance(exc, RuntimeError) and "must override the setup_context staticmethod" in text:

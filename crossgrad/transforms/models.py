@@ -1,0 +1,55 @@
+"""Framework models as arguments: a torch ``nn.Module`` passed where arrays are expected.
+
+NOTE [models as arguments]: on jax a model (an Equinox module, a Flax NNX state) is a
+pytree, so every transform already takes it.  A torch ``nn.Module`` is not: its parameters
+live in the module.  So a module passed as a positional argument of a transformed function
+(or among the primals of ``vjp``, ``jvp``, ``hvp``...) is replaced, before the transform
+sees it, by the dict of its parameters (``named_parameters()``, in the module's order), and
+the function by one that runs the original with those values put in place of the module's
+own (``torch.func.functional_call``): the function is given the module itself, so its
+calls, submodules, methods and attributes all see the values being differentiated.  A
+derivative with respect to the module is therefore a dict keyed by parameter name.  Buffers
+stay the module's (functional_call's semantics: a training-mode BatchNorm updates its
+running statistics as an eager call does; in eval mode they are read).  ``argnums`` and
+``in_axes`` name the module's position as they would any argument (``None`` for a model
+shared by the batch).  The replacement is made once per transformed function and module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from crossgrad.backends.base import Backend
+
+
+def positions(backend: Backend, args: tuple[Any, ...]) -> tuple[int, ...]:
+    """The positions in ``args`` that hold a model the backend lifts (none on jax)."""
+    is_model = backend.builtins.is_model
+    return tuple(i for i, a in enumerate(args) if is_model(a))
+
+
+class Lifted:
+    """The functions ``f`` lifted to take the parameters of the models at given positions,
+    made once per (positions, models)."""
+
+    MAXSIZE = 64
+
+    def __init__(self, backend: Backend, f: Callable[..., Any]):
+        self.backend, self.f = backend, f
+        self._made: dict[tuple[Any, ...], Any] = {}
+
+    def of(self, args: tuple[Any, ...], where: tuple[int, ...],
+           make: Callable[[Callable[..., Any]], Any] = lambda g: g) -> tuple[Any, tuple[Any, ...]]:
+        """``(make(g), lifted_args)``: ``g`` the function of the parameters, ``lifted_args``
+        ``args`` with each model replaced by its parameters; ``make`` builds what is kept
+        per model (a transform of ``g``)."""
+        models = {p: args[p] for p in where}
+        key = (where, tuple(id(m) for m in models.values()))
+        made = self._made.get(key)
+        if made is None or any(a is not b for a, b in zip(made[0], models.values())):
+            if len(self._made) >= self.MAXSIZE:
+                self._made.clear()
+            made = self._made[key] = (tuple(models.values()), make(self.backend.builtins.stateless(self.f, models)))
+        parameters_of = self.backend.builtins.parameters_of
+        return made[1], tuple(parameters_of(a) if i in models else a for i, a in enumerate(args))
