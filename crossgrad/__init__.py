@@ -38,6 +38,7 @@ from crossgrad.errors import (
     CrossgradTypeError,
     CrossgradValueError,
     CustomRuleError,
+    ForeignFunctionError,
     GradientCheckError,
     GraphInputError,
     HasAuxError,
@@ -49,7 +50,9 @@ from crossgrad.errors import (
     OptionTypeError,
     OutputError,
     RandomnessError,
+    SampleShapeError,
     StructureError,
+    UnknownOptionError,
     UnsupportedOptionError,
     X64DisabledError,
 )
@@ -93,6 +96,8 @@ def _deferred(name: str) -> Callable[..., Any]:
     """A top-level transform that picks its backend when the transformed function is called."""
 
     def transform(f: Callable[..., Any], *options: Any, **named: Any) -> Callable[..., Any]:
+        if named:
+            spec.check_keywords(name, _method_signature(name), named)
         bound = _method_signature(name).bind(f, *options, **named)
         spec.check_callable(name, f)
         spec.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
@@ -117,6 +122,8 @@ def _immediate(name: str) -> Callable[..., Any]:
     holders = spec.EVALUATE_AT_ONCE[name]
 
     def transform(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            spec.check_keywords(name, _method_signature(name), kwargs)
         bound = _method_signature(name).bind(*args, **kwargs)
         arrays = tuple(bound.arguments.get(p, ()) for p in holders)
         return getattr(backend(infer_backend(name, *arrays)), name)(*args, **kwargs)
@@ -170,4 +177,5 @@ __all__ = [
     "HasAuxError",
     "InputDtypeError", "InputMutationError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
     "OutputError", "RandomnessError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
+    "ForeignFunctionError", "SampleShapeError", "UnknownOptionError",
 ]

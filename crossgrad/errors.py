@@ -70,6 +70,11 @@ class AxisError(CrossgradValueError):
     """A vmap axis is out of range, or ``in_axes``/``out_axes`` do not match the arguments."""
 
 
+class SampleShapeError(CrossgradValueError):
+    """A shape error inside a batched function: what it was given per sample (the batch axis
+    removed) is named."""
+
+
 class AxisSizeError(CrossgradValueError):
     """The batched arguments of a vmap disagree on the size of the mapped axis."""
 
@@ -101,6 +106,15 @@ class RandomnessError(CrossgradValueError):
 
 class OptionError(CrossgradValueError):
     """An unknown ``mode``, ``strategy`` or ``impl``, or a bad ``chunk_size``."""
+
+
+class UnknownOptionError(CrossgradTypeError):
+    """A keyword the transform does not take (``in_dims=`` where crossgrad says ``in_axes=``)."""
+
+
+class ForeignFunctionError(CrossgradTypeError):
+    """A function written for the other framework (torch operations given jax arrays, or jax
+    operations given torch tensors)."""
 
 
 class OptionTypeError(CrossgradTypeError):

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
+import inspect
 import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -261,6 +263,27 @@ def check_scalar_estimator(transform: str, estimator: str, shapes: list[tuple[in
             f"output leaves of shapes {[tuple(s) for s in shapes]}",
             "Reduce the output to a scalar, or use estimator='exact' or 'hutchinson' (for the trace), which "
             "give one value per output element.")
+
+
+# torch.func's spellings of crossgrad's (jax's) option names.
+ALIASES = {"in_dims": "in_axes", "out_dims": "out_axes", "argnum": "argnums", "chunks": "chunk_size"}
+
+
+def check_keywords(transform: str, signature: inspect.Signature, kwargs: dict[str, Any]) -> None:
+    """Every keyword is a parameter of the transform; an unknown one is named with the
+    parameter meant (torch.func's ``in_dims`` is ``in_axes``) or the closest name."""
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in kwargs:
+        if key in params:
+            continue
+        names = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        meant = ALIASES.get(key) if ALIASES.get(key) in params else next(iter(difflib.get_close_matches(key, names, 1)), None)
+        fix = f"Write {meant}= instead" + (" (crossgrad follows jax's names: torch.func's in_dims is in_axes, out_dims is "
+                                          "out_axes)." if key in ALIASES else ".") if meant else "Remove it."
+        raise errors.UnknownOptionError(transform, f"one of its parameters ({', '.join(names)})",
+                                        f"the keyword {key}={kwargs[key]!r}", fix)
 
 
 def check_callable(transform: str, f: Any) -> None:

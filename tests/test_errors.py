@@ -89,6 +89,17 @@ CASES = [
 ]
 
 
+CASES += [
+    ("torch.func's in_dims", lambda n, ns: ns.vmap(square_sum(n), in_dims=0), cg.UnknownOptionError,
+     "vmap: expected one of its parameters (f, in_axes, out_axes, chunk_size, impl, devices, gather, randomness), "
+     "but got the keyword in_dims=0. Write in_axes= instead (crossgrad follows jax's names: torch.func's in_dims is "
+     "in_axes, out_dims is out_axes)."),
+    ("a misspelled option", lambda n, ns: ns.jacobian(square_sum(n), mdoe="rev"), cg.UnknownOptionError,
+     "jacobian: expected one of its parameters (f, argnums, has_aux, mode, chunk_size, impl), but got the keyword "
+     "mdoe='rev'. Write mode= instead."),
+]
+
+
 def run(case, name):
     _label, call, kind, _text = case
     ns = cg.backend(name)
@@ -113,7 +124,7 @@ def test_error_is_named_and_identical_on_both_backends(case):
 
 
 def test_builtin_lacking_an_option_names_the_fix():
-    err = run(CASES[-1], "jax")
+    err = run(next(c for c in CASES if c[0] == "builtin lacks chunk_size"), "jax")
     assert str(err) == (
         "jacfwd: expected options that the jax built-in supports with impl='builtin', but got chunk_size=2. "
         "Use impl='composed' (or impl='auto', which picks crossgrad's composition when the built-in lacks an option)."
@@ -172,3 +183,37 @@ def test_global_randomness_under_vmap_is_named():
         cg.torch.vmap(lambda x: x + torch.randn(()))(torch.ones(3))
     assert str(info.value).startswith("vmap: expected a deterministic function under vmap, but got a call to a random "
                                       "operation of the framework's global generator.")
+
+
+def test_a_shape_error_inside_a_batched_function_names_the_sample_it_was_given():
+    """The framework's own text differs; what crossgrad adds (the transform, the argument, its
+    shape and the sample shape) is the same on both backends."""
+    for name in frameworks.selected():
+        ops = frameworks.ops(name)
+        w = ops.asarray(np.ones((3, 8)), "float64")
+        with pytest.raises(cg.SampleShapeError) as info:
+            cg.backend(name).batched_jacobian(lambda x, w=w: x @ w)(x_of(name, shape=(5, 4)))
+        text = str(info.value)
+        assert text.startswith("batched_jacobian: expected a function of one sample (each mapped argument with its "
+                               "batch axis removed), but got a shape error inside it (")
+        assert text.endswith("where it was given argument 0: (5, 4) -> one sample (4,) (axis 0 removed). Check the "
+                             "function on one sample, e.g. f(x[0]): the batch axis is not there inside it; a weight's "
+                             "shape must match the sample's feature size.")
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="needs both frameworks")
+def test_a_function_written_for_the_other_framework_is_named():
+    import jax.numpy as jnp
+    import torch
+
+    with pytest.raises(cg.ForeignFunctionError) as info:
+        cg.grad(lambda x: torch.sin(x).sum())(jnp.ones(3))
+    assert str(info.value).startswith("grad: expected a function written with jax's operations for the jax arrays it "
+                                      "is given, but got a function that calls torch's operations (")
+    assert str(info.value).endswith("Call it with torch arrays (crossgrad picks the backend from the arrays; "
+                                    "crossgrad.to_torch(x) converts them), or write it with jax's operations.")
+    with pytest.raises(cg.ForeignFunctionError, match=r"^grad: expected a function written with torch's operations"):
+        cg.grad(lambda x: jnp.sin(x).sum())(torch.ones(3))
+    held = torch.ones(3)
+    with pytest.raises(cg.ForeignFunctionError, match=r"a torch array it closes over or builds .*crossgrad\.to_jax"):
+        cg.grad(lambda x: (jnp.sin(x) * held).sum())(jnp.ones(3))

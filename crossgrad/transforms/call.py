@@ -49,6 +49,38 @@ def check_unchanged(transform: str, versions: list[tuple[int, Any, int]], copies
             raise mutation_error(transform, f"argument {k} modified in place ({what})")
 
 
+def _refusing_framework(exc: BaseException, backend: str) -> str | None:
+    """The framework whose operation refused an array of the other one, from its message:
+    torch's argument parser ("must be Tensor, not <a jax type>"), jax's ("... of type
+    <class 'torch.Tensor'> ..."), or Python's for an operator between the two (then the
+    array the function holds is the foreign one); None for anything else."""
+    if not isinstance(exc, TypeError):
+        return None
+    text = str(exc)
+    if "unsupported operand type" in text and "'Tensor'" in text and ("Tracer" in text or "ArrayImpl" in text):
+        return backend
+    if "must be Tensor, not" in text and ("Tracer" in text or "Array" in text):
+        return "torch"
+    if "<class 'torch." in text and ("abstract array" in text or "JAX type" in text):
+        return "jax"
+    return None
+
+
+def _foreign_error(transform: str, backend: str, refusing: str, exc: BaseException) -> errors.ForeignFunctionError:
+    other = "jax" if backend == "torch" else "torch"
+    first = str(exc).splitlines()[0][:160]
+    if refusing != backend:  # the function calls the other framework's operations
+        return errors.ForeignFunctionError(
+            transform, f"a function written with {backend}'s operations for the {backend} arrays it is given",
+            f"a function that calls {other}'s operations ({first})",
+            f"Call it with {other} arrays (crossgrad picks the backend from the arrays; crossgrad.to_{other}(x) "
+            f"converts them), or write it with {backend}'s operations.")
+    return errors.ForeignFunctionError(  # the function uses an array of the other framework it holds
+        transform, f"a function that computes with {backend} arrays only",
+        f"a {other} array it closes over or builds ({first})",
+        f"Convert that array once, outside the function: crossgrad.to_{backend}(array).")
+
+
 def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``f(*args, **kwargs)``, with the framework's refusals of data-dependent control flow
     and of global randomness under a transform turned into named crossgrad errors."""
@@ -57,6 +89,9 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
     except errors.CrossgradError:
         raise
     except Exception as exc:
+        refusing = _refusing_framework(exc, backend.name)
+        if refusing is not None:
+            raise _foreign_error(transform, backend.name, refusing, exc) from exc
         cause = backend.primitives.failure_cause(exc)
         if cause == "control flow":
             raise errors.ControlFlowError(

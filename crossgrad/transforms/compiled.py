@@ -242,6 +242,13 @@ def _measure(backend: Backend, fns: list[Callable[..., Any]], run: Callable[[Cal
     return best
 
 
+# How to avoid a fallback, said with every compilation failure.
+AVOID_FALLBACK = ("The usual causes: a Python branch on an array's value (use where(cond, a, b)), a conversion to "
+                  "NumPy or Python numbers inside the function, or an argument the framework cannot trace (pass it "
+                  "as a fixed leaf of a pytree, or close over it); the logger 'crossgrad' at INFO shows each route "
+                  "tried")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
@@ -367,7 +374,8 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
                 return out
         result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
         runs[key] = ("eager", f, guard_for())
-        warn(f"{backend.name} compilation failed ({'; '.join(failures)})", "eagerly (the result is eager execution's)")
+        warn(f"{backend.name} compilation failed ({'; '.join(failures)}). {AVOID_FALLBACK}",
+             "eagerly (the result is eager execution's)")
         return result
 
     def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
@@ -435,7 +443,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             pick = 0
         r, fn = working[pick] if working else ("eager", f)
         if failures:
-            warn(f"{backend.name} compilation failed or was refused ({'; '.join(failures)})",
+            warn(f"{backend.name} compilation failed or was refused ({'; '.join(failures)}). {AVOID_FALLBACK}",
                  f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
         log.info("jit: %s runs by route %r", fname, r)
         runs[key] = (r, fn, guard)

@@ -135,6 +135,8 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
     order = backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
 
     def transform(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            spec.check_keywords(name, signature, kwargs)
         held: dict[Any, Any] = {}
         user_f = args[0] if args and callable(args[0]) else None
         if takes_aux and user_f is not None:

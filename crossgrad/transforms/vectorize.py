@@ -134,9 +134,59 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
                     raise exc from None
         return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
 
+    def reported(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return batched(*args, **kwargs)
+        except errors.CrossgradError:
+            raise
+        except Exception as exc:
+            if not _shape_failure(exc):
+                raise
+            raise _sample_shape_error(name, args, layout(args)[0], shape, exc) from exc
+
     if where is None:
-        return batched
-    return _spread(backend, name, batched, layout, out_axes, where, gather)
+        return reported
+    return _spread(backend, name, reported, layout, out_axes, where, gather)
+
+
+# Phrases of the frameworks' shape refusals (torch's and jax's), read to say what f was given.
+_SHAPE_PHRASES = ("shapes cannot be multiplied", "must match the size of tensor", "size mismatch", "shape mismatch",
+                  "incompatible shapes", "requires contracting dimensions", "cannot reshape", "shape '[",
+                  "is invalid for input of size", "the same shape", "Incompatible shapes", "dimension out of range",
+                  "out of range (expected to be in range", "broadcast")
+
+
+def _shape_failure(exc: BaseException) -> bool:
+    return isinstance(exc, (RuntimeError, TypeError, ValueError, IndexError)) and any(
+        p in str(exc) for p in _SHAPE_PHRASES)
+
+
+def _sample_shape_error(name: str, args: tuple[Any, ...], axes: list[Any], shape: Callable[[Any], tuple[int, ...]],
+                        exc: BaseException) -> errors.SampleShapeError:
+    """What f was given, per mapped argument: its shape, and the sample shape with the batch
+    axis removed."""
+    seen: list[str] = []
+    leaves_at = [pytree.leaves(a) for a in args]
+    k = 0
+    for i, leaves in enumerate(leaves_at):
+        for leaf in leaves:
+            ax = axes[k] if k < len(axes) else None
+            k += 1
+            if ax is None or not hasattr(leaf, "shape"):
+                continue
+            full = tuple(shape(leaf))
+            sample = full[:ax % len(full)] + full[ax % len(full) + 1:]
+            seen.append(f"argument {i}{'' if len(leaves) == 1 else ' leaf'}: {full} -> one sample {sample} "
+                        f"(axis {ax} removed)")
+            if len(seen) >= 4:
+                break
+    first = str(exc).splitlines()[0][:200]
+    return errors.SampleShapeError(
+        name, "a function of one sample (each mapped argument with its batch axis removed)",
+        f"a shape error inside it ({type(exc).__name__}: {first}) where it was given "
+        + ("; ".join(seen) or "no mapped argument"),
+        "Check the function on one sample, e.g. f(x[0]): the batch axis is not there inside it; "
+        "a weight's shape must match the sample's feature size.")
 
 
 def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Callable[..., Any], out_axes: Any,
