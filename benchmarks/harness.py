@@ -42,11 +42,13 @@ def device_name() -> str:
         import torch
 
         return torch.cuda.get_device_name(0)
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({_cores()} cores)"
-    return platform.processor() or "cpu"
+    try:
+        import cpuinfo  # py-cpuinfo, in the bench extra
+
+        brand = cpuinfo.get_cpu_info().get("brand_raw")
+    except ImportError:
+        brand = None
+    return f"{brand or platform.processor() or 'cpu'} ({_cores()} cores)"
 
 
 def _cores() -> int:

@@ -46,18 +46,17 @@ def memory_budget(nbytes: int) -> Iterator[int]:
 
 
 def host_available() -> int:
-    """Bytes of host memory available to this process (``MemAvailable`` on Linux)."""
+    """Bytes of host memory available to this process (psutil's ``available``: what can be
+    given to processes without swapping).  Without psutil (a dependency of the package,
+    absent only from a hand-made environment), the free pages the OS reports, else 1 GiB."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 30
+        import psutil
+    except ImportError:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 1 << 30
+    return int(psutil.virtual_memory().available)
 
 
 def budget_bytes(arrays: Any, like: Any) -> int:

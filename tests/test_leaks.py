@@ -20,10 +20,9 @@ MAX_RSS_GROWTH = 48 * 2**20
 
 
 def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        import os
+    import psutil
 
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.Process().memory_info().rss)
 
 
 def python_objects() -> int:
