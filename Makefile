@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test parity fuzz lint typecheck bench sweep wheel-check clean
+.PHONY: install test parity fuzz lint typecheck bench sweep keep wheel-check clean
 
 install: $(SETUP)
 
@@ -54,6 +54,11 @@ typecheck: $(SETUP)
 bench: $(SETUP)
 	$(RUN) -m benchmarks $(ARGS)
 	$(if $(ARGS),,$(RUN) -m benchmarks.sweep)
+
+# Runs write under benchmarks/runs/ (ignored); keep one in the committed benchmarks/results/:
+#   make keep REPORT=benchmarks/runs/<name>.json
+keep: $(SETUP)
+	$(RUN) -m benchmarks.report --keep $(REPORT)
 
 # The sweep alone: 40 generated functions, four forms of a layer (benchmarks/sweep.py).
 sweep: $(SETUP)

@@ -135,4 +135,5 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
             from benchmarks import estimators
 
             extra = estimators.report(tuple(sorted({r["framework"] for r in RUN.rows})))
-        report.write(RUN, harness.PRECISION_NOTE, extra=extra)
+        report.write(RUN, harness.PRECISION_NOTE, extra=extra,
+                     interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)

@@ -12,7 +12,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+# Every run writes into RUNS (ignored by git); a report joins the committed RESULTS only
+# when it is kept on purpose (``python -m benchmarks.report --keep RUN.json``, ``make keep``).
 RESULTS = Path(__file__).parent / "results"
+RUNS = Path(__file__).parent / "runs"
 HEADERS = ["framework", "implementation", "median ms", "IQR ms", "x fastest", "x fastest (same fw)", "GB/s",
            "% write ceiling", "peak MB", "first call s", "rounds", "status"]
 
@@ -215,12 +218,17 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()
 
 
-def write(run: Any, precision: str, notes: tuple[str, ...] = (), extra: list[str] | None = None) -> dict[str, Path]:
-    RESULTS.mkdir(exist_ok=True)
+def write(run: Any, precision: str, notes: tuple[str, ...] = (), extra: list[str] | None = None,
+          interrupted: bool = False) -> dict[str, Path]:
+    RUNS.mkdir(exist_ok=True)
     stamp = dt.date.today().isoformat()
     selection = getattr(run, "selection", "") or ""
-    # A selected subset is a part, named by its selection: it never replaces a full report.
-    base = RESULTS / (f"{_slug(run.device)}-{stamp}" + (f"-part-{_slug(selection)[:60]}" if selection else ""))
+    # A selected subset is a part, named by its selection, and an interrupted run says so in
+    # its name: neither replaces a full report.
+    base = RUNS / (f"{_slug(run.device)}-{stamp}" + (f"-part-{_slug(selection)[:60]}" if selection else "")
+                   + ("-interrupted" if interrupted else ""))
+    if interrupted:
+        notes = (*notes, f"interrupted: the {len(run.rows)} implementations that finished, of the selection")
     header = [*notes,
         f"device: {run.device}",
         f"date: {stamp}; selection: {selection or 'every case'}",
@@ -333,7 +341,26 @@ def merge(paths: list[str]) -> None:
     write(run, first["precision"], notes)
 
 
+def keep(paths: list[str]) -> None:
+    """Copy finished runs (any of their files: ``.json``, ``.md``, ``.png``) into the committed
+    results folder: ``python -m benchmarks.report --keep benchmarks/runs/NAME.json``."""
+    import shutil
+
+    RESULTS.mkdir(exist_ok=True)
+    for p in paths:
+        stem = Path(p).with_suffix("")
+        found = [stem.with_suffix(ext) for ext in (".json", ".md", ".png") if stem.with_suffix(ext).exists()]
+        if not found:
+            raise SystemExit(f"no run named {stem} (runs are written under {RUNS})")
+        for f in found:
+            shutil.copy2(f, RESULTS / f.name)
+            print(f"kept: {RESULTS / f.name}")
+
+
 if __name__ == "__main__":
     import sys
 
-    merge(sys.argv[1:])
+    if sys.argv[1:2] == ["--keep"]:
+        keep(sys.argv[2:])
+    else:
+        merge(sys.argv[1:])

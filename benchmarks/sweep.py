@@ -301,11 +301,12 @@ def main(argv: list[str]) -> int:
     print("\n".join(md))
     name = f"sweep-{bench_report._slug(device)}-{stamp}" + (f"-threads{threads}" if threads else "") + \
         (f"-part-{bench_report._slug(selection)[:40]}" if selection else "")
-    bench_report.RESULTS.mkdir(exist_ok=True)
-    (bench_report.RESULTS / f"{name}.md").write_text("\n".join(md))
-    (bench_report.RESULTS / f"{name}.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1,
+    bench_report.RUNS.mkdir(exist_ok=True)
+    (bench_report.RUNS / f"{name}.md").write_text("\n".join(md))
+    (bench_report.RUNS / f"{name}.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1,
                                                                   default=str))
-    print(f"\nwritten: {bench_report.RESULTS / name}.md", file=sys.stderr)
+    print(f"\nwritten: {bench_report.RUNS / name}.md (keep it: python -m benchmarks.report --keep "
+          f"{bench_report.RUNS / name}.json)", file=sys.stderr)
     return int(any(r["status"].startswith("WRONG") for r in rows))
 
 
