@@ -9,6 +9,8 @@ Hutch++ needs at least 3x fewer products than Hutchinson.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 import crossgrad as cg
@@ -32,6 +34,7 @@ def products_needed(framework: str) -> dict:
         out[estimator] = None
         errors = {}
         for m in BUDGETS:
+            print(f"estimators {framework}: {estimator}, {m} products x {SEEDS} seeds", file=sys.stderr, flush=True)
             est = [float(frameworks.to_numpy(ns.hessian_trace(f, problem.argnums, estimator=estimator, samples=m,
                                                                 key=seed)(*args))) for seed in range(SEEDS)]
             errors[m] = float(np.mean(np.abs(np.array(est) - exact)) / nuclear)

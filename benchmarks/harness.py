@@ -131,6 +131,10 @@ def median_time(fn: Callable[[], Any], framework: str, runs: int = 10) -> float:
 
 def ceilings() -> dict[str, float]:
     """The machine's write bandwidth (GB/s) and fp32 matmul rate (TFLOP/s), measured now."""
+    import sys
+
+    print("measuring the machine's write bandwidth and fp32 matmul rate (the ceilings the report compares with)",
+          file=sys.stderr, flush=True)
     import torch
 
     device = torch_device()
