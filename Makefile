@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test parity fuzz lint typecheck bench sweep keep wheel-check clean
+.PHONY: install test test-slow test-all parity fuzz lint typecheck bench sweep keep wheel-check clean
 
 install: $(SETUP)
 
@@ -31,8 +31,17 @@ $(VENV)/.installed: pyproject.toml
 # Two pytest workers where pytest-xdist is installed (the suite is dispatch-bound:
 # 4.5 min instead of 7.5 on two cores); one process elsewhere.
 WORKERS ?= 2
+XDIST = $$($(RUN) -c "import xdist" 2>/dev/null && echo "-n $(WORKERS)")
 test: $(SETUP)
-	$(RUN) -m pytest -q $$($(RUN) -c "import xdist" 2>/dev/null && echo "-n $(WORKERS)")
+	$(RUN) -m pytest -q -rs -m "not slow" $(XDIST)
+
+# The slow suite make test leaves out (tests/conftest.py SLOW: the examples end to end,
+# the leak checks, the largest jax compilations); test-all runs everything.
+test-slow: $(SETUP)
+	$(RUN) -m pytest -q -rs -m slow $(XDIST)
+
+test-all: $(SETUP)
+	$(RUN) -m pytest -q -rs $(XDIST)
 
 parity: $(SETUP)
 	$(RUN) -m pytest -q -m parity

@@ -23,7 +23,7 @@ from crossgrad.testing import frameworks
 
 # The fuzz suite's budgets: "ci" runs inside `make test` (fixed seed, nothing stored),
 # "fuzz" is `make fuzz`'s deeper run with fresh random cases.
-settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None,
+settings.register_profile("ci", max_examples=4, deadline=None, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=200, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -120,3 +120,24 @@ def pytest_terminal_summary(terminalreporter):
     table = [[r["transform"], r["problem"], r["dtype"], r["torch vs jax"], r["torch vs ref"], r["jax vs ref"]] for r in rows]
     terminalreporter.write_line(tabulate(table, headers=["transform", "problem", "dtype", "torch vs jax", "torch vs ref", "jax vs ref"],
                                          floatfmt=".1e"))
+
+
+# The slow suite (`make test-slow`; `make test` leaves it out to stay within its time):
+# end-to-end runs of the examples in fresh interpreters, the leak checks (hundreds of calls
+# per transform), and the largest jax compilations of one test.  Node ids, matched by prefix.
+SLOW = (
+    "tests/test_examples.py::test_notebook_walkthrough_runs",
+    "tests/test_examples.py::test_scale_out_example_runs",
+    "tests/test_examples.py::test_models_example_matches_the_frameworks",
+    "tests/test_examples.py::test_memory_bounded_example_chunks_and_agrees",
+    "tests/test_leaks.py::",
+    "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-mlp_params",
+    "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-mlp_dict",
+    "tests/test_routes.py::test_batch_inside_options[jax]",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
