@@ -269,6 +269,28 @@ def test_hessian_operator(backend):
         H @ frameworks.convert(np.ones(3), backend.name, "float64")
 
 
+def test_hessian_operator_products_follow_the_point_when_built_under_jit():
+    """jax compiles the operator's products once (NOTE [operator products]); an operator
+    built inside the user's jax.jit, at a traced point, gives that point's products."""
+    pytest.importorskip("jax")
+    import jax
+    import jax.numpy as jnp
+
+    if "jax" not in frameworks.selected():
+        pytest.skip("jax not selected")
+    f = lambda x: (jnp.sin(x) * x).sum()  # noqa: E731
+    v = jnp.arange(4.0)
+
+    @jax.jit
+    def product_at(x):
+        return cg.jax.hessian_operator(f, x) @ v
+
+    for x in (jnp.linspace(0.0, 1.0, 4), jnp.linspace(-2.0, 1.0, 4)):
+        expected = jax.hessian(f)(x) @ v
+        np.testing.assert_allclose(product_at(x), expected, **F64)
+        np.testing.assert_allclose(cg.jax.hessian_operator(f, x) @ v, expected, **F64)
+
+
 def test_hessian_operator_to_scipy(backend):
     pytest.importorskip("scipy")
     from scipy.sparse.linalg import eigsh

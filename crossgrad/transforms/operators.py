@@ -8,7 +8,7 @@ from typing import Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import curvature
+from crossgrad.transforms import curvature, policy
 from crossgrad.transforms.call import Call
 from crossgrad.transforms.curvature import hessian_products
 
@@ -47,17 +47,24 @@ class HessianOperator:
         self.dtype = self._call.primals[0].dtype
 
         call = self._call
-        product = hessian_products(backend, lambda *x: call.flat_output(*x)[0], call.primals)
 
-        def hvp(v: Any) -> Any:
+        def hvp_at(primals: tuple[Any, ...], v: Any) -> Any:
+            product = hessian_products(backend, lambda *x: call.flat_output(*x)[0], primals)
             pieces, lo = [], 0
             for size, shape in zip(self._sizes, self._shapes):
                 pieces.append(a.reshape(a.slice_axis(v, lo, lo + size, 0), shape))
                 lo += size
             return a.concat([a.reshape(o, (-1,)) for o in product(*pieces)], 0)
 
-        self._hvp = hvp
-        self._hvp_columns = backend.primitives.vmap(hvp, 1, 1)
+        def columns_at(primals: tuple[Any, ...], v: Any) -> Any:
+            return backend.primitives.vmap(lambda u: hvp_at(primals, u), 1, 1)(v)
+
+        if policy.compiled_operator_products(backend.name):  # NOTE [operator products]
+            one, many = (backend.builtins.compile(g, {}) for g in (hvp_at, columns_at))
+        else:
+            one, many = hvp_at, columns_at
+        self._hvp: Callable[[Any], Any] = lambda v: one(call.primals, v)
+        self._hvp_columns: Callable[[Any], Any] = lambda v: many(call.primals, v)
 
     def __repr__(self) -> str:
         return f"<HessianOperator {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
