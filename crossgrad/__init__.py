@@ -103,14 +103,21 @@ def _deferred(name: str) -> Callable[..., Any]:
         spec.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
         made: dict[str, Callable[..., Any]] = {}
 
-        @functools.wraps(f)
-        def transformed(*args: Any, **kwargs: Any) -> Any:
-            b = infer_backend(name, args, kwargs)
+        def made_for(b: str) -> Callable[..., Any]:
             if b not in made:
                 with spec.options_checked():  # checked above, when this transform was made
                     made[b] = getattr(backend(b), name)(f, *options, **named)
-            return made[b](*args, **kwargs)
+            return made[b]
 
+        @functools.wraps(f)
+        def transformed(*args: Any, **kwargs: Any) -> Any:
+            return made_for(infer_backend(name, args, kwargs))(*args, **kwargs)
+
+        def batched_form(framework: str, axes: Any) -> Callable[..., Any] | None:
+            own = getattr(made_for(framework), "_crossgrad_batched", None)  # NOTE [vmap of curvature]
+            return None if own is None else own(framework, axes)
+
+        transformed._crossgrad_batched = batched_form  # type: ignore[attr-defined]
         return transformed
 
     return _adopt(transform, name)

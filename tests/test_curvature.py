@@ -324,3 +324,23 @@ def test_hutch_pp_needs_a_scalar_output(backend):
         backend.hessian_trace(lambda v: v ** 3, estimator="hutch++", key=0)(x)
     with pytest.raises(cg.NonScalarOutputError):
         backend.hessian_operator(lambda v: v ** 3, x)
+
+
+@pytest.mark.parametrize("transform", ["laplacian", "hessian_trace", "hessian_diagonal"])
+def test_vmap_of_the_single_point_form_takes_the_batched_route(backend, transform, caplog):
+    """NOTE [vmap of curvature]: on torch, crossgrad's vmap of a single-point curvature
+    transform is its batched form (the Taylor route, not nested products under vmap); on
+    every backend the numbers are vmap's."""
+    import logging
+
+    ops = frameworks.ops(backend.name)
+    w = ops.asarray(np.random.default_rng(0).standard_normal((6, 3)), "float64")
+    f = lambda x, w: ops.sum(ops.tanh(w @ x))  # noqa: E731
+    xs = ops.asarray(np.random.default_rng(1).standard_normal((4, 3)), "float64")
+    single = getattr(backend, transform)(f)
+    with caplog.at_level(logging.INFO, logger="crossgrad"):
+        got = backend.vmap(single, in_axes=(0, None))(xs, w)
+    expected = [frameworks.to_numpy(single(xs[k], w)) for k in range(4)]
+    np.testing.assert_allclose(frameworks.to_numpy(got), np.stack(expected), **F64)
+    if backend.name == "torch":
+        assert not [r for r in caplog.records if "called under a torch.func transform" in r.getMessage()]

@@ -259,7 +259,7 @@ def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: An
 
 def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
                estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str,
-               what: str) -> Callable[..., Any]:
+               what: str, has_batched_form: bool = True) -> Callable[..., Any]:
     """The trace (``what="trace"``) or diagonal of ``f``'s Hessian, per sample where
     ``in_axes`` is given; options already validated."""
     rows_wanted = samples or DEFAULT_SAMPLES
@@ -273,7 +273,8 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         """``vmap`` of the single-point transform: for batches whose differentiated
         arguments are not all batched."""
         if "outside" not in built:
-            one = _curvature(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl, what)
+            one = _curvature(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl, what,
+                             has_batched_form=False)  # this is the vmap of the single-point form
             built["outside"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
         return built["outside"](*args, **kwargs)
 
@@ -316,6 +317,15 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             sig is not None else None
         return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
 
+    if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \
+            policy.vmap_takes_batched_curvature(backend.name):
+        # vmap of this single-point transform takes its batched form (NOTE [vmap of curvature]).
+        def batched_form(framework: str, axes: Any) -> Callable[..., Any] | None:
+            if framework != backend.name:
+                return None
+            return _curvature(backend, name, f, argnums, axes, has_aux, estimator, samples, key, chunk_size, impl, what)
+
+        transformed._crossgrad_batched = batched_form  # type: ignore[attr-defined]
     return transformed
 
 

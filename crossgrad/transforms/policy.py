@@ -280,3 +280,18 @@ def curvature_route(backend: str, what: str, compiled: bool) -> str:
 def compiled_operator_products(backend: str) -> bool:
     """Whether ``hessian_operator`` compiles its products (NOTE [operator products])."""
     return backend == "jax"
+
+
+# NOTE [vmap of curvature]: ``vmap(laplacian(f))`` (and of hessian_trace, hessian_diagonal
+# with the exact estimator) is what a jax user writes; on torch the single-point Taylor
+# route cannot record under torch.func's vmap and fell back to nested Hessian-vector
+# products: a tanh MLP 24-64-64-1 at B128, 2 CPU cores: 18.8 ms against 3.0 ms for
+# batched_laplacian (the issue measured 80 vs 7.5 ms at D24 B128).  So crossgrad's vmap
+# of such a transform takes its batched form.  On jax the Taylor route runs under vmap
+# and jax.jit(vmap(laplacian)) measured faster than batched_laplacian on the PINN case
+# (6.6 vs 11.5 ms), so jax keeps the vmap.  Stochastic estimators keep the vmap on both
+# (one draw per call is what the single-point form promises; the batched form draws per
+# sample).
+def vmap_takes_batched_curvature(backend: str) -> bool:
+    """Whether crossgrad's vmap of a single-point curvature transform takes its batched form."""
+    return backend == "torch"

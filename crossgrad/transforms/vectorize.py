@@ -73,7 +73,13 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
             impl: str, *, where: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
     """``f`` vectorized over the batch ``in_axes`` names, for the public transform ``name``,
     whose options are already validated (``where``: the devices ``distributed.place``
-    resolved, or None)."""
+    resolved, or None).  A crossgrad transform that has a batched form of its own (the
+    single-point curvature transforms, NOTE [vmap of curvature]) is given that instead."""
+    batched_form = getattr(f, "_crossgrad_batched", None)
+    if batched_form is not None and where is None and chunk_size is None and out_axes == 0:
+        own = batched_form(backend.name, in_axes)
+        if own is not None:
+            return own  # type: ignore[no-any-return]
     shape = backend.arrays.shape
     builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
     negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
