@@ -112,7 +112,6 @@ def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bo
         if real:
             for k, leaf in enumerate(pytree.leaves(out)):
                 spec.check_real_output(transform, dtype_name(leaf), f"output leaf {k}")
-        out = out
         return (out, aux) if has_aux else out
 
     return checked_f

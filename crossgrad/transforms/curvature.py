@@ -305,8 +305,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             g = batched_f
         call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
         point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
-        if impl == "builtin" or (impl == "auto" and estimator == "exact" and policy.curvature_route(
-                backend.name, what, backend.taylor.being_compiled()) == "builtin"):
+        if impl == "builtin":  # "auto" takes the Taylor route (NOTE [laplacian route])
             structure = structures.get(sig)
             if structure is None:  # the output's structure, from one evaluation per signature
                 call.flat(*call.primals)

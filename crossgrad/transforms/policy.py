@@ -263,11 +263,8 @@ def jit_routes(backend: str, on_accelerator: bool, output_share: float = 0.0,
 #   jax jit      PINN                            4.62 vs 6.16 (0.75x)
 # (Before torch's recording followed torch.func.vmap's in-place view changes and had direct
 # rules, torch eager took 18 ms at D=50: 3x slower than the nested route.)  So "auto" takes
-# the Taylor route on both backends; the builtin only when asked for.
-def curvature_route(backend: str, what: str, compiled: bool) -> str:
-    """``"composed"`` (the forward Taylor route) or ``"builtin"`` (the framework's Hessian)
-    for ``impl="auto"`` of the trace and diagonal transforms (NOTE [laplacian route])."""
-    return "composed"
+# the Taylor route on both backends (crossgrad.transforms.curvature); the builtin only when
+# asked for (impl="builtin").
 
 
 # NOTE [operator products]: hessian_operator's products (H @ v, H @ V, and so dense(),

@@ -33,6 +33,7 @@ nested route (:func:`nested`: Hessian-vector products, reverse over reverse).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -259,12 +260,6 @@ def bytes_per_direction(backend: Backend, rec: Recording, primals: Sequence[Any]
         if e.results is not None:
             total += sum(a.nbytes(r) for r in e.results if backend.taylor.is_float(r))
         elif isinstance(e.info, tuple) and len(e.info) == 3:
-            total += itemsize * _prod(e.info[2])
+            total += itemsize * math.prod(e.info[2])
     return int(2 * total)
 
-
-def _prod(shape: Sequence[int]) -> int:
-    out = 1
-    for s in shape:
-        out *= s
-    return out
