@@ -28,6 +28,18 @@ def _num(x: Any, fmt: str = ".3g") -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+# A row whose interquartile range is this share of its median or more is marked noisy: its
+# median is not to be read to two digits, nor compared with a neighbour that close.
+NOISY_IQR_SHARE = 0.5
+
+
+def _status(r: dict) -> str:
+    m, iqr = r.get("median_s"), r.get("iqr_s")
+    if r["status"] == "ok" and m and iqr is not None and iqr >= NOISY_IQR_SHARE * m:
+        return f"ok, NOISY (IQR {100 * iqr / m:.0f}% of the median)"
+    return str(r["status"])
+
+
 def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
     tables: dict[str, list[list[str]]] = {}
     by_case: dict[str, list[dict]] = {}
@@ -47,7 +59,7 @@ def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
                 _num(m / best_fw[r["framework"]], ".2f") if m and best_fw[r["framework"]] and r["status"] == "ok" else "",
                 _num(r.get("GBps")), _num(r.get("pct_write"), ".1f"),
                 _num(r["peak_bytes"] / 2**20) if r.get("peak_bytes") is not None else "n/a",
-                _num(r.get("first_s"), ".2f"), str(r.get("rounds", "")), r["status"],
+                _num(r.get("first_s"), ".2f"), str(r.get("rounds", "")), _status(r),
             ])
         tables[name] = table
     return tables
@@ -74,6 +86,11 @@ def routes(rows: list[dict]) -> dict[str, dict[str, dict | None]]:
     return out
 
 
+# Separately timed rows and the paired ratio disagree when they differ by more than this
+# factor, or fall on opposite sides of parity.
+DISAGREE = 1.5
+
+
 def summary(rows: list[dict]) -> list[str]:
     """One line per case: the four routes, the paired torch/jax ratio, and the route to use."""
     versus = {r["case"]: r for r in rows if "versus" in r["tags"] and r.get("ratio")}
@@ -91,7 +108,18 @@ def summary(rows: list[dict]) -> list[str]:
                 parts.append(f"{label} {r['status'].split(':')[0]}")
         pair = versus.get(case)
         if pair:
-            parts.append(f"torch/jax with cg.jit {pair['ratio']:.2f}x (paired)")
+            parts.append(f"torch/jax with cg.jit {pair['ratio']:.2f}x (paired: torch {_ms(pair.get('torch_s'))} ms, "
+                         f"jax {_ms(pair.get('jax_s'))} ms)")
+            t, j = by.get("torch cg.jit"), by.get("jax cg.jit")
+            if t and j and t.get("median_s") and j.get("median_s") and t["status"] == j["status"] == "ok":
+                separate = t["median_s"] / j["median_s"]
+                if max(separate / pair["ratio"], pair["ratio"] / separate) > DISAGREE or \
+                        (separate - 1) * (pair["ratio"] - 1) < 0:
+                    parts.append(f"DISAGREE: the separately timed rows give {separate:.2f}x (the machine drifted "
+                                 "between them); the paired figure stands")
+                if best and best[0] in ("torch cg.jit", "jax cg.jit"):
+                    # Between the two compiled routes the pairs decide, not rows timed apart.
+                    best = ("torch cg.jit", pair["torch_s"]) if pair["ratio"] <= 1 else ("jax cg.jit", pair["jax_s"])
         if best:
             parts.append(f"use: {best[0]}")
         problem = next((r["problem"] for r in rows if r["case"] == case), "")
