@@ -28,8 +28,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e ".[torch,jax,test,bench,dev]"
 	touch $@
 
-# Two pytest workers where pytest-xdist is installed (the suite is dispatch-bound:
-# 4.5 min instead of 7.5 on two cores); one process elsewhere.
+# Two pytest workers where pytest-xdist is installed (the suite is dispatch- and
+# compile-bound: 8.6 min of pytest on two cores, about twice that in one); one process elsewhere.
 WORKERS ?= 2
 XDIST = $$($(RUN) -c "import xdist" 2>/dev/null && echo "-n $(WORKERS)")
 test: $(SETUP)
