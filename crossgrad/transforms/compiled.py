@@ -130,7 +130,8 @@ def _fixed_leaves(backend: Backend, f: Callable[..., Any], options: dict[Any, An
     the same :func:`signature` (which names those leaves)."""
     leaves, treedef = pytree.flatten((args, kwargs))
     taken = [i for i, x in enumerate(leaves) if backend.arrays.is_input(x)]
-    fixed = list(leaves)
+    given = set(taken)
+    fixed = [None if i in given else x for i, x in enumerate(leaves)]  # the first call's arrays are not kept
 
     def of_taken(*xs: Any) -> Any:
         full = list(fixed)
