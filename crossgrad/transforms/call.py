@@ -49,27 +49,12 @@ def check_unchanged(transform: str, versions: list[tuple[int, Any, int]], copies
             raise mutation_error(transform, f"argument {k} modified in place ({what})")
 
 
-def _refusing_framework(exc: BaseException, backend: str) -> str | None:
-    """The framework whose operation refused an array of the other one, from its message:
-    torch's argument parser ("must be Tensor, not <a jax type>"), jax's ("... of type
-    <class 'torch.Tensor'> ..."), or Python's for an operator between the two (then the
-    array the function holds is the foreign one); None for anything else."""
-    if not isinstance(exc, TypeError):
-        return None
-    text = str(exc)
-    if "unsupported operand type" in text and "'Tensor'" in text and ("Tracer" in text or "ArrayImpl" in text):
-        return backend
-    if "must be Tensor, not" in text and ("Tracer" in text or "Array" in text):
-        return "torch"
-    if "<class 'torch." in text and ("abstract array" in text or "JAX type" in text):
-        return "jax"
-    return None
-
-
-def _foreign_error(transform: str, backend: str, refusing: str, exc: BaseException) -> errors.ForeignFunctionError:
+def _foreign_error(transform: str, backend: str, calls_other: bool, exc: BaseException) -> errors.ForeignFunctionError:
+    """The function calls the other framework's operations (``calls_other``), or computes
+    with an array of the other framework that it holds."""
     other = "jax" if backend == "torch" else "torch"
     first = str(exc).splitlines()[0][:160]
-    if refusing != backend:  # the function calls the other framework's operations
+    if calls_other:
         return errors.ForeignFunctionError(
             transform, f"a function written with {backend}'s operations for the {backend} arrays it is given",
             f"a function that calls {other}'s operations ({first})",
@@ -89,10 +74,9 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
     except errors.CrossgradError:
         raise
     except Exception as exc:
-        refusing = _refusing_framework(exc, backend.name)
-        if refusing is not None:
-            raise _foreign_error(transform, backend.name, refusing, exc) from exc
         cause = backend.primitives.failure_cause(exc)
+        if cause in ("foreign function", "foreign array"):
+            raise _foreign_error(transform, backend.name, cause == "foreign function", exc) from exc
         if cause == "control flow":
             raise errors.ControlFlowError(
                 transform, "a function whose Python control flow does not depend on array values",

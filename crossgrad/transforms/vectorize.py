@@ -146,25 +146,13 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         except errors.CrossgradError:
             raise
         except Exception as exc:
-            if not _shape_failure(exc):
+            if backend.primitives.failure_cause(exc) != "shape":
                 raise
             raise _sample_shape_error(name, args, layout(args)[0], shape, exc) from exc
 
     if where is None:
         return reported
     return _spread(backend, name, reported, layout, out_axes, where, gather)
-
-
-# Phrases of the frameworks' shape refusals (torch's and jax's), read to say what f was given.
-_SHAPE_PHRASES = ("shapes cannot be multiplied", "must match the size of tensor", "size mismatch", "shape mismatch",
-                  "incompatible shapes", "requires contracting dimensions", "cannot reshape", "shape '[",
-                  "is invalid for input of size", "the same shape", "Incompatible shapes", "dimension out of range",
-                  "out of range (expected to be in range", "broadcast")
-
-
-def _shape_failure(exc: BaseException) -> bool:
-    return isinstance(exc, (RuntimeError, TypeError, ValueError, IndexError)) and any(
-        p in str(exc) for p in _SHAPE_PHRASES)
 
 
 def _sample_shape_error(name: str, args: tuple[Any, ...], axes: list[Any], shape: Callable[[Any], tuple[int, ...]],

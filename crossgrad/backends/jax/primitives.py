@@ -62,11 +62,27 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(jax.lax.map(lambda row: f(*row), xs))
 
 
+# jax's (and XLA's) refusals of mismatched shapes.
+_SHAPE_REFUSALS = ("requires contracting dimensions", "Incompatible shapes", "incompatible shapes", "cannot reshape",
+                   "shape mismatch", "must have the same shape", "add got incompatible shapes")
+
+
 def failure_cause(exc: BaseException) -> str | None:
     """``"control flow"`` when ``exc`` is jax refusing a Python branch on a traced value,
     ``"dynamic shape"`` for a boolean mask on one, ``"value read"`` for a NumPy conversion
-    of one, ``"no forward rule"`` for forward mode through a ``custom_vjp`` (jax has no
+    of one, ``"no forward rule"`` for forward mode through a ``custom_vjp``, ``"shape"`` for
+    mismatched shapes, ``"foreign function"`` / ``"foreign array"`` for torch's operations given
+    jax values / a torch tensor the function holds (jax has no
     global random generator to refuse, nor in-place writes)."""
+    text = str(exc)
+    if isinstance(exc, TypeError):
+        if "must be Tensor, not" in text and ("Tracer" in text or "Array" in text):
+            return "foreign function"  # torch's operations refusing the jax values they were given
+        if ("<class 'torch." in text and ("abstract array" in text or "JAX type" in text)) or (
+                "unsupported operand type" in text and "'Tensor'" in text and "Tracer" in text):
+            return "foreign array"  # jax's operations meeting a torch tensor the function holds
+    if isinstance(exc, (TypeError, ValueError)) and any(p in text for p in _SHAPE_REFUSALS):
+        return "shape"
     if isinstance(exc, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError
                   | jax.errors.TracerIntegerConversionError):
         return "control flow"

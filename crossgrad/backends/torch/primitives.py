@@ -55,14 +55,29 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(torch.stack([r[i] for r in rows]) for i in range(len(rows[0])))
 
 
+# torch's refusals of mismatched shapes.
+_SHAPE_REFUSALS = ("shapes cannot be multiplied", "must match the size of tensor", "size mismatch",
+                   "is invalid for input of size", "Dimension out of range", "dimension out of range")
+
+
 def failure_cause(exc: BaseException) -> str | None:
     """``"control flow"``, ``"dynamic shape"``, ``"randomness"``, ``"mutation"``,
     ``"unbatched write"`` (a batched value written in place into a tensor without the batch
-    axis), ``"captured write"`` (a closed-over tensor, such as a model's buffer, written in place), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor),
+    axis), ``"captured write"`` (a closed-over tensor, such as a model's buffer, written in place),
+    ``"shape"`` (mismatched shapes), ``"foreign function"`` (jax's operations given torch tensors),
+    ``"foreign array"`` (a jax array met by torch's operations), ``"value read"`` (``.tolist()``, ``.numpy()`` of a transformed tensor),
     ``"old-style function"`` (an ``autograd.Function`` without ``setup_context``), ``"no
     forward rule"`` (one without ``jvp``, in forward mode) or ``"forward over reverse"`` when
     ``exc`` is torch refusing one of them."""
     text = str(exc)
+    if isinstance(exc, TypeError):
+        if "<class 'torch." in text and ("abstract array" in text or "JAX type" in text):
+            return "foreign function"  # jax's operations refusing the torch tensors they were given
+        if ("must be Tensor, not" in text and ("Array" in text or "Tracer" in text)) or (
+                "unsupported operand type" in text and "'Tensor'" in text and "ArrayImpl" in text):
+            return "foreign array"  # torch's operations meeting a jax array the function holds
+    if isinstance(exc, (RuntimeError, IndexError)) and any(p in text for p in _SHAPE_REFUSALS):
+        return "shape"
     if isinstance(exc, RuntimeError) and ("data-dependent control flow" in text or "calling .item()" in text):
         return "control flow"
     if isinstance(exc, RuntimeError) and "batching operators that can support dynamic shape" in text:
