@@ -114,9 +114,11 @@ def test_jit_routes_agree_with_eager_on_drawn_programs(steps, seed):
     torch = _torch()
     rng = np.random.default_rng(seed)
     # torch refuses in-place writes into unbind/split views where autograd records: those
-    # programs are compiled as they are, the others through their gradient too.
+    # programs are compiled as they are, the others through their gradient and Hessian too
+    # (a compiled scalar Hessian takes torch's own jacrev(jacrev) where eager takes
+    # crossgrad's composition: NOTE [hessian strategy]).
     multi_view = {"unbind write", "split write"} & set(steps)
-    wrappers = [lambda g: g] + ([] if multi_view else [cg.torch.grad])
+    wrappers = [lambda g: g] + ([] if multi_view else [cg.torch.grad, cg.torch.hessian])
     for (route, options), wrap in ((r, w) for r in (("trace", None), ("trace-compile", {"backend": "aot_eager"}))
                                    for w in wrappers):
         mine, ref = _state("torch", seed), _state("torch", seed)
