@@ -51,6 +51,10 @@ from crossgrad.errors import (
     OutputError,
     RandomnessError,
     SampleShapeError,
+    SparsityCheckError,
+    SparsityPatternError,
+    SparsitySupportError,
+    SparsityWarning,
     StructureError,
     UnknownOptionError,
     UnsupportedOptionError,
@@ -82,6 +86,14 @@ def backend(name: str) -> Any:
 def __getattr__(name: str) -> Any:
     if name in ("torch", "jax"):
         return backend(name)
+    if name == "Pattern":  # NumPy and scipy.sparse are imported with the first sparse transform
+        from crossgrad.sparsity.patterns import Pattern
+
+        return Pattern
+    if name == "SparsePlan":
+        from crossgrad.transforms.sparse import SparsePlan
+
+        return SparsePlan
     raise AttributeError(f"module 'crossgrad' has no attribute {name!r}")
 
 
@@ -118,6 +130,19 @@ def _deferred(name: str) -> Callable[..., Any]:
             return None if own is None else own(framework, axes)
 
         transformed._crossgrad_batched = batched_form  # type: ignore[attr-defined]
+        if name in spec.SPARSE:
+            def plan(*args: Any, **kwargs: Any) -> Any:
+                """The plan prepared for these arguments (NOTE [sparse plans]); nothing is computed."""
+                return made_for(infer_backend(name, args, kwargs)).plan(*args, **kwargs)
+
+            def entries(*args: Any, **kwargs: Any) -> Any:
+                return made_for(infer_backend(name, args, kwargs))._crossgrad_finish[0](*args, **kwargs)
+
+            def finish(values: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                return made_for(infer_backend(name, args, kwargs))._crossgrad_finish[1](values, args, kwargs)
+
+            transformed.plan = plan  # type: ignore[attr-defined]
+            transformed._crossgrad_finish = (entries, finish)  # type: ignore[attr-defined]  # NOTE [sparse results under jit]
         return transformed
 
     return _adopt(transform, name)
@@ -174,6 +199,12 @@ linearize = _top_level("linearize")
 hvp = _top_level("hvp")
 check_grads = _top_level("check_grads")
 hessian_operator = _top_level("hessian_operator")
+jacobian_sparsity = _top_level("jacobian_sparsity")
+hessian_sparsity = _top_level("hessian_sparsity")
+sparse_jacobian = _top_level("sparse_jacobian")
+sparse_hessian = _top_level("sparse_hessian")
+batched_sparse_jacobian = _top_level("batched_sparse_jacobian")
+batched_sparse_hessian = _top_level("batched_sparse_hessian")
 
 __all__ = [
     "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
@@ -185,4 +216,5 @@ __all__ = [
     "InputDtypeError", "InputMutationError", "MixedFrameworksError", "NonScalarOutputError", "OptionError", "OptionTypeError",
     "OutputError", "RandomnessError", "StructureError", "UnsupportedOptionError", "X64DisabledError",
     "ForeignFunctionError", "SampleShapeError", "UnknownOptionError",
+    "SparsityCheckError", "SparsityPatternError", "SparsitySupportError", "SparsityWarning", "Pattern", "SparsePlan",
 ]

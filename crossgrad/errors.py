@@ -104,6 +104,21 @@ class RandomnessError(CrossgradValueError):
     """The vmapped function draws random numbers from the framework's global generator."""
 
 
+class SparsityPatternError(CrossgradValueError):
+    """A sparsity pattern passed to a sparse transform that cannot be this function's
+    (wrong shape, not 2-D, not an array)."""
+
+
+class SparsityCheckError(CrossgradValueError):
+    """``check=True`` on a sparse transform: the sparse result disagrees with dense products
+    on random directions (the pattern given misses entries the function has)."""
+
+
+class SparsitySupportError(CrossgradTypeError):
+    """A sparse transform given what it does not take: more than one differentiated array,
+    or a function whose output is not one array."""
+
+
 class OptionError(CrossgradValueError):
     """An unknown ``mode``, ``strategy`` or ``impl``, or a bad ``chunk_size``."""
 
@@ -139,6 +154,11 @@ class X64DisabledError(CrossgradTypeError):
 
 class BackendUnavailableError(CrossgradError, ImportError):
     """The framework behind a backend is not installed."""
+
+
+class SparsityWarning(UserWarning):
+    """A sparse transform met operations without a sparsity rule: each output element of them
+    is taken to depend on every element of their operands (the pattern is a superset)."""
 
 
 class CompileFallbackWarning(UserWarning):

@@ -61,9 +61,17 @@ TRANSFORMS = (
     "batched_hessian_trace",
     "batched_hessian_diagonal",
     "hessian_operator",
+    "jacobian_sparsity",
+    "hessian_sparsity",
+    "sparse_jacobian",
+    "sparse_hessian",
+    "batched_sparse_jacobian",
+    "batched_sparse_hessian",
 )
 # The transforms with a ``randomness`` option (vmap's: one draw per sample or one for the batch).
 TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
+# The sparse transforms: their results carry ``.plan(*args)`` (NOTE [sparse plans]).
+SPARSE = ("sparse_jacobian", "sparse_hessian", "batched_sparse_jacobian", "batched_sparse_hessian")
 # Not transforms of derivatives, but in both namespaces with one signature too.
 TOOLS = ("jit", "check_grads")
 # The transforms that evaluate at once (the others return a function), and the parameters

@@ -11,7 +11,9 @@ Each backend is a package with the same modules and the same names:
 * ``distributed.py``: a batch spread over devices on the framework's own engine
   (``jax.sharding`` meshes partitioned by ``jax.jit``; ``torch.distributed`` ranks);
 * ``taylor.py``: one call recorded as a list of operations (torch's aten operations,
-  jax's jaxpr) for the forward Taylor propagation of :mod:`crossgrad.transforms.taylor`.
+  jax's jaxpr) for the forward Taylor propagation of :mod:`crossgrad.transforms.taylor`;
+* ``sparsity.py``: the rules of :mod:`crossgrad.sparsity.propagation` for the framework's
+  operations (which inputs each output element depends on) and its sparse formats.
 
 Everything else (pytrees, validation, every composition) is shared and lives in
 :mod:`crossgrad.spec`, :mod:`crossgrad.pytree` and :mod:`crossgrad.transforms`.

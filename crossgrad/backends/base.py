@@ -1,4 +1,4 @@
-"""What a backend is: a name and five modules with the same names in both backends."""
+"""What a backend is: a name and six modules with the same names in both backends."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ class Backend:
     transforms and the options each one lacks (``builtins.LACKS``); ``distributed``:
     the batch spread over devices with the framework's own engine; ``taylor``: one call
     recorded as a list of operations for the forward Taylor propagation
-    (NOTE [collapsed taylor], :mod:`crossgrad.transforms.taylor`).  The names each module
+    (NOTE [collapsed taylor], :mod:`crossgrad.transforms.taylor`); ``sparsity``: the
+    sparsity pattern of one call (NOTE [dependency propagation],
+    :mod:`crossgrad.sparsity.propagation`) and sparse results in the framework's formats.  The names each module
     must provide are written down in :mod:`crossgrad.backends.contract`.
     """
 
@@ -25,6 +27,7 @@ class Backend:
     builtins: ModuleType
     distributed: ModuleType
     taylor: ModuleType
+    sparsity: ModuleType
 
     def __repr__(self) -> str:
         return f"<crossgrad backend {self.name!r}>"

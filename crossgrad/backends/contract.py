@@ -32,6 +32,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "distributed": ("place", "participants", "spread"),
     # One call recorded for the forward Taylor propagation.
     "taylor": ("record", "kind", "derivatives", "is_float", "being_compiled"),
+    # Sparsity patterns of one call and sparse results.
+    "sparsity": ("pattern", "sparse_result"),
 }
 
 # Names a backend provides only where the framework has the mechanism (used behind a check).

@@ -288,6 +288,17 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
     spec.validate_options(name, check=check, options=options, route=route)
     spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
     options = dict(options or {})
+    split = getattr(f, "_crossgrad_finish", None)
+    if split is not None and backend.name == "torch":
+        # NOTE [sparse results under jit]: the entries compiled, the sparse tensor built after.
+        entries, finish = split
+        compiled_entries = jit(backend, entries, check, options, route=route)
+
+        @functools.wraps(f)
+        def finished(*args: Any, **kwargs: Any) -> Any:
+            return finish(compiled_entries(*args, **kwargs), args, kwargs)
+
+        return finished
     fname = getattr(f, "__name__", "the function")
     runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any], guards.Guard]] = {}
     retraced: dict[tuple[Any, ...], int] = {}

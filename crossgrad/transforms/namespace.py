@@ -30,6 +30,7 @@ from crossgrad.transforms import (
     jacobians,
     models,
     operators,
+    sparse,
     vectorize,
 )
 from crossgrad.transforms.call import check_unchanged
@@ -267,6 +268,12 @@ class Namespace:
     batched_hessian_trace = Bound(curvature.batched_hessian_trace)
     batched_hessian_diagonal = Bound(curvature.batched_hessian_diagonal)
     hessian_operator = Bound(operators.hessian_operator)
+    jacobian_sparsity = Bound(sparse.jacobian_sparsity)
+    hessian_sparsity = Bound(sparse.hessian_sparsity)
+    sparse_jacobian = Bound(sparse.sparse_jacobian)
+    sparse_hessian = Bound(sparse.sparse_hessian)
+    batched_sparse_jacobian = Bound(sparse.batched_sparse_jacobian)
+    batched_sparse_hessian = Bound(sparse.batched_sparse_hessian)
     jit = Bound(compiled.jit)
     check_grads = Bound(checking.check_grads)
 

@@ -82,7 +82,8 @@ def unaliased(tree: Any, watched: list[tuple[int, Any, int]]) -> Any:
     inputs = {leaf.untyped_storage().data_ptr() for _, leaf, _ in watched if not leaf.is_meta}
 
     def shares(x: Any) -> bool:
-        return isinstance(x, torch.Tensor) and not x.is_meta and x.untyped_storage().data_ptr() in inputs
+        return (isinstance(x, torch.Tensor) and not x.is_meta and x.layout == torch.strided
+                and x.untyped_storage().data_ptr() in inputs)
 
     if isinstance(tree, torch.Tensor):
         return tree.clone() if shares(tree) else tree
@@ -110,7 +111,10 @@ def materialized(tree: Any) -> Any:
 
 
 def _lazy(x: Array) -> bool:
-    """A ZeroTensor, or a broadcast view (one element at several places: a write refuses it)."""
+    """A ZeroTensor, or a broadcast view (one element at several places: a write refuses it);
+    never a sparse tensor (sparse results leave as they are)."""
+    if x.layout != torch.strided:
+        return False
     return x._is_zerotensor() or any(st == 0 and n > 1 for st, n in zip(x.stride(), x.shape))
 
 
