@@ -177,6 +177,8 @@ class Traced:
         leaves, treedef = pytree.flatten((args, kwargs))
         self.backend = backend
         self.positions = [i for i, leaf in enumerate(leaves) if backend.arrays.is_array(leaf)]
+        # The common call, positional arrays only: later calls of the signature pass them as they are.
+        self.plain = not kwargs and len(leaves) == len(args) and len(self.positions) == len(args)
         # Only the non-array leaves are kept: they are fixed by the signature.
         mapped = set(self.positions)
         fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
@@ -199,6 +201,8 @@ class Traced:
         self.result = pytree.unflatten(self.out_def, list(self.trace.outputs))
 
     def arrays(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
+        if self.plain:  # the signature matched: positional arrays, no kwargs
+            return args
         leaves = pytree.leaves((args, kwargs))
         return tuple(leaves[i] for i in self.positions)
 
@@ -211,8 +215,12 @@ class Traced:
             graph = builtins.replay(self.trace.graph, graph, self.trace.example)
         graph = self.trace.wrap(graph)
 
-        def run(*call_args: Any, **call_kwargs: Any) -> Any:
-            return pytree.unflatten(self.out_def, list(graph(*self.arrays(call_args, call_kwargs))))
+        if self.out_def.kind == "leaf":
+            def run(*call_args: Any, **call_kwargs: Any) -> Any:
+                return graph(*self.arrays(call_args, call_kwargs))[0]
+        else:
+            def run(*call_args: Any, **call_kwargs: Any) -> Any:
+                return pytree.unflatten(self.out_def, list(graph(*self.arrays(call_args, call_kwargs))))
 
         return run
 

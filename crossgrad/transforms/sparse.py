@@ -111,9 +111,9 @@ class _Sparse:
         return tuple(pytree.unflatten(treedef, out))
 
     def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        leaves, treedef = pytree.flatten((args, kwargs))
-        arrays = self.backend.arrays
-        return (str(treedef), tuple(arrays.signature(x)[1:3] if arrays.is_array(x) else ("static", repr(x)) for x in leaves))
+        from crossgrad.transforms.compiled import signature
+
+        return signature(self.backend, args, kwargs)
 
     def plan(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SparsePlan:
         key = self._key(args, kwargs)

@@ -80,7 +80,7 @@ def _inner(eqn: Any) -> tuple[Any, list[Any]] | None:
     return None
 
 
-def walk_jaxpr(jaxpr: Any, consts: Sequence[Any], ins: Sequence[Value], walk: Walk) -> list[Value]:
+def _walk_jaxpr(jaxpr: Any, consts: Sequence[Any], ins: Sequence[Value], walk: Walk) -> list[Value]:
     """The values of ``jaxpr``'s outputs from those of its inputs."""
     env: dict[Any, Value] = {}
 
@@ -114,10 +114,10 @@ def _apply(eqn: Any, ins: list[Value], walk: Walk) -> list[Value]:
     if inner is not None:
         jaxpr, consts = inner
         if len(jaxpr.invars) == len(ins):
-            return walk_jaxpr(jaxpr, consts, ins, walk)
+            return _walk_jaxpr(jaxpr, consts, ins, walk)
         k = len(ins) - len(jaxpr.invars)  # leading operands that are not the program's inputs
         if k > 0:
-            return walk_jaxpr(jaxpr, consts, ins[k:], walk)
+            return _walk_jaxpr(jaxpr, consts, ins[k:], walk)
     out_size = int(np.prod(shapes[0], dtype=np.int64)) if shapes else 0
     if name in _ELEMENTWISE or name == "convert_element_type":
         return [_elementwise(ins, shapes[0], walk)]
@@ -321,8 +321,8 @@ def _cond(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk)
     branches = eqn.params["branches"]
     if index.const is not None:
         chosen = branches[int(np.clip(index.const, 0, len(branches) - 1))]
-        return walk_jaxpr(chosen.jaxpr, chosen.consts, ops, walk)
-    results = [walk_jaxpr(b.jaxpr, b.consts, ops, walk) for b in branches]
+        return _walk_jaxpr(chosen.jaxpr, chosen.consts, ops, walk)
+    results = [_walk_jaxpr(b.jaxpr, b.consts, ops, walk) for b in branches]
     return [_union(s, [r[i] for r in results], walk) for i, s in enumerate(shapes)]
 
 
@@ -357,7 +357,7 @@ def _while(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk
     nc, nb = p["cond_nconsts"], p["body_nconsts"]
     body_consts, carry = ins[nc:nc + nb], [Value(v.shape, v.deps) for v in ins[nc + nb:]]
     body = p["body_jaxpr"]
-    return _fixed_point(lambda c: walk_jaxpr(body.jaxpr, body.consts, [*body_consts, *c], walk), carry, walk)
+    return _fixed_point(lambda c: _walk_jaxpr(body.jaxpr, body.consts, [*body_consts, *c], walk), carry, walk)
 
 
 # A scan of at most this many steps is walked step by step (exact); a longer one to a fixed point.
@@ -378,7 +378,7 @@ def _scan(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk)
         per_step: list[list[Value]] = []
         for i in (range(length - 1, -1, -1) if reverse else range(length)):
             sliced = [_row(v, i, walk) for v in xs]
-            outs = walk_jaxpr(body.jaxpr, body.consts, [*consts, *carry, *sliced], walk)
+            outs = _walk_jaxpr(body.jaxpr, body.consts, [*consts, *carry, *sliced], walk)
             carry = outs[:ncarry]
             per_step.append(outs[ncarry:])
         if reverse:
@@ -386,8 +386,8 @@ def _scan(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk)
         return [*carry, *[_stacked([step[k] for step in per_step], s, walk) for k, s in enumerate(shapes[ncarry:])]]
     sliced = [_joined_rows(v, walk) for v in xs]
     carry = [Value(v.shape, v.deps) for v in carry]
-    carry = _fixed_point(lambda c: walk_jaxpr(body.jaxpr, body.consts, [*consts, *c, *sliced], walk)[:ncarry], carry, walk)
-    outs = walk_jaxpr(body.jaxpr, body.consts, [*consts, *carry, *sliced], walk)
+    carry = _fixed_point(lambda c: _walk_jaxpr(body.jaxpr, body.consts, [*consts, *c, *sliced], walk)[:ncarry], carry, walk)
+    outs = _walk_jaxpr(body.jaxpr, body.consts, [*consts, *carry, *sliced], walk)
     stacked = []
     for v, s in zip(outs[ncarry:], shapes[ncarry:]):
         size = int(np.prod(s, dtype=np.int64))
@@ -457,7 +457,7 @@ def pattern(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ins = [Value(_shape(v)) for v in jaxpr.invars]
     ins[position] = Value(ins[position].shape, prop.identity(n))
     with jax.ensure_compile_time_eval():  # the rules compute on constants, also under an outer jit
-        out = walk_jaxpr(jaxpr, consts, ins, walk)
+        out = _walk_jaxpr(jaxpr, consts, ins, walk)
     result = out[0]
     m = result.size
     if result.deps is None:

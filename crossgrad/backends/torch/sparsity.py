@@ -12,6 +12,7 @@ the tensors the function closes over are constants, read as they are.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -441,5 +442,7 @@ def sparse_result(values: Any, rows: np.ndarray, cols: np.ndarray, shape: tuple[
     if form == "dense":
         return torch.zeros(full, dtype=values.dtype, device=device).index_put(index, values)
     if form == "csr":
-        return torch.sparse_csr_tensor(*index, values, full, check_invariants=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(*index, values, full, check_invariants=False)
     return torch.sparse_coo_tensor(index[0], values.reshape(-1), full, is_coalesced=True, check_invariants=False)
