@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test test-slow test-all parity fuzz lint typecheck bench sweep keep wheel-check clean
+.PHONY: install test test-slow test-all parity fuzz lint typecheck bench sweep sparse-bench keep wheel-check clean
 
 install: $(SETUP)
 
@@ -59,10 +59,12 @@ lint: $(SETUP)
 typecheck: $(SETUP)
 	$(RUN) -m mypy --strict crossgrad tests/typing/user_script.py
 
-# ARGS go to pytest (ARGS="-k dispatch" selects cases); the sweep runs after a full run.
+# ARGS go to pytest (ARGS="-k dispatch" selects cases); the sweep and the sparse benchmark
+# run after a full run.
 bench: $(SETUP)
 	$(RUN) -m benchmarks $(ARGS)
 	$(if $(ARGS),,$(RUN) -m benchmarks.sweep)
+	$(if $(ARGS),,$(RUN) -m benchmarks.sparse)
 
 # Runs write under benchmarks/runs/ (ignored); keep one in the committed benchmarks/results/:
 #   make keep REPORT=benchmarks/runs/<name>.json
@@ -72,6 +74,11 @@ keep: $(SETUP)
 # The sweep alone: 40 generated functions, four forms of a layer (benchmarks/sweep.py).
 sweep: $(SETUP)
 	$(RUN) -m benchmarks.sweep $(ARGS)
+
+# The sparse benchmark alone (benchmarks/sparse.py): sparse Jacobians and Hessians against
+# the dense routes and asdex (where installed: pip install asdex); ARGS="-k rosenbrock" selects.
+sparse-bench: $(SETUP)
+	$(RUN) -m benchmarks.sparse $(ARGS)
 
 # Not part of `make test`: the wheel built, installed with the CPU torch pin into a fresh
 # virtualenv (outside this tree, so the checkout is not on the path), and the README's

@@ -224,7 +224,8 @@ def validate_options(transform: str, **options: Any) -> None:
             check_chunk_size(transform, value, name)
             if name == "chunk_size" and transform.startswith("batched_"):
                 check_retired_chunk_size(transform, value)
-            if name == "basis_chunk_size" and transform in ("batched_jacobian", "batched_hessian"):
+            if name == "basis_chunk_size" and transform in ("batched_jacobian", "batched_hessian",
+                                                             "batched_sparse_jacobian", "batched_sparse_hessian"):
                 check_basis_chunks_under_vmap(transform, value)
         elif name in ("in_axes", "out_axes"):
             check_axes_form(transform, name, value)

@@ -93,3 +93,12 @@ def test_models_example_matches_the_frameworks():
     out = _run_example("models.py")
     assert "torch nn.Module" in out and "equinox MLP: grad is an MLP (activation: None)" in out
     assert "flax nnx: grad is a State" in out
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
+def test_sparse_newton_example_converges_on_both_backends():
+    out = _run_example("sparse_newton.py")
+    final = [line.split("= ")[1] for line in out.splitlines() if "max u" in line]
+    assert len(final) == 2 and final[0] == final[1], out
+    residuals = [float(line.rsplit("= ", 1)[1]) for line in out.splitlines() if "|F(u)|" in line]
+    assert min(residuals) < 1e-8, out

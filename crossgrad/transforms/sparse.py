@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
+from crossgrad.transforms import chunking
 
 if TYPE_CHECKING:
     from crossgrad.sparsity.coloring import Coloring
@@ -92,7 +93,7 @@ class _Sparse:
     """One sparse transform of ``f``: its plans per argument signature and the computation."""
 
     def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: int, sparsity: Any, mode: str,
-                 form: str, chunk_size: int | None, check: bool, order: int, in_axes: Any = None):
+                 form: str, chunk_size: int | str | None, check: bool, order: int, in_axes: Any = None):
         self.backend, self.name, self.f, self.argnums = backend, name, f, argnums
         self.sparsity, self.mode, self.form, self.chunk_size, self.check = sparsity, mode, form, chunk_size, check
         self.order, self.in_axes = order, in_axes
@@ -212,7 +213,7 @@ class _Sparse:
             def product(v: Any) -> Any:
                 return prims.jvp(gradient, (flat,), (v,), False)[1]
 
-        compressed = prims.map_chunks(prims.vmap(product, (0,), 0), (seeds,), self.chunk_size)
+        compressed = chunking.map_chunks(self.backend, prims.vmap(product, (0,), 0), (seeds,), self.chunk_size)
         return arrays.reshape(compressed, (-1,))[reads]
 
     def formatted(self, plan: SparsePlan, values: Any, batch: int | None) -> Any:
@@ -312,7 +313,7 @@ def _made(sparse: _Sparse) -> Callable[..., Any]:
 
 
 def sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *, sparsity: Any = None,
-                    mode: str = "auto", format: str = "coo", chunk_size: int | None = None,
+                    mode: str = "auto", format: str = "coo", chunk_size: int | str | None = None,
                     check: bool = False) -> Callable[..., Any]:
     """The Jacobian of ``f`` in argument ``argnums`` as a sparse matrix, from one product per color.
 
@@ -328,7 +329,8 @@ def sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *
     Args:
         mode: ``"fwd"`` (a JVP per column color), ``"rev"`` (a VJP per row color) or
             ``"auto"`` (whichever needs fewer colors).
-        chunk_size: colors pushed through ``vmap`` at once (None: all).
+        chunk_size: colors pushed through ``vmap`` at once (None: all; ``"auto"``: from the
+            memory budget, :func:`crossgrad.memory_budget`).
         check: compare the result with dense products on random directions (eager calls).
 
     ``.plan(*args)`` on the returned function gives the :class:`SparsePlan` (pattern,
@@ -349,7 +351,7 @@ def sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *
 
 
 def sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *, sparsity: Any = None,
-                   format: str = "coo", chunk_size: int | None = None, check: bool = False) -> Callable[..., Any]:
+                   format: str = "coo", chunk_size: int | str | None = None, check: bool = False) -> Callable[..., Any]:
     """The Hessian of a scalar ``f`` in argument ``argnums`` as a sparse symmetric matrix, from
     one Hessian-vector product per color of a star coloring.
 
@@ -373,14 +375,15 @@ def sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *,
 
 def batched_sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, in_axes: Any = 0, *,
                             sparsity: Any = None, mode: str = "auto", format: str = "coo",
-                            chunk_size: int | None = None, check: bool = False) -> Callable[..., Any]:
+                            basis_chunk_size: int | None = None, check: bool = False) -> Callable[..., Any]:
     """Per-sample sparse Jacobians of a batch sharing one pattern: ``f`` is written for one
     sample, ``in_axes`` (as :func:`crossgrad.vmap`'s, batch axis 0 of the output) says which
     arguments carry the batch.
 
     Returns ``(B, m, n)``: a sparse COO tensor with the batch as its first sparse axis (torch),
     a BCOO with one batch axis (jax), a dense array, the ``(B, nnz)`` entries (``"values"``)
-    or a list of ``scipy.sparse`` arrays.  The pattern is prepared once from one sample.
+    or a list of ``scipy.sparse`` arrays.  The pattern is prepared once from one sample;
+    ``basis_chunk_size`` bounds the colors of each sample pushed at once.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -391,12 +394,13 @@ def batched_sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: in
     name = "batched_sparse_jacobian"
     spec.check_callable(name, f)
     _check_sparse_options(name.removeprefix("batched_"), argnums, mode, format)
-    spec.validate_options(name, in_axes=in_axes, chunk_size=chunk_size, check=check)
-    return _made(_Sparse(backend, name, f, argnums, sparsity, mode, format, chunk_size, check, order=1, in_axes=in_axes))
+    spec.validate_options(name, in_axes=in_axes, basis_chunk_size=basis_chunk_size, check=check)
+    return _made(_Sparse(backend, name, f, argnums, sparsity, mode, format, basis_chunk_size, check, order=1,
+                         in_axes=in_axes))
 
 
 def batched_sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int = 0, in_axes: Any = 0, *,
-                           sparsity: Any = None, format: str = "coo", chunk_size: int | None = None,
+                           sparsity: Any = None, format: str = "coo", basis_chunk_size: int | None = None,
                            check: bool = False) -> Callable[..., Any]:
     """Per-sample sparse Hessians of a batch sharing one pattern (``in_axes`` and the formats
     as :func:`batched_sparse_jacobian`).
@@ -412,8 +416,9 @@ def batched_sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int
     name = "batched_sparse_hessian"
     spec.check_callable(name, f)
     _check_sparse_options("sparse_hessian", argnums, "auto", format)
-    spec.validate_options(name, in_axes=in_axes, chunk_size=chunk_size, check=check)
-    return _made(_Sparse(backend, name, f, argnums, sparsity, "auto", format, chunk_size, check, order=2, in_axes=in_axes))
+    spec.validate_options(name, in_axes=in_axes, basis_chunk_size=basis_chunk_size, check=check)
+    return _made(_Sparse(backend, name, f, argnums, sparsity, "auto", format, basis_chunk_size, check, order=2,
+                         in_axes=in_axes))
 
 
 def _pattern_transform(backend: Backend, name: str, f: Callable[..., Any], argnums: int, order: int) -> Callable[..., Pattern]:
