@@ -121,7 +121,8 @@ def test_check_catches_a_compiled_result_that_differs(backend):
     np.testing.assert_allclose(frameworks.to_numpy(got), 2.0 * np.ones(3))
     if backend.name == "torch":
         fast = backend.jit(lambda x: x * 2.0, route="trace-compile")
-        with mock.patch.object(backends.load(backend.name).builtins, "compile", bad), \
+        with mock.patch.object(backends.load(backend.name).builtins, "compile_traced",
+                               lambda graph, options, example: bad(graph, options)), \
                 pytest.warns(cg.CompileFallbackWarning, match="differs from eager execution"):
             got = fast(x)
         np.testing.assert_allclose(frameworks.to_numpy(got), 2.0 * np.ones(3))

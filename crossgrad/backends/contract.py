@@ -39,6 +39,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 # Names a backend provides only where the framework has the mechanism (used behind a check).
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "arrays": ("x64_enabled",),  # jax: its x64 mode
-    "builtins": ("trace", "replay"),  # torch: the traced cg.jit routes (builtins.JIT_ROUTES)
+    "builtins": ("trace", "replay", "compile_traced"),  # torch: the traced cg.jit routes (builtins.JIT_ROUTES)
     "distributed": ("rows_of",),
 }

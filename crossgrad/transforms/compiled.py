@@ -210,7 +210,7 @@ class Traced:
         builtins = self.backend.builtins
         graph = self.trace.graph
         if options is not None:
-            graph = builtins.compile(graph, options)
+            graph = builtins.compile_traced(graph, options, self.trace.example)
         if replay:
             graph = builtins.replay(self.trace.graph, graph, self.trace.example)
         graph = self.trace.wrap(graph)
