@@ -9,7 +9,8 @@ finite-difference Poisson residual's Jacobian, a convolution layer's input Jacob
 Per case: crossgrad's sparse route under ``cg.jit`` on jax and on torch, asdex's
 ``jax.jit(asdex.jacobian(f, x))`` / ``jax.jit(asdex.hessian(f, x))`` where asdex is installed
 (BCOO output on both sides: decompression in every timing), crossgrad's dense ``cg.jit``
-route up to n = 4096, all alternated call by call, medians; the
+route up to n = 4096, timed in alternated blocks of calls (each call after one of its own
+framework), medians; the
 first call (detection, coloring and compilation) apart; colors; the compiled program's
 temporary memory on jax (XLA's memory analysis; torch on a CPU reports none); and the
 measured bound: the number of colors times one compiled JVP (HVP) of ``f``.
@@ -35,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-ROUNDS = 31
-ROUND_SECONDS = 3.0
+ROUNDS = 21
+BLOCK = 5
+ROUND_SECONDS = 4.0
 DENSE_LIMIT = 4096  # the dense route is timed up to this many inputs (n^2 floats, compiled once)
 
 
@@ -129,15 +131,22 @@ def measure(problem: Any) -> dict[str, Any]:
         row["rel_err"] = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-30))
         if not row["rel_err"] <= 2e-4:
             row["status"] = f"WRONG: torch and jax differ by {row['rel_err']:.1e}"
+    # Blocks of BLOCK calls per implementation, the blocks alternated: drift hits all alike, and
+    # each timed call follows a call of its own framework (a torch call right after a jax one,
+    # each framework's worker threads waking, measured up to 2x slower than in a block).
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for k in range(ROUNDS):
         for name in (names if k % 2 == 0 else names[::-1]):
             fw, fn = fns[name]
-            t0 = time.perf_counter()
             _sync(fw, fn(xs[fw]))
-            times[name].append(time.perf_counter() - t0)
-        if k >= 4 and sum(map(sum, times.values())) > ROUND_SECONDS:
+            block = []
+            for _ in range(BLOCK):
+                t0 = time.perf_counter()
+                _sync(fw, fn(xs[fw]))
+                block.append(time.perf_counter() - t0)
+            times[name].append(float(np.median(block)))
+        if k >= 4 and sum(map(sum, times.values())) * BLOCK > ROUND_SECONDS:
             break
     for name, ts in times.items():
         row[name.replace(" ", "_") + "_s"] = float(np.median(ts))
@@ -270,8 +279,8 @@ def main(argv: list[str]) -> int:
     header = [f"device: {device}", f"date: {stamp}; selection: {selection or f'all {len(chosen)} cases'}",
               "versions: " + ", ".join(f"{k} {v}" for k, v in harness.versions().items()) + f", {peer}",
               f"precision: {harness.PRECISION_NOTE}; fp32",
-              f"timing: every implementation of a case alternated call by call (up to {ROUNDS} rounds, "
-              f"{ROUND_SECONDS} s), medians, BCOO / sparse COO output (decompression included); first call: "
+              f"timing: every implementation of a case in blocks of {BLOCK} calls after one untimed, the blocks "
+              f"alternated (up to {ROUNDS} rounds, {ROUND_SECONDS} s), medians of the block medians, BCOO / sparse COO output (decompression included); first call: "
               "detection, coloring and compilation, reported apart "
               f"({'inductor cache empty at the start' if fresh_cache else 'inductor cache as found'}); "
               "bound: colors x one compiled JVP (HVP) of f on jax",

@@ -33,7 +33,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     # One call recorded for the forward Taylor propagation.
     "taylor": ("record", "kind", "derivatives", "is_float", "being_compiled"),
     # Sparsity patterns of one call and sparse results.
-    "sparsity": ("pattern", "sparse_result"),
+    "sparsity": ("pattern", "sparse_result", "outside_compiler"),
 }
 
 # Names a backend provides only where the framework has the mechanism (used behind a check).

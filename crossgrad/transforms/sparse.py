@@ -120,7 +120,8 @@ class _Sparse:
         key = self._key(args, kwargs)
         found = self.plans.get(key)
         if found is None:
-            found = self.plans[key] = self._prepare(self._samples(args), kwargs)
+            found = self.plans[key] = self.backend.sparsity.outside_compiler(
+                lambda: self._prepare(self._samples(args), kwargs))
         return found
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SparsePlan:

@@ -447,6 +447,12 @@ def _program(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
     return closed.jaxpr, list(closed.consts), position, closed.out_avals
 
 
+def outside_compiler(fn: Callable[[], Any]) -> Any:
+    """``fn()`` (a plan is prepared while ``jax.jit`` traces: from shapes only; the rules'
+    own computations on constants run at trace time, :func:`pattern`)."""
+    return fn()
+
+
 def pattern(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], argnum: int, order: int
             ) -> tuple[tuple[int, int], np.ndarray, np.ndarray, set[str]]:
     """The Jacobian (``order`` 1) or Hessian (``order`` 2) pattern of ``f`` in argument

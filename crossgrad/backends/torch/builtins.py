@@ -11,7 +11,6 @@ built-in in ``torch.func``: its built-in is the documented recipe ``jvp(grad(f))
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable
 from typing import Any
 

@@ -398,6 +398,12 @@ def _graph(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
     return gm, arrays, position
 
 
+def outside_compiler(fn: Callable[[], Any]) -> Any:
+    """``fn()`` with dynamo off: a sparse plan is prepared in NumPy and scipy (and by tracing
+    on fake tensors), which ``torch.compile`` must not try to compile."""
+    return torch._dynamo.disable(fn)()
+
+
 def pattern(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], argnum: int, order: int
             ) -> tuple[tuple[int, int], np.ndarray, np.ndarray, set[str]]:
     """The Jacobian (``order`` 1) or Hessian (``order`` 2) pattern of ``f`` in argument
