@@ -148,8 +148,14 @@ def measure(problem: Any) -> dict[str, Any]:
             times[name].append(float(np.median(block)))
         if k >= 4 and sum(map(sum, times.values())) * BLOCK > ROUND_SECONDS:
             break
+    noisy = []
     for name, ts in times.items():
         row[name.replace(" ", "_") + "_s"] = float(np.median(ts))
+        q1, q3 = np.percentile(ts, [25, 75])
+        if name != "one product" and q3 - q1 >= 0.5 * np.median(ts):
+            noisy.append(name)
+    if noisy and row["status"] == "ok":
+        row["status"] = f"ok, NOISY ({', '.join(noisy)}: IQR >= 50% of the median)"
     row["bound_s"] = row.pop("one_product_s") * row["colors"]
     if "asdex" in times:
         row["jax_vs_asdex"] = float(np.median([a / b for a, b in zip(times["cg jax"], times["asdex"])]))
