@@ -155,3 +155,15 @@ def test_errors_of_the_function_itself_propagate(backend):
 def test_bad_options(backend, kwargs, error):
     with pytest.raises(error, match=r"^jit: expected"):
         backend.jit(lambda x: x, **kwargs)
+
+
+def test_a_list_of_one_array_is_traced_like_any_pytree():
+    """The positional-arrays fast path of the traced routes takes arrays only: a list
+    holding one tensor goes through the pytree walk (it once reached the graph as a list)."""
+    torch = pytest.importorskip("torch")
+    fast = cg.torch.jit(lambda xs: xs[0] * 2.0, route="trace")
+    x = torch.arange(3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cg.CompileFallbackWarning)
+        for _ in range(2):
+            torch.testing.assert_close(fast([x]), x * 2.0)

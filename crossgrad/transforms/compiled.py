@@ -178,7 +178,7 @@ class Traced:
         self.backend = backend
         self.positions = [i for i, leaf in enumerate(leaves) if backend.arrays.is_array(leaf)]
         # The common call, positional arrays only: later calls of the signature pass them as they are.
-        self.plain = not kwargs and len(leaves) == len(args) and len(self.positions) == len(args)
+        self.plain = not kwargs and all(backend.arrays.is_array(a) for a in args)
         # Only the non-array leaves are kept: they are fixed by the signature.
         mapped = set(self.positions)
         fixed = [None if i in mapped else leaf for i, leaf in enumerate(leaves)]
