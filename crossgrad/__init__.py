@@ -133,13 +133,15 @@ def _deferred(name: str) -> Callable[..., Any]:
         if name in spec.SPARSE:
             def plan(*args: Any, **kwargs: Any) -> Any:
                 """The plan prepared for these arguments (NOTE [sparse plans]); nothing is computed."""
-                return made_for(infer_backend(name, args, kwargs)).plan(*args, **kwargs)
+                return made_for(infer_backend(name, args, kwargs)).plan(*args, **kwargs)  # type: ignore[attr-defined]
 
             def entries(*args: Any, **kwargs: Any) -> Any:
-                return made_for(infer_backend(name, args, kwargs))._crossgrad_finish[0](*args, **kwargs)
+                made = made_for(infer_backend(name, args, kwargs))
+                return made._crossgrad_finish[0](*args, **kwargs)  # type: ignore[attr-defined]
 
             def finish(values: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                return made_for(infer_backend(name, args, kwargs))._crossgrad_finish[1](values, args, kwargs)
+                made = made_for(infer_backend(name, args, kwargs))
+                return made._crossgrad_finish[1](values, args, kwargs)  # type: ignore[attr-defined]
 
             transformed.plan = plan  # type: ignore[attr-defined]
             transformed._crossgrad_finish = (entries, finish)  # type: ignore[attr-defined]  # NOTE [sparse results under jit]

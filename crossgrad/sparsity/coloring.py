@@ -122,7 +122,8 @@ def _orders(indptr: np.ndarray) -> list[np.ndarray]:
 
 
 def _best(colorings: list[np.ndarray]) -> np.ndarray:
-    return min(colorings, key=lambda c: (int(c.max(initial=-1)) + 1))
+    best: np.ndarray = min(colorings, key=lambda c: (int(c.max(initial=-1)) + 1))
+    return best
 
 
 def _count(colors: np.ndarray) -> int:
@@ -166,7 +167,7 @@ def reads(pattern: Pattern, mode: str, colors: np.ndarray) -> np.ndarray:
         _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         if np.any(counts[inverse] > 1):
             raise ValueError("row coloring: two rows of one color share a column")
-        return key
+        return np.asarray(key, np.int64)
     size = pattern.shape[0]
     key = colors[cols] * size + rows  # compressed[color(j), i]
     _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
@@ -174,13 +175,13 @@ def reads(pattern: Pattern, mode: str, colors: np.ndarray) -> np.ndarray:
     if mode == "fwd":
         if not direct.all():
             raise ValueError("column coloring: two columns of one color share a row")
-        return key
+        return np.asarray(key, np.int64)
     # symmetric: where row i holds two columns of color(j), read H[j, i] = compressed[color(i), j].
     mirrored = colors[rows] * size + cols
     ok = np.isin(mirrored, key[direct])
     if not np.all(direct | ok):
         raise ValueError("star coloring: an entry can be read from neither side")
-    return np.where(direct, key, mirrored).astype(np.int64) if count else key
+    return np.asarray(np.where(direct, key, mirrored) if count else key, np.int64)
 
 
 def coloring(pattern: Pattern, mode: str = "auto") -> Coloring:

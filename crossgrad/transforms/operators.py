@@ -176,7 +176,7 @@ class HessianOperator:
         """A ``scipy.sparse.linalg.LinearOperator`` on NumPy vectors (CPU), for scipy's
         solvers and eigensolvers."""
         try:
-            from scipy.sparse.linalg import LinearOperator  # type: ignore[import-untyped]
+            from scipy.sparse.linalg import LinearOperator
         except ImportError as exc:
             raise errors.BackendUnavailableError(
                 "hessian_operator", "scipy to be importable for to_scipy()", f"ImportError: {exc}",

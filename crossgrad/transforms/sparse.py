@@ -203,21 +203,18 @@ class _Sparse:
 
         flat = arrays.reshape(x, (n,))
         mode = plan.mode
+        product: Callable[[Any], Any]
         if mode == "rev":
             _, pullback, _ = prims.vjp(g, (flat,), False)
-
-            def product(u: Any) -> Any:
-                return pullback(u)[0]
+            product = lambda u: pullback(u)[0]  # noqa: E731
         elif mode == "fwd":
-            def product(v: Any) -> Any:
-                return prims.jvp(g, (flat,), (v,), False)[1]
+            product = lambda v: prims.jvp(g, (flat,), (v,), False)[1]  # noqa: E731
         else:
             def gradient(y: Any) -> Any:
                 out, pullback, _ = prims.vjp(lambda z: arrays.reshape(g(z), ()), (y,), False)
                 return pullback(arrays.ones_like(out))[0]
 
-            def product(v: Any) -> Any:
-                return prims.jvp(gradient, (flat,), (v,), False)[1]
+            product = lambda v: prims.jvp(gradient, (flat,), (v,), False)[1]  # noqa: E731
 
         compressed = chunking.map_chunks(self.backend, prims.vmap(product, (0,), 0), (seeds,), self.chunk_size)
         flat_products = arrays.reshape(compressed, (-1,))

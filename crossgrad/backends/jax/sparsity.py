@@ -441,7 +441,8 @@ def _program(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
         a, k = pytree.unflatten(treedef, full)
         return f(*a, **k)
 
-    arrays = [jax.ShapeDtypeStruct(jnp.shape(x), x.dtype) for x, a in zip(leaves, is_arr) if a]
+    shaped: Any = jax.ShapeDtypeStruct
+    arrays = [shaped(jnp.shape(x), x.dtype) for x, a in zip(leaves, is_arr) if a]
     target = flat if order == 1 else jax.grad(flat, argnums=position)
     closed = jax.make_jaxpr(target)(*arrays)
     return closed.jaxpr, list(closed.consts), position, closed.out_avals

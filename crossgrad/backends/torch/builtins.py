@@ -102,7 +102,7 @@ def compile_traced(graph: Any, options: dict[Any, Any], example: tuple[Any, ...]
 
     # On a copy of the graph: inductor rewrites the graph it is given, and the traced route
     # replays the original.
-    compiled = compile_fx(torch.fx.GraphModule(graph, copy.deepcopy(graph.graph)), list(example))
+    compiled: Any = compile_fx(torch.fx.GraphModule(graph, copy.deepcopy(graph.graph)), list(example))
 
     def run(*args: Any) -> Any:
         return compiled(*args)

@@ -78,7 +78,7 @@ _SCATTER = {"scatter": "set", "scatter_add": "add", "index_add": "add", "scatter
 def _name(node: torch.fx.Node) -> str:
     target = node.target
     packet = getattr(target, "_overloadpacket", None)
-    name = getattr(packet, "__name__", None) or getattr(target, "__name__", str(target))
+    name = str(getattr(packet, "__name__", None) or getattr(target, "__name__", str(target)))
     return name.rstrip("_") if name.endswith("_") and not name.startswith("_") else name
 
 
@@ -95,7 +95,12 @@ def _floating(node: Any) -> bool:
 
 def _tensor_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
     found: list[torch.fx.Node] = []
-    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+
+    def note(n: torch.fx.Node) -> torch.fx.Node:
+        found.append(n)
+        return n
+
+    torch.fx.node.map_arg((node.args, node.kwargs), note)
     return found
 
 
@@ -120,8 +125,10 @@ def _scatter_targets(node: torch.fx.Node, known: dict[torch.fx.Node, Value], upd
 
             return _call(node, pick)
 
-        _, transposed = torch.func.vjp(applied, zeros[update])
-        return np.asarray(transposed(torch.arange(1, size + 1, dtype=torch.float64).reshape(shape))[0].numpy())
+        pair: Any = torch.func.vjp(applied, zeros[update])
+        transposed = pair[1]
+        cotangent = torch.arange(1, size + 1, dtype=torch.float64).reshape(shape)
+        return np.asarray(transposed(cotangent)[0].numpy())
 
 
 class _Walker:
@@ -160,7 +167,8 @@ class _Walker:
             return [Value(s) for s in shapes]
         rule = getattr(self, "rule_" + name, None)
         if rule is not None:
-            return rule(node, ins, values, shapes)
+            out: list[Value] = rule(node, ins, values, shapes)
+            return out
         if name in ("index_put", "_unsafe_index_put") and (node.args[3:4] == (True,) or node.kwargs.get("accumulate")):
             return self.scatter(node, "index_add", ins, values, shapes)
         if name in _SELECTION and not all(v.const is not None for n, v in zip(ins, values) if not _floating(n)):
@@ -269,7 +277,7 @@ class _Walker:
         dim = node.kwargs.get("dim", next((a for a in node.args[1:] if isinstance(a, int) and not isinstance(a, bool)), 0))
         shape = shapes[0]
         size = int(np.prod(shape, dtype=np.int64))
-        r = prop.along_axis_map(shape, int(dim), _ALONG[name], False) if shape else None
+        r = prop.along_axis_map(shape, int(dim), _ALONG[name], False) if shape else None  # type: ignore[arg-type]
         terms = [(r, v.deps) for n, v in zip(ins, values) if v.deps is not None and _floating(n)]
         deps = prop.combine(size, self.walk.n, terms)
         return [Value(s, deps if k == 0 or (name == "sort" and k == 0) else None) for k, s in enumerate(shapes)]
@@ -335,7 +343,7 @@ class _Walker:
         and from its channel's bias."""
         args = list(node.args)
         x, w = values[0], values[1]
-        transposed, groups = bool(args[6]), int(args[8])
+        transposed, groups = bool(args[6]), int(args[8])  # type: ignore[arg-type]  # aten.convolution's schema
         if transposed or groups != 1:
             return self.dense("convolution (transposed or grouped)", values, shapes)
         channels, window = x.shape[1], w.shape[2:]
@@ -393,15 +401,16 @@ def _graph(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
     target = flat if order == 1 else torch.func.grad(flat, argnums=position)
     arrays = [x.detach() for x, a in zip(leaves, is_arr) if a]
     with _disable_current_modes():
+        decompositions: Any = core_aten_decompositions()
         gm = make_fx(torch.func.functionalize(target, remove="mutations_and_views"), tracing_mode="fake",
-                     decomposition_table=core_aten_decompositions(), _allow_non_fake_inputs=True)(*arrays)
+                     decomposition_table=decompositions, _allow_non_fake_inputs=True)(*arrays)
     return gm, arrays, position
 
 
 def outside_compiler(fn: Callable[[], Any]) -> Any:
     """``fn()`` with dynamo off: a sparse plan is prepared in NumPy and scipy (and by tracing
     on fake tensors), which ``torch.compile`` must not try to compile."""
-    return torch._dynamo.disable(fn)()
+    return torch._dynamo.disable(fn)()  # type: ignore[no-untyped-call]  # torch's function is unannotated
 
 
 def pattern(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], argnum: int, order: int
@@ -450,5 +459,6 @@ def sparse_result(values: Any, rows: np.ndarray, cols: np.ndarray, shape: tuple[
     if form == "csr":
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return torch.sparse_csr_tensor(*index, values, full, check_invariants=False)
+            csr: Any = torch.sparse_csr_tensor
+            return csr(*index, values, full, check_invariants=False)
     return torch.sparse_coo_tensor(index[0], values.reshape(-1), full, is_coalesced=True, check_invariants=False)
