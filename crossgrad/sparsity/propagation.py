@@ -197,3 +197,35 @@ class Walk:
 
     n: int
     unruled: set[str] = field(default_factory=set)
+
+
+def gathered(shape: tuple[int, ...], n: int, operands: Sequence[tuple[Value, np.ndarray | None]]) -> Matrix | None:
+    """Each output element from the same position of each operand (broadcast), where that
+    operand's ``keep`` mask (None: everywhere) holds: elementwise operations, ``x * mask``
+    with a constant mask, ``where`` with a constant condition."""
+    size = int(np.prod(shape, dtype=np.int64))
+    terms = []
+    for value, keep in operands:
+        if value.deps is None:
+            continue
+        r = broadcast_map(value.shape, shape)
+        if keep is not None:
+            r = masked(r, size, np.broadcast_to(keep, shape))
+        terms.append((r, value.deps))
+    return combine(size, n, terms)
+
+
+def inputs(shapes: Sequence[tuple[int, ...]], position: int) -> list[Value]:
+    """The program's inputs: the differentiated one (at ``position``) depends on itself."""
+    values = [Value(tuple(s)) for s in shapes]
+    values[position] = Value(values[position].shape, identity(values[position].size))
+    return values
+
+
+def pattern_of(result: Value, n: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """The output's pattern: its shape (outputs x inputs), rows and columns."""
+    m = result.size
+    if result.deps is None:
+        return (m, n), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    coo = result.deps.tocoo()
+    return (m, n), coo.row.astype(np.int64), coo.col.astype(np.int64)

@@ -153,39 +153,19 @@ def _constant(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]]) -> list
 
 
 def _elementwise(ins: list[Value], shape: tuple[int, ...], walk: Walk) -> Value:
-    size = int(np.prod(shape, dtype=np.int64))
-    return Value(shape, prop.combine(size, walk.n, [(prop.broadcast_map(v.shape, shape), v.deps) for v in ins
-                                                     if v.deps is not None]))
+    return Value(shape, prop.gathered(shape, walk.n, [(v, None) for v in ins]))
 
 
 def _mul(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk) -> list[Value]:
-    shape = shapes[0]
-    size = int(np.prod(shape, dtype=np.int64))
-    terms = []
-    for k, v in enumerate(ins):
-        if v.deps is None:
-            continue
-        r = prop.broadcast_map(v.shape, shape)
-        other = ins[1 - k]
-        if other.const is not None:  # a constant's zeros are structural
-            r = prop.masked(r, size, np.broadcast_to(other.const != 0, shape))
-        terms.append((r, v.deps))
-    return [Value(shape, prop.combine(size, walk.n, terms))]
+    # A constant's zeros are structural.
+    keeps = [None if other.const is None else other.const != 0 for other in (ins[1], ins[0])]
+    return [Value(shapes[0], prop.gathered(shapes[0], walk.n, list(zip(ins, keeps))))]
 
 
 def _select(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk) -> list[Value]:
     pred, cases = ins[0], ins[1:]
-    shape = shapes[0]
-    size = int(np.prod(shape, dtype=np.int64))
-    terms = []
-    for k, v in enumerate(cases):
-        if v.deps is None:
-            continue
-        r = prop.broadcast_map(v.shape, shape)
-        if pred.const is not None:
-            r = prop.masked(r, size, np.broadcast_to(pred.const.astype(np.int64) == k, shape))
-        terms.append((r, v.deps))
-    return [Value(shape, prop.combine(size, walk.n, terms))]
+    keeps = [None if pred.const is None else pred.const.astype(np.int64) == k for k in range(len(cases))]
+    return [Value(shapes[0], prop.gathered(shapes[0], walk.n, list(zip(cases, keeps))))]
 
 
 def _codes(ins: list[Value], data: Sequence[int]) -> tuple[list[Any], list[int]] | None:
@@ -461,16 +441,9 @@ def pattern(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     jaxpr, consts, position, _out_avals = _program(f, args, kwargs, argnum, order)
     n = int(np.prod(jnp.shape(args[argnum]), dtype=np.int64))
     walk = Walk(n)
-    ins = [Value(_shape(v)) for v in jaxpr.invars]
-    ins[position] = Value(ins[position].shape, prop.identity(n))
     with jax.ensure_compile_time_eval():  # the rules compute on constants, also under an outer jit
-        out = _walk_jaxpr(jaxpr, consts, ins, walk)
-    result = out[0]
-    m = result.size
-    if result.deps is None:
-        return (m, n), np.zeros(0, np.int64), np.zeros(0, np.int64), walk.unruled
-    coo = result.deps.tocoo()
-    return (m, n), coo.row.astype(np.int64), coo.col.astype(np.int64), walk.unruled
+        out = _walk_jaxpr(jaxpr, consts, prop.inputs([_shape(v) for v in jaxpr.invars], position), walk)
+    return (*prop.pattern_of(out[0], n), walk.unruled)
 
 
 def sparse_result(values: Any, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], form: str,

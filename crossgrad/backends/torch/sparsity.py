@@ -204,24 +204,14 @@ class _Walker:
         return [Value(s) for s in shapes]
 
     def elementwise(self, values: Sequence[Value], shape: tuple[int, ...]) -> Value:
-        size = int(np.prod(shape, dtype=np.int64))
-        return Value(shape, prop.combine(size, self.walk.n, [(prop.broadcast_map(v.shape, shape), v.deps) for v in values
-                                                              if v.deps is not None]))
+        return Value(shape, prop.gathered(shape, self.walk.n, [(v, None) for v in values]))
 
     def rule_mul(self, node: torch.fx.Node, ins: list[torch.fx.Node], values: list[Value],
                  shapes: list[tuple[int, ...]]) -> list[Value]:
-        shape = shapes[0]
-        size = int(np.prod(shape, dtype=np.int64))
-        terms = []
-        for k, v in enumerate(values):
-            if v.deps is None:
-                continue
-            r = prop.broadcast_map(v.shape, shape)
-            others = [o for j, o in enumerate(values) if j != k]
-            if len(others) == 1 and others[0].const is not None:  # a constant's zeros are structural
-                r = prop.masked(r, size, np.broadcast_to(others[0].const != 0, shape))
-            terms.append((r, v.deps))
-        return [Value(shape, prop.combine(size, self.walk.n, terms))]
+        keeps: list[Any] = [None] * len(values)
+        if len(values) == 2:  # a constant's zeros are structural
+            keeps = [None if other.const is None else other.const != 0 for other in (values[1], values[0])]
+        return [Value(shapes[0], prop.gathered(shapes[0], self.walk.n, list(zip(values, keeps))))]
 
     def forward(self, node: torch.fx.Node, ins: list[torch.fx.Node], values: list[Value],
                 shapes: list[tuple[int, ...]]) -> list[Value]:
@@ -420,14 +410,8 @@ def pattern(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     gm, arrays, position = _graph(f, args, kwargs, argnum, order)
     n = int(arrays[position].numel())
     walk = Walk(n)
-    ins = [Value(tuple(a.shape)) for a in arrays]
-    ins[position] = Value(ins[position].shape, prop.identity(n))
-    result = _Walker(gm, walk).run(ins)[0]
-    m = result.size
-    if result.deps is None:
-        return (m, n), np.zeros(0, np.int64), np.zeros(0, np.int64), walk.unruled
-    coo = result.deps.tocoo()
-    return (m, n), coo.row.astype(np.int64), coo.col.astype(np.int64), walk.unruled
+    result = _Walker(gm, walk).run(prop.inputs([tuple(a.shape) for a in arrays], position))[0]
+    return (*prop.pattern_of(result, n), walk.unruled)
 
 
 def sparse_result(values: Any, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], form: str,
