@@ -266,3 +266,26 @@ def test_a_coloring_that_cannot_read_an_entry_is_refused():
     p = Pattern.from_dense(np.ones((2, 2), bool))
     with pytest.raises(ValueError, match="share a row"):
         colorings.reads(p, "fwd", np.zeros(2, np.int64))
+
+
+def test_a_convolution_in_its_kernel_and_in_other_layouts(backend, rng):
+    """The convolution rule's kernel side, and jax's dimension numbers (HWIO kernel, NHWC output)."""
+    u = rng.standard_normal((1, 2, 5, 5))
+    k = rng.standard_normal((3, 2, 3, 3))
+    if backend.name == "torch":
+        import torch
+
+        image = torch.tensor(u)
+        f = lambda w: torch.nn.functional.conv2d(image, w, padding=1)  # noqa: E731
+        w = torch.tensor(k)
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        image = jnp.asarray(u)
+        f = lambda w: jax.lax.conv_general_dilated(image, w, (1, 1), "SAME",  # noqa: E731
+                                                   dimension_numbers=("NCHW", "HWIO", "NHWC"))
+        w = jnp.asarray(np.transpose(k, (2, 3, 1, 0)))
+    detected = backend.jacobian_sparsity(f)(w).to_dense()
+    dense = frameworks.to_numpy(backend.jacobian(f)(w)).reshape(detected.shape)
+    assert (detected == (dense != 0)).all()

@@ -229,3 +229,41 @@ def pattern_of(result: Value, n: int) -> tuple[tuple[int, int], np.ndarray, np.n
         return (m, n), np.zeros(0, np.int64), np.zeros(0, np.int64)
     coo = result.deps.tocoo()
     return (m, n), coo.row.astype(np.int64), coo.col.astype(np.int64)
+
+
+def patch_kernel(channels: int, window: Sequence[int]) -> np.ndarray:
+    """A convolution kernel ``[channels * taps, channels, *window]`` whose output channel
+    ``c * taps + t`` picks input channel ``c`` at tap ``t``: run on element codes, the
+    convolution gives each output position's patch of input codes (``0``: padding)."""
+    taps = int(np.prod(window, dtype=np.int64))
+    eye = np.zeros((channels * taps, channels, taps), np.float64)
+    for c in range(channels):
+        eye[c * taps + np.arange(taps), c, np.arange(taps)] = 1.0
+    return eye.reshape(channels * taps, channels, *window)
+
+
+def convolution_maps(patches: np.ndarray, out_index: np.ndarray, kernel_shape: tuple[int, ...],
+                     kernel: np.ndarray | None, in_size: int) -> tuple[Matrix, Matrix]:
+    """``R`` of a convolution's input and kernel, in the standard layout: ``patches``
+    ``[n, c * taps, *spatial]`` (input codes under each output position's window, ``0``:
+    padding), ``out_index`` ``[n, o, *spatial]`` (flat output indices), the kernel's shape
+    ``(o, c, *window)`` and its value where it is a known constant (its zeros are structural).
+    Output ``(n, o, p)`` is from the input elements under the window at ``p`` whose kernel
+    entry ``(o, c, tap)`` is not a known zero, and from every kernel entry of channel ``o``
+    over a real element."""
+    outs, channels = kernel_shape[0], kernel_shape[1]
+    taps = int(np.prod(kernel_shape[2:], dtype=np.int64))
+    nb, spatial = out_index.shape[0], out_index.shape[2:]
+    ones = (1,) * len(spatial)
+    full = (nb, outs, channels, taps, *spatial)
+    o_b = np.broadcast_to(out_index.reshape(nb, outs, 1, 1, *spatial), full)
+    p_b = np.broadcast_to(patches.reshape(nb, 1, channels, taps, *spatial), full)
+    live = np.ones((outs, channels, taps), bool) if kernel is None else kernel.reshape(outs, channels, taps) != 0
+    live_b = np.broadcast_to(live.reshape(1, outs, channels, taps, *ones), full)
+    kernel_size = outs * channels * taps
+    k_b = np.broadcast_to(np.arange(kernel_size).reshape(1, outs, channels, taps, *ones), full)
+    size = int(np.prod(out_index.shape, dtype=np.int64))
+    real = p_b > 0
+    keep = real & live_b
+    return (from_pairs(o_b[keep], p_b[keep] - 1, (size, in_size)),
+            from_pairs(o_b[real], k_b[real], (size, kernel_size)))

@@ -251,48 +251,27 @@ def _conv(eqn: Any, ins: list[Value], shapes: list[tuple[int, ...]], walk: Walk)
         return _dense("conv_general_dilated (grouped)", ins, shapes, walk)
     dn = params["dimension_numbers"]
     lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
-    channels = lhs.shape[lhs_spec[1]]
-    window = [rhs.shape[d] for d in rhs_spec[2:]]
-    taps = int(np.prod(window, dtype=np.int64))
-    # A kernel [c * taps + t, c, *window] (in rhs_spec's layout) picking input channel c at tap t.
-    eye = np.zeros((channels * taps, channels, taps), np.float32)
-    for c in range(channels):
-        eye[c * taps + np.arange(taps), c, np.arange(taps)] = 1.0
-    eye = eye.reshape(channels * taps, channels, *window)
-    kernel = np.moveaxis(eye, list(range(eye.ndim)), list(rhs_spec))
+    std = list(range(len(rhs.shape)))
+    kernel_shape = tuple(rhs.shape[d] for d in rhs_spec)  # (o, c, *window)
+    eye = prop.patch_kernel(lhs.shape[lhs_spec[1]], kernel_shape[2:])
     codes = np.arange(1, lhs.size + 1, dtype=np.float64).reshape(lhs.shape)
     patched = jax.lax.conv_general_dilated_p.bind(
-        jnp.asarray(codes, jnp.float32), jnp.asarray(kernel), **{**params, "preferred_element_type": None})
-    patched = np.rint(np.asarray(patched)).astype(np.int64)
-    # Layout [n, c*taps, *spatial] and outputs [n, o, *spatial] (out_spec's order of axes).
-    patches = np.moveaxis(patched, list(out_spec), list(range(patched.ndim)))
+        jnp.asarray(codes, jnp.float32), jnp.asarray(np.moveaxis(eye, std, list(rhs_spec)), jnp.float32),
+        **{**params, "preferred_element_type": None})
+    # Patches and output indices in the standard layout [n, channels, *spatial].
+    patches = np.moveaxis(np.rint(np.asarray(patched)).astype(np.int64), list(out_spec), std)
     out_shape = shapes[0]
-    out_std = tuple(out_shape[d] for d in out_spec)
-    nb, outs_ch, spatial = out_std[0], out_std[1], out_std[2:]
-    patches = patches.reshape(nb, channels, taps, *spatial)
-    out_idx = np.moveaxis(np.arange(int(np.prod(out_shape, dtype=np.int64))).reshape(out_shape), list(out_spec),
-                          list(range(len(out_shape))))  # [n, o, *spatial] -> flat output index
-    kernel_idx = np.moveaxis(np.arange(rhs.size).reshape(rhs.shape), list(rhs_spec), list(range(len(rhs.shape))))
-    kernel_idx = kernel_idx.reshape(outs_ch, channels, taps)  # [o, c, tap] -> flat kernel index
-    live = np.ones((outs_ch, channels, taps), bool)
-    if rhs.const is not None:
-        live = np.moveaxis(rhs.const, list(rhs_spec), list(range(len(rhs.shape)))).reshape(outs_ch, channels, taps) != 0
-    # Every (n, o, c, tap, *spatial): the output, the input code, the kernel entry.
-    sp_axes = (1,) * len(spatial)
-    o_ = out_idx.reshape(nb, outs_ch, 1, 1, *spatial)
-    p_ = patches.reshape(nb, 1, channels, taps, *spatial)
-    full = (nb, outs_ch, channels, taps, *spatial)
-    o_b, p_b = np.broadcast_to(o_, full), np.broadcast_to(p_, full)
-    live_b = np.broadcast_to(live.reshape(1, outs_ch, channels, taps, *sp_axes), full)
-    k_b = np.broadcast_to(kernel_idx.reshape(1, outs_ch, channels, taps, *sp_axes), full)
-    size = int(np.prod(out_shape, dtype=np.int64))
+    out_index = np.moveaxis(np.arange(int(np.prod(out_shape, dtype=np.int64))).reshape(out_shape), list(out_spec), std)
+    kernel = None if rhs.const is None else np.moveaxis(rhs.const, list(rhs_spec), std)
+    r_in, r_kernel = prop.convolution_maps(patches, out_index, kernel_shape, kernel, lhs.size)
+    # The kernel's flat index in its own layout: R_kernel's columns follow the standard one.
+    to_own = np.moveaxis(np.arange(rhs.size).reshape(rhs.shape), list(rhs_spec), std).ravel()
+    size = out_index.size
     terms = []
     if lhs.deps is not None:
-        keep = (p_b > 0) & live_b
-        terms.append((prop.from_pairs(o_b[keep], p_b[keep] - 1, (size, lhs.size)), lhs.deps))
+        terms.append((r_in, lhs.deps))
     if rhs.deps is not None:
-        keep = p_b > 0
-        terms.append((prop.from_pairs(o_b[keep], k_b[keep], (size, rhs.size)), rhs.deps))
+        terms.append((r_kernel, rhs.deps[to_own]))
     return [Value(out_shape, prop.combine(size, walk.n, terms))]
 
 

@@ -336,34 +336,20 @@ class _Walker:
         transposed, groups = bool(args[6]), int(args[8])  # type: ignore[arg-type]  # aten.convolution's schema
         if transposed or groups != 1:
             return self.dense("convolution (transposed or grouped)", values, shapes)
-        channels, window = x.shape[1], w.shape[2:]
-        taps = int(np.prod(window, dtype=np.int64))
-        eye = torch.zeros(channels * taps, channels, taps, dtype=torch.float64)
-        for c in range(channels):
-            eye[c * taps + torch.arange(taps), c, torch.arange(taps)] = 1.0
-        eye = eye.reshape(channels * taps, channels, *window)
+        eye = torch.from_numpy(prop.patch_kernel(x.shape[1], w.shape[2:]))
         with _disable_current_modes():
             codes = torch.arange(1, x.size + 1, dtype=torch.float64).reshape(x.shape)
             patched = torch.ops.aten.convolution.default(codes, eye, None, *args[3:])
         patches = np.rint(patched.numpy()).astype(np.int64)
         shape = shapes[0]
-        nb, outs, spatial = shape[0], shape[1], shape[2:]
-        patches = patches.reshape(nb, 1, channels, taps, *spatial)
-        sp1 = (1,) * len(spatial)
-        full = (nb, outs, channels, taps, *spatial)
-        out_idx = np.broadcast_to(np.arange(int(np.prod(shape))).reshape(nb, outs, 1, 1, *spatial), full)
-        p_b = np.broadcast_to(patches, full)
-        live = np.ones((outs, channels, taps), bool) if w.const is None else w.const.reshape(outs, channels, taps) != 0
-        live_b = np.broadcast_to(live.reshape(1, outs, channels, taps, *sp1), full)
-        k_b = np.broadcast_to(np.arange(w.size).reshape(1, outs, channels, taps, *sp1), full)
+        outs, sp1 = shape[1], (1,) * (len(shape) - 2)
         size = int(np.prod(shape, dtype=np.int64))
+        r_in, r_kernel = prop.convolution_maps(patches, np.arange(size).reshape(shape), w.shape, w.const, x.size)
         terms = []
         if x.deps is not None:
-            keep = (p_b > 0) & live_b
-            terms.append((prop.from_pairs(out_idx[keep], p_b[keep] - 1, (size, x.size)), x.deps))
+            terms.append((r_in, x.deps))
         if w.deps is not None:
-            keep = p_b > 0
-            terms.append((prop.from_pairs(out_idx[keep], k_b[keep], (size, w.size)), w.deps))
+            terms.append((r_kernel, w.deps))
         if len(values) > 2 and values[2].deps is not None:
             bias = values[2]
             per_channel = np.broadcast_to(np.arange(1, outs + 1).reshape(1, outs, *sp1), shape)
