@@ -191,6 +191,8 @@ def test_unsupported_inputs_and_outputs_are_named(backend, rng):
         backend.sparse_jacobian(lambda x, y: x * y, argnums=(0, 1))
     with pytest.raises(cg.NonScalarOutputError):
         backend.sparse_hessian(lambda x: x ** 2)(x)
+    with pytest.raises(cg.OutputError, match="floating-point outputs"):
+        backend.sparse_jacobian(lambda x: x > 0)(x)
     with pytest.raises(cg.OptionError, match="format"):
         backend.sparse_jacobian(lambda x: x, format="bsr")
     with pytest.raises(cg.OptionError, match="mode"):

@@ -135,12 +135,14 @@ class _Sparse:
         k = nums[0]
         x = _one_array(self.name, self.backend, args[k], f"argument {k}")
         spec.check_float_input(self.name, self.backend.arrays.dtype_name(x), f"argument {k}")
-        out_shapes = [o[0] for o in self.backend.primitives.output_shapes(lambda *a: self.f(*a, **kwargs), args)]
+        outputs = self.backend.primitives.output_shapes(lambda *a: self.f(*a, **kwargs), args)
+        out_shapes = [o[0] for o in outputs]
         if len(out_shapes) != 1:
             raise errors.SparsitySupportError(
                 self.name, "the function to return one array", f"{len(out_shapes)} output arrays",
                 "Return one array (concatenate several outputs into one).")
         out_shape = out_shapes[0]
+        spec.check_float_outputs(self.name, [outputs[0][2]])
         in_shape = tuple(self.backend.arrays.shape(x))
         if self.order == 2:
             spec.check_scalar(self.name, out_shape)
