@@ -131,6 +131,7 @@ SLOW = (
     "tests/test_examples.py::test_models_example_matches_the_frameworks",
     "tests/test_examples.py::test_memory_bounded_example_chunks_and_agrees",
     "tests/test_examples.py::test_sparse_newton_example_converges_on_both_backends",
+    "tests/test_examples.py::test_readme_sparse_example_runs_as_written",
     "tests/test_leaks.py::",
     "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-mlp_params",
     "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-mlp_dict",
