@@ -74,3 +74,20 @@ def test_bad_estimator_options_are_named(backend):
         h.estimate_trace("xtrace", samples=0)
     with pytest.raises(cg.OptionTypeError, match="random key"):
         h.estimate_trace("xtrace", key=None)
+
+
+def test_xdiag_is_exact_on_low_rank_and_beats_hutchinson(backend):
+    a, _ = spectrum_matrix(rank=5)
+    got = operator(backend, a).estimate_diagonal("xdiag", samples=24, key=2)
+    np.testing.assert_allclose(frameworks.to_numpy(got.estimate), np.diag(a), rtol=1e-8, atol=1e-12)
+    full, _ = spectrum_matrix()
+    h = operator(backend, full)
+    errors = {e: [] for e in estimators.DIAGONAL_ESTIMATORS}
+    for seed in range(6):
+        for e in errors:
+            r = h.estimate_diagonal(e, samples=24, key=seed)
+            errors[e].append(np.linalg.norm(frameworks.to_numpy(r.estimate) - np.diag(full)) / np.linalg.norm(np.diag(full)))
+            assert frameworks.to_numpy(r.standard_error).shape == (N,)
+    assert np.median(errors["xdiag"]) < np.median(errors["hutchinson"]) / 3, errors
+    with pytest.raises(cg.OptionError, match="estimator"):
+        h.estimate_diagonal("xtrace")

@@ -1,4 +1,5 @@
-"""Trace estimators that return their standard error: Hutchinson, XTrace and XNysTrace
+"""Trace and diagonal estimators that return their standard error: Hutchinson, XTrace,
+XNysTrace and XDiag
 (framework-free: the products come from the operator, the small linear algebra is NumPy's).
 
 NOTE [exchangeable trace estimators]
@@ -15,7 +16,10 @@ The estimate is the mean over ``i`` and its standard error the spread of the ``m
 estimates over ``sqrt(m)``.  XTrace takes ``2m`` products (``samples = 2m``); XNysTrace (a
 positive semi-definite ``A``) takes ``m``: the Nystrom approximation from ``Omega`` without
 column ``i``, ``Y_i (Omega_i^T Y_i)^+ Y_i^T``, read from ``G = Omega^T Y`` and ``K = Y^T Y``.
-A matrix of rank below the directions kept is estimated exactly.
+A matrix of rank below the directions kept is estimated exactly.  XDiag, for the
+diagonal, is the same exchange: ``diag(P_i A) + w * ((I - P_i) A w)`` (``*``: elementwise),
+where ``diag(P_i A)`` is the row sum of ``(Q C_i) * (Z C_i)`` and ``(I - P_i) A w`` is
+``y_i - Q C_i C_i^T R_i``; ``2m`` products.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 ESTIMATORS = ("hutchinson", "xtrace", "xnystrace")
+DIAGONAL_ESTIMATORS = ("hutchinson", "xdiag")
 
 
 class TraceEstimate(NamedTuple):
@@ -85,13 +90,48 @@ def xnystrace(apply: Callable[[np.ndarray], np.ndarray], omega: np.ndarray) -> T
     return TraceEstimate(float(estimates.mean()), float(estimates.std(ddof=1) / np.sqrt(m)), m)
 
 
+class DiagonalEstimate(NamedTuple):
+    """A diagonal estimate, its standard error per entry (arrays of the diagonal's shape),
+    and the products it took."""
+
+    estimate: Any
+    standard_error: Any
+    products: int
+
+
+def hutchinson_diagonal(apply: Callable[[np.ndarray], np.ndarray], omega: np.ndarray) -> DiagonalEstimate:
+    """The mean of ``w * (A w)`` over the columns of ``omega``."""
+    values = omega * apply(omega)
+    m = values.shape[1]
+    return DiagonalEstimate(values.mean(axis=1), values.std(axis=1, ddof=1) / np.sqrt(m), m)
+
+
+def xdiag(apply: Callable[[np.ndarray], np.ndarray], omega: np.ndarray) -> DiagonalEstimate:
+    """XDiag with the ``m`` columns of ``omega``: ``2m`` products (NOTE [exchangeable trace estimators])."""
+    m = omega.shape[1]
+    y = apply(omega)
+    q, r = np.linalg.qr(y)
+    z = apply(q)
+    estimates = np.empty((omega.shape[0], m))
+    for i in range(m):
+        c = _orth_without(r, i)
+        qc = q @ c
+        low_rank = np.einsum("jk,jk->j", qc, z @ c)
+        estimates[:, i] = low_rank + omega[:, i] * (y[:, i] - qc @ (c.T @ r[:, i]))
+    return DiagonalEstimate(estimates.mean(axis=1), estimates.std(axis=1, ddof=1) / np.sqrt(m), 2 * m)
+
+
 def estimate(estimator: str, apply: Callable[[np.ndarray], np.ndarray], omega: np.ndarray) -> TraceEstimate:
     return {"hutchinson": hutchinson, "xtrace": xtrace, "xnystrace": xnystrace}[estimator](apply, omega)
 
 
+def estimate_diagonal(estimator: str, apply: Callable[[np.ndarray], np.ndarray], omega: np.ndarray) -> DiagonalEstimate:
+    return {"hutchinson": hutchinson_diagonal, "xdiag": xdiag}[estimator](apply, omega)
+
+
 def directions(estimator: str, samples: int) -> int:
     """The random directions ``samples`` products buy: XTrace spends two products per direction."""
-    return max(2, samples // 2) if estimator == "xtrace" else max(2, samples)
+    return max(2, samples // 2) if estimator in ("xtrace", "xdiag") else max(2, samples)
 
 
 def as_numpy_products(matmat: Callable[[Any], Any], to_numpy: Callable[[Any], Any],

@@ -135,6 +135,33 @@ class HessianOperator:
         """
         name = "hessian_operator.estimate_trace"
         spec.check_choice(name, "estimator", estimator, estimators.ESTIMATORS)
+        return estimators.estimate(estimator, *self._random_products(name, estimator, samples, key))
+
+    def estimate_diagonal(self, estimator: str = "xdiag", samples: int = 24, key: Any = 0) -> estimators.DiagonalEstimate:
+        """The diagonal, ``(n,)``, estimated from ``samples`` Hessian-vector products, with the
+        standard error of each entry: ``"xdiag"`` (XDiag, the exchange of NOTE [exchangeable
+        trace estimators] for diagonals) or ``"hutchinson"`` (the mean of ``v * (H v)``).
+
+        Returns ``DiagonalEstimate(estimate, standard_error, products)``, the two arrays of the
+        operator's framework and dtype.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> H = cg.torch.hessian_operator(lambda x: (x ** 3).sum(), torch.tensor([1.0, 2.0]))
+            >>> H.estimate_diagonal("xdiag", samples=8).estimate.round(decimals=4)
+            tensor([ 6., 12.])
+        """
+        name = "hessian_operator.estimate_diagonal"
+        spec.check_choice(name, "estimator", estimator, estimators.DIAGONAL_ESTIMATORS)
+        mean, error, products = estimators.estimate_diagonal(estimator, *self._random_products(name, estimator,
+                                                                                                samples, key))
+        a, like = self._backend.arrays, self._call.primals[0]
+        back = [a.cast_like(a.from_numpy(np.ascontiguousarray(v), like), like) for v in (mean, error)]
+        return estimators.DiagonalEstimate(back[0], back[1], products)
+
+    def _random_products(self, name: str, estimator: str, samples: int, key: Any
+                         ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
+        """The products on NumPy matrices and the random +-1 directions ``samples`` buys."""
         spec.check_samples(name, samples)
         a = self._backend.arrays
         like = self._call.primals[0]
@@ -143,7 +170,7 @@ class HessianOperator:
         omega = np.asarray(a.to_numpy(a.random_signs(key, [(self.shape[0], m)], like)[0]), np.float64)
         apply = estimators.as_numpy_products(self.matmat, a.to_numpy,
                                              lambda v: a.cast_like(a.from_numpy(np.ascontiguousarray(v), like), like))
-        return estimators.estimate(estimator, apply, omega)
+        return apply, omega
 
     def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0) -> Any:
         """The ``k`` largest (algebraic) eigenvalues, descending, repeated ones as often as
