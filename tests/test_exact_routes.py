@@ -117,6 +117,25 @@ def test_eigenvalues_keep_their_multiplicity(backend, spectrum, k):
     np.testing.assert_allclose(frameworks.to_numpy(op.eigenvalues(k)), np.sort(spectrum)[::-1][:k], atol=1e-8)
 
 
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
+def test_eigenvalues_from_either_end_with_their_vectors(backend, which):
+    """``which`` picks the end of the spectrum; the Ritz vectors satisfy ``H v = lambda v``."""
+    m = _module(backend)
+    spectrum = np.array([4.0, 2.5, 1.0, 0.3, -0.2, -3.0, -6.0, 0.05])
+    rng = np.random.default_rng(7)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    dense = q @ np.diag(spectrum) @ q.T
+    h = _x(backend, dense)
+    op = backend.hessian_operator(lambda x: 0.5 * m.sum(x * (h @ x)), _x(backend, np.ones(8)))
+    values, vectors = op.eigenvalues(3, which=which, vectors=True)
+    order = {"largest": np.argsort(-spectrum), "smallest": np.argsort(spectrum),
+             "magnitude": np.argsort(-np.abs(spectrum))}[which][:3]
+    np.testing.assert_allclose(frameworks.to_numpy(values), spectrum[order], atol=1e-8)
+    v = frameworks.to_numpy(vectors)
+    np.testing.assert_allclose(dense @ v, v * spectrum[order], atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=0), 1.0, atol=1e-10)
+
+
 def test_the_operator_refuses_arrays_of_another_kind(backend):
     import crossgrad as cg
 

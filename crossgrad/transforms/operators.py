@@ -172,9 +172,12 @@ class HessianOperator:
                                              lambda v: a.cast_like(a.from_numpy(np.ascontiguousarray(v), like), like))
         return apply, omega
 
-    def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0) -> Any:
-        """The ``k`` largest (algebraic) eigenvalues, descending, repeated ones as often as
-        they occur (up to ``k``).
+    def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0, *, which: str = "largest",
+                    vectors: bool = False) -> Any:
+        """``k`` eigenvalues, repeated ones as often as they occur (up to ``k``): ``which="largest"``
+        (algebraic, descending), ``"smallest"`` (ascending) or ``"magnitude"`` (the largest
+        absolute values, descending by them).  With ``vectors=True``, ``(values, vectors)``: the
+        Ritz vectors, ``(n, k)``, one unit column per value.
 
         Block Lanczos with full reorthogonalization and a Rayleigh-Ritz step on the basis
         built: blocks of ``k`` directions (a single-vector Krylov space holds one copy of
@@ -189,6 +192,8 @@ class HessianOperator:
         n = self.shape[0]
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
             raise errors.OptionError("hessian_operator", f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
+        spec.check_choice("hessian_operator.eigenvalues", "which", which, ("largest", "smallest", "magnitude"))
+        spec.check_bool("hessian_operator.eigenvalues", "vectors", vectors)
         steps = min(n, iterations or max(2 * k + 20, 40))
         like = self._call.primals[0]
         dtype = a.to_numpy(like).dtype
@@ -226,8 +231,14 @@ class HessianOperator:
         q = a.to_numpy(a.concat([a.reshape(v, (n, 1)) for v in basis], 1)).astype(np.float64)
         hq = a.to_numpy(a.concat([a.reshape(v, (n, 1)) for v in products], 1)).astype(np.float64)
         t = q.T @ hq
-        values = np.sort(np.linalg.eigvalsh((t + t.T) / 2))[::-1][:k].copy()
-        return a.from_numpy(values.astype(dtype), like)
+        ritz, coordinates = np.linalg.eigh((t + t.T) / 2)
+        # Lanczos converges at both ends of the spectrum: the extremes are read from one basis.
+        order = {"largest": np.argsort(-ritz), "smallest": np.argsort(ritz),
+                 "magnitude": np.argsort(-np.abs(ritz))}[which][:k]
+        values = a.from_numpy(np.ascontiguousarray(ritz[order]).astype(dtype), like)
+        if not vectors:
+            return values
+        return values, a.from_numpy(np.ascontiguousarray(q @ coordinates[:, order]).astype(dtype), like)
 
     def to_scipy(self) -> Any:
         """A ``scipy.sparse.linalg.LinearOperator`` on NumPy vectors (CPU), for scipy's
