@@ -60,6 +60,8 @@ TRANSFORMS = (
     "batched_laplacian",
     "batched_hessian_trace",
     "batched_hessian_diagonal",
+    "weighted_laplacian",
+    "batched_weighted_laplacian",
     "hessian_operator",
     "jacobian_sparsity",
     "hessian_sparsity",

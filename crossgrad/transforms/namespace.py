@@ -32,6 +32,7 @@ from crossgrad.transforms import (
     operators,
     sparse,
     vectorize,
+    weighted,
 )
 from crossgrad.transforms.call import check_unchanged
 
@@ -267,6 +268,8 @@ class Namespace:
     batched_laplacian = Bound(curvature.batched_laplacian)
     batched_hessian_trace = Bound(curvature.batched_hessian_trace)
     batched_hessian_diagonal = Bound(curvature.batched_hessian_diagonal)
+    weighted_laplacian = Bound(weighted.weighted_laplacian)
+    batched_weighted_laplacian = Bound(weighted.batched_weighted_laplacian)
     hessian_operator = Bound(operators.hessian_operator)
     jacobian_sparsity = Bound(sparse.jacobian_sparsity)
     hessian_sparsity = Bound(sparse.hessian_sparsity)

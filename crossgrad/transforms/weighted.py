@@ -1,0 +1,146 @@
+"""Weighted Laplacians: ``trace(C H)`` for a constant coefficient matrix ``C``, composed from
+the Laplacian.
+
+NOTE [weighted laplacian]
+General linear second-order operators (anisotropic diffusion, Fokker-Planck's
+``sum_ij D_ij d2 f / dx_i dx_j``) are ``trace(C H)``.  Only the symmetric part of ``C`` counts
+(``H`` is symmetric), and it splits by its eigenvalues into ``L+ L+^T - L- L-^T``; then
+``trace(C H) = lap g+ - lap g-`` where ``g(y) = f(x + L y)`` at ``y = 0``: each part is an
+ordinary Laplacian (the collapsed Taylor route, or its estimators) of ``f`` composed with a
+linear map, pushing ``rank(C)`` directions in all instead of ``n``.  The factors are made
+once, when the transform is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from crossgrad import errors, spec
+from crossgrad.backends.base import Backend
+from crossgrad.transforms import curvature
+
+
+def _factors(name: str, coefficients: Any) -> tuple[int, list[np.ndarray]]:
+    """The size ``n`` and the factors ``L+``, ``L-`` (``n x r``) of ``C``'s symmetric part."""
+    root = type(coefficients).__module__.partition(".")[0]
+    if root == "torch":
+        c = coefficients.detach().cpu().double().numpy()
+    else:
+        try:
+            c = np.asarray(coefficients, dtype=np.float64)
+        except (TypeError, ValueError):
+            c = None
+    if c is None or c.ndim != 2 or c.shape[0] != c.shape[1]:
+        got = f"an array of shape {tuple(c.shape)}" if c is not None else f"a {type(coefficients).__name__}"
+        raise errors.OptionError(name, "a square coefficient matrix C (n x n, n the differentiated argument's size)",
+                                 got, "Pass the matrix of the operator sum_ij C_ij d2f/dx_i dx_j.")
+    s, v = np.linalg.eigh((c + c.T) / 2)
+    tol = max(c.shape[0], 1) * np.finfo(np.float64).eps * max(float(np.abs(s).max(initial=0.0)), 1e-300)
+    parts = [v[:, s > tol] * np.sqrt(s[s > tol]), v[:, s < -tol] * np.sqrt(-s[s < -tol])]
+    return c.shape[0], parts
+
+
+def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
+              estimator: str, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+    if not (isinstance(argnums, int) and not isinstance(argnums, bool)):
+        raise errors.ArgnumsTypeError(name, "one differentiated argument (an int argnums)", f"argnums={argnums!r}",
+                                      "Pass argnums=k; flatten several inputs into one array for their joint operator.")
+    n, factors = _factors(name, coefficients)
+    arrays = backend.arrays
+    made: dict[Any, list[tuple[Any, Callable[..., Any]]]] = {}
+
+    def parts_for(nargs: int, like: Any) -> list[tuple[Any, Callable[..., Any]]]:
+        key_ = (nargs, arrays.dtype_name(like), str(getattr(like, "device", "")))
+        if key_ not in made:
+            k = spec.normalize_argnums(name, argnums, nargs)[0][0]
+            built = []
+            for factor in factors:
+                if factor.shape[1] == 0:
+                    continue
+                lin = arrays.cast_like(arrays.from_numpy(np.ascontiguousarray(factor), like), like)
+
+                def g(y: Any, *args: Any, lin: Any = lin, k: int = k, **kwargs: Any) -> Any:
+                    x = args[k]  # one sample's (the batched form is written per sample)
+                    moved = x + arrays.reshape(lin @ y, arrays.shape(x))
+                    return f(*args[:k], moved, *args[k + 1:], **kwargs)
+
+                if in_axes is None:
+                    lap = curvature.laplacian(backend, g, 0, estimator=estimator, samples=samples, key=key,
+                                              chunk_size=chunk_size)
+                else:
+                    axes = (0, *(in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * nargs))
+                    lap = curvature.batched_laplacian(backend, g, 0, axes, estimator=estimator, samples=samples,
+                                                      key=key, basis_chunk_size=chunk_size)
+                built.append((factor.shape[1], lap))
+            made[key_] = built
+        return made[key_]
+
+    def transformed(*args: Any, **kwargs: Any) -> Any:
+        k = spec.normalize_argnums(name, argnums, len(args))[0][0]
+        x = args[k]
+        batch = None
+        if in_axes is not None:
+            batch = arrays.shape(x)[0]
+            size = arrays.size(x) // max(batch, 1)
+        else:
+            size = arrays.size(x)
+        if size != n:
+            raise errors.OptionError(name, f"coefficients of shape ({size}, {size}) for an argument of {size} elements",
+                                     f"coefficients of shape ({n}, {n})", "Give C over the argument's elements, flattened.")
+        total = None
+        for sign, (rank, lap) in zip((1.0, -1.0), parts_for(len(args), x)):
+            y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
+            value = lap(y, *args, **kwargs)
+            total = value * sign if total is None else total + sign * value
+        if total is None:  # C = 0: a zero operator, shaped like the Laplacian
+            lap = curvature.laplacian(backend, f, argnums) if in_axes is None else curvature.batched_laplacian(
+                backend, f, argnums, in_axes)
+            return lap(*args, **kwargs) * 0.0
+        return total
+
+    return transformed
+
+
+def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: Any, argnums: int = 0,
+                       estimator: str = "exact", samples: int | None = None, key: Any = None,
+                       chunk_size: int | str | None = None) -> Callable[..., Any]:
+    """``trace(C H)``: the second-order operator ``sum_ij C_ij d2 f / dx_i dx_j`` of ``f`` in
+    argument ``argnums`` (one array; ``C``: ``n x n`` over its elements, flattened), one value
+    per output element.  Exact by collapsed Taylor over ``rank(C)`` directions (NOTE
+    [weighted laplacian]), or estimated (``estimator="hutchinson"``, ``samples``, ``key``,
+    as :func:`laplacian`).
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> C = torch.tensor([[2.0, 1.0], [1.0, 0.0]])
+        >>> cg.torch.weighted_laplacian(lambda x: x[0] ** 2 * x[1], C)(torch.tensor([1.0, 3.0]))
+        tensor(16.)
+    """
+    name = "weighted_laplacian"
+    spec.check_callable(name, f)
+    spec.validate_options(name, estimator=estimator, samples=samples, chunk_size=chunk_size)
+    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    return _weighted(backend, name, f, coefficients, argnums, None, estimator, samples, key, chunk_size)
+
+
+def batched_weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: Any, argnums: int = 0,
+                               in_axes: Any = 0, estimator: str = "exact", samples: int | None = None, key: Any = None,
+                               *, basis_chunk_size: int | None = None) -> Callable[..., Any]:
+    """Per-sample ``trace(C H)`` of a batch, one ``C`` for all samples (``f`` written for one
+    sample, ``in_axes`` as :func:`batched_laplacian`'s; the differentiated argument batched on
+    axis 0).
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> C = torch.eye(2)
+        >>> cg.torch.batched_weighted_laplacian(lambda x: (x ** 3).sum(), C)(torch.ones(4, 2))
+        tensor([12., 12., 12., 12.])
+    """
+    name = "batched_weighted_laplacian"
+    spec.check_callable(name, f)
+    spec.validate_options(name, in_axes=in_axes, estimator=estimator, samples=samples, basis_chunk_size=basis_chunk_size)
+    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    return _weighted(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, basis_chunk_size)
