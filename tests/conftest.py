@@ -136,6 +136,16 @@ SLOW = (
     "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-mlp_params",
     "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-mlp_dict",
     "tests/test_routes.py::test_batch_inside_options[jax]",
+    # The slowest eager-jax cases (each primitive compiled on its own: 7-12 s a test), kept
+    # to the slow suite so that make test stays within 10 minutes on 2 cores.
+    "tests/test_curvature.py::test_batched_estimators_draw_per_sample[jax]",
+    "tests/test_curvature.py::test_trace_estimators_are_unbiased[jax-hutch++]",
+    "tests/test_models.py::test_equinox_model_against_filter_grad",
+    "tests/test_wiring.py::test_options_validated_once_and_signatures_checked_once[jax-batched_hessian_diagonal-auto]",
+    "tests/test_curvature.py::test_batched_forms_match_the_batched_hessian[jax-critic_td_err_4_B3]",
+    "tests/test_transforms.py::test_hessian[jax-mlp_params_2-5-3-fwd-rev-builtin]",
+    "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-logsumexp_6]",
+    "tests/test_memory.py::test_small_budget_chunks_and_agrees[jax-hessian]",
 )
 
 
