@@ -47,16 +47,22 @@ def test_scale_out_example_runs():
     assert "jax: 4 devices" in out and "torch rank 1/2" in out and "stream: 512 rows written" in out
 
 
-@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
-def test_readme_jit_example_runs_as_written():
-    """The README's cg.jit example, extracted from the README and run as a script."""
+def _run_readme_section(heading: str) -> str:
+    """The first Python block under ``heading`` in the README, run as a script: its stdout."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Which backend, which route", 1)[1]
+    section = text.split(heading, 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_ENABLE_X64": "0"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    shape, diff = result.stdout.strip().splitlines()[-1].split(" max |torch - jax| = ")
+    return result.stdout
+
+
+@pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")
+def test_readme_jit_example_runs_as_written():
+    """The README's cg.jit example, extracted from the README and run as a script."""
+    out = _run_readme_section("## Which backend, which route")
+    shape, diff = out.strip().splitlines()[-1].split(" max |torch - jax| = ")
     assert shape == "(64, 33, 31, 31)"
     assert float(diff) < 1e-4
 
@@ -110,12 +116,6 @@ def test_sparse_newton_example_converges_on_both_backends():
 def test_readme_sparse_example_runs_as_written():
     """The README's sparse example, extracted from the README and run as a script: the same
     Hessian on both backends."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Sparse Jacobians and Hessians", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_ENABLE_X64": "0"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    lines = _run_readme_section("## Sparse Jacobians and Hessians").splitlines()
     assert "3 colors (symmetric)" in lines[0] and lines[1] == "torch.Size([4096, 4096]) 12286"
     assert float(lines[2].split()[-1]) < 1e-2  # torch against jax, fp32 entries up to ~1200
