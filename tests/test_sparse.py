@@ -27,13 +27,6 @@ def _size(x) -> int:
     return int(np.prod(x.shape))
 
 
-def quick(backend, fn):
-    """``fn`` as the catalog-wide tests run it: compiled on jax (an eager jax call compiles each
-    primitive on its own, seconds per problem), eager on torch (compiling costs seconds there).
-    The other tests run both backends eagerly, and jit on both."""
-    return backend.jit(fn) if backend.name == "jax" else fn
-
-
 def transform_of(backend, problem, **options):
     f = problem.build(sparse.ops(backend.name))
     return (backend.sparse_jacobian if problem.order == 1 else backend.sparse_hessian)(f, **options)
@@ -44,7 +37,7 @@ def test_detected_pattern_is_the_true_one_and_the_values_the_dense_ones(backend,
     """The true pattern: the union of the dense derivative's non-zeros at three random points;
     the sparse values at the first point against the dense derivative there."""
     f = problem.build(sparse.ops(backend.name))
-    dense = quick(backend, backend.jacobian(f) if problem.order == 1 else backend.hessian(f))
+    dense = frameworks.quick(backend, backend.jacobian(f) if problem.order == 1 else backend.hessian(f))
     points = [frameworks.convert(problem.inputs(rng), backend.name, "float64") for _ in range(3)]
     matrices = [frameworks.to_numpy(dense(x)).reshape(-1, _size(x)) for x in points]
     expected = np.any([m != 0 for m in matrices], axis=0)
@@ -56,7 +49,7 @@ def test_detected_pattern_is_the_true_one_and_the_values_the_dense_ones(backend,
     if problem.exact:
         assert (detected == expected).all(), f"{(detected != expected).sum()} entries differ"
     assert (detected | expected).sum() == detected.sum(), "the detected pattern misses entries"
-    got = quick(backend, transform_of(backend, problem, format="dense"))(points[0])
+    got = frameworks.quick(backend, transform_of(backend, problem, format="dense"))(points[0])
     frameworks.assert_trees_close(got, matrices[0], **TOL["float64"]["same"], what=problem.name)
 
 
@@ -65,8 +58,8 @@ def test_detected_pattern_is_the_true_one_and_the_values_the_dense_ones(backend,
 def test_float32_values_equal_the_dense_transform(backend, problem, rng):
     f = problem.build(sparse.ops(backend.name))
     x = frameworks.convert(problem.inputs(rng), backend.name, "float32")
-    dense = quick(backend, backend.jacobian(f) if problem.order == 1 else backend.hessian(f))(x)
-    got = quick(backend, transform_of(backend, problem, format="dense"))(x)
+    dense = frameworks.quick(backend, backend.jacobian(f) if problem.order == 1 else backend.hessian(f))(x)
+    got = frameworks.quick(backend, transform_of(backend, problem, format="dense"))(x)
     expected = frameworks.to_numpy(dense).reshape(frameworks.to_numpy(got).shape)
     frameworks.assert_trees_close(got, expected, **TOL["float32"]["same"], what=problem.name)
 
@@ -78,7 +71,7 @@ def test_forward_and_reverse_colorings_give_the_same_jacobian(backend, mode, rng
     x = frameworks.convert(problem.inputs(rng), backend.name, "float64")
     jac = backend.sparse_jacobian(f, mode=mode, format="dense")
     assert jac.plan(x).mode == mode
-    frameworks.assert_trees_close(quick(backend, jac)(x), frameworks.to_numpy(quick(backend, backend.jacobian(f))(x)),
+    frameworks.assert_trees_close(frameworks.quick(backend, jac)(x), frameworks.to_numpy(frameworks.quick(backend, backend.jacobian(f))(x)),
                                   **TOL["float64"]["same"])
 
 
@@ -92,7 +85,7 @@ def test_torch_and_jax_agree_on_patterns_colors_and_values(problem, rng):
         backend = cg.backend(name)
         arg = frameworks.convert(x, name, "float64")
         transform = transform_of(backend, problem, format="values")
-        plans[name], values[name] = transform.plan(arg), quick(backend, transform)(arg)
+        plans[name], values[name] = transform.plan(arg), frameworks.quick(backend, transform)(arg)
     assert plans["torch"].pattern == plans["jax"].pattern
     assert plans["torch"].colors == plans["jax"].colors and plans["torch"].mode == plans["jax"].mode
     frameworks.assert_trees_close(values["torch"], values["jax"], **TOL["float64"]["parity"], what=problem.name)
@@ -145,8 +138,8 @@ def test_batched_sparse_transforms_match_per_sample_dense(backend, order, rng):
     xs = frameworks.convert(rng.standard_normal((4, *problem.shape)), backend.name, "float64")
     batched = backend.batched_sparse_jacobian if order == 1 else backend.batched_sparse_hessian
     dense = backend.batched_jacobian if order == 1 else backend.batched_hessian
-    got = quick(backend, batched(f, format="dense"))(xs)
-    frameworks.assert_trees_close(got, frameworks.to_numpy(quick(backend, dense(f))(xs)), **TOL["float64"]["same"])
+    got = frameworks.quick(backend, batched(f, format="dense"))(xs)
+    frameworks.assert_trees_close(got, frameworks.to_numpy(frameworks.quick(backend, dense(f))(xs)), **TOL["float64"]["same"])
     values = batched(f, format="values")(xs)
     assert tuple(values.shape) == (4, batched(f).plan(xs).pattern.nnz)
 

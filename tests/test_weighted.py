@@ -23,12 +23,6 @@ def function(backend):
     return lambda x: o.sum(o.tanh(w @ x) ** 2) + o.sum(o.sin(x) * x[0])
 
 
-def quick(backend, fn):
-    """Compiled on jax (eager jax compiles each primitive on its own: seconds per test),
-    eager on torch."""
-    return backend.jit(fn) if backend.name == "jax" else fn
-
-
 def coefficient_matrices():
     rng = np.random.default_rng(5)
     a = rng.standard_normal((N, N))
@@ -41,8 +35,8 @@ def test_weighted_laplacian_is_the_trace_of_c_h(backend, kind, rng):
     c = coefficient_matrices()[kind]
     f = function(backend)
     x = frameworks.convert(rng.standard_normal(N), backend.name, "float64")
-    hessian = frameworks.to_numpy(quick(backend, backend.hessian(f))(x))
-    got = quick(backend, backend.weighted_laplacian(f, c))(x)
+    hessian = frameworks.to_numpy(frameworks.quick(backend, backend.hessian(f))(x))
+    got = frameworks.quick(backend, backend.weighted_laplacian(f, c))(x)
     np.testing.assert_allclose(frameworks.to_numpy(got), np.trace(c @ hessian), **TOL["float64"]["same"])
 
 
@@ -50,8 +44,8 @@ def test_batched_weighted_laplacian_is_the_per_sample_one(backend, rng):
     c = coefficient_matrices()["indefinite"]
     f = function(backend)
     xs = frameworks.convert(rng.standard_normal((4, N)), backend.name, "float64")
-    got = frameworks.to_numpy(quick(backend, backend.batched_weighted_laplacian(f, c))(xs))
-    one = quick(backend, backend.weighted_laplacian(f, c))
+    got = frameworks.to_numpy(frameworks.quick(backend, backend.batched_weighted_laplacian(f, c))(xs))
+    one = frameworks.quick(backend, backend.weighted_laplacian(f, c))
     expected = [frameworks.to_numpy(one(xs[i])) for i in range(4)]
     np.testing.assert_allclose(got, expected, **TOL["float64"]["same"])
 
@@ -60,8 +54,8 @@ def test_the_estimator_is_unbiased_on_average(backend, rng):
     c = coefficient_matrices()["low rank"]
     f = function(backend)
     x = frameworks.convert(rng.standard_normal(N), backend.name, "float64")
-    exact = float(frameworks.to_numpy(quick(backend, backend.weighted_laplacian(f, c))(x)))
-    estimates = [float(frameworks.to_numpy(quick(backend, backend.weighted_laplacian(
+    exact = float(frameworks.to_numpy(frameworks.quick(backend, backend.weighted_laplacian(f, c))(x)))
+    estimates = [float(frameworks.to_numpy(frameworks.quick(backend, backend.weighted_laplacian(
         f, c, estimator="hutchinson", samples=64, key=s))(x))) for s in range(4)]
     assert abs(np.mean(estimates) - exact) <= 4 * np.std(estimates) / np.sqrt(4) + 1e-12
 

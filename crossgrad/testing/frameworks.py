@@ -57,6 +57,13 @@ def ops(name: str) -> Ops:
     return Ops("jax", jnp.tanh, jnp.exp, jnp.log, lambda x, axis=None: jnp.sum(x, axis=axis), jnp.sin)
 
 
+def quick(backend: Any, fn: Any) -> Any:
+    """``fn`` as the tests run a transform many times: compiled on jax (an eager jax call
+    compiles each primitive on its own, seconds per problem), eager on torch (compiling
+    costs seconds there).  Tests of the eager path call ``fn`` itself."""
+    return backend.jit(fn) if backend.name == "jax" else fn
+
+
 def to_numpy(tree: Any) -> Any:
     """Every array leaf as a float64 NumPy array, complex128 where it is complex
     (structure kept; an imaginary part is never dropped)."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import chunking
+from crossgrad.transforms import chunking, curvature
 
 if TYPE_CHECKING:
     from crossgrad.sparsity.coloring import Coloring
@@ -192,35 +192,42 @@ class _Sparse:
         """The pattern's entries (row-major) at one sample's arguments, and the compressed
         products ``[colors * size]`` they are read from."""
         arrays, prims = self.backend.arrays, self.backend.primitives
-        k = spec.normalize_argnums(self.name, self.argnums, len(args))[0][0]
-        x = pytree.leaves(args[k])[0]
-        n = arrays.size(x)
+        g, flat, x = self._flat(plan, args, kwargs)
         if plan.colors == 0:
             return arrays.zeros((0,), x), arrays.zeros((0,), x)
         seeds, reads = self._constants(plan, x)
+        product: Callable[[Any], Any]
+        if plan.mode == "rev":
+            _, pullback, _ = prims.vjp(g, (flat,), False)
+            product = lambda u: pullback(u)[0]  # noqa: E731
+        else:
+            product = self._directional(g, flat)
+        compressed = chunking.map_chunks(self.backend, prims.vmap(product, (0,), 0), (seeds,), self.chunk_size)
+        flat_products = arrays.reshape(compressed, (-1,))
+        return flat_products[reads], flat_products
+
+    def _flat(self, plan: SparsePlan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """``f`` as a function of the differentiated argument flattened (its output flattened),
+        that argument flattened, and as given."""
+        arrays = self.backend.arrays
+        k = spec.normalize_argnums(self.name, self.argnums, len(args))[0][0]
+        x = pytree.leaves(args[k])[0]
 
         def g(flat: Any) -> Any:
             out = self.f(*args[:k], arrays.reshape(flat, plan.in_shape), *args[k + 1:], **kwargs)
             return arrays.reshape(_one_array(self.name, self.backend, out, "the function's output"), (-1,))
 
-        flat = arrays.reshape(x, (n,))
-        mode = plan.mode
-        product: Callable[[Any], Any]
-        if mode == "rev":
-            _, pullback, _ = prims.vjp(g, (flat,), False)
-            product = lambda u: pullback(u)[0]  # noqa: E731
-        elif mode == "fwd":
-            product = lambda v: prims.jvp(g, (flat,), (v,), False)[1]  # noqa: E731
-        else:
-            def gradient(y: Any) -> Any:
-                out, pullback, _ = prims.vjp(lambda z: arrays.reshape(g(z), ()), (y,), False)
-                return pullback(arrays.ones_like(out))[0]
+        return g, arrays.reshape(x, (arrays.size(x),)), x
 
-            product = lambda v: prims.jvp(gradient, (flat,), (v,), False)[1]  # noqa: E731
-
-        compressed = chunking.map_chunks(self.backend, prims.vmap(product, (0,), 0), (seeds,), self.chunk_size)
-        flat_products = arrays.reshape(compressed, (-1,))
-        return flat_products[reads], flat_products
+    def _directional(self, g: Callable[..., Any], flat: Any) -> Callable[[Any], Any]:
+        """``v -> J v`` (a Jacobian) or ``v -> H v`` (a Hessian: the Hessian-vector products
+        the curvature transforms use)."""
+        if self.order == 2:
+            arrays = self.backend.arrays
+            hvp = curvature.hessian_products(self.backend, lambda z: arrays.reshape(g(z), ()), (flat,))
+            return lambda v: hvp(v)[0]
+        prims = self.backend.primitives
+        return lambda v: prims.jvp(g, (flat,), (v,), False)[1]
 
     def formatted(self, plan: SparsePlan, values: Any, batch: int | None) -> Any:
         rows, cols, shape = plan.pattern.rows, plan.pattern.cols, plan.pattern.shape
@@ -237,9 +244,8 @@ class _Sparse:
 
     def verify(self, plan: SparsePlan, values: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """``check=True``: the sparse matrix against dense products on two random directions."""
-        arrays, prims = self.backend.arrays, self.backend.primitives
-        k = spec.normalize_argnums(self.name, self.argnums, len(args))[0][0]
-        x = pytree.leaves(args[k])[0]
+        arrays = self.backend.arrays
+        g, flat, x = self._flat(plan, args, kwargs)
         if arrays.is_traced(x):
             raise errors.UnsupportedOptionError(
                 self.name, "check=True on an eager call (the check reads values)", "a traced call (under jit or vmap)",
@@ -253,24 +259,12 @@ class _Sparse:
         rows, cols = plan.pattern.rows, plan.pattern.cols
         m, n = plan.pattern.shape
         rng = np.random.default_rng(0)
-
-        def g(flat: Any) -> Any:
-            out = self.f(*args[:k], arrays.reshape(flat, plan.in_shape), *args[k + 1:], **kwargs)
-            return arrays.reshape(pytree.leaves(out)[0], (-1,))
-
-        flat = arrays.reshape(x, (n,))
+        directional = self._directional(g, flat)
         for _ in range(2):
             v = rng.standard_normal(n)
             sparse_jv = np.zeros(m)
             np.add.at(sparse_jv, rows, data * v[cols])
-            tangent = arrays.cast_like(arrays.from_numpy(v, x), x)
-            if self.order == 1:
-                dense_jv = prims.jvp(g, (flat,), (tangent,), False)[1]
-            else:
-                def gradient(y: Any) -> Any:
-                    out, pullback, _ = prims.vjp(lambda z: arrays.reshape(g(z), ()), (y,), False)
-                    return pullback(arrays.ones_like(out))[0]
-                dense_jv = prims.jvp(gradient, (flat,), (tangent,), False)[1]
+            dense_jv = directional(arrays.cast_like(arrays.from_numpy(v, x), x))
             dense = np.asarray(arrays.to_numpy(dense_jv), np.float64)
             err = float(np.linalg.norm(sparse_jv - dense))
             if not err <= tol * max(float(np.linalg.norm(dense)), 1.0) * 10:

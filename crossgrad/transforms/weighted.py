@@ -51,6 +51,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
     n, factors = _factors(name, coefficients)
     arrays = backend.arrays
     made: dict[Any, list[tuple[Any, Callable[..., Any]]]] = {}
+    zero: dict[str, Callable[..., Any]] = {}
 
     def parts_for(nargs: int, like: Any) -> list[tuple[Any, Callable[..., Any]]]:
         key_ = (nargs, arrays.dtype_name(like), str(getattr(like, "device", "")))
@@ -96,9 +97,10 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
             value = lap(y, *args, **kwargs)
             total = value * sign if total is None else total + sign * value
         if total is None:  # C = 0: a zero operator, shaped like the Laplacian
-            lap = curvature.laplacian(backend, f, argnums) if in_axes is None else curvature.batched_laplacian(
-                backend, f, argnums, in_axes)
-            return lap(*args, **kwargs) * 0.0
+            if "zero" not in zero:
+                zero["zero"] = curvature.laplacian(backend, f, argnums) if in_axes is None else \
+                    curvature.batched_laplacian(backend, f, argnums, in_axes)
+            return zero["zero"](*args, **kwargs) * 0.0
         return total
 
     return transformed
