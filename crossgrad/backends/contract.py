@@ -14,7 +14,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "is_array", "is_input", "as_array", "materialized", "shape", "size", "dtype_name", "signature", "copy", "nbytes", "watch", "shield", "unaliased",
         "exclusive", "synchronize", "preserved_random_state", "on_accelerator", "is_traced", "under_transform",
         "free_memory", "float64_unavailable", "reshape", "transpose", "moveaxis", "concat", "broadcast_to",
-        "slice_axis", "eye", "cast_like", "zeros", "zeros_like", "ones_like", "add_to_rows", "from_numpy",
+        "slice_axis", "eye", "cast_like", "zeros", "zeros_like", "ones_like", "from_numpy",
         "to_numpy", "random_signs", "is_random_key", "qr",
     ),
     # vjp, jvp and vmap on flat tuples, chunked and row-by-row mapping, failure classification.

@@ -299,7 +299,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         axes, batch = layouts.get(sig) or layouts.put(sig, layout(args, kwargs))  # once per signature
         g = f
         if in_axes is not None:
-            if None in axes or batch == 0:
+            if None in axes or batch == 0 or not policy.batched_curvature_inside(backend.name, estimator):
                 return outside(args, kwargs)
             assert batched_f is not None
             g = batched_f

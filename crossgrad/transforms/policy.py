@@ -284,11 +284,26 @@ def compiled_operator_products(backend: str) -> bool:
 # route cannot record under torch.func's vmap and fell back to nested Hessian-vector
 # products: a tanh MLP 24-64-64-1 at B128, 2 CPU cores: 18.8 ms against 3.0 ms for
 # batched_laplacian (the issue measured 80 vs 7.5 ms at D24 B128).  So crossgrad's vmap
-# of such a transform takes its batched form.  On jax the Taylor route runs under vmap
-# and jax.jit(vmap(laplacian)) measured faster than batched_laplacian on the PINN case
-# (6.6 vs 11.5 ms), so jax keeps the vmap.  Stochastic estimators keep the vmap on both
-# (one draw per call is what the single-point form promises; the batched form draws per
-# sample).
+# of such a transform takes its batched form.  On jax it is the other way round
+# (batched_inside below).  Stochastic estimators keep the vmap on both (one draw per call
+# is what the single-point form promises; the batched form draws per sample).
 def vmap_takes_batched_curvature(backend: str) -> bool:
     """Whether crossgrad's vmap of a single-point curvature transform takes its batched form."""
     return backend == "torch"
+
+
+# NOTE [batched curvature on jax]: the exact batched Laplacian, trace and diagonal on jax are
+# jax.vmap of the single-point Taylor route, not the Taylor rules run over vmap(f)'s
+# program.  Under jax.vmap the basis directions do not depend on the point, so the
+# first-order rows stay unbatched up to the first nonlinearity (NOTE [taylor
+# coefficients]): a first layer's W @ I is one small product per call, where the batched
+# program multiplies a per-point copy of the basis.  Measured (tanh MLPs written W @ x + b,
+# jax.jit, one thread, 2-core Xeon, ms, batched program / vmap of the single point /
+# folx's forward Laplacian): 50-192-192-128-128-1 B16 2.21 / 1.94 / 2.01;
+# 50-768-768-512-512-1 B8 8.58 / 8.49 / 9.12; 16-64-64-1 B64 0.50 / 0.25 / 0.26;
+# 2-128x6-3 B256 5.16 / 2.78 / 3.03.  torch records the batched program (torch.func's vmap
+# cannot be recorded from inside) and keeps it.
+def batched_curvature_inside(backend: str, estimator: str) -> bool:
+    """Whether a batched curvature transform propagates through the batched program (else
+    the vmap of its single-point form): NOTE [batched curvature on jax]."""
+    return backend == "torch" or estimator != "exact"

@@ -21,6 +21,16 @@ is that of pushing ``k + 1`` tangents forward, against the ``k`` forward-over-re
 passes of the nested Hessian trace.  With ``collapse=False`` the second-order rows stay
 one per direction (``k`` rows): the Hessian diagonal for the identity basis.
 
+NOTE [taylor coefficients]
+The first- and second-order rows of a value are kept apart, ``(T, S)``, and ``S`` is
+None while it is zero (from the inputs to the first nonlinear operation).  Kept in one
+array, every elementwise rule would slice the rows apart and write them back (a copy of
+the whole coefficient array per operation), and a linear operation before the first
+nonlinearity would multiply zeros.  Apart, a batch-independent ``T`` stays batch
+independent under an outer ``vmap``: the basis of a Laplacian does not depend on the
+point, so a first layer's ``W @ T`` is computed once for the batch, not per point (a
+concatenation with the per-point ``S`` broadcast it over the batch).
+
 The program is recorded by the backend (``backend.taylor.record``: torch's dispatched
 aten operations, jax's jaxpr), which also says how each operation is treated
 (``backend.taylor.kind``).  A program the backend cannot record, or whose operations the
@@ -70,13 +80,6 @@ class Recording:
         self.inputs, self.entries, self.outputs, self.treedef, self.values = inputs, entries, outputs, treedef, values
 
 
-def _weighted_sum(x: Any, weights: Any, rows: int) -> Any:
-    """``sum_k c_k x[k]`` over the leading axis (``c = 1`` without weights)."""
-    if weights is not None:
-        x = x * weights.reshape((rows,) + (1,) * (x.ndim - 1))
-    return x.sum(0)
-
-
 def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: Sequence[Any], rows: int,
          weights: Any = None, collapse: bool = True) -> tuple[list[Any], list[Any]]:
     """The outputs of ``rec`` at ``primals`` and their second-order coefficients.
@@ -84,15 +87,15 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     ``directions[i]`` has shape ``(rows, *primals[i].shape)``.  Returns ``(values,
     second)``: per output leaf its value and ``sum_k c_k D2 out[v_k, v_k]`` (shape of the
     leaf) with ``collapse``, else ``D2 out[v_k, v_k]`` for each ``k`` (shape
-    ``(rows, *leaf)``).  NOTE [collapsed taylor].
+    ``(rows, *leaf)``).  NOTE [collapsed taylor], NOTE [taylor coefficients].
     """
-    a, p, taylor = backend.arrays, backend.primitives, backend.taylor
+    a, taylor = backend.arrays, backend.taylor
     second_rows = 1 if collapse else rows
     values: dict[Any, Any] = {}
-    coeffs: dict[Any, Any] = {}
+    coeffs: dict[Any, tuple[Any, Any]] = {}  # key -> (first-order rows, second-order rows or None: zero)
     for key, x, d in zip(rec.inputs, primals, directions):
         values[key] = x
-        coeffs[key] = a.concat([d, a.zeros((second_rows, *a.shape(x)), x)], 0)
+        coeffs[key] = (d, None)
 
     def curvature_rows(c: Any) -> Any:
         """Per-direction curvature ``(rows, ...)`` as it enters the second-order rows."""
@@ -116,25 +119,8 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
         kind = taylor.kind(e, tuple(live))
         if kind == "constant":
             continue
-
-        def g(*live_vals: Any, _vals: list[Any] = vals, _e: Entry = e, _live: list[Any] = live,
-              _floating: list[Any] = floating) -> tuple[Any, ...]:
-            substituted = list(_vals)
-            for i, v in zip(_live, live_vals):
-                substituted[i] = v
-            result = _e.call(*substituted)
-            return tuple(result[j] for j in _floating)
-
-        prim = tuple(vals[i] for i in live)
-        ts = tuple(coeffs[e.keys[i]] for i in live)
-        if callable(kind):  # a linear map the backend writes directly (an affine operation's tangent part)
-            new = kind(*ts)
-        elif kind == "linear":
-            new = p.vmap(g, 0, 0)(*ts)
-        elif kind == "pointwise":
-            new = _pointwise(backend, g, prim[0], ts[0], rows, curvature_rows, taylor.derivatives(e))
-        else:
-            new = _general(backend, g, prim, ts, rows, curvature_rows, kind == "bilinear")
+        new = _rule(backend, e, kind, vals, live, floating, [coeffs[e.keys[i]] for i in live], rows, second_rows,
+                    curvature_rows)
         for j, t in zip(floating, new):
             coeffs[e.out_keys[j]] = t
 
@@ -142,9 +128,9 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     for idx, k in enumerate(rec.outputs):
         v = rec.values[idx] if rec.values is not None else values[k]
         out_values.append(v)
-        if k in coeffs:
-            c = coeffs[k][rows:]
-            second.append(a.reshape(c, a.shape(v)) if collapse else c)
+        s = coeffs[k][1] if k in coeffs else None
+        if s is not None:
+            second.append(a.reshape(s, a.shape(v)) if collapse else s)
         elif taylor.is_float(v):
             second.append(a.zeros(a.shape(v) if collapse else (second_rows, *a.shape(v)), v))
         else:
@@ -152,8 +138,43 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     return out_values, second
 
 
-def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, rows: int, curvature_rows: Callable[..., Any],
-               closed: tuple[Any, ...] | None) -> tuple[Any, ...]:
+def _rule(backend: Backend, e: Entry, kind: Any, vals: list[Any], live: list[int], floating: list[int],
+          pairs: list[tuple[Any, Any]], rows: int, second_rows: int,
+          curvature_rows: Callable[..., Any]) -> list[tuple[Any, Any]]:
+    """One operation's output coefficients ``(first, second)`` from its varying inputs'."""
+    a, p = backend.arrays, backend.primitives
+
+    def g(*live_vals: Any) -> tuple[Any, ...]:
+        substituted = list(vals)
+        for i, v in zip(live, live_vals):
+            substituted[i] = v
+        result = e.call(*substituted)
+        return tuple(result[j] for j in floating)
+
+    firsts = tuple(t for t, _ in pairs)
+    seconds: tuple[Any, ...] | None = None
+    if any(s is not None for _, s in pairs):  # zeros only where another input's rows are not
+        seconds = tuple(s if s is not None else a.zeros((second_rows, *a.shape(vals[i])), vals[i])
+                        for (_, s), i in zip(pairs, live))
+    if callable(kind) or kind == "linear":  # a linear map (written by the backend, or vectorized)
+        linear = kind if callable(kind) else p.vmap(g, 0, 0)
+        return list(zip(linear(*firsts), linear(*seconds) if seconds is not None else [None] * len(floating)))
+    prim = tuple(vals[i] for i in live)
+    if kind == "pointwise":
+        return _pointwise(backend, g, prim[0], firsts[0], seconds[0] if seconds else None, curvature_rows,
+                          backend.taylor.derivatives(e))
+    return _general(backend, g, prim, firsts, seconds, curvature_rows, kind == "bilinear")
+
+
+def _weighted_sum(x: Any, weights: Any, rows: int) -> Any:
+    """``sum_k c_k x[k]`` over the leading axis (``c = 1`` without weights)."""
+    if weights is not None:
+        x = x * weights.reshape((rows,) + (1,) * (x.ndim - 1))
+    return x.sum(0)
+
+
+def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, s: Any, curvature_rows: Callable[..., Any],
+               closed: tuple[Any, ...] | None) -> list[tuple[Any, Any]]:
     """An elementwise ``g`` of one varying input: its first and second derivatives once
     (in closed form where the backend has it), then ``T' = g' T``,
     ``S' = g' S + g'' sum_k c_k T_k**2``."""
@@ -166,25 +187,28 @@ def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, rows: in
     new = []
     for g1, g2 in zip(d1, d2):
         lift = (-1,) + (1,) * (g1.ndim - x.ndim) + tuple(a.shape(x))  # x broadcast against the output
-        tj = a.reshape(t, lift)
-        first = tj[:rows]
-        out = g1 * tj
-        new.append(a.add_to_rows(out, rows, curvature_rows(g2 * first * first)))
-    return tuple(new)
+        first = a.reshape(t, lift)
+        # g'' does not depend on the direction: summed over directions first, so that a
+        # batch-independent T (NOTE [taylor coefficients]) is squared and summed once.
+        curv = g2 * curvature_rows(first * first)
+        new.append((g1 * first, curv if s is None else g1 * a.reshape(s, lift) + curv))
+    return new
 
 
-def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts: tuple[Any, ...], rows: int, curvature_rows: Callable[..., Any],
-             bilinear: bool) -> tuple[Any, ...]:
-    """Any ``g``: a vectorized jvp for the first-order rows, and for the curvature
-    ``2 g(Ta_k, Tb_k)`` (a product of two varying factors) or a vectorized jvp of a jvp."""
-    a, p = backend.arrays, backend.primitives
-    lin = p.vmap(lambda *t: p.jvp(g, prim, t, False)[1], 0, 0)(*ts)
-    firsts = tuple(t[:rows] for t in ts)
+def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts: tuple[Any, ...],
+             ss: tuple[Any, ...] | None, curvature_rows: Callable[..., Any], bilinear: bool) -> list[tuple[Any, Any]]:
+    """Any ``g``: a vectorized jvp for the first- and second-order rows, and for the
+    curvature ``2 g(Ta_k, Tb_k)`` (a product of two varying factors) or a vectorized jvp
+    of a jvp."""
+    p = backend.primitives
+    tangent = p.vmap(lambda *t: p.jvp(g, prim, t, False)[1], 0, 0)
     if bilinear:
-        curv = tuple(2 * c for c in p.vmap(g, 0, 0)(*firsts))
+        curv = tuple(2 * c for c in p.vmap(g, 0, 0)(*ts))
     else:
-        curv = p.vmap(lambda *t: p.jvp(lambda *y: p.jvp(g, y, t, False)[1], prim, t, False)[1], 0, 0)(*firsts)
-    return tuple(a.add_to_rows(x, rows, curvature_rows(c)) for x, c in zip(lin, curv))
+        curv = p.vmap(lambda *t: p.jvp(lambda *y: p.jvp(g, y, t, False)[1], prim, t, False)[1], 0, 0)(*ts)
+    lin_s = tangent(*ss) if ss is not None else [None] * len(curv)
+    return [(t, curvature_rows(c) if s is None else s + curvature_rows(c))
+            for t, s, c in zip(tangent(*ts), lin_s, curv)]
 
 
 def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...], directions: Sequence[Any], rows: int,

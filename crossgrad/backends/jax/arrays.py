@@ -204,11 +204,6 @@ def qr(x: Array) -> Array:
     return jnp.linalg.qr(x)[0]
 
 
-def add_to_rows(x: Array, start: int, c: Array) -> Array:
-    """``x`` with ``c`` added to its rows from ``start`` on (an update in place under jit)."""
-    return x.at[start:].add(c)
-
-
 def under_transform(x: Any) -> bool:
     """Whether ``x`` is abstract (under ``jax.jit``, ``jax.vmap`` or another trace)."""
     return is_traced(x)

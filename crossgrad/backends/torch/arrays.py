@@ -271,11 +271,6 @@ def qr(x: Array) -> Array:
     return q
 
 
-def add_to_rows(x: Array, start: int, c: Array) -> Array:
-    """``x`` with ``c`` added to its rows from ``start`` on (a new array)."""
-    return torch.cat([x[:start], x[start:] + c])
-
-
 def under_transform(x: Any) -> bool:
     """Whether values are not concrete here: under a torch.func transform, a traced
     ``cg.jit`` (make_fx) or ``torch.compile``."""
