@@ -62,6 +62,8 @@ TRANSFORMS = (
     "batched_hessian_diagonal",
     "weighted_laplacian",
     "batched_weighted_laplacian",
+    "biharmonic",
+    "batched_biharmonic",
     "hessian_operator",
     "jacobian_sparsity",
     "hessian_sparsity",

@@ -15,7 +15,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "exclusive", "synchronize", "preserved_random_state", "on_accelerator", "is_traced", "under_transform",
         "free_memory", "float64_unavailable", "reshape", "transpose", "moveaxis", "concat", "broadcast_to",
         "slice_axis", "eye", "cast_like", "zeros", "zeros_like", "ones_like", "from_numpy",
-        "to_numpy", "random_signs", "is_random_key", "qr",
+        "to_numpy", "random_signs", "random_normal", "is_random_key", "qr",
     ),
     # vjp, jvp and vmap on flat tuples, chunked and row-by-row mapping, failure classification.
     "primitives": (

@@ -22,6 +22,7 @@ from crossgrad.backends.base import Backend
 from crossgrad.transforms import (
     auxiliary,
     batched,
+    biharmonics,
     checking,
     compiled,
     curvature,
@@ -270,6 +271,8 @@ class Namespace:
     batched_hessian_diagonal = Bound(curvature.batched_hessian_diagonal)
     weighted_laplacian = Bound(weighted.weighted_laplacian)
     batched_weighted_laplacian = Bound(weighted.batched_weighted_laplacian)
+    biharmonic = Bound(biharmonics.biharmonic)
+    batched_biharmonic = Bound(biharmonics.batched_biharmonic)
     hessian_operator = Bound(operators.hessian_operator)
     jacobian_sparsity = Bound(sparse.jacobian_sparsity)
     hessian_sparsity = Bound(sparse.hessian_sparsity)

@@ -89,13 +89,8 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
     leaf) with ``collapse``, else ``D2 out[v_k, v_k]`` for each ``k`` (shape
     ``(rows, *leaf)``).  NOTE [collapsed taylor], NOTE [taylor coefficients].
     """
-    a, taylor = backend.arrays, backend.taylor
+    a = backend.arrays
     second_rows = 1 if collapse else rows
-    values: dict[Any, Any] = {}
-    coeffs: dict[Any, tuple[Any, Any]] = {}  # key -> (first-order rows, second-order rows or None: zero)
-    for key, x, d in zip(rec.inputs, primals, directions):
-        values[key] = x
-        coeffs[key] = (d, None)
 
     def curvature_rows(c: Any) -> Any:
         """Per-direction curvature ``(rows, ...)`` as it enters the second-order rows."""
@@ -104,6 +99,38 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
             return a.reshape(s, (1, *a.shape(s)))
         return c
 
+    def rule(e: Entry, kind: Any, vals: list[Any], live: list[int], floating: list[int],
+             pairs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return _rule(backend, e, kind, vals, live, floating, pairs, second_rows, curvature_rows)
+
+    out_values, top = walk(backend, rec, primals, [(d, None) for d in directions], rule)
+    second = []
+    for v, s in zip(out_values, top):
+        if s is not None:
+            second.append(a.reshape(s, a.shape(v)) if collapse else s)
+        elif backend.taylor.is_float(v):
+            second.append(a.zeros(a.shape(v) if collapse else (second_rows, *a.shape(v)), v))
+        else:
+            second.append(None)
+    return out_values, second
+
+
+Rule = Callable[[Entry, Any, list[Any], list[int], list[int], list[tuple[Any, ...]]], list[tuple[Any, ...]]]
+
+
+def walk(backend: Backend, rec: Recording, primals: Sequence[Any], seeds: Sequence[tuple[Any, ...]],
+         rule: Rule) -> tuple[list[Any], list[Any]]:
+    """``rec`` run at ``primals`` with each value's Taylor coefficients (a tuple, the
+    inputs' ``seeds``) carried by ``rule(entry, kind, values, live, floating,
+    coefficients)`` through every operation that has a varying floating output.
+    Returns the output leaves' values and the last coefficient of each (None: zero, or
+    not varying)."""
+    taylor = backend.taylor
+    values: dict[Any, Any] = {}
+    coeffs: dict[Any, tuple[Any, ...]] = {}
+    for key, x, seed in zip(rec.inputs, primals, seeds):
+        values[key] = x
+        coeffs[key] = seed
     for e in rec.entries:
         vals = [values[k] if k is not None and k in values else v for k, v in zip(e.keys, e.values)]
         outs = e.results if e.results is not None else e.call(*vals)
@@ -119,31 +146,23 @@ def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: S
         kind = taylor.kind(e, tuple(live))
         if kind == "constant":
             continue
-        new = _rule(backend, e, kind, vals, live, floating, [coeffs[e.keys[i]] for i in live], rows, second_rows,
-                    curvature_rows)
-        for j, t in zip(floating, new):
+        for j, t in zip(floating, rule(e, kind, vals, live, floating, [coeffs[e.keys[i]] for i in live])):
             coeffs[e.out_keys[j]] = t
-
-    out_values, second = [], []
-    for idx, k in enumerate(rec.outputs):
-        v = rec.values[idx] if rec.values is not None else values[k]
-        out_values.append(v)
-        s = coeffs[k][1] if k in coeffs else None
-        if s is not None:
-            second.append(a.reshape(s, a.shape(v)) if collapse else s)
-        elif taylor.is_float(v):
-            second.append(a.zeros(a.shape(v) if collapse else (second_rows, *a.shape(v)), v))
-        else:
-            second.append(None)
-    return out_values, second
+    out_values = [rec.values[i] if rec.values is not None else values[k] for i, k in enumerate(rec.outputs)]
+    return out_values, [coeffs[k][-1] if k in coeffs else None for k in rec.outputs]
 
 
-def _rule(backend: Backend, e: Entry, kind: Any, vals: list[Any], live: list[int], floating: list[int],
-          pairs: list[tuple[Any, Any]], rows: int, second_rows: int,
-          curvature_rows: Callable[..., Any]) -> list[tuple[Any, Any]]:
-    """One operation's output coefficients ``(first, second)`` from its varying inputs'."""
-    a, p = backend.arrays, backend.primitives
+def zeros_for(backend: Backend, coefficients: list[Any], vals: list[Any], live: list[int], rows: int) -> tuple[Any, ...] | None:
+    """One order's coefficients of the varying inputs, zeros filled in where an input's are
+    zero (None); None where all are."""
+    if all(c is None for c in coefficients):
+        return None
+    a = backend.arrays
+    return tuple(c if c is not None else a.zeros((rows, *a.shape(vals[i])), vals[i]) for c, i in zip(coefficients, live))
 
+
+def operation(e: Entry, vals: list[Any], live: list[int], floating: list[int]) -> Callable[..., tuple[Any, ...]]:
+    """The operation as a function of its varying inputs, returning its floating outputs."""
     def g(*live_vals: Any) -> tuple[Any, ...]:
         substituted = list(vals)
         for i, v in zip(live, live_vals):
@@ -151,11 +170,16 @@ def _rule(backend: Backend, e: Entry, kind: Any, vals: list[Any], live: list[int
         result = e.call(*substituted)
         return tuple(result[j] for j in floating)
 
+    return g
+
+
+def _rule(backend: Backend, e: Entry, kind: Any, vals: list[Any], live: list[int], floating: list[int],
+          pairs: list[tuple[Any, ...]], second_rows: int, curvature_rows: Callable[..., Any]) -> list[tuple[Any, ...]]:
+    """One operation's output coefficients ``(first, second)`` from its varying inputs'."""
+    p = backend.primitives
+    g = operation(e, vals, live, floating)
     firsts = tuple(t for t, _ in pairs)
-    seconds: tuple[Any, ...] | None = None
-    if any(s is not None for _, s in pairs):  # zeros only where another input's rows are not
-        seconds = tuple(s if s is not None else a.zeros((second_rows, *a.shape(vals[i])), vals[i])
-                        for (_, s), i in zip(pairs, live))
+    seconds = zeros_for(backend, [s for _, s in pairs], vals, live, second_rows)
     if callable(kind) or kind == "linear":  # a linear map (written by the backend, or vectorized)
         linear = kind if callable(kind) else p.vmap(g, 0, 0)
         return list(zip(linear(*firsts), linear(*seconds) if seconds is not None else [None] * len(floating)))
@@ -174,7 +198,7 @@ def _weighted_sum(x: Any, weights: Any, rows: int) -> Any:
 
 
 def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, s: Any, curvature_rows: Callable[..., Any],
-               closed: tuple[Any, ...] | None) -> list[tuple[Any, Any]]:
+               closed: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
     """An elementwise ``g`` of one varying input: its first and second derivatives once
     (in closed form where the backend has it), then ``T' = g' T``,
     ``S' = g' S + g'' sum_k c_k T_k**2``."""
@@ -196,7 +220,7 @@ def _pointwise(backend: Backend, g: Callable[..., Any], x: Any, t: Any, s: Any, 
 
 
 def _general(backend: Backend, g: Callable[..., Any], prim: tuple[Any, ...], ts: tuple[Any, ...],
-             ss: tuple[Any, ...] | None, curvature_rows: Callable[..., Any], bilinear: bool) -> list[tuple[Any, Any]]:
+             ss: tuple[Any, ...] | None, curvature_rows: Callable[..., Any], bilinear: bool) -> list[tuple[Any, ...]]:
     """Any ``g``: a vectorized jvp for the first- and second-order rows, and for the
     curvature ``2 g(Ta_k, Tb_k)`` (a product of two varying factors) or a vectorized jvp
     of a jvp."""

@@ -194,6 +194,15 @@ def random_signs(key: Any, shapes: Sequence[Sequence[int]], like: Array) -> list
     return [jax.random.rademacher(k, tuple(s), dtype=like.dtype) for k, s in zip(keys, shapes)]
 
 
+def random_normal(key: Any, shapes: Sequence[Sequence[int]], like: Array) -> list[Array]:
+    """Independent standard normal arrays of the given shapes from ``key`` (as
+    :func:`random_signs`)."""
+    if not is_random_key(key):
+        key = jax.random.key(int(key))
+    keys = jax.random.split(key, len(shapes))
+    return [jax.random.normal(k, tuple(s), dtype=like.dtype) for k, s in zip(keys, shapes)]
+
+
 def is_random_key(key: Any) -> bool:
     return isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                            or (key.dtype == jnp.uint32 and key.shape == (2,)))

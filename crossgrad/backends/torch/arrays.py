@@ -257,6 +257,12 @@ def random_signs(key: Any, shapes: Sequence[Sequence[int]], like: Array) -> list
             for s in shapes]
 
 
+def random_normal(key: Any, shapes: Sequence[Sequence[int]], like: Array) -> list[Array]:
+    """Independent standard normal arrays of the given shapes (``key`` as :func:`random_signs`)."""
+    generator = key if isinstance(key, torch.Generator) else torch.Generator(device=like.device).manual_seed(int(key))
+    return [torch.randn(tuple(s), generator=generator, device=like.device, dtype=like.dtype) for s in shapes]
+
+
 def is_random_key(key: Any) -> bool:
     return isinstance(key, torch.Generator)
 
