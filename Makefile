@@ -17,7 +17,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: install test test-slow test-all parity fuzz lint typecheck bench sweep sparse-bench keep wheel-check clean
+.PHONY: install test test-slow test-all parity fuzz lint typecheck bench sweep sparse-bench operators-bench keep wheel-check clean
 
 install: $(SETUP)
 
@@ -59,12 +59,13 @@ lint: $(SETUP)
 typecheck: $(SETUP)
 	$(RUN) -m mypy --strict crossgrad tests/typing/user_script.py
 
-# ARGS go to pytest (ARGS="-k dispatch" selects cases); the sweep and the sparse benchmark
-# run after a full run.
+# ARGS go to pytest (ARGS="-k dispatch" selects cases); the sweep, the sparse and the
+# operator benchmarks run after a full run.
 bench: $(SETUP)
 	$(RUN) -m benchmarks $(ARGS)
 	$(if $(ARGS),,$(RUN) -m benchmarks.sweep)
 	$(if $(ARGS),,$(RUN) -m benchmarks.sparse)
+	$(if $(ARGS),,$(RUN) -m benchmarks.operators)
 
 # Runs write under benchmarks/runs/ (ignored); keep one in the committed benchmarks/results/:
 #   make keep REPORT=benchmarks/runs/<name>.json
@@ -79,6 +80,12 @@ sweep: $(SETUP)
 # the dense routes and asdex (where installed: pip install asdex); ARGS="-k rosenbrock" selects.
 sparse-bench: $(SETUP)
 	$(RUN) -m benchmarks.sparse $(ARGS)
+
+# The differential-operator benchmark alone (benchmarks/operators.py): Laplacians against
+# folx, the biharmonic against nested Laplacians, trace estimators against traceax (peers
+# where installed: pip install folx traceax); ARGS="-k laplacian" selects.
+operators-bench: $(SETUP)
+	$(RUN) -m benchmarks.operators $(ARGS)
 
 # Not part of `make test`: the wheel built, installed with the CPU torch pin into a fresh
 # virtualenv (outside this tree, so the checkout is not on the path), and the README's
