@@ -126,6 +126,14 @@ def pytest_terminal_summary(terminalreporter):
 # end-to-end runs of the examples in fresh interpreters, the leak checks (hundreds of calls
 # per transform), and the largest jax compilations of one test.  Node ids, matched by prefix.
 SLOW = (
+    "tests/test_curvature.py::test_trace_estimators_are_unbiased[jax-hutchinson]",
+    "tests/test_curvature.py::test_jit_and_vmap_of_the_single_point_form[torch]",
+    "tests/test_exact_routes.py::test_the_taylor_route_is_exact_where_the_shortcut_is_not[jax-complex abs]",
+    "tests/test_curvature.py::test_diagonal_estimator_is_unbiased[jax]",
+    "tests/test_curvature.py::test_batched_forms_match_the_batched_hessian[jax-logsumexp_4_B3]",
+    "tests/test_curvature.py::test_exact_trace_and_diagonal_match_the_dense_hessian[jax-tanh_linear_4to5_argnums(0, 1)]",
+    "tests/test_curvature.py::test_has_aux_tuple_argnums_and_pytrees[jax]",
+    "tests/test_curvature.py::test_operations_outside_the_benchmark[jax-vector_output]",
     "tests/test_examples.py::test_notebook_walkthrough_runs",
     "tests/test_examples.py::test_scale_out_example_runs",
     "tests/test_examples.py::test_models_example_matches_the_frameworks",
