@@ -156,3 +156,21 @@ def test_the_taylor_route_agrees_with_the_nested_hessian_on_drawn_programs(name,
     h = np.asarray(frameworks.to_numpy(ns.hessian(f, strategy="rev-rev")(x)))
     got = float(frameworks.to_numpy(ns.laplacian(f)(x)))
     np.testing.assert_allclose(got, np.trace(h), rtol=1e-9, atol=1e-10, err_msg=f"{steps}")
+
+
+@pytest.mark.parametrize("name", frameworks.selected())
+@FEW
+@given(programs, st.integers(0, 2**16))
+def test_the_fourth_order_route_agrees_with_nested_hessians_on_drawn_programs(name, steps, seed):
+    """The biharmonic by fourth-order Taylor (or its exact fallback) equals the trace of the
+    Hessian of the Hessian's trace, both by double reverse mode (drawn steps as above)."""
+    left_out = {"caller noise", "unbind write", "split write"}
+    steps = [s for s in steps if (s in PURE if name == "jax" else s not in left_out)] or ["tanh"]
+    ns = cg.backend(name)
+    f = build(steps, name, _state(name, seed), seed)
+    x = frameworks.convert(np.random.default_rng(seed).uniform(-0.8, 0.8, N), name, "float64")
+    inner = ns.hessian(f, strategy="rev-rev")
+    outer = ns.hessian(lambda y: inner(y).diagonal().sum(), strategy="rev-rev")
+    want = float(np.trace(frameworks.to_numpy(frameworks.quick(ns, outer)(x))))
+    got = float(frameworks.to_numpy(frameworks.quick(ns, ns.biharmonic(f))(x)))
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-8, err_msg=f"{steps}")

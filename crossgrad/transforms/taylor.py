@@ -246,17 +246,10 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
     get None."""
     a, p = backend.arrays, backend.primitives
     outs = list(flat(*primals))
-    floating = [k for k, o in enumerate(outs) if backend.taylor.is_float(o)]
-    sizes = [a.size(outs[k]) for k in floating]
-    total = sum(sizes)
-    if not floating or total == 0:
+    floating, cotangents = output_basis(backend, outs)
+    if cotangents is None:
         return [None if k not in floating else a.zeros(a.shape(outs[k]) if collapse else (rows, *a.shape(outs[k])),
                                                        outs[k]) for k in range(len(outs))]
-    eye = a.eye(total, outs[floating[0]])
-    cotangents, lo = [], 0
-    for k, size in zip(floating, sizes):
-        cotangents.append(a.reshape(a.slice_axis(eye, lo, lo + size, 1), (total, *a.shape(outs[k]))))
-        lo += size
 
     def second(*t: Any) -> Any:
         def along(*u: Any) -> Any:
@@ -272,12 +265,37 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
 
     per_direction = _mapped(p, second, tuple(directions))  # (rows, total)
     result: list[Any] = [None] * len(outs)
-    lo = 0
-    for k, size in zip(floating, sizes):
-        c = a.reshape(a.slice_axis(per_direction, lo, lo + size, 1), (rows, *a.shape(outs[k])))
-        lo += size
+    for k, c in zip(floating, per_output(backend, per_direction, outs, floating, rows)):
         result[k] = _weighted_sum(c, weights, rows) if collapse else c
     return result
+
+
+def output_basis(backend: Backend, outs: list[Any]) -> tuple[list[int], list[Any] | None]:
+    """The floating output leaves' positions and, for the nested routes, the identity over
+    all their elements as one cotangent array per leaf, ``(total, *leaf)``; None where
+    they have no elements."""
+    a = backend.arrays
+    floating = [k for k, o in enumerate(outs) if backend.taylor.is_float(o)]
+    total = sum(a.size(outs[k]) for k in floating)
+    if not floating or total == 0:
+        return floating, None
+    eye = a.eye(total, outs[floating[0]])
+    cotangents, lo = [], 0
+    for k in floating:
+        size = a.size(outs[k])
+        cotangents.append(a.reshape(a.slice_axis(eye, lo, lo + size, 1), (total, *a.shape(outs[k]))))
+        lo += size
+    return floating, cotangents
+
+
+def per_output(backend: Backend, per_direction: Any, outs: list[Any], floating: list[int], rows: int) -> list[Any]:
+    """``(rows, total)`` values over the floating outputs' elements as ``(rows, *leaf)`` per leaf."""
+    a, parts, lo = backend.arrays, [], 0
+    for k in floating:
+        size = a.size(outs[k])
+        parts.append(a.reshape(a.slice_axis(per_direction, lo, lo + size, 1), (rows, *a.shape(outs[k]))))
+        lo += size
+    return parts
 
 
 def _mapped(p: Any, fn: Callable[..., Any], xs: tuple[Any, ...]) -> Any:

@@ -32,7 +32,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.taylor import Entry, Recording, _mapped, _weighted_sum, operation, sum_of, walk, zeros_for
+from crossgrad.transforms.taylor import (
+    Entry,
+    Recording,
+    _mapped,
+    _weighted_sum,
+    operation,
+    output_basis,
+    per_output,
+    sum_of,
+    walk,
+    zeros_for,
+)
 
 
 def push(backend: Backend, rec: Recording, primals: Sequence[Any], directions: Sequence[Any], rows: int,
@@ -71,9 +82,9 @@ def _rule(backend: Backend, e: Entry, kind: Any, vals: list[Any], live: list[int
         return list(zip(*mapped))
     prim = tuple(vals[i] for i in live)
     if kind == "pointwise":
-        return _pointwise(backend, g, prim[0], [c for c in coefficients[0]], summed)
+        return _pointwise(backend, g, prim[0], list(coefficients[0]), summed)
     if kind == "bilinear" and len(live) == 2:
-        return _bilinear(backend, g, prim, [c for c in coefficients], orders, summed)
+        return _bilinear(backend, g, prim, coefficients, orders, summed)
     return _general(backend, g, prim, orders, summed)
 
 
@@ -189,19 +200,12 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
     point get None."""
     a, p = backend.arrays, backend.primitives
     outs = list(flat(*primals))
-    floating = [k for k, o in enumerate(outs) if backend.taylor.is_float(o)]
-    sizes = [a.size(outs[k]) for k in floating]
-    total = sum(sizes)
+    floating, cotangents = output_basis(backend, outs)
     result: list[Any] = [None] * len(outs)
-    if not floating or total == 0:
+    if cotangents is None:
         for k in floating:
             result[k] = a.zeros(a.shape(outs[k]), outs[k])
         return result
-    eye = a.eye(total, outs[floating[0]])
-    cotangents, lo = [], 0
-    for k, size in zip(floating, sizes):
-        cotangents.append(a.reshape(a.slice_axis(eye, lo, lo + size, 1), (total, *a.shape(outs[k]))))
-        lo += size
 
     def fourth(*v: Any) -> Any:
         def along(*u: Any) -> Any:
@@ -220,9 +224,6 @@ def nested(backend: Backend, flat: Callable[..., Any], primals: tuple[Any, ...],
         return _mapped(p, along, tuple(cotangents))
 
     per_direction = _mapped(p, fourth, tuple(directions))  # (rows, total)
-    lo = 0
-    for k, size in zip(floating, sizes):
-        c = a.reshape(a.slice_axis(per_direction, lo, lo + size, 1), (rows, *a.shape(outs[k])))
-        lo += size
+    for k, c in zip(floating, per_output(backend, per_direction, outs, floating, rows)):
         result[k] = _weighted_sum(c, weights, rows)
     return result
