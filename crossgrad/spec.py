@@ -65,6 +65,7 @@ TRANSFORMS = (
     "biharmonic",
     "batched_biharmonic",
     "hessian_operator",
+    "ggn_operator",
     "jacobian_sparsity",
     "hessian_sparsity",
     "sparse_jacobian",
@@ -83,7 +84,7 @@ TOOLS = ("jit", "check_grads")
 # caller's arrays to shield.
 EVALUATE_AT_ONCE: dict[str, tuple[str, ...]] = {
     "vjp": ("primals",), "jvp": ("primals", "tangents"), "linearize": ("primals",), "hvp": ("primals", "tangents"),
-    "hessian_operator": ("primals",), "check_grads": ("args",),
+    "hessian_operator": ("primals",), "ggn_operator": ("primals",), "check_grads": ("args",),
 }
 MODES = ("auto", "rev", "fwd", "loop")
 STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")

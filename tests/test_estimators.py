@@ -91,3 +91,27 @@ def test_xdiag_is_exact_on_low_rank_and_beats_hutchinson(backend):
     assert np.median(errors["xdiag"]) < np.median(errors["hutchinson"]) / 3, errors
     with pytest.raises(cg.OptionError, match="estimator"):
         h.estimate_diagonal("xtrace")
+
+
+@pytest.mark.parametrize("estimator", ["xtrace", "xnystrace"])
+def test_the_standard_error_matches_the_spread_across_seeds(estimator):
+    # Framework-free: the terms' correlation (NOTE [exchangeable standard error]) is what
+    # this checks, against the spread of 150 estimates (its own relative error about 6%).
+    a, trace = spectrum_matrix()
+    runs = [estimators.estimate(estimator, lambda v: a @ v, np.sign(np.random.default_rng(s).standard_normal((N, 8))))
+            for s in range(150)]
+    values = np.array([r.estimate for r in runs])
+    errors = np.array([r.standard_error for r in runs])
+    ratio = errors.mean() / values.std(ddof=1)
+    assert 0.75 < ratio < 1.33, ratio
+    covered = np.mean(np.abs(values - trace) <= 2 * errors)
+    assert covered > 0.8, covered
+
+
+def test_the_covariance_term_is_what_raises_the_standard_error():
+    # With independent terms the correction averages out; the paper's error is its floor.
+    rng = np.random.default_rng(5)
+    independent = rng.standard_normal(40)
+    mean, error = estimators.exchangeable(40, lambda left_out, i: independent[i])
+    assert mean == pytest.approx(independent.mean())
+    assert error == pytest.approx(independent.std(ddof=1) / np.sqrt(40))

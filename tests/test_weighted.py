@@ -69,3 +69,45 @@ def test_bad_coefficients_are_named(backend, rng):
         backend.weighted_laplacian(f, np.ones((N, 2)))
     with pytest.raises(cg.ArgnumsTypeError, match="an int argnums"):
         backend.weighted_laplacian(f, np.eye(N), argnums=(0,))
+
+
+def array_module(backend):
+    if backend.name == "torch":
+        import torch
+
+        return torch
+    import jax.numpy
+
+    return jax.numpy
+
+
+def coefficient_function(backend):
+    # A state-dependent diffusion, indefinite and non-symmetric: outer(sin x, x) + diag(x^2) - I/2.
+    xp = array_module(backend)
+    return lambda x: xp.sin(x)[:, None] * x[None, :] + xp.diag(x ** 2) - 0.5 * xp.eye(N, dtype=x.dtype)
+
+
+def test_per_point_coefficients_are_traced_against_the_hessian_at_each_point(backend, rng):
+    f, c = function(backend), coefficient_function(backend)
+    xs = frameworks.convert(rng.standard_normal((3, N)), backend.name, "float64")
+    one = frameworks.quick(backend, backend.weighted_laplacian(f, c))
+    batched = frameworks.to_numpy(frameworks.quick(backend, backend.batched_weighted_laplacian(f, c))(xs))
+    for i in range(3):
+        hessian = frameworks.to_numpy(backend.hessian(f)(xs[i]))
+        expected = np.trace(frameworks.to_numpy(c(xs[i])) @ hessian)
+        np.testing.assert_allclose(frameworks.to_numpy(one(xs[i])), expected, **TOL["float64"]["same"])
+        np.testing.assert_allclose(batched[i], expected, **TOL["float64"]["same"])
+    given = np.stack([frameworks.to_numpy(c(xs[i])) for i in range(3)])
+    from_array = backend.batched_weighted_laplacian(f, frameworks.convert(given, backend.name, "float64"))(xs)
+    np.testing.assert_allclose(frameworks.to_numpy(from_array), batched, **TOL["float64"]["same"])
+
+
+def test_per_point_coefficients_of_the_wrong_shape_are_named(backend, rng):
+    f = function(backend)
+    x = frameworks.convert(rng.standard_normal(N), backend.name, "float64")
+    xp = array_module(backend)
+    with pytest.raises(cg.OptionError, match="coefficients of shape"):
+        backend.weighted_laplacian(f, lambda x: xp.eye(N + 1, dtype=x.dtype))(x)
+    xs = frameworks.convert(rng.standard_normal((3, N)), backend.name, "float64")
+    with pytest.raises(cg.OptionError, match="one 5 x 5 coefficient matrix per sample"):
+        backend.batched_weighted_laplacian(f, frameworks.convert(np.ones((2, N, N)), backend.name, "float64"))(xs)

@@ -27,6 +27,7 @@ from crossgrad.transforms import (
     compiled,
     curvature,
     derivatives,
+    gauss_newton,
     hessians,
     jacobians,
     models,
@@ -274,6 +275,7 @@ class Namespace:
     biharmonic = Bound(biharmonics.biharmonic)
     batched_biharmonic = Bound(biharmonics.batched_biharmonic)
     hessian_operator = Bound(operators.hessian_operator)
+    ggn_operator = Bound(gauss_newton.ggn_operator)
     jacobian_sparsity = Bound(sparse.jacobian_sparsity)
     hessian_sparsity = Bound(sparse.hessian_sparsity)
     sparse_jacobian = Bound(sparse.sparse_jacobian)

@@ -10,9 +10,24 @@ import numpy as np
 
 from crossgrad import errors, pytree, spec
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import curvature, estimators, policy
+from crossgrad.transforms import curvature, estimators, policy, spectra
 from crossgrad.transforms.call import Call
 from crossgrad.transforms.curvature import hessian_products
+
+
+def split(a: Any, v: Any, shapes: list[tuple[int, ...]]) -> list[Any]:
+    """A flat vector ``v`` as one piece per leaf of ``shapes``, in order."""
+    pieces, lo = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        pieces.append(a.reshape(a.slice_axis(v, lo, lo + size, 0), shape))
+        lo += size
+    return pieces
+
+
+def joined(a: Any, pieces: Any) -> Any:
+    """The pieces, flattened and concatenated: ``split``'s inverse."""
+    return a.concat([a.reshape(o, (-1,)) for o in pieces], 0)
 
 
 class HessianOperator:
@@ -24,7 +39,7 @@ class HessianOperator:
     ``H @ v`` (``v`` of shape ``(n,)``) or ``H @ V`` (``(n, m)``, the columns mapped at
     once).  ``dense()`` forms it (``n`` products); ``trace`` and ``diagonal`` take the
     routes of :func:`hessian_trace` / :func:`hessian_diagonal`; ``eigenvalues`` the
-    largest ones by Lanczos; ``to_scipy()`` a ``scipy.sparse.linalg.LinearOperator``.
+    largest ones by Lanczos; ``spectral_density`` by stochastic Lanczos quadrature; ``to_scipy()`` a ``scipy.sparse.linalg.LinearOperator``.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -33,8 +48,10 @@ class HessianOperator:
         ((2, 2), tensor([ 6., 12.]))
     """
 
+    name = "hessian_operator"
+
     def __init__(self, backend: Backend, f: Callable[..., Any], primals: tuple[Any, ...], argnums: Any):
-        name = "hessian_operator"
+        name = self.name
         self._f, self._primals, self._argnums = f, primals, argnums
         self._backend = backend
         self._call = Call(name, backend, f, primals, {}, argnums, False)
@@ -48,15 +65,8 @@ class HessianOperator:
         self.shape = (n, n)
         self.dtype = self._call.primals[0].dtype
 
-        call = self._call
-
         def hvp_at(primals: tuple[Any, ...], v: Any) -> Any:
-            product = hessian_products(backend, lambda *x: call.flat_output(*x)[0], primals)
-            pieces, lo = [], 0
-            for size, shape in zip(self._sizes, self._shapes):
-                pieces.append(a.reshape(a.slice_axis(v, lo, lo + size, 0), shape))
-                lo += size
-            return a.concat([a.reshape(o, (-1,)) for o in product(*pieces)], 0)
+            return joined(a, self._products_at(primals)(*split(a, v, self._shapes)))
 
         def columns_at(primals: tuple[Any, ...], v: Any) -> Any:
             return backend.primitives.vmap(lambda u: hvp_at(primals, u), 1, 1)(v)
@@ -65,22 +75,29 @@ class HessianOperator:
             one, many = (backend.builtins.compile(g, {}) for g in (hvp_at, columns_at))
         else:
             one, many = hvp_at, columns_at
+        call = self._call
         self._hvp: Callable[[Any], Any] = lambda v: one(call.primals, v)
         self._hvp_columns: Callable[[Any], Any] = lambda v: many(call.primals, v)
 
+    def _products_at(self, primals: tuple[Any, ...]) -> Callable[..., Any]:
+        """``t -> H t`` at ``primals`` (one piece per differentiated leaf): the operator's
+        product, which a subclass replaces (the Gauss-Newton operator's ``J^T H_l J``)."""
+        call = self._call
+        return hessian_products(self._backend, lambda *x: call.flat_output(*x)[0], primals)
+
     def __repr__(self) -> str:
-        return f"<HessianOperator {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
+        return f"<{type(self).__name__} {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
 
     def _check_vector(self, v: Any, what: str) -> None:
         if not self._backend.arrays.is_array(v):
             raise errors.InputDtypeError(
-                "hessian_operator", f"a {self._backend.name} array (the operator's framework)",
+                self.name, f"a {self._backend.name} array (the operator's framework)",
                 f"{what} of type {type(v).__module__}.{type(v).__name__}",
                 f"Convert it first, e.g. crossgrad.to_{self._backend.name}(v).")
         shape = self._backend.arrays.shape(v)
         if len(shape) not in (1, 2) or shape[0] != self.shape[1]:
             raise errors.StructureError(
-                "hessian_operator", f"a vector of shape ({self.shape[1]},) or a matrix with {self.shape[1]} rows",
+                self.name, f"a vector of shape ({self.shape[1]},) or a matrix with {self.shape[1]} rows",
                 f"{what} of shape {shape}", "Flatten the direction into one vector over the differentiated "
                 "leaves, in order.")
 
@@ -133,7 +150,7 @@ class HessianOperator:
             >>> round(H.estimate_trace("xtrace", samples=24).estimate, 6)
             20.0
         """
-        name = "hessian_operator.estimate_trace"
+        name = f"{self.name}.estimate_trace"
         spec.check_choice(name, "estimator", estimator, estimators.ESTIMATORS)
         return estimators.estimate(estimator, *self._random_products(name, estimator, samples, key))
 
@@ -151,7 +168,7 @@ class HessianOperator:
             >>> H.estimate_diagonal("xdiag", samples=8).estimate.round(decimals=4)
             tensor([ 6., 12.])
         """
-        name = "hessian_operator.estimate_diagonal"
+        name = f"{self.name}.estimate_diagonal"
         spec.check_choice(name, "estimator", estimator, estimators.DIAGONAL_ESTIMATORS)
         mean, error, products = estimators.estimate_diagonal(estimator, *self._random_products(name, estimator,
                                                                                                 samples, key))
@@ -172,6 +189,29 @@ class HessianOperator:
                                              lambda v: a.cast_like(a.from_numpy(np.ascontiguousarray(v), like), like))
         return apply, omega
 
+    def spectral_density(self, steps: int = 30, samples: int = 8, key: Any = 0) -> spectra.SpectralDensity:
+        """The spectral density by stochastic Lanczos quadrature (NOTE [stochastic lanczos
+        quadrature] in :mod:`crossgrad.transforms.spectra`): ``steps`` Lanczos steps from each of
+        ``samples`` random +-1 vectors drawn from ``key``, ``steps * samples`` products in all.
+
+        Returns a :class:`~crossgrad.transforms.spectra.SpectralDensity`: ``nodes`` and
+        ``weights`` (NumPy, ``(samples, steps)``), ``density(grid, width)`` and ``trace_of(g)``
+        (``tr g(H)``: the trace, ``log det``...).
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> H = cg.torch.hessian_operator(lambda x: (x ** 4).sum(), torch.ones(50, dtype=torch.float64))
+            >>> round(H.spectral_density(steps=5, samples=2).trace_of(lambda t: t), 6)
+            600.0
+        """
+        name = f"{self.name}.spectral_density"
+        for option, value in (("steps", steps), ("samples", samples)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise errors.OptionError(name, f"a positive int {option}", f"{option}={value!r}",
+                                         f"Pass {option}=30 or so; more {option} resolve the density finer.")
+        apply, omega = self._random_products(name, "hutchinson", samples, key)
+        return spectra.lanczos_quadrature(apply, omega[:, :samples], steps)
+
     def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0, *, which: str = "largest",
                     vectors: bool = False) -> Any:
         """``k`` eigenvalues, repeated ones as often as they occur (up to ``k``): ``which="largest"``
@@ -191,9 +231,9 @@ class HessianOperator:
         a = self._backend.arrays
         n = self.shape[0]
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
-            raise errors.OptionError("hessian_operator", f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
-        spec.check_choice("hessian_operator.eigenvalues", "which", which, ("largest", "smallest", "magnitude"))
-        spec.check_bool("hessian_operator.eigenvalues", "vectors", vectors)
+            raise errors.OptionError(self.name, f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
+        spec.check_choice(f"{self.name}.eigenvalues", "which", which, ("largest", "smallest", "magnitude"))
+        spec.check_bool(f"{self.name}.eigenvalues", "vectors", vectors)
         steps = min(n, iterations or max(2 * k + 20, 40))
         like = self._call.primals[0]
         dtype = a.to_numpy(like).dtype
@@ -247,7 +287,7 @@ class HessianOperator:
             from scipy.sparse.linalg import LinearOperator
         except ImportError as exc:
             raise errors.BackendUnavailableError(
-                "hessian_operator", "scipy to be importable for to_scipy()", f"ImportError: {exc}",
+                self.name, "scipy to be importable for to_scipy()", f"ImportError: {exc}",
                 "Install it with: pip install scipy") from exc
         a = self._backend.arrays
         like = self._call.primals[0]

@@ -1,5 +1,5 @@
-"""Weighted Laplacians: ``trace(C H)`` for a constant coefficient matrix ``C``, composed from
-the Laplacian.
+"""Weighted Laplacians: ``trace(C H)`` for a constant or per-point coefficient matrix ``C``,
+composed from the Laplacian.
 
 NOTE [weighted laplacian]
 General linear second-order operators (anisotropic diffusion, Fokker-Planck's
@@ -9,6 +9,16 @@ General linear second-order operators (anisotropic diffusion, Fokker-Planck's
 ordinary Laplacian (the collapsed Taylor route, or its estimators) of ``f`` composed with a
 linear map, pushing ``rank(C)`` directions in all instead of ``n``.  The factors are made
 once, when the transform is made.
+
+NOTE [per-point coefficients]
+A coefficient matrix that changes with the point (``C(x)``: a state-dependent diffusion)
+cannot be factored once, and an eigendecomposition per point under a trace has ranks that
+change from point to point.  Polarization needs none: with ``L+- = (a I +- S / a) / 2``
+(``S`` the symmetric part of ``C``, any ``a > 0``), ``tr(L+^T H L+) - tr(L-^T H L-) =
+tr(S H)``, so ``trace(C H)`` is again two Laplacians of ``y -> f(x + L y)``, of ``n``
+directions each, with ``L+-`` an argument computed from ``C`` at the point (not
+differentiated).  ``a^2`` is ``C``'s root-mean-square entry times ``sqrt(n)`` so that both
+parts are of ``S``'s scale: the difference then loses about as much as a Laplacian does.
 """
 
 from __future__ import annotations
@@ -43,11 +53,85 @@ def _factors(name: str, coefficients: Any) -> tuple[int, list[np.ndarray]]:
     return c.shape[0], parts
 
 
-def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
-              estimator: str, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+def _check_argnums(name: str, argnums: Any) -> None:
     if not (isinstance(argnums, int) and not isinstance(argnums, bool)):
         raise errors.ArgnumsTypeError(name, "one differentiated argument (an int argnums)", f"argnums={argnums!r}",
                                       "Pass argnums=k; flatten several inputs into one array for their joint operator.")
+
+
+def _axes(in_axes: Any, nargs: int) -> tuple[Any, ...]:
+    return tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * nargs
+
+
+def _check_size(name: str, size: int, got: tuple[int, ...]) -> None:
+    if got[-2:] != (size, size):
+        raise errors.OptionError(name, f"coefficients of shape ({size}, {size}) for an argument of {size} elements",
+                                 f"coefficients of shape {got}", "Give C over the argument's elements, flattened.")
+
+
+def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
+               estimator: str, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+    """``trace(C H)`` with ``C`` a function of the arguments (or, batched, one matrix per
+    sample): NOTE [per-point coefficients]."""
+    arrays = backend.arrays
+    made: dict[int, Callable[..., Any]] = {}
+
+    def laplacian_for(nargs: int) -> Callable[..., Any]:
+        if nargs not in made:
+            k = spec.normalize_argnums(name, argnums, nargs)[0][0]
+
+            def g(y: Any, lin: Any, *args: Any, **kwargs: Any) -> Any:
+                x = args[k]  # one sample's (the batched form is written per sample)
+                moved = x + arrays.reshape(lin @ y, arrays.shape(x))
+                return f(*args[:k], moved, *args[k + 1:], **kwargs)
+
+            if in_axes is None:
+                made[nargs] = curvature.laplacian(backend, g, 0, estimator=estimator, samples=samples, key=key,
+                                                  chunk_size=chunk_size)
+            else:
+                made[nargs] = curvature.batched_laplacian(backend, g, 0, (0, 0, *_axes(in_axes, nargs)),
+                                                          estimator=estimator, samples=samples, key=key,
+                                                          basis_chunk_size=chunk_size)
+        return made[nargs]
+
+    def matrices(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not callable(coefficients):
+            return arrays.cast_like(arrays.as_array(coefficients), args[argnums])
+        if in_axes is None:
+            return coefficients(*args, **kwargs)
+        return backend.primitives.vmap(lambda *a: coefficients(*a, **kwargs), _axes(in_axes, len(args)), 0,
+                                       "different")(*args)
+
+    def transformed(*args: Any, **kwargs: Any) -> Any:
+        k = spec.normalize_argnums(name, argnums, len(args))[0][0]
+        x = args[k]
+        lead = () if in_axes is None else (arrays.shape(x)[0],)
+        n = arrays.size(x) // max(int(np.prod(lead)), 1)
+        c = matrices(args, kwargs)
+        _check_size(name, n, tuple(arrays.shape(c)))
+        if tuple(arrays.shape(c)[:-2]) != lead:
+            raise errors.OptionError(name, f"one {n} x {n} coefficient matrix per sample (shape {(*lead, n, n)})",
+                                     f"coefficients of shape {tuple(arrays.shape(c))}",
+                                     "Return C for one sample from the coefficient function, or pass a (B, n, n) array.")
+        perm = (1, 0) if in_axes is None else (0, 2, 1)
+        s = (c + arrays.transpose(c, perm)) / 2
+        rms = ((s * s).sum(axis=(-2, -1)) / n) ** 0.5
+        a = (rms * n ** 0.5 + (rms == 0)) ** 0.5  # a^2 of S's scale; 1 where C is zero
+        a = arrays.reshape(a, (*lead, 1, 1))
+        eye = arrays.eye(n, x)
+        y = arrays.zeros((*lead, n), x)
+        lap = laplacian_for(len(args))
+        plus = lap(y, (a * eye + s / a) / 2, *args, **kwargs)
+        return plus - lap(y, (a * eye - s / a) / 2, *args, **kwargs)
+
+    return transformed
+
+
+def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
+              estimator: str, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+    _check_argnums(name, argnums)
+    if callable(coefficients) or (in_axes is not None and len(getattr(coefficients, "shape", ())) == 3):
+        return _per_point(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, chunk_size)
     n, factors = _factors(name, coefficients)
     arrays = backend.arrays
     made: dict[Any, list[tuple[Any, Callable[..., Any]]]] = {}
@@ -72,7 +156,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
                     lap = curvature.laplacian(backend, g, 0, estimator=estimator, samples=samples, key=key,
                                               chunk_size=chunk_size)
                 else:
-                    axes = (0, *(in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * nargs))
+                    axes = (0, *_axes(in_axes, nargs))
                     lap = curvature.batched_laplacian(backend, g, 0, axes, estimator=estimator, samples=samples,
                                                       key=key, basis_chunk_size=chunk_size)
                 built.append((factor.shape[1], lap))
@@ -88,9 +172,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
             size = arrays.size(x) // max(batch, 1)
         else:
             size = arrays.size(x)
-        if size != n:
-            raise errors.OptionError(name, f"coefficients of shape ({size}, {size}) for an argument of {size} elements",
-                                     f"coefficients of shape ({n}, {n})", "Give C over the argument's elements, flattened.")
+        _check_size(name, size, (n, n))
         total = None
         for sign, (rank, lap) in zip((1.0, -1.0), parts_for(len(args), x)):
             y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
@@ -111,9 +193,11 @@ def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: An
                        chunk_size: int | str | None = None) -> Callable[..., Any]:
     """``trace(C H)``: the second-order operator ``sum_ij C_ij d2 f / dx_i dx_j`` of ``f`` in
     argument ``argnums`` (one array; ``C``: ``n x n`` over its elements, flattened), one value
-    per output element.  Exact by collapsed Taylor over ``rank(C)`` directions (NOTE
-    [weighted laplacian]), or estimated (``estimator="hutchinson"``, ``samples``, ``key``,
-    as :func:`laplacian`).
+    per output element.  ``coefficients`` is a constant matrix (exact by collapsed Taylor over
+    ``rank(C)`` directions: NOTE [weighted laplacian]) or a function of ``f``'s arguments
+    returning the matrix at the point (a state-dependent diffusion; ``2n`` directions, ``C``
+    not differentiated: NOTE [per-point coefficients]).  Estimated with
+    ``estimator="hutchinson"``, ``samples``, ``key``, as :func:`laplacian`.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -131,14 +215,18 @@ def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: An
 def batched_weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: Any, argnums: int = 0,
                                in_axes: Any = 0, estimator: str = "exact", samples: int | None = None, key: Any = None,
                                *, basis_chunk_size: int | None = None) -> Callable[..., Any]:
-    """Per-sample ``trace(C H)`` of a batch, one ``C`` for all samples (``f`` written for one
-    sample, ``in_axes`` as :func:`batched_laplacian`'s; the differentiated argument batched on
-    axis 0).
+    """Per-sample ``trace(C H)`` of a batch, shape ``(B, *out)``: one ``n x n`` ``C`` for all
+    samples, a ``(B, n, n)`` array (one per sample), or a function of one sample's arguments
+    returning its ``C`` (as :func:`weighted_laplacian`'s).  ``f`` is written for one sample,
+    ``in_axes`` as :func:`batched_laplacian`'s; the differentiated argument batched on axis 0.
 
     Example:
         >>> import torch, crossgrad as cg
         >>> C = torch.eye(2)
         >>> cg.torch.batched_weighted_laplacian(lambda x: (x ** 3).sum(), C)(torch.ones(4, 2))
+        tensor([12., 12., 12., 12.])
+        >>> D = lambda x: torch.diag(x ** 2)                  # a diffusion that varies in space
+        >>> cg.torch.batched_weighted_laplacian(lambda x: (x ** 3).sum(), D)(torch.ones(4, 2)).round(decimals=4)
         tensor([12., 12., 12., 12.])
     """
     name = "batched_weighted_laplacian"
