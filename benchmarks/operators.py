@@ -20,7 +20,7 @@ intra-op thread), fp32, functions written once per framework:
 
 Timings: every route of a case in blocks of calls (about 20 ms each) after two untimed calls,
 the routes alternated over ``ROUNDS`` rounds, medians; agreement with the nested route checked
-first.  ``-k TEXT`` keeps the cases whose name contains TEXT.
+first.  The process is pinned to one core (``pin_one_core``).  ``-k TEXT`` keeps the cases whose name contains TEXT.
 """
 
 from __future__ import annotations
@@ -97,13 +97,14 @@ def _median_ms(fn: Callable[[], Any]) -> float:
     return statistics.median(times) * 1e3
 
 
-def timed(routes: dict[str, Callable[[], Any]]) -> dict[str, dict[str, float]]:
-    """Median ms per route (alternated rounds) and the first call's seconds."""
-    first = {}
+def timed(routes: dict[str, Callable[[], Any]], first: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Median ms per route (alternated rounds) and the first call's seconds (``first``: those
+    measured where the route was first called, its compilation included)."""
+    first = dict(first or {})
     for name, fn in routes.items():
         t0 = time.perf_counter()
         fn()
-        first[name] = time.perf_counter() - t0
+        first.setdefault(name, time.perf_counter() - t0)
         fn()
     samples: dict[str, list[float]] = {k: [] for k in routes}
     for _ in range(ROUNDS):
@@ -113,11 +114,47 @@ def timed(routes: dict[str, Callable[[], Any]]) -> dict[str, dict[str, float]]:
             for k, v in samples.items()}
 
 
+def _first(first: dict[str, float], name: str, call: Callable[[], Any]) -> Any:
+    """``call()``, its seconds kept as the route's first call (compilation included)."""
+    t0 = time.perf_counter()
+    out = call()
+    first[name] = time.perf_counter() - t0
+    return out
+
+
 def _agree(name: str, got: Any, want: np.ndarray) -> float:
     err = float(np.max(np.abs(np.asarray(got, dtype=np.float64) - want)) / max(np.max(np.abs(want)), 1e-30))
     if err > 2e-3:
         raise AssertionError(f"{name} disagrees with the nested route: relative error {err:.2e}")
     return err
+
+
+def laplacian_flops(sizes: list[int], batch: int) -> float:
+    """The collapsed Taylor route's matmul FLOPs for an MLP's batched Laplacian: every layer
+    carries the value, ``n`` first-order rows and the summed second-order row, except the
+    first, whose rows are its weight matrix itself (the basis is the identity)."""
+    n = sizes[0]
+    total = 0.0
+    for layer, (i, o) in enumerate(itertools.pairwise(sizes)):
+        total += 2.0 * i * o * ((0 if layer == 0 else n) + 2)
+    return batch * total
+
+
+def flop_ceiling() -> dict[str, float]:
+    """The measured fp32 matmul rate of each framework on one thread (GFLOP/s): a 1024 x 1024
+    product, median of the timing blocks."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    m = 1024
+    a = np.random.default_rng(0).standard_normal((m, m)).astype(np.float32)
+    aj, at = jnp.asarray(a), torch.tensor(a)
+    mm = jax.jit(lambda x: x @ x)
+    mm(aj).block_until_ready()
+    flops = 2.0 * m ** 3
+    return {"jax": flops / _median_ms(lambda: mm(aj).block_until_ready()) / 1e6,
+            "torch": flops / _median_ms(lambda: torch.mm(at, at)) / 1e6}
 
 
 def laplacian_case(name: str, sizes: list[int], batch: int, form: str) -> dict[str, Any]:
@@ -132,21 +169,23 @@ def laplacian_case(name: str, sizes: list[int], batch: int, form: str) -> dict[s
     xj, xt = jnp.asarray(x), torch.tensor(x)
     nested = jax.jit(jax.vmap(lambda p: jnp.trace(jax.hessian(fj)(p), axis1=-2, axis2=-1)))
     cg_jax, cg_torch = cg.jit(cg.batched_laplacian(fj)), cg.jit(cg.batched_laplacian(ft))
-    want = np.asarray(nested(xj), dtype=np.float64)
+    first: dict[str, float] = {}
+    want = np.asarray(_first(first, "nested", lambda: nested(xj).block_until_ready()), dtype=np.float64)
     routes: dict[str, Callable[[], Any]] = {"nested": lambda: nested(xj).block_until_ready()}
     try:
         import folx
 
         folx_fn = jax.jit(jax.vmap(lambda p: folx.forward_laplacian(fj, sparsity_threshold=0)(p).laplacian))
-        _agree("folx", folx_fn(xj), want)
+        _agree("folx", _first(first, "folx", lambda: folx_fn(xj).block_until_ready()), want)
         routes["folx"] = lambda: folx_fn(xj).block_until_ready()
     except ImportError:
         pass
-    _agree("crossgrad jax", cg_jax(xj), want)
-    _agree("crossgrad torch", cg_torch(xt).numpy(), want)
+    _agree("crossgrad jax", _first(first, "cg jax", lambda: cg_jax(xj).block_until_ready()), want)
+    _agree("crossgrad torch", _first(first, "cg torch", lambda: cg_torch(xt)).numpy(), want)
     routes["cg jax"] = lambda: cg_jax(xj).block_until_ready()
     routes["cg torch"] = lambda: cg_torch(xt)
-    return {"case": f"laplacian {name} [{form}]", "kind": "laplacian", "routes": timed(routes)}
+    return {"case": f"laplacian {name} [{form}]", "kind": "laplacian", "routes": timed(routes, first),
+            "flops": laplacian_flops(sizes, batch)}
 
 
 def biharmonic_case() -> dict[str, Any]:
@@ -171,21 +210,23 @@ def biharmonic_case() -> dict[str, Any]:
     nested_j = jax.jit(jax.vmap(lap_j(lap_j(fj))))
     nested_t = vmap(lap_t(lap_t(ft)))
     cg_jax, cg_torch = cg.jit(cg.batched_biharmonic(fj)), cg.jit(cg.batched_biharmonic(ft))
-    want = np.asarray(nested_j(xj), dtype=np.float64)
-    _agree("crossgrad jax", cg_jax(xj), want)
-    _agree("crossgrad torch", cg_torch(xt).numpy(), want)
-    _agree("torch nested", nested_t(xt).numpy(), want)
+    first: dict[str, float] = {}
+    want = np.asarray(_first(first, "nested jax", lambda: nested_j(xj).block_until_ready()), dtype=np.float64)
+    _agree("crossgrad jax", _first(first, "cg jax", lambda: cg_jax(xj).block_until_ready()), want)
+    _agree("crossgrad torch", _first(first, "cg torch", lambda: cg_torch(xt)).numpy(), want)
+    _agree("torch nested", _first(first, "nested torch", lambda: nested_t(xt)).numpy(), want)
     routes: dict[str, Callable[[], Any]] = {
         "nested jax": lambda: nested_j(xj).block_until_ready(), "cg jax": lambda: cg_jax(xj).block_until_ready(),
         "nested torch": lambda: nested_t(xt), "cg torch": lambda: cg_torch(xt)}
     note = ""
     try:
         compiled = torch.compile(nested_t)
-        _agree("torch nested compiled", compiled(xt).detach().numpy(), want)
+        _agree("torch nested compiled", _first(first, "nested torch compiled", lambda: compiled(xt)).detach().numpy(),
+               want)
         routes["nested torch compiled"] = lambda: compiled(xt)
     except Exception as exc:  # torch.compile of nested torch.func hessians: reported, not fatal
         note = f"torch.compile of the nested route failed: {type(exc).__name__}"
-    return {"case": "biharmonic mlp5-64-64-1-B64", "kind": "biharmonic", "routes": timed(routes), "note": note}
+    return {"case": "biharmonic mlp5-64-64-1-B64", "kind": "biharmonic", "routes": timed(routes, first), "note": note}
 
 
 def estimator_case(framework: str) -> dict[str, Any]:
@@ -229,15 +270,22 @@ def estimator_case(framework: str) -> dict[str, Any]:
 
 def goals(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
+    ceiling = next((r["ceiling"] for r in rows if r["kind"] == "ceiling"), {})
     for r in rows:
         t = r.get("routes", {})
+        if r["kind"] == "ceiling":
+            lines.append(f"- fp32 matmul ceiling, one thread (1024 x 1024): jax {r['ceiling']['jax']:.0f} GFLOP/s, "
+                         f"torch {r['ceiling']['torch']:.0f} GFLOP/s")
         if r["kind"] == "laplacian":
             jax_ms, torch_ms = t["cg jax"]["ms"], t["cg torch"]["ms"]
+            bound = (f"; bound at the jax ceiling {r['flops'] / ceiling['jax'] / 1e6:.3f} ms, torch's matmul ceiling "
+                     f"{ceiling['jax'] / ceiling['torch']:.1f}x below jax's") if ceiling else ""
             if "folx" in t:
                 ratio = jax_ms / t["folx"]["ms"]
                 lines.append(f"- {r['case']}: crossgrad jax / folx {ratio:.2f}x "
                              f"({'met' if ratio <= 1.0 else 'MISSED'}, goal <= 1.0x); torch / crossgrad jax "
-                             f"{torch_ms / jax_ms:.2f}x ({'met' if torch_ms / jax_ms <= 1.2 else 'MISSED'}, goal <= 1.2x)")
+                             f"{torch_ms / jax_ms:.2f}x ({'met' if torch_ms / jax_ms <= 1.2 else 'MISSED'}, goal <= 1.2x)"
+                             + bound)
             else:
                 lines.append(f"- {r['case']}: folx not installed; torch / crossgrad jax {torch_ms / jax_ms:.2f}x")
         elif r["kind"] == "biharmonic":
@@ -259,10 +307,18 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
 def report(rows: list[dict[str, Any]], header: list[str]) -> list[str]:
     md = ["# crossgrad differential-operator benchmark", ""] + [f"- {h}" for h in header] + ["", "## Goals", ""]
     md += [*goals(rows), "", "## Timings (ms, median; +- half the range over rounds; first call s)", "",
-           "| case | route | ms | +- | first s |", "|---|---|---|---|---|"]
+           "| case | route | ms | +- | first call s (compile) | GFLOP/s (collapsed-Taylor count) | % of matmul ceiling |",
+           "|---|---|---|---|---|---|---|"]
+    ceiling = next((r["ceiling"] for r in rows if r["kind"] == "ceiling"), {})
     for r in rows:
         for k, v in r.get("routes", {}).items():
-            md.append(f"| {r['case']} | {k} | {v['ms']:.3f} | {v['spread']:.3f} | {v['first_s']:.2f} |")
+            rate = cells = ""
+            if "flops" in r:
+                gflops = r["flops"] / v["ms"] / 1e6
+                rate = f"{gflops:.1f}"
+                top = ceiling.get("torch" if "torch" in k else "jax")
+                cells = f"{100 * gflops / top:.0f}%" if top else ""
+            md.append(f"| {r['case']} | {k} | {v['ms']:.3f} | {v['spread']:.3f} | {v['first_s']:.2f} | {rate} | {cells} |")
         if r.get("note"):
             md.append(f"| {r['case']} | note | {r['note']} | | |")
     md += ["", "## Estimators (24 products)", "", "| case | estimator | median rel. error | within 1 SE | within 2 SE | "
@@ -284,7 +340,20 @@ def report(rows: list[dict[str, Any]], header: list[str]) -> list[str]:
     return md
 
 
+def pin_one_core() -> str:
+    """The process held to one core: jax 0.10's CPU runtime spreads a matmul over every core
+    whatever ``XLA_FLAGS`` say (measured: a 1024 x 1024 product at 375 GFLOP/s unpinned, 203
+    pinned, on two cores), so that "one thread per framework" holds only pinned."""
+    try:
+        core = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {core})
+        return f"pinned to core {core}"
+    except (AttributeError, OSError):  # not Linux: the flags alone
+        return "not pinned (no sched_setaffinity)"
+
+
 def main(argv: list[str]) -> int:
+    pinned = pin_one_core()  # before either framework starts its threads
     import torch
 
     torch.set_num_threads(1)
@@ -292,14 +361,15 @@ def main(argv: list[str]) -> int:
     from benchmarks import report as bench_report
 
     selection = argv[argv.index("-k") + 1] if "-k" in argv else ""
-    jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("matmul ceiling", lambda: {"case": "matmul ceiling", "kind": "ceiling", "ceiling": flop_ceiling()})]
     for name, (sizes, batch, forms) in LAPLACIANS.items():
         for form in forms:
             jobs.append((f"laplacian {name} [{form}]",
                          lambda s=sizes, b=batch, fm=form, nm=name: laplacian_case(nm, s, b, fm)))
     jobs.append(("biharmonic mlp5-64-64-1-B64", biharmonic_case))
     jobs += [(f"estimators [{fw}]", lambda fw=fw: estimator_case(fw)) for fw in ("jax", "torch")]
-    chosen = [(n, j) for n, j in jobs if selection in n]
+    chosen = [(n, j) for n, j in jobs if selection in n or n == "matmul ceiling"]
     start = time.monotonic()
     rows = []
     for i, (name, job) in enumerate(chosen):
@@ -318,9 +388,9 @@ def main(argv: list[str]) -> int:
             versions[peer] = "not installed"
     device = harness.device_name()
     stamp = dt.date.today().isoformat()
-    header = [f"device: {device} (one thread per framework)", f"date: {stamp}; selection: "
+    header = [f"device: {device} (one thread per framework, {pinned})", f"date: {stamp}; selection: "
               f"{selection or f'all {len(chosen)} cases'}",
-              "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "fp32 timings; estimators in float64",
+              "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "fp32 timings; estimators: torch float64, jax float32 (x64 off)",
               f"timing: routes alternated over {ROUNDS} rounds of {BLOCKS} blocks (~20 ms each), medians",
               f"benchmark time: {time.monotonic() - start:.0f} s"]
     md = report(rows, header)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crossgrad import errors, spec
-from crossgrad.backends import infer_backend
+from crossgrad.backends import framework_of, infer_backend
 from crossgrad.errors import (
     ArgnumsError,
     ArgnumsTypeError,
@@ -123,6 +123,10 @@ def _deferred(name: str) -> Callable[..., Any]:
 
         @functools.wraps(f)
         def transformed(*args: Any, **kwargs: Any) -> Any:
+            if not kwargs and len(made) == 1:  # the steady call: positional arrays of the one framework made
+                for b, fn in made.items():
+                    if args and all(framework_of(a) == b for a in args):
+                        return fn(*args)
             return made_for(infer_backend(name, args, kwargs))(*args, **kwargs)
 
         def batched_form(framework: str, axes: Any) -> Callable[..., Any] | None:

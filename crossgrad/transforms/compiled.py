@@ -470,8 +470,16 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         return trace.result
 
     lifted = models.Lifted(backend, f)
+    is_array, array_signature = arrays.is_array, arrays.signature
 
     def jitted(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs and all(is_array(a) for a in args):
+            # The steady call, kept to a signature and a guard (a tenth of a small compiled
+            # Laplacian's time went to the general path): arrays only, so no model to lift
+            # and no dict to order; ``signature`` gives this key for such calls.
+            known = runs.get(tuple(array_signature(a) for a in args))
+            if known is not None and (known[0] == "eager" or known[2].holds()):
+                return known[1](*args)
         at = models.positions(backend, args)
         if at:  # NOTE [models as arguments]: the model's parameters are the program's inputs
             jitted_g, args = lifted.of(args, at, lambda g: jit(backend, g, check, options, route=route))
