@@ -344,3 +344,35 @@ def test_vmap_of_the_single_point_form_takes_the_batched_route(backend, transfor
     np.testing.assert_allclose(frameworks.to_numpy(got), np.stack(expected), **F64)
     if backend.name == "torch":
         assert not [r for r in caplog.records if "called under a torch.func transform" in r.getMessage()]
+
+
+PRODUCT_FORMS = {  # one layer's product of an 8-vector x, written as users write it: (W's shape, product)
+    "W @ x": ((6, 8), lambda w, x, xp: w @ x),
+    "x @ W.T": ((6, 8), lambda w, x, xp: x @ w.T),
+    "einsum": ((6, 8), lambda w, x, xp: xp.einsum("oi,i->o", w, x)),
+    "W @ X (a matrix input)": ((6, 4), lambda w, x, xp: (w @ x.reshape(4, 2)).reshape(-1)),
+    "batched W @ x": ((2, 3, 4), lambda w, x, xp: (w @ x.reshape(2, 4, 1)).reshape(-1)),
+}
+
+
+@pytest.mark.parametrize("form", list(PRODUCT_FORMS))
+def test_every_form_of_a_product_gives_the_laplacian_of_the_nested_hessian(backend, form, rng):
+    # NOTE [rows-first products]: the jax rule for W @ x, and where it does not apply.
+    if backend.name == "torch":
+        import torch as xp
+    else:
+        import jax.numpy as xp
+    shape, product = PRODUCT_FORMS[form]
+    w = frameworks.convert(rng.standard_normal(shape), backend.name, "float64")
+    v = frameworks.convert(rng.standard_normal(12 if len(shape) == 2 and shape[1] == 4 else 6), backend.name,
+                           "float64")
+
+    def f(x):
+        return (v * xp.tanh(product(w, x, xp))).sum()
+
+    xs = frameworks.convert(rng.standard_normal((3, 8)), backend.name, "float64")
+    nested = frameworks.to_numpy(backend.batched_laplacian(f, impl="builtin")(xs))
+    got = frameworks.to_numpy(frameworks.quick(backend, backend.batched_laplacian(f))(xs))
+    np.testing.assert_allclose(got, nested, **F64)
+    one = frameworks.quick(backend, backend.laplacian(f))
+    np.testing.assert_allclose(frameworks.to_numpy(one(xs[0])), nested[0], **F64)

@@ -31,6 +31,16 @@ independent under an outer ``vmap``: the basis of a Laplacian does not depend on
 point, so a first layer's ``W @ T`` is computed once for the batch, not per point (a
 concatenation with the per-point ``S`` broadcast it over the batch).
 
+NOTE [rows-first products]
+Coefficients keep their rows leading, ``(rows, *value)``.  A product ``W @ x`` mapped over
+the rows of ``x``'s coefficients is ``dot_general(W, T)``, whose output puts ``W``'s free
+dimension first, ``(h, rows)``: the map then transposes it to ``(rows, h)``, and under an
+outer batch each layer's coefficients are copied twice (measured on XLA's CPU compiler, a
+50-192-192-128-128-1 Laplacian at B16: ``W @ x`` 1.15 ms where the same MLP written
+``x @ W.T`` takes 0.70).  The jax backend computes it as ``T @ W^T`` (``dot_general(T, W)``
+contracting the same dimensions), rows first, with no transpose: the form the layer is
+written in no longer matters.
+
 NOTE [one summed row]
 A linear operation maps the collapsed ``S`` (one row) by the operation itself, not by a
 map over its unit row axis: mapped, the last layer's product keeps the unit dimension,
@@ -345,7 +355,7 @@ def bytes_per_direction(backend: Backend, rec: Recording, primals: Sequence[Any]
     for e in rec.entries:
         if e.results is not None:
             total += sum(a.nbytes(r) for r in e.results if backend.taylor.is_float(r))
-        elif isinstance(e.info, tuple) and len(e.info) == 3:
-            total += itemsize * math.prod(e.info[2])
+        elif getattr(e.info, "shape", None) is not None:  # a jax primitive's record: its output shape
+            total += itemsize * math.prod(e.info.shape)
     return int(2 * total)
 

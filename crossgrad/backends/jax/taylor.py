@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from crossgrad import pytree
 from crossgrad.transforms.taylor import Entry, Recording, Unrecorded
+
+
+class Primitive(NamedTuple):
+    """What the rules read of one recorded jax operation."""
+
+    name: str
+    pointwise_body: bool  # a sub-program of elementwise primitives (a custom_jvp activation)
+    shape: tuple[int, ...]  # of its first output
+    params: dict[str, Any]
 
 _LINEAR = {
     "neg", "reshape", "broadcast_in_dim", "transpose", "reduce_sum", "squeeze", "expand_dims", "slice", "rev",
@@ -117,8 +126,8 @@ def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
             out_keys = [(scope, v) for v in eqn.outvars]
             for v, k in zip(eqn.outvars, out_keys):
                 env[v] = k
-            info = (eqn.primitive.name, inner is not None and _is_pointwise_body(inner),
-                    tuple(getattr(eqn.outvars[0].aval, "shape", ())))
+            info = Primitive(eqn.primitive.name, inner is not None and _is_pointwise_body(inner),
+                             tuple(getattr(eqn.outvars[0].aval, "shape", ())), dict(eqn.params))
             entries.append(Entry(eqn.primitive.name, _binder(eqn), keys, values, out_keys, None, info))
         return [atom(v) for v in jaxpr.outvars]
 
@@ -128,7 +137,7 @@ def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
     for o in outs:
         if isinstance(o, tuple) and o[0] == "value":
             key = ("constant", len(entries))
-            entries.append(Entry("constant", lambda _v=o[1]: [_v], [], [], [key], None, ("constant", False, ())))
+            entries.append(Entry("constant", lambda _v=o[1]: [_v], [], [], [key], None, Primitive("constant", False, (), {})))
             o = key
         outputs.append(o)
     return Recording(inputs, entries, outputs, found["treedef"])
@@ -152,9 +161,13 @@ def is_float(x: Any) -> bool:
 def kind(entry: Entry, live: tuple[int, ...]) -> Any:
     """How NOTE [collapsed taylor] treats the primitive, given the input positions that
     vary (see the torch backend's ``kind``)."""
-    name, pointwise_body, shape = entry.info
+    name, pointwise_body, shape, _ = entry.info
     if name in _CONSTANT:
         return "constant"
+    if name == "dot_general" and live == (1,):
+        rows_first = _rows_first_product(entry)
+        if rows_first is not None:
+            return rows_first
     if name in _LINEAR or (name in _LINEAR_FIRST and live == (0,)):
         return "linear"
     if name in _JOINS:
@@ -182,3 +195,22 @@ def kind(entry: Entry, live: tuple[int, ...]) -> Any:
     if len(live) == 1 and (name in _POINTWISE or pointwise_body):
         return "pointwise"
     return "general"
+
+
+def _rows_first_product(entry: Entry) -> Callable[..., tuple[Any, ...]] | None:
+    """``W @ t`` for a varying vector ``t`` (``W`` fixed), over the rows of ``t``'s
+    coefficients, as ``T @ W^T``: NOTE [rows-first products].  None where it does not apply
+    (batch dimensions, or ``t`` with free dimensions of its own: the product's output would
+    need a transpose either way)."""
+    params = entry.info.params
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = params["dimension_numbers"]
+    w = entry.values[0]
+    if lhs_batch or rhs_batch or w is None or len(entry.info.shape) != w.ndim - len(lhs_contract):
+        return None
+    dims = ((tuple(c + 1 for c in rhs_contract), tuple(lhs_contract)), ((), ()))
+    precision, element = params.get("precision"), params.get("preferred_element_type")
+
+    def product(t: Any) -> tuple[Any, ...]:
+        return (jax.lax.dot_general(t, w, dims, precision=precision, preferred_element_type=element),)
+
+    return product
