@@ -353,11 +353,13 @@ def pin_one_core() -> str:
 
 
 def main(argv: list[str]) -> int:
+    from benchmarks import harness
+
+    device = harness.device_name()  # the machine's cores, before the process is held to one
     pinned = pin_one_core()  # before either framework starts its threads
     import torch
 
     torch.set_num_threads(1)
-    from benchmarks import harness
     from benchmarks import report as bench_report
 
     selection = argv[argv.index("-k") + 1] if "-k" in argv else ""
@@ -386,7 +388,6 @@ def main(argv: list[str]) -> int:
             versions[peer] = version(peer)
         except Exception:
             versions[peer] = "not installed"
-    device = harness.device_name()
     stamp = dt.date.today().isoformat()
     header = [f"device: {device} (one thread per framework, {pinned})", f"date: {stamp}; selection: "
               f"{selection or f'all {len(chosen)} cases'}",

@@ -269,6 +269,16 @@ def test_hessian_operator(backend):
         H @ frameworks.convert(np.ones(3), backend.name, "float64")
 
 
+def test_lanczos_reports_its_progress_when_asked(backend, capsys):
+    f, x, a = quadratic(backend, n=7)
+    H = backend.hessian_operator(f, x)
+    H.eigenvalues(k=2, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1] == "hessian_operator.eigenvalues: 7/7 products"
+    H.eigenvalues(k=2)
+    assert capsys.readouterr().err == ""
+
+
 def test_hessian_operator_products_follow_the_point_when_built_under_jit():
     """jax compiles the operator's products once (NOTE [operator products]); an operator
     built inside the user's jax.jit, at a traced point, gives that point's products."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -213,7 +214,7 @@ class HessianOperator:
         return spectra.lanczos_quadrature(apply, omega[:, :samples], steps)
 
     def eigenvalues(self, k: int = 6, iterations: int | None = None, key: Any = 0, *, which: str = "largest",
-                    vectors: bool = False) -> Any:
+                    vectors: bool = False, progress: bool = False) -> Any:
         """``k`` eigenvalues, repeated ones as often as they occur (up to ``k``): ``which="largest"``
         (algebraic, descending), ``"smallest"`` (ascending) or ``"magnitude"`` (the largest
         absolute values, descending by them).  With ``vectors=True``, ``(values, vectors)``: the
@@ -224,7 +225,8 @@ class HessianOperator:
         a repeated eigenvalue), started from random +-1 vectors drawn from ``key``; where
         a block falls into the space already spanned (an invariant subspace: breakdown),
         the basis restarts from coordinate directions orthogonal to it.  ``iterations``
-        products in all (default ``max(2k + 20, 40)``, at most ``n``: exact at ``n``).
+        products in all (default ``max(2k + 20, 40)``, at most ``n``: exact at ``n``).  With
+        ``progress=True`` the products done so far are printed to stderr after each block.
         """
         import numpy as np
 
@@ -234,6 +236,7 @@ class HessianOperator:
             raise errors.OptionError(self.name, f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
         spec.check_choice(f"{self.name}.eigenvalues", "which", which, ("largest", "smallest", "magnitude"))
         spec.check_bool(f"{self.name}.eigenvalues", "vectors", vectors)
+        spec.check_bool(f"{self.name}.eigenvalues", "progress", progress)
         steps = min(n, iterations or max(2 * k + 20, 40))
         like = self._call.primals[0]
         dtype = a.to_numpy(like).dtype
@@ -268,6 +271,8 @@ class HessianOperator:
             block = self._hvp_columns(columns)
             basis += fresh
             products += [block[:, i] for i in range(len(fresh))]
+            if progress:
+                print(f"{self.name}.eigenvalues: {len(basis)}/{steps} products", file=sys.stderr, flush=True)
         q = a.to_numpy(a.concat([a.reshape(v, (n, 1)) for v in basis], 1)).astype(np.float64)
         hq = a.to_numpy(a.concat([a.reshape(v, (n, 1)) for v in products], 1)).astype(np.float64)
         t = q.T @ hq
