@@ -36,7 +36,7 @@ def problem(backend):
 
 def oracle(backend, model, loss, w, b):
     """J^T H_l J over the output (z, scale), flattened, and the input (w, b)."""
-    jac = cg.jacobian(model, argnums=(0, 1))(w, b)
+    jac = frameworks.quick(backend, backend.jacobian(model, argnums=(0, 1)))(w, b)
     rows = [np.concatenate([frameworks.to_numpy(block) .reshape(size, -1) for block in jac[name]], axis=1)
             for name, size in (("z", C), ("scale", 1))]
     j = np.concatenate(rows, axis=0)  # (C + 1, N_IN + C)
@@ -47,7 +47,7 @@ def oracle(backend, model, loss, w, b):
 
     z = frameworks.convert(np.concatenate([frameworks.to_numpy(out["z"]), [frameworks.to_numpy(out["scale"])]]),
                            backend.name, "float64")
-    h = frameworks.to_numpy(cg.hessian(flat_loss)(z))
+    h = frameworks.to_numpy(frameworks.quick(backend, backend.hessian(flat_loss))(z))
     return j.T @ h @ j
 
 

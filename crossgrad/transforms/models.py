@@ -9,8 +9,10 @@ the function by one that runs the original with those values put in place of the
 own (``torch.func.functional_call``): the function is given the module itself, so its
 calls, submodules, methods and attributes all see the values being differentiated.  A
 derivative with respect to the module is therefore a dict keyed by parameter name.  Buffers
-stay the module's (functional_call's semantics: a training-mode BatchNorm updates its
-running statistics as an eager call does; in eval mode they are read).  ``argnums`` and
+stay the module's (functional_call's semantics): in eval mode they are read and left alone;
+a training-mode BatchNorm's in-place update of its running statistics, which torch.func
+refuses inside a transform, is an :class:`~crossgrad.errors.InputMutationError` that says
+to call ``model.eval()`` (updating the statistics once per call is not done yet).  ``argnums`` and
 ``in_axes`` name the module's position as they would any argument (``None`` for a model
 shared by the batch).  The replacement is made once per transformed function and module.
 """
