@@ -55,9 +55,10 @@ fuzz: $(SETUP)
 lint: $(SETUP)
 	$(RUN) -m ruff check crossgrad tests benchmarks examples
 
-# mypy --strict on the package and on a user's script (tests/typing/user_script.py).
+# mypy --strict on the package, on a user's script (tests/typing/user_script.py) and on a
+# user's mistakes it must flag (tests/typing/user_mistakes.py).
 typecheck: $(SETUP)
-	$(RUN) -m mypy --strict crossgrad tests/typing/user_script.py
+	$(RUN) -m mypy --strict crossgrad tests/typing/user_script.py tests/typing/user_mistakes.py
 
 # ARGS go to pytest (ARGS="-k dispatch" selects cases); the sweep, the sparse and the
 # operator benchmarks run after a full run.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crossgrad import errors, spec
 from crossgrad.backends import framework_of, infer_backend
@@ -66,10 +66,10 @@ from crossgrad.streaming import Chunk, stream, stream_to
 
 __version__ = "0.1.0"
 
-_namespaces: dict[str, Any] = {}
+_namespaces: dict[str, Namespace] = {}
 
 
-def backend(name: str) -> Any:
+def backend(name: str) -> Namespace:
     """The namespace of every transform on one backend: ``"torch"`` or ``"jax"``.
 
     Raises :class:`BackendUnavailableError` (naming the extra to install) when the
@@ -183,39 +183,54 @@ def _adopt(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     return fn
 
 
-grad = _top_level("grad")
-value_and_grad = _top_level("value_and_grad")
-vmap = _top_level("vmap")
-jacrev = _top_level("jacrev")
-jacfwd = _top_level("jacfwd")
-jacobian = _top_level("jacobian")
-hessian = _top_level("hessian")
-batched_jacobian = _top_level("batched_jacobian")
-batched_hessian = _top_level("batched_hessian")
-laplacian = _top_level("laplacian")
-hessian_trace = _top_level("hessian_trace")
-hessian_diagonal = _top_level("hessian_diagonal")
-batched_laplacian = _top_level("batched_laplacian")
-batched_hessian_trace = _top_level("batched_hessian_trace")
-batched_hessian_diagonal = _top_level("batched_hessian_diagonal")
-jit = _top_level("jit")
-vjp = _top_level("vjp")
-jvp = _top_level("jvp")
-linearize = _top_level("linearize")
-hvp = _top_level("hvp")
-check_grads = _top_level("check_grads")
-hessian_operator = _top_level("hessian_operator")
-ggn_operator = _top_level("ggn_operator")
-weighted_laplacian = _top_level("weighted_laplacian")
-batched_weighted_laplacian = _top_level("batched_weighted_laplacian")
-biharmonic = _top_level("biharmonic")
-batched_biharmonic = _top_level("batched_biharmonic")
-jacobian_sparsity = _top_level("jacobian_sparsity")
-hessian_sparsity = _top_level("hessian_sparsity")
-sparse_jacobian = _top_level("sparse_jacobian")
-sparse_hessian = _top_level("sparse_hessian")
-batched_sparse_jacobian = _top_level("batched_sparse_jacobian")
-batched_sparse_hessian = _top_level("batched_sparse_hessian")
+# BEGIN typed signatures (python -m crossgrad.testing.signatures writes this block)
+if TYPE_CHECKING:
+    from crossgrad.sparsity.patterns import Pattern
+    from crossgrad.transforms.gauss_newton import GaussNewtonOperator
+    from crossgrad.transforms.namespace import Namespace
+    from crossgrad.transforms.operators import HessianOperator
+
+    torch: Namespace
+    jax: Namespace
+
+    def grad(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def value_and_grad(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: spec.Impl = "auto") -> tuple[Any, ...]: ...
+    def jvp(f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *, impl: spec.Impl = "auto") -> tuple[Any, ...]: ...
+    def linearize(f: Callable[..., Any], *primals: Any, impl: spec.Impl = "auto") -> tuple[Any, Callable[..., Any]]: ...
+    def vmap(f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *, impl: spec.Impl = "auto", devices: Any = None, gather: bool = False, randomness: spec.Randomness = "error") -> Callable[..., Any]: ...
+    def jacrev(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def jacfwd(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def jacobian(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: spec.Mode = "auto", chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def hessian(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, strategy: spec.Strategy = "auto", chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def hvp(f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *, impl: spec.Impl = "auto") -> Any: ...
+    def batched_jacobian(f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False, mode: spec.Mode = "auto", chunk_size: None = None, *, impl: spec.Impl = "auto", devices: Any = None, gather: bool = False, randomness: spec.Randomness = "error", batch_chunk_size: int | str | None = None, basis_chunk_size: int | None = None) -> Callable[..., Any]: ...
+    def batched_hessian(f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False, strategy: spec.Strategy = "auto", chunk_size: None = None, *, impl: spec.Impl = "auto", devices: Any = None, gather: bool = False, randomness: spec.Randomness = "error", batch_chunk_size: int | str | None = None, basis_chunk_size: int | None = None) -> Callable[..., Any]: ...
+    def laplacian(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: spec.Estimator = "exact", samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def hessian_trace(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: spec.Estimator = "exact", samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def hessian_diagonal(f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]: ...
+    def batched_laplacian(f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False, estimator: spec.Estimator = "exact", samples: int | None = None, key: Any = None, chunk_size: None = None, *, impl: spec.Impl = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]: ...
+    def batched_hessian_trace(f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False, estimator: spec.Estimator = "exact", samples: int | None = None, key: Any = None, chunk_size: None = None, *, impl: spec.Impl = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]: ...
+    def batched_hessian_diagonal(f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, chunk_size: None = None, *, impl: spec.Impl = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]: ...
+    def weighted_laplacian(f: Callable[..., Any], coefficients: Any, argnums: int = 0, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, chunk_size: int | str | None = None) -> Callable[..., Any]: ...
+    def batched_weighted_laplacian(f: Callable[..., Any], coefficients: Any, argnums: int = 0, in_axes: Any = 0, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, *, basis_chunk_size: int | None = None) -> Callable[..., Any]: ...
+    def biharmonic(f: Callable[..., Any], argnums: spec.Argnums = 0, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, chunk_size: int | None = None) -> Callable[..., Any]: ...
+    def batched_biharmonic(f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, *, basis_chunk_size: int | None = None) -> Callable[..., Any]: ...
+    def hessian_operator(f: Callable[..., Any], *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator: ...
+    def ggn_operator(model: Callable[..., Any], loss: Callable[..., Any], *primals: Any, argnums: spec.Argnums = 0) -> GaussNewtonOperator: ...
+    def jacobian_sparsity(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Pattern]: ...
+    def hessian_sparsity(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Pattern]: ...
+    def sparse_jacobian(f: Callable[..., Any], argnums: int = 0, *, sparsity: Any = None, mode: spec.Mode = "auto", format: str = "coo", chunk_size: int | str | None = None, check: bool = False) -> Callable[..., Any]: ...
+    def sparse_hessian(f: Callable[..., Any], argnums: int = 0, *, sparsity: Any = None, format: str = "coo", chunk_size: int | str | None = None, check: bool = False) -> Callable[..., Any]: ...
+    def batched_sparse_jacobian(f: Callable[..., Any], argnums: int = 0, in_axes: Any = 0, *, sparsity: Any = None, mode: spec.Mode = "auto", format: str = "coo", basis_chunk_size: int | None = None, check: bool = False) -> Callable[..., Any]: ...
+    def batched_sparse_hessian(f: Callable[..., Any], argnums: int = 0, in_axes: Any = 0, *, sparsity: Any = None, format: str = "coo", basis_chunk_size: int | None = None, check: bool = False) -> Callable[..., Any]: ...
+    def jit(f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: spec.JitRoute = "auto") -> Callable[..., Any]: ...
+    def check_grads(f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *, eps: float | None = None, rtol: float | None = None, seed: int = 0) -> None: ...
+else:
+    for _name in (*spec.TRANSFORMS, *spec.TOOLS):
+        globals()[_name] = _top_level(_name)
+# END typed signatures
+
 
 __all__ = [
     "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",

@@ -36,7 +36,7 @@ import difflib
 import inspect
 import numbers
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 from crossgrad import errors, pytree
 
@@ -86,17 +86,25 @@ EVALUATE_AT_ONCE: dict[str, tuple[str, ...]] = {
     "vjp": ("primals",), "jvp": ("primals", "tangents"), "linearize": ("primals",), "hvp": ("primals", "tangents"),
     "hessian_operator": ("primals",), "ggn_operator": ("primals",), "check_grads": ("args",),
 }
-MODES = ("auto", "rev", "fwd", "loop")
-STRATEGIES = ("auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop")
-IMPLS = ("auto", "builtin", "composed")
+Mode = Literal["auto", "rev", "fwd", "loop"]
+MODES: tuple[str, ...] = get_args(Mode)
+Strategy = Literal["auto", "fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd", "loop"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+Impl = Literal["auto", "builtin", "composed"]
+IMPLS: tuple[str, ...] = get_args(Impl)
 # What a random operation under vmap does: refused, one draw per batch element, one for all.
-RANDOMNESS = ("error", "different", "same")
+Randomness = Literal["error", "different", "same"]
+RANDOMNESS: tuple[str, ...] = get_args(Randomness)
 # How traces and diagonals of Hessians are computed (exactly, or estimated from random directions).
-ESTIMATORS = ("exact", "hutchinson", "hutch++")
+Estimator = Literal["exact", "hutchinson", "hutch++"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+# The transforms whose estimate is not a trace (diagonals, the biharmonic, trace(C H)) take these two.
+ExactOrHutchinson = Literal["exact", "hutchinson"]
 # NumPy's casting rules, for writing results into a sink (stream_to).
 CASTINGS = ("no", "equiv", "safe", "same_kind", "unsafe")
 # How jit compiles (NOTE [jit routes]); each backend has a subset (``builtins.JIT_ROUTES``).
-JIT_ROUTES = ("auto", "measure", "compile", "trace", "trace-compile", "trace-cudagraph")
+JitRoute = Literal["auto", "measure", "compile", "trace", "trace-compile", "trace-cudagraph"]
+JIT_ROUTES: tuple[str, ...] = get_args(JitRoute)
 
 Argnums = int | tuple[int, ...] | list[int]
 

@@ -142,3 +142,25 @@ def test_one_table_drives_the_top_level():
         assert name in cg.__all__
         if name in spec.EVALUATE_AT_ONCE:
             assert all(p in params for p in spec.EVALUATE_AT_ONCE[name]), name
+
+
+def test_the_typed_signatures_are_the_catalogs():
+    """crossgrad/__init__.py's TYPE_CHECKING block (what mypy checks users' calls against)
+    is the one the catalog writes, and declares every transform and tool, with the runtime
+    signature of each: a changed signature that was not written there fails here
+    (rewrite it with ``python -m crossgrad.testing.signatures``)."""
+    import ast
+    from pathlib import Path
+
+    from crossgrad.testing import signatures
+
+    source = Path(cg.__file__).read_text()
+    assert signatures.block() in source
+    typed = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)
+             and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+             and node.body[0].value.value is Ellipsis]
+    assert [node.name for node in typed] == list(spec.TRANSFORMS + spec.TOOLS)
+    for node in typed:
+        declared = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+        declared += [node.args.vararg.arg] if node.args.vararg else []
+        assert sorted(declared) == sorted(inspect.signature(getattr(cg, node.name)).parameters), node.name

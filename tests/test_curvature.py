@@ -270,7 +270,7 @@ def test_hessian_operator(backend):
 
 
 def test_lanczos_reports_its_progress_when_asked(backend, capsys):
-    f, x, a = quadratic(backend, n=7)
+    f, x, _ = quadratic(backend, n=7)
     H = backend.hessian_operator(f, x)
     H.eigenvalues(k=2, progress=True)
     lines = capsys.readouterr().err.strip().splitlines()

@@ -25,8 +25,8 @@ log = logging.getLogger("crossgrad")
 
 
 def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                     has_aux: bool = False, mode: str = "auto", chunk_size: None = None, *, impl: str = "auto",
-                     devices: Any = None, gather: bool = False, randomness: str = "error",
+                     has_aux: bool = False, mode: spec.Mode = "auto", chunk_size: None = None, *, impl: spec.Impl = "auto",
+                     devices: Any = None, gather: bool = False, randomness: spec.Randomness = "error",
                      batch_chunk_size: int | str | None = None,
                      basis_chunk_size: int | None = None) -> Callable[..., Any]:
     """Per-sample Jacobians: ``vmap(jacobian(f, argnums, ...), in_axes)``.
@@ -64,8 +64,8 @@ def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
 
 
 def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                    has_aux: bool = False, strategy: str = "auto", chunk_size: None = None, *, impl: str = "auto",
-                    devices: Any = None, gather: bool = False, randomness: str = "error",
+                    has_aux: bool = False, strategy: spec.Strategy = "auto", chunk_size: None = None, *, impl: spec.Impl = "auto",
+                    devices: Any = None, gather: bool = False, randomness: spec.Randomness = "error",
                     batch_chunk_size: int | str | None = None,
                     basis_chunk_size: int | None = None) -> Callable[..., Any]:
     """Per-sample Hessians: ``vmap(hessian(f, argnums, ...), in_axes)``.

@@ -45,7 +45,7 @@ def exact_directions(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(rows), np.concatenate(weights)
 
 
-def biharmonic(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, estimator: str = "exact",
+def biharmonic(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, estimator: spec.ExactOrHutchinson = "exact",
                samples: int | None = None, key: Any = None, chunk_size: int | None = None) -> Callable[..., Any]:
     """The biharmonic of ``f``: ``sum_ij d4 f / dx_i2 dx_j2`` (the Laplacian of the
     Laplacian), without nesting Laplacians.
@@ -67,7 +67,7 @@ def biharmonic(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 
 
 
 def batched_biharmonic(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                       estimator: str = "exact", samples: int | None = None, key: Any = None, *,
+                       estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None, *,
                        basis_chunk_size: int | None = None) -> Callable[..., Any]:
     """Per-sample biharmonics: ``vmap(biharmonic(f, argnums, ...), in_axes)``, shape
     ``(B, *out)``; ``f`` written for one sample, ``in_axes`` as

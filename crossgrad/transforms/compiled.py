@@ -262,7 +262,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: str = "auto") -> Callable[..., Any]:
+def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: spec.JitRoute = "auto") -> Callable[..., Any]:
     """``f`` compiled once per argument signature, never wrong where eager is right.
 
     Returns a function with ``f``'s arguments and results.  ``route`` (NOTE [jit

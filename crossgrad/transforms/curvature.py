@@ -102,9 +102,9 @@ class _Point:
         return [self.from_matrix(m) for m in self.a.random_signs(key, [shape] * draws, self.like)]
 
 
-def laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+def laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: spec.Estimator = "exact",
               samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
-              impl: str = "auto") -> Callable[..., Any]:
+              impl: spec.Impl = "auto") -> Callable[..., Any]:
     """The Laplacian of ``f``: the trace of its Hessian, without forming the Hessian.
 
     Returns a function with ``f``'s arguments returning one value per output
@@ -137,9 +137,9 @@ def laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0
                         impl, "trace")
 
 
-def hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: str = "exact",
+def hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: spec.Estimator = "exact",
                   samples: int | None = None, key: Any = None, chunk_size: int | str | None = None, *,
-                  impl: str = "auto") -> Callable[..., Any]:
+                  impl: spec.Impl = "auto") -> Callable[..., Any]:
     """The trace of the Hessian of ``f`` (its Laplacian), exact or estimated.
 
     Options, shapes and routes as in :func:`laplacian`.
@@ -155,8 +155,8 @@ def hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums
 
 
 def hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
-                     estimator: str = "exact", samples: int | None = None, key: Any = None,
-                     chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+                     estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None,
+                     chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]:
     """The diagonal of the Hessian of ``f``, without forming the Hessian.
 
     For an output leaf of shape ``out`` and an input leaf of shape ``in`` the result
@@ -178,8 +178,8 @@ def hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
 
 
 def batched_laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0, has_aux: bool = False,
-                      estimator: str = "exact", samples: int | None = None, key: Any = None,
-                      chunk_size: None = None, *, impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
+                      estimator: spec.Estimator = "exact", samples: int | None = None, key: Any = None,
+                      chunk_size: None = None, *, impl: spec.Impl = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
     """Per-sample Laplacians: ``vmap(laplacian(f, argnums, ...), in_axes)``, shape
     ``(B, *out)``.
 
@@ -201,9 +201,9 @@ def batched_laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Arg
 
 
 def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                          has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
+                          has_aux: bool = False, estimator: spec.Estimator = "exact", samples: int | None = None,
                           key: Any = None, chunk_size: None = None, *,
-                          impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
+                          impl: spec.Impl = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
     """Per-sample Hessian traces, as :func:`batched_laplacian` (``basis_chunk_size``: the
     directions pushed at once).
 
@@ -217,9 +217,9 @@ def batched_hessian_trace(backend: Backend, f: Callable[..., Any], argnums: spec
 
 
 def batched_hessian_diagonal(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
-                             has_aux: bool = False, estimator: str = "exact", samples: int | None = None,
+                             has_aux: bool = False, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None,
                              key: Any = None, chunk_size: None = None, *,
-                             impl: str = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
+                             impl: spec.Impl = "auto", basis_chunk_size: int | str | None = None) -> Callable[..., Any]:
     """Per-sample Hessian diagonals: ``vmap(hessian_diagonal(f, ...), in_axes)``,
     shape ``(B, *out, *in)``; options as in :func:`batched_laplacian` (``basis_chunk_size``:
     the directions pushed at once).

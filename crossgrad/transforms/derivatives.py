@@ -48,7 +48,7 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
 
 
 def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
-         impl: str = "auto") -> Callable[..., Any]:
+         impl: spec.Impl = "auto") -> Callable[..., Any]:
     """Gradient of a scalar-output function.
 
     Returns a function with ``f``'s arguments that returns the gradient with
@@ -73,7 +73,7 @@ def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has
 
 
 def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
-                   impl: str = "auto") -> Callable[..., Any]:
+                   impl: spec.Impl = "auto") -> Callable[..., Any]:
     """Value and gradient of a scalar-output function, in JAX's order.
 
     Returns a function returning ``(value, grads)``, or ``((value, aux), grads)``
@@ -92,7 +92,7 @@ def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnum
     return gradient_of(backend, "value_and_grad", f, argnums, has_aux, impl, with_value=True)
 
 
-def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: str = "auto") -> tuple[Any, ...]:
+def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: spec.Impl = "auto") -> tuple[Any, ...]:
     """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
 
     Returns ``(out, vjp_fn)``, or ``(out, vjp_fn, aux)`` with ``has_aux``.
@@ -147,7 +147,7 @@ def _transposed_vjp(backend: Backend, call: Call) -> tuple[Any, Callable[..., An
 
 
 def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
-        impl: str = "auto") -> tuple[Any, ...]:
+        impl: spec.Impl = "auto") -> tuple[Any, ...]:
     """Evaluate ``f(*primals)`` and the Jacobian-vector product along ``tangents``.
 
     ``primals`` and ``tangents`` are tuples with one entry per argument, of equal
@@ -180,7 +180,7 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
     return (*result, aux) if has_aux else result
 
 
-def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: str = "auto") -> tuple[Any, Callable[..., Any]]:
+def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec.Impl = "auto") -> tuple[Any, Callable[..., Any]]:
     """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
 
     Returns ``(out, jvp_fn)``; ``jvp_fn(*tangents)`` (one tangent per primal)
@@ -254,7 +254,7 @@ def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...]
 
 
 def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
-        impl: str = "auto") -> Any:
+        impl: spec.Impl = "auto") -> Any:
     """Hessian-vector product of a scalar function, without forming the Hessian.
 
     ``primals`` holds every argument of ``f``; ``tangents`` one entry per

@@ -45,12 +45,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import combinations
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
-ESTIMATORS = ("hutchinson", "xtrace", "xnystrace")
-DIAGONAL_ESTIMATORS = ("hutchinson", "xdiag")
+TraceEstimator = Literal["hutchinson", "xtrace", "xnystrace"]
+DiagonalEstimator = Literal["hutchinson", "xdiag"]
+ESTIMATORS: tuple[str, ...] = get_args(TraceEstimator)
+DIAGONAL_ESTIMATORS: tuple[str, ...] = get_args(DiagonalEstimator)
 PAIRS = 400
 """The most direction pairs the standard error's covariance term reads; past this (``m``
 over 29) a fixed draw of pairs keeps its cost to ``PAIRS`` small QR factorizations."""

@@ -18,8 +18,8 @@ from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.jacobians import jacobian_of
 
 
-def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, strategy: str = "auto",
-            chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, strategy: spec.Strategy = "auto",
+            chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]:
     """Hessian: the Jacobian of the Jacobian.
 
     Returns a function with ``f``'s arguments returning, for each output leaf of

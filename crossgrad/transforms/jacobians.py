@@ -211,7 +211,7 @@ def auto_mode(backend: Backend, call: Call) -> str:
 
 
 def jacrev(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
-           chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+           chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]:
     """Jacobian by reverse mode: one vjp per output element, vectorized.
 
     Returns a function with ``f``'s arguments returning the Jacobian: for each
@@ -233,7 +233,7 @@ def jacrev(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, h
 
 
 def jacfwd(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
-           chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+           chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]:
     """Jacobian by forward mode: one jvp per input element, vectorized.
 
     Same result and nesting as :func:`jacrev`; cheaper when the input has fewer
@@ -251,8 +251,8 @@ def jacfwd(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, h
     return jacobian_of(backend, "jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
 
 
-def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: str = "auto",
-             chunk_size: int | str | None = None, *, impl: str = "auto") -> Callable[..., Any]:
+def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, mode: spec.Mode = "auto",
+             chunk_size: int | str | None = None, *, impl: spec.Impl = "auto") -> Callable[..., Any]:
     """Jacobian, choosing reverse mode, forward mode or the row-by-row loop.
 
     ``mode``: ``"rev"`` (:func:`jacrev`), ``"fwd"`` (:func:`jacfwd`), ``"loop"``

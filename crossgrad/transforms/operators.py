@@ -123,19 +123,19 @@ class HessianOperator:
         a = self._backend.arrays
         return a.concat([a.reshape(x, (-1,)) for x in pytree.leaves(leaves)], 0)
 
-    def trace(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
+    def trace(self, estimator: spec.Estimator = "exact", samples: int | None = None, key: Any = None) -> Any:
         """The trace (a scalar array), as :func:`hessian_trace` computes it."""
         with pytree.dict_order(self._backend.name):
             return curvature.hessian_trace(self._backend, self._f, self._argnums, estimator=estimator, samples=samples,
                                            key=key)(*self._primals)
 
-    def diagonal(self, estimator: str = "exact", samples: int | None = None, key: Any = None) -> Any:
+    def diagonal(self, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None) -> Any:
         """The diagonal, ``(n,)``, as :func:`hessian_diagonal` computes it."""
         with pytree.dict_order(self._backend.name):
             return self._flat(curvature.hessian_diagonal(self._backend, self._f, self._argnums, estimator=estimator,
                                                          samples=samples, key=key)(*self._primals))
 
-    def estimate_trace(self, estimator: str = "xtrace", samples: int = 24, key: Any = 0) -> estimators.TraceEstimate:
+    def estimate_trace(self, estimator: estimators.TraceEstimator = "xtrace", samples: int = 24, key: Any = 0) -> estimators.TraceEstimate:
         """The trace estimated from ``samples`` Hessian-vector products, with its standard error:
         ``"xtrace"`` (XTrace: every direction both builds a low-rank part and corrects it,
         NOTE [exchangeable trace estimators] in :mod:`crossgrad.transforms.estimators`),
@@ -155,7 +155,7 @@ class HessianOperator:
         spec.check_choice(name, "estimator", estimator, estimators.ESTIMATORS)
         return estimators.estimate(estimator, *self._random_products(name, estimator, samples, key))
 
-    def estimate_diagonal(self, estimator: str = "xdiag", samples: int = 24, key: Any = 0) -> estimators.DiagonalEstimate:
+    def estimate_diagonal(self, estimator: estimators.DiagonalEstimator = "xdiag", samples: int = 24, key: Any = 0) -> estimators.DiagonalEstimate:
         """The diagonal, ``(n,)``, estimated from ``samples`` Hessian-vector products, with the
         standard error of each entry: ``"xdiag"`` (XDiag, the exchange of NOTE [exchangeable
         trace estimators] for diagonals) or ``"hutchinson"`` (the mean of ``v * (H v)``).

@@ -319,7 +319,7 @@ def _made(sparse: _Sparse) -> Callable[..., Any]:
 
 
 def sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *, sparsity: Any = None,
-                    mode: str = "auto", format: str = "coo", chunk_size: int | str | None = None,
+                    mode: spec.Mode = "auto", format: str = "coo", chunk_size: int | str | None = None,
                     check: bool = False) -> Callable[..., Any]:
     """The Jacobian of ``f`` in argument ``argnums`` as a sparse matrix, from one product per color.
 
@@ -380,7 +380,7 @@ def sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *,
 
 
 def batched_sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, in_axes: Any = 0, *,
-                            sparsity: Any = None, mode: str = "auto", format: str = "coo",
+                            sparsity: Any = None, mode: spec.Mode = "auto", format: str = "coo",
                             basis_chunk_size: int | None = None, check: bool = False) -> Callable[..., Any]:
     """Per-sample sparse Jacobians of a batch sharing one pattern: ``f`` is written for one
     sample, ``in_axes`` (as :func:`crossgrad.vmap`'s, batch axis 0 of the output) says which

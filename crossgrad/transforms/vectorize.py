@@ -27,7 +27,7 @@ from crossgrad.transforms.call import Memo, call_user, check_leaves
 
 
 def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
-         impl: str = "auto", devices: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+         impl: spec.Impl = "auto", devices: Any = None, gather: bool = False, randomness: spec.Randomness = "error") -> Callable[..., Any]:
     """Vectorize ``f`` over a batch axis of its positional arguments.
 
     ``in_axes`` is an int, None (not batched) or a tuple with one entry per

@@ -70,7 +70,7 @@ def _check_size(name: str, size: int, got: tuple[int, ...]) -> None:
 
 
 def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
-               estimator: str, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+               estimator: spec.ExactOrHutchinson, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
     """``trace(C H)`` with ``C`` a function of the arguments (or, batched, one matrix per
     sample): NOTE [per-point coefficients]."""
     arrays = backend.arrays
@@ -128,7 +128,7 @@ def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients:
 
 
 def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
-              estimator: str, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+              estimator: spec.ExactOrHutchinson, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
     _check_argnums(name, argnums)
     if callable(coefficients) or (in_axes is not None and len(getattr(coefficients, "shape", ())) == 3):
         return _per_point(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, chunk_size)
@@ -189,7 +189,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
 
 
 def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: Any, argnums: int = 0,
-                       estimator: str = "exact", samples: int | None = None, key: Any = None,
+                       estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None,
                        chunk_size: int | str | None = None) -> Callable[..., Any]:
     """``trace(C H)``: the second-order operator ``sum_ij C_ij d2 f / dx_i dx_j`` of ``f`` in
     argument ``argnums`` (one array; ``C``: ``n x n`` over its elements, flattened), one value
@@ -213,7 +213,7 @@ def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: An
 
 
 def batched_weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: Any, argnums: int = 0,
-                               in_axes: Any = 0, estimator: str = "exact", samples: int | None = None, key: Any = None,
+                               in_axes: Any = 0, estimator: spec.ExactOrHutchinson = "exact", samples: int | None = None, key: Any = None,
                                *, basis_chunk_size: int | None = None) -> Callable[..., Any]:
     """Per-sample ``trace(C H)`` of a batch, shape ``(B, *out)``: one ``n x n`` ``C`` for all
     samples, a ``(B, n, n)`` array (one per sample), or a function of one sample's arguments
