@@ -20,11 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crossgrad import errors
+from crossgrad import errors, tolerances
 from crossgrad.backends.base import Backend
-
-# Relative tolerance of the two inner products, per output dtype.
-TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 
 
 def directions(a: Any, seed: int, shapes: list[Any], like: Any) -> tuple[Any, ...]:
@@ -48,7 +45,7 @@ def check(transform: str, backend: Backend, call: Any) -> None:
         v = directions(a, 0, [a.shape(x) for x in primals], like)
         with a.preserved_random_state(like):
             out, jv, _ = p.jvp(call.flat_output, primals, v, False)
-        floating = [o for o in out if a.dtype_name(o) in TOLERANCE]
+        floating = [o for o in out if a.dtype_name(o) in tolerances.TABLE]
         if len(floating) != len(out):
             return  # complex or integer outputs: reverse mode answers differently by design
         u = directions(a, 1, [a.shape(o) for o in out], out[0])
@@ -67,7 +64,7 @@ def check(transform: str, backend: Backend, call: Any) -> None:
             inside = p.float_dtypes(call.flat_output, primals)
     except Exception:
         inside = set()
-    tol = max(TOLERANCE.get(d, 0.0) for d in {a.dtype_name(o) for o in out} | inside) * max(scale, 1e-30)
+    tol = tolerances.identity({a.dtype_name(o) for o in out} | inside) * max(scale, 1e-30)
     if abs(forward - reverse) > tol:
         raise errors.GradientCheckError(
             transform,

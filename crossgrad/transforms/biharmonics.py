@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy, taylor, taylor4
 from crossgrad.transforms.call import Call, Memo
@@ -196,7 +196,7 @@ def _agrees(backend: Backend, rec: Any, call: Call) -> bool | None:
         with a.preserved_random_state(like):
             one = a.ones_like(a.zeros((1,), like))
             _, pushed = taylor4.push(backend, rec, primals, [a.reshape(x, (1, *a.shape(x))) for x in v], 1, one)
-            if any(p is None or a.dtype_name(p) not in adjoint.TOLERANCE for p in pushed):
+            if any(p is None or a.dtype_name(p) not in tolerances.TABLE for p in pushed):
                 return None
             u = adjoint.directions(a, 6, [a.shape(p) for p in pushed], pushed[0])
 
@@ -210,5 +210,5 @@ def _agrees(backend: Backend, rec: Any, call: Call) -> bool | None:
     got = sum(float(a.to_numpy((ui * p).sum())) for ui, p in zip(u, pushed))
     want = float(a.to_numpy(exact))
     scale = sum(float(a.to_numpy(abs(ui * p).sum())) for ui, p in zip(u, pushed)) + abs(want)
-    tol = max(adjoint.TOLERANCE.get(a.dtype_name(p), 0.0) for p in pushed)
+    tol = tolerances.identity({a.dtype_name(p) for p in pushed})
     return bool(abs(got - want) <= 100 * tol * max(scale, 1e-30))

@@ -7,7 +7,7 @@ difference ``(f(x + eps v) - f(x - eps v)) / (2 eps)``, and the adjoint identity
 ``u . (J v) == (J^T u) . v`` between the jvp and the vjp.  ``order=2`` checks the
 first-order check's directional derivative ``x -> J(x) v`` the same way (second
 derivatives by forward over forward, reverse over forward, and differences of the
-jvp).  Tolerances per dtype: :data:`TOLERANCES`.
+jvp).  Tolerances per dtype: :mod:`crossgrad.tolerances`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import derivatives
-
-# (relative tolerance of the finite difference, of the adjoint identity, step eps) per dtype
-TOLERANCES = {"float64": (1e-5, 1e-10, 1e-5), "float32": (2e-2, 1e-4, 1e-2), "float16": (1e-1, 1e-2, 1e-1),
-              "bfloat16": (1e-1, 1e-2, 1e-1)}
 
 
 def _dot(backend: Backend, a: Any, b: Any) -> float:
@@ -76,7 +72,7 @@ def check_grads(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], 
     Returns None when they agree; raises :class:`crossgrad.errors.GradientCheckError`
     naming the largest discrepancy otherwise.  ``order`` is 1 or 2; ``eps`` the
     finite-difference step and ``rtol`` its relative tolerance (defaults per dtype,
-    :data:`TOLERANCES`); ``seed`` fixes the random directions (drawn with NumPy:
+    :mod:`crossgrad.tolerances`); ``seed`` fixes the random directions (drawn with NumPy:
     the frameworks' generators are not touched).
 
     Example:
@@ -108,7 +104,8 @@ def _check_first_order(backend: Backend, f: Callable[..., Any], args: tuple[Any,
                        rtol: float | None, what: str) -> None:
     name = "check_grads"
     dtype = backend.arrays.dtype_name(pytree.leaves(args)[0])
-    fd_rtol, adjoint_rtol, default_eps = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    tolerance = tolerances.of(dtype)
+    fd_rtol, adjoint_rtol, default_eps = tolerance.finite_difference, tolerance.identity, tolerance.step
     eps = default_eps if eps is None else eps
     fd_rtol = fd_rtol if rtol is None else rtol
     plus = f(*_zip_map(lambda x, t: x + eps * t, args, v))

@@ -29,7 +29,7 @@ NOTE [jit routes]: ``route`` names how a function is compiled:
 ``"auto"`` takes the routes of :func:`crossgrad.transforms.policy.jit_routes` in the
 rule's order, decided from the device and the traced graph (deterministic: the same call
 takes the same route in every run): the first that builds and agrees with the traced
-call's own result (:func:`agree`, relative tolerance per dtype, :data:`CHECK_RTOL`;
+call's own result (:func:`agree`, relative tolerance per dtype, :mod:`crossgrad.tolerances`;
 non-finite values must match), run once with everything it writes and draws restored
 around that run, is kept; nothing else is built or timed.  One that fails or differs warns
 once (:class:`crossgrad.errors.CompileFallbackWarning`, saying why) and is never kept;
@@ -50,7 +50,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import guards, models, policy
 from crossgrad.transforms.call import check_leaves
@@ -59,13 +59,12 @@ log = logging.getLogger("crossgrad")
 
 # Compiled code may fuse and reorder floating-point operations: agreement with eager
 # execution is judged relative to the largest eager magnitude of each leaf.
-CHECK_RTOL = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
 
 
 def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
     """None when the two results agree, else what differs.  Non-finite values must match
     (a NaN where eager has a NaN, the same infinity); the finite ones agree to
-    :data:`CHECK_RTOL` relative to the largest finite eager magnitude of the leaf."""
+    the dtype's identity tolerance (:mod:`crossgrad.tolerances`) relative to the largest finite eager magnitude of the leaf."""
     import numpy as np
 
     arrays = backend.arrays
@@ -93,7 +92,7 @@ def agree(backend: Backend, compiled_out: Any, eager_out: Any) -> str | None:
             return f"output leaf {k}: non-finite values differ"
         scale = max(float(np.max(np.abs(y[finite_y]), initial=0.0)), np.finfo(np.float64).tiny)
         err = float(np.max(np.abs(x[finite_x] - y[finite_y]), initial=0.0)) / scale
-        if not err <= CHECK_RTOL.get(arrays.dtype_name(b), 1e-4):
+        if not err <= tolerances.of(arrays.dtype_name(b)).identity:
             return f"output leaf {k}: relative difference {err:.2e}"
     return None
 

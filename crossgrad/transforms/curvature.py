@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, memory, pytree, spec
+from crossgrad import errors, memory, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor
 from crossgrad.transforms.call import Call, Memo
@@ -461,7 +461,7 @@ the route every framework derivative, custom rules included, supports); None whe
             _, second = taylor.push(backend, rec, primals, [a.concat([a.reshape(d, (1, *a.shape(d))), a.reshape(
                 e, (1, *a.shape(e)))], 0) for d, e in zip(v, w)], 2)
         second = [s for s in second[:n_out] if s is not None]
-        if len(second) != n_out or not all(a.dtype_name(s) in adjoint.TOLERANCE for s in second):
+        if len(second) != n_out or not all(a.dtype_name(s) in tolerances.TABLE for s in second):
             return None  # complex or integer outputs
         u = adjoint.directions(a, 3, [a.shape(s) for s in second], second[0])
 
@@ -485,7 +485,7 @@ the route every framework derivative, custom rules included, supports); None whe
             inside = p.float_dtypes(call.flat_output, primals)
     except Exception:
         inside = set()
-    tol = max(adjoint.TOLERANCE.get(d, 0.0) for d in {a.dtype_name(s) for s in second} | inside)
+    tol = tolerances.identity({a.dtype_name(s) for s in second} | inside)
     return bool(abs(pushed - exact) <= 10 * tol * max(scale, 1e-30))
 
 

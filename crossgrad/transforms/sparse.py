@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking, curvature
 
@@ -252,9 +252,8 @@ class _Sparse:
                 "Check once eagerly (check=True, no jit), then use check=False under jit.")
         import numpy as np
 
-        from crossgrad.transforms.checking import TOLERANCES
 
-        tol = TOLERANCES.get(arrays.dtype_name(x), TOLERANCES["float32"])[1]
+        tol = tolerances.of(arrays.dtype_name(x)).identity
         data = np.asarray(arrays.to_numpy(values), np.float64)
         rows, cols = plan.pattern.rows, plan.pattern.cols
         m, n = plan.pattern.shape
