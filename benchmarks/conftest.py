@@ -11,14 +11,12 @@ from typing import Any
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the process
 
-import numpy as np
 import pytest
 
 from benchmarks import harness, report
 from benchmarks.cases import CASES
 from benchmarks.implementations import implementations
-from crossgrad import pytree
-from crossgrad.testing import frameworks
+from benchmarks.kinds import KINDS, batch_of
 
 
 @dataclass
@@ -43,24 +41,14 @@ def problem_of(case: Any, gpu: bool) -> Any:
 
 
 def basis_directions(case: Any, problem: Any) -> tuple[int, int]:
-    """Rows the notebook's loop walks through (output elements times the batch), and
-    the basis vectors of one sample (output elements; input elements for a Hessian)."""
-    shapes = [np.shape(a) for a in problem.inputs(np.random.default_rng(0))]
-    if case.kind == "hvp":
+    """Rows the notebook's loop walks through (the basis of one sample times the batch), and
+    the basis vectors of one sample (the kind's: output elements for a Jacobian, input
+    elements for a Hessian; one for a product)."""
+    kind = KINDS[case.kind]
+    if kind.basis is None:
         return 1, 1
-    f = problem.build(frameworks.ops("torch"))
-    args = frameworks.convert(problem.inputs(np.random.default_rng(0)), "torch", "float32")
-    if problem.in_axes is not None:
-        axes = problem.in_axes if isinstance(problem.in_axes, tuple) else (problem.in_axes,) * len(args)
-        batch = next(s[0] for s, ax in zip(shapes, axes) if ax is not None)
-        args = [a if ax is None else a[0] for a, ax in zip(args, axes)]
-    else:
-        batch = 1
-    per_sample = int(f(*args).numel())
-    if "hessian" in case.kind or "laplacian" in case.kind:
-        # The Jacobians of a Hessian run over the differentiated input's elements.
-        per_sample = sum(int(np.prod(np.shape(leaf))) for leaf in pytree.leaves(args[problem.argnums]))
-    return per_sample * batch, per_sample
+    per_sample = kind.basis(problem)
+    return per_sample * batch_of(problem), per_sample
 
 
 def pytest_generate_tests(metafunc: Any) -> None:

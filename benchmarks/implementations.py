@@ -11,8 +11,8 @@ from typing import Any
 
 import crossgrad as cg
 from benchmarks.cases import Case
-
-STRATEGIES = ("fwd-rev", "rev-rev", "rev-fwd", "fwd-fwd")
+from benchmarks.kinds import KINDS
+from benchmarks.labels import AUTO, EAGER, JIT
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,7 @@ def _cg(framework: str, kind: str, **options: Any) -> Callable:
     """crossgrad's transform of ``kind`` with ``options``, for one problem."""
 
     def build(f: Callable, problem: Any, args: tuple) -> Callable:
-        ns = cg.backend(framework)
-        if kind == "hvp":
-            # The direction is the parameter pytree itself: no constant is captured.
-            return lambda *a: ns.hvp(f, a, (a[0],), problem.argnums, **options)
-        if kind.startswith("batched"):
-            # A batched transform names its per-sample chunks basis_chunk_size.
-            named = {("basis_chunk_size" if k == "chunk_size" else k): v for k, v in options.items()}
-            return getattr(ns, kind)(f, problem.argnums, problem.in_axes, **named)
-        return getattr(ns, kind)(f, problem.argnums, **options)
+        return KINDS[kind].transform(framework, f, problem, **options)
 
     return build
 
@@ -64,51 +56,13 @@ def _jax_jit(kind: str) -> Callable:
     return build
 
 
-def _framework(name: str) -> dict[str, Callable]:
-    """The raw framework transforms a user would call, under one set of names."""
-    if name == "torch":
-        import torch.func as tf
-
-        return {"jacrev": tf.jacrev, "jacfwd": tf.jacfwd, "hessian": tf.hessian, "grad": tf.grad, "jvp": tf.jvp,
-                "vmap": lambda f, axes: tf.vmap(f, in_dims=axes)}
-    import jax
-
-    return {"jacrev": jax.jacrev, "jacfwd": jax.jacfwd, "hessian": jax.hessian, "grad": jax.grad, "jvp": jax.jvp,
-            "vmap": lambda f, axes: jax.vmap(f, in_axes=axes)}
-
-
-def _raw(framework: str, kind: str, mode: str = "rev") -> Callable:
-    """The framework's own call for ``kind``, without crossgrad."""
+def _raw(framework: str, kind: str, variant: str = "") -> Callable:
+    """The framework's own call for ``kind`` (``variant``: the kind's, e.g. a Jacobian's mode), without crossgrad."""
 
     def build(f: Callable, problem: Any, args: tuple) -> Callable:
-        fw = _framework(framework)
-        if kind == "batched_laplacian":
-            # The nested baseline: the trace of the framework's batched Hessian.
-            hess = fw["vmap"](fw["hessian"](f, argnums=problem.argnums), problem.in_axes)
-
-            def trace(*a: Any) -> Any:
-                h = hess(*a)
-                n = h.shape[-1]
-                return (h * _eye_like(framework, n, h)).sum((-2, -1))
-
-            return trace
-        if kind == "hvp":
-            return lambda p, *rest: fw["jvp"](lambda q: fw["grad"](f)(q, *rest), (p,), (p,))[1]
-        transform = fw["jac" + mode] if "jacobian" in kind else fw["hessian"]
-        fn = transform(f, argnums=problem.argnums)
-        return fw["vmap"](fn, problem.in_axes) if kind.startswith("batched") else fn
+        return KINDS[kind].raw(framework, f, problem, variant)
 
     return build
-
-
-def _eye_like(framework: str, n: int, like: Any) -> Any:
-    if framework == "torch":
-        import torch
-
-        return torch.eye(n, dtype=like.dtype, device=like.device)
-    import jax.numpy as jnp
-
-    return jnp.eye(n, dtype=like.dtype)
 
 
 def _notebook_loop_torch(f: Callable, problem: Any, args: tuple) -> Callable:
@@ -164,7 +118,8 @@ def _spread(framework: str, kind: str, count: int) -> Callable:
 def scaling(case: Case, framework: str) -> list[Impl]:
     """The raw call (the reference), then the batch over 1, 2, 4 ... and all devices."""
     jit = framework == "jax"
-    out = [Impl("raw hessian" if "hessian" in case.kind else "raw rev", _raw(framework, case.kind), jit, ("raw",))]
+    label, variant = KINDS[case.kind].raw_variants[0]
+    out = [Impl(label, _raw(framework, case.kind, variant), jit, ("raw",))]
     available = cg.backend(framework).backend.distributed.participants("all")
     counts = sorted({1, available, *(2 ** k for k in range(1, 10) if 2 ** k < available)})
     if available == 1:
@@ -180,42 +135,23 @@ def scaling(case: Case, framework: str) -> list[Impl]:
 
 
 def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> list[Impl]:
+    """The rows of one case on one framework: the kind's raw calls and crossgrad variants
+    (:data:`benchmarks.kinds.KINDS`), ``auto``, chunked and loop where the kind has them,
+    then the rows every kind has (overhead pairs, the auto check, ``cg.jit``...)."""
     if case.scaling:
         return scaling(case, framework)
-    kind = case.kind
-    def raw(kind: str, mode: str = "rev") -> Callable:
-        return _raw(framework, kind, mode)
-
+    kind = KINDS[case.kind]
     jit = framework == "jax"  # jax implementations are timed under jax.jit
-    out: list[Impl] = []
-    chunk = max(1, basis // 4)
-    if "jacobian" in kind:
-        out += [Impl(f"raw {m}", raw(kind, m), jit, ("raw",)) for m in ("rev", "fwd")]
-        for m in ("rev", "fwd"):
-            for impl in ("builtin", "composed"):
-                out.append(Impl(f"cg {m} {impl}", _cg(framework, kind, mode=m, impl=impl), jit, (impl,)))
-        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
-        out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
-        if case.loop:
-            out.append(Impl("cg loop", _cg(framework, kind, mode="loop"), jit, ("loop",)))
-            if framework == "torch":
-                out.append(Impl("notebook loop", _notebook_loop_torch, False, ("loop", "raw")))
-    elif kind == "batched_laplacian":
-        out.append(Impl("raw trace(hessian)", raw(kind), jit, ("raw",)))
-        out += [Impl(f"cg {impl}", _cg(framework, kind, impl=impl), jit, (impl,)) for impl in ("builtin", "composed")]
-        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
-        out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
-    elif kind == "hvp":
-        out += [Impl("raw jvp(grad)", raw(kind), jit, ("raw",))]
-        out += [Impl(f"cg {impl}", _cg(framework, kind, impl=impl), jit, (impl,)) for impl in ("builtin", "composed")]
-        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
-    else:
-        out.append(Impl("raw hessian", raw(kind), jit, ("raw",)))
-        out.append(Impl("cg fwd-rev builtin", _cg(framework, kind, strategy="fwd-rev", impl="builtin"), jit, ("builtin",)))
-        out += [Impl(f"cg {s} composed", _cg(framework, kind, strategy=s, impl="composed"), jit, ("composed",))
-                for s in STRATEGIES]
-        out.append(Impl("cg auto", _cg(framework, kind), jit, ("auto",)))
-        out.append(Impl(f"cg auto chunk={chunk}", _cg(framework, kind, chunk_size=chunk), jit, ("chunked",)))
+    out = [Impl(label, _raw(framework, case.kind, variant), jit, ("raw",)) for label, variant in kind.raw_variants]
+    out += [Impl(label, _cg(framework, case.kind, **options), jit, (tag,)) for label, options, tag in kind.variants]
+    out.append(Impl(AUTO, _cg(framework, case.kind), jit, ("auto",)))
+    if kind.chunked:
+        chunk = max(1, basis // 4)
+        out.append(Impl(f"{AUTO} chunk={chunk}", _cg(framework, case.kind, chunk_size=chunk), jit, ("chunked",)))
+    if kind.loop and case.loop:
+        out.append(Impl("cg loop", _cg(framework, case.kind, mode="loop"), jit, ("loop",)))
+        if framework == "torch":
+            out.append(Impl("notebook loop", _notebook_loop_torch, False, ("loop", "raw")))
     # crossgrad's overhead, measured as paired differences: the raw call and crossgrad's
     # route to the same built-in, alternated call by call (see test_bench.py).
     raw_first = next(i for i in out if "raw" in i.tags)
@@ -225,18 +161,18 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
     # auto against the fastest of its peers (same regime), alternated call by call once
     # every peer has been timed: the check "auto within 1.1x of the fastest".
     peers = tuple(i for i in out if not {"loop", "chunked", "paired", "jit"} & set(i.tags))
-    out.append(Impl("auto vs the fastest", _cg(framework, kind), jit, ("auto-check",), peers))
+    out.append(Impl("auto vs the fastest", _cg(framework, case.kind), jit, ("auto-check",), peers))
     # cg.jit compiles by itself (its first call includes tracing and compiling).
-    out.append(Impl("cg jit", _jit(framework, kind), False, ("jit",)))
+    out.append(Impl(JIT, _jit(framework, case.kind), False, ("jit",)))
     if framework == "jax":
         # What cg.jit adds to jax.jit of the same transform, alternated call by call.
-        out.append(Impl("jit overhead: cg jit vs jax.jit", _pair(_jax_jit(kind), _jit(framework, kind)), False,
+        out.append(Impl(f"jit overhead: {JIT} vs jax.jit", _pair(_jax_jit(case.kind), _jit(framework, case.kind)), False,
                         ("paired", "jit-overhead")))
-        out.append(Impl("cg auto (eager, no jit)", _cg(framework, kind), False, ("eager",)))
+        out.append(Impl(EAGER, _cg(framework, case.kind), False, ("eager",)))
         # The user's question "which backend": torch's cg.jit against jax's, alternated call by call.
-        out.append(Impl("torch cg jit vs jax cg jit", _jit(framework, kind), False, ("versus",)))
+        out.append(Impl(f"torch {JIT} vs jax {JIT}", _jit(framework, case.kind), False, ("versus",)))
         return out
-    out.append(Impl("cg jit route=trace", _jit(framework, kind, "trace"), False, ("jit",)))
+    out.append(Impl(f"{JIT} route=trace", _jit(framework, case.kind, "trace"), False, ("jit",)))
     if case.compile or (on_gpu and case.compile_gpu):
         # What a torch user gets from torch.compile of torch.func (crossgrad's own compiled
         # route is cg jit: torch.compile of a forward-over-forward Hessian can kill the

@@ -12,6 +12,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from benchmarks.labels import AUTO, EAGER, JIT
+
 # Every run writes into RUNS (ignored by git); a report joins the committed RESULTS only
 # when it is kept on purpose (``python -m benchmarks.report --keep RUN.json``, ``make keep``).
 RESULTS = Path(__file__).parent / "results"
@@ -66,8 +68,8 @@ def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
 
 
 # The four routes a user chooses between, per case: (label, framework, implementation rows, best of them).
-ROUTES = (("torch default", "torch", ("cg auto",)), ("torch cg.jit", "torch", ("cg jit",)),
-          ("jax eager", "jax", ("cg auto (eager, no jit)",)), ("jax cg.jit", "jax", ("cg jit", "cg auto")))
+ROUTES = (("torch default", "torch", (AUTO,)), ("torch cg.jit", "torch", (JIT,)),
+          ("jax eager", "jax", (EAGER,)), ("jax cg.jit", "jax", (JIT, AUTO)))
 
 
 def routes(rows: list[dict]) -> dict[str, dict[str, dict | None]]:
