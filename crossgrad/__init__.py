@@ -83,6 +83,30 @@ def backend(name: str) -> Namespace:
     return _namespaces[name]
 
 
+def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The plan ``transform`` (a crossgrad transform's result) follows on these arguments,
+    without computing its result: which mode and route run, with which chunks, and why
+    (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`).
+
+    Plans exist for ``jacrev``, ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`) and the
+    sparse transforms (:class:`SparsePlan`) so far.
+
+    Example:
+        >>> import torch, crossgrad as cg
+        >>> W = torch.ones(2048, 32)
+        >>> cg.explain(cg.jacobian(lambda x: torch.tanh(W @ x)), torch.zeros(32)).mode
+        'fwd'
+    """
+    plan = getattr(transform, "plan", None)
+    if plan is None:
+        raise errors.OptionTypeError(
+            "explain", f"a transform with plans ({', '.join(spec.PLANNED)}), as crossgrad made it",
+            f"{getattr(transform, '__name__', type(transform).__name__)!r}, which has no plan",
+            "Pass the function a crossgrad transform returned, e.g. cg.explain(cg.jacobian(f), x); the other "
+            "transforms do not have plans yet.")
+    return plan(*args, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
     if name in ("torch", "jax"):
         return backend(name)
@@ -134,11 +158,13 @@ def _deferred(name: str) -> Callable[..., Any]:
             return None if own is None else own(framework, axes)
 
         transformed._crossgrad_batched = batched_form  # type: ignore[attr-defined]
-        if name in spec.SPARSE:
+        if name in spec.PLANNED:
             def plan(*args: Any, **kwargs: Any) -> Any:
-                """The plan prepared for these arguments (NOTE [sparse plans]); nothing is computed."""
+                """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
                 return made_for(infer_backend(name, args, kwargs)).plan(*args, **kwargs)  # type: ignore[attr-defined]
 
+            transformed.plan = plan  # type: ignore[attr-defined]
+        if name in spec.SPARSE:
             def entries(*args: Any, **kwargs: Any) -> Any:
                 made = made_for(infer_backend(name, args, kwargs))
                 return made._crossgrad_finish[0](*args, **kwargs)  # type: ignore[attr-defined]
@@ -147,7 +173,6 @@ def _deferred(name: str) -> Callable[..., Any]:
                 made = made_for(infer_backend(name, args, kwargs))
                 return made._crossgrad_finish[1](values, args, kwargs)  # type: ignore[attr-defined]
 
-            transformed.plan = plan  # type: ignore[attr-defined]
             transformed._crossgrad_finish = (entries, finish)  # type: ignore[attr-defined]  # NOTE [sparse results under jit]
         return transformed
 
@@ -233,7 +258,7 @@ else:
 
 
 __all__ = [
-    "backend", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
+    "backend", "explain", "infer_backend", "memory_budget", "stream", "stream_to", "Chunk", "ChunkError", "to_jax", "to_torch", "errors", *spec.TRANSFORMS, "jit",
     "CompileFallbackWarning", "ComplexOutputError", "GradientCheckError", "check_grads",
     "ArgnumsError", "ArgnumsTypeError", "AxisError", "AxisSizeError", "BackendInferenceError", "ControlFlowError",
     "BackendUnavailableError", "CrossgradError", "CrossgradTypeError", "CrossgradValueError", "CustomRuleError",

@@ -7,10 +7,22 @@ columns through one vectorized jvp, and ``loop`` calls the vjp once per row (the
 seed notebook's method, kept as the reference).  The block of output leaf ``o`` and
 input leaf ``i`` has shape ``out_o.shape + in_i.shape``; :meth:`Call.assemble`
 nests the blocks as JAX does.
+
+NOTE [plans]
+A transform decides once per argument signature, in the open: the first call with a new
+signature builds a typed, frozen, printable plan (:class:`JacobianPlan`: the mode, the
+route, the chunks, and why each was chosen) kept in the one cache that transformed function
+owns, and the route then only computes.  Where the framework refuses what the plan chose
+(torch's jacfwd on complex outputs; auto's forward mode on a function without forward
+rules) the plan is revised in that cache, the revision named in ``why``.  ``.plan(*args)``
+on the transformed function, or ``crossgrad.explain(transformed, *args)``, returns the plan
+a call would follow without computing the result (the adjoint check, NOTE [adjoint check],
+is part of planning ``auto``).  The sparse transforms' plans are :class:`SparsePlan`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -200,14 +212,45 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
 def auto_mode(backend: Backend, call: Call) -> str:
     """``"fwd"`` when the inputs are few enough against the outputs (NOTE [jacobian auto
     mode] in :mod:`crossgrad.transforms.policy`)."""
+    return _auto_mode(backend, call)[0]
+
+
+def _auto_mode(backend: Backend, call: Call) -> tuple[str, str]:
+    """auto's mode and why."""
     if not call.primals:
-        return "rev"
+        return "rev", "auto: no differentiated elements"
     n = sum(math.prod(backend.arrays.shape(p)) for p in call.primals)
     outputs = call.output_shapes()
     if any(dtype.startswith("complex") for _, _, dtype in outputs):
-        return "fwd"  # the only mode that answers for complex outputs
+        return "fwd", "auto: complex outputs, which forward mode alone answers"
     m = sum(math.prod(s) for s, _, _ in outputs)
-    return policy.jacobian_mode(backend.name, backend.arrays.on_accelerator(call.primals[0]), n, m)
+    accelerator = backend.arrays.on_accelerator(call.primals[0])
+    c = policy.forward_cost(backend.name, accelerator)
+    mode = policy.jacobian_mode(backend.name, accelerator, n, m)
+    relation = "<" if mode == "fwd" else ">="
+    return mode, (f"auto: {n} inputs x jvp cost {c:g} {relation} {m} outputs "
+                  f"(NOTE [jacobian auto mode], {backend.name} on {'an accelerator' if accelerator else 'a CPU'})")
+
+
+@dataclasses.dataclass(frozen=True)
+class JacobianPlan:
+    """What a Jacobian transform does for one argument signature (NOTE [plans]): the mode,
+    the route (the framework's ``"builtin"`` jacrev/jacfwd, or crossgrad's ``"composed"``
+    vmap of vjp / jvp over the identity, or its loop), the chunks, and why.  A revision
+    made when the framework refused the first plan says so in ``why``."""
+
+    transform: str
+    mode: str
+    route: str
+    chunk_size: int | str | None
+    inputs: int
+    outputs: int | None  # None: not known without evaluating f (a mode given, not chosen)
+    why: str
+
+    def __str__(self) -> str:
+        chunks = "all basis vectors at once" if self.chunk_size is None else f"chunk_size={self.chunk_size!r}"
+        sizes = f"{self.inputs} input" + (f" -> {self.outputs} output" if self.outputs is not None else "")
+        return f"{self.transform}: {self.mode} mode, {self.route} route, {chunks}; {sizes} elements; {self.why}"
 
 
 def jacrev(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False,
@@ -277,19 +320,50 @@ def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0,
 def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
                 chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
     """The Jacobian of ``f`` by ``mode`` (``"auto"``, ``"rev"``, ``"fwd"``, ``"loop"``), for
-    the public transform ``name``, whose options are already validated."""
-    modes: dict[tuple[Any, ...], str] = {}
+    the public transform ``name``, whose options are already validated: a plan per argument
+    signature (:class:`JacobianPlan`, one cache), then a route that only computes."""
     used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
     builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
     builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar=False)
-    memo = Memo()
+    plans = Memo()
 
-    def compute(m: str, known: tuple[Any, ...], key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-        empty = known[1]
-        # Built-ins stumble on inputs without elements (torch.func vmaps over an empty
-        # basis and fails); the composition builds the empty blocks directly.  torch's
-        # jacfwd refuses complex outputs, which crossgrad's forward mode answers.
-        if m != "loop" and builtin[m] and not empty and len(known) == 2:
+    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[JacobianPlan, Any, Call | None]:
+        key = Memo.key(args)
+        known = plans.get(key)
+        if known is not None:
+            return known, key, None
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
+            key = ("primals", call.signature(), needs_composition(backend, args))
+            known = plans.get(key)
+            if known is not None:
+                return known, key, call
+        outputs = None  # known where auto's choice needed them: f is not evaluated for the plan alone
+        if mode == "auto":
+            adjoint.check(name, backend, call)  # NOTE [adjoint check]
+            m, why = _auto_mode(backend, call)
+            if call.primals:
+                outputs = sum(math.prod(sh) for sh, _, _ in call.output_shapes())
+        else:
+            m, why = mode, (f"{name} is {mode} mode" if name != "jacobian" else f"mode={mode!r} given")
+        empty = call.has_no_elements()
+        if m == "loop":
+            route, because = "composed", "the loop is crossgrad's"
+        elif not builtin[m]:
+            route, because = "composed", f"impl={impl!r}" + (f", chunk_size={chunk_size!r}" if chunk_size else "")
+        elif empty:
+            route, because = "composed", "no elements (the built-ins fail on an empty basis)"
+        elif needs_composition(backend, args):
+            route, because = "composed", "static or None leaves, which the built-ins refuse"
+        else:
+            route, because = "builtin", f"the framework's jac{m} serves impl={impl!r}"
+        n = sum(math.prod(backend.arrays.shape(x)) for x in call.primals)
+        plan = JacobianPlan(name, m, route, chunk_size, n, outputs, f"{why}; {route}: {because}")
+        return plans.put(key, plan), key, call
+
+    def compute(plan: JacobianPlan, key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        m = plan.mode
+        if plan.route == "builtin":
             make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
             real = m == "rev" or not backend.builtins.COMPLEX_FORWARD
             fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m, real=real)
@@ -298,7 +372,9 @@ def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
             except errors.ComplexOutputError:
                 if m == "rev":
                     raise
-                memo.put(key, (m, empty, "composed"))
+                # torch's jacfwd refuses complex outputs, which crossgrad's forward mode answers.
+                plan = plans.put(key, dataclasses.replace(
+                    plan, route="composed", why=plan.why + "; revised: the built-in refused complex outputs"))
         if call is None:  # a signature seen before: checked then
             call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=True)
         if m == "fwd":
@@ -309,39 +385,30 @@ def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
         return (result, aux) if has_aux else result
 
     def jacobian_f(*args: Any, **kwargs: Any) -> Any:
-        key = Memo.key(args)
-        known = memo.get(key)
-        call = None
-        if known is None:
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            m = mode
-            if m == "auto":
-                sig = call.signature()
-                if sig not in modes:
-                    adjoint.check(name, backend, call)  # NOTE [adjoint check]
-                m = modes.get(sig) or modes.setdefault(sig, auto_mode(backend, call))
-            # torch.func refuses None leaves: the composition takes them.
-            composed_only = needs_composition(backend, args)
-            known = memo.put(key, (m, call.has_no_elements()) + (("composed",) if composed_only else ()))
-        m = known[0]
-        if mode != "auto" or m != "fwd":
-            return compute(m, known, key, call, args, kwargs)
+        plan, key, call = planned(args, kwargs)
+        if mode != "auto" or plan.mode != "fwd":
+            return compute(plan, key, call, args, kwargs)
         try:
-            return compute(m, known, key, call, args, kwargs)
+            return compute(plan, key, call, args, kwargs)
         except errors.CrossgradError:
             raise
         except Exception as forward_failure:
-            # auto's forward mode failed where reverse mode may answer (a custom
-            # Function without jvp or vmap rules, jax's custom_vjp): the same Jacobian.
+            # auto's forward mode failed where reverse mode may answer (a custom Function
+            # without jvp or vmap rules, jax's custom_vjp): the same Jacobian, a revised plan.
+            revised = dataclasses.replace(plan, mode="rev", why=plan.why + (
+                f"; revised: forward mode failed ({type(forward_failure).__name__}), reverse mode"))
             try:
-                out = compute("rev", ("rev", *known[1:]), key, None, args, kwargs)
+                out = compute(revised, key, None, args, kwargs)
             except Exception:
                 raise forward_failure from None
             log.info("%s: forward mode failed (%s); reverse mode for this signature", name,
                      type(forward_failure).__name__)
-            memo.put(key, ("rev", *known[1:]))
-            if call is not None:
-                modes[call.signature()] = "rev"
+            plans.put(key, revised)
             return out
 
+    def plan(*args: Any, **kwargs: Any) -> JacobianPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return planned(args, kwargs)[0]
+
+    jacobian_f.plan = plan  # type: ignore[attr-defined]
     return jacobian_f

@@ -1,0 +1,69 @@
+"""Plans (NOTE [plans]): what a transform decides per argument signature, in the open, on
+every backend.
+
+Oracles: the auto-mode rule's own arithmetic (forward mode where inputs x jvp cost <
+outputs), the options given, the route the framework refused (a revision), and the
+results, which the plans must not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from test_hardening import _reverse_only_cube
+from tolerances import TOL
+
+import crossgrad as cg
+from crossgrad.testing import frameworks
+from crossgrad.transforms import policy
+from crossgrad.transforms.jacobians import JacobianPlan
+
+
+def tanh_layer(backend, n_in, n_out):
+    o = frameworks.ops(backend.name)
+    w = frameworks.convert(np.random.default_rng(0).standard_normal((n_out, n_in)), backend.name, "float64")
+    x = frameworks.convert(np.random.default_rng(1).standard_normal(n_in), backend.name, "float64")
+    return (lambda v: o.tanh(w @ v)), x
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(4, 64), (64, 4)])
+def test_auto_plans_the_mode_its_rule_gives_and_says_why(backend, n_in, n_out):
+    f, x = tanh_layer(backend, n_in, n_out)
+    jac = backend.jacobian(f)
+    plan = cg.explain(jac, x)
+    assert isinstance(plan, JacobianPlan) and plan is jac.plan(x)  # one plan per signature, kept
+    expected = policy.jacobian_mode(backend.name, False, n_in, n_out)
+    assert (plan.mode, plan.route, plan.inputs, plan.outputs) == (expected, "builtin", n_in, n_out)
+    assert "auto:" in plan.why and str(plan).startswith(f"jacobian: {expected} mode, builtin route")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.mode = "loop"  # type: ignore[misc]
+    reference = backend.jacobian(f, mode="loop")(x)
+    np.testing.assert_allclose(frameworks.to_numpy(jac(x)), frameworks.to_numpy(reference), **TOL["float64"]["same"])
+    assert jac.plan(x) is plan  # the call followed the plan and kept it
+
+
+def test_the_options_given_are_the_plan(backend):
+    f, x = tanh_layer(backend, 8, 8)
+    composed = backend.jacrev(f, impl="composed", chunk_size=3).plan(x)
+    assert (composed.mode, composed.route, composed.chunk_size) == ("rev", "composed", 3)
+    assert composed.outputs is None  # not chosen by the sizes: f is not evaluated for the plan
+    assert backend.jacobian(f, mode="loop").plan(x).route == "composed"
+    assert cg.jacfwd(f).plan(x).mode == "fwd"  # the top level's plans are its backend's
+
+
+def test_a_refusal_revises_the_plan_and_says_so(backend):
+    cube = _reverse_only_cube(backend)
+    w = frameworks.convert(np.random.default_rng(0).standard_normal((40, 3)), backend.name, "float64")
+    x = frameworks.convert(np.array([0.5, -1.0, 2.0]), backend.name, "float64")
+    jac = backend.jacobian(lambda v: cube(w @ v))
+    assert jac.plan(x).mode == "fwd"  # 3 inputs, 40 outputs
+    jac(x)  # forward mode fails: reverse mode answers
+    revised = jac.plan(x)
+    assert revised.mode == "rev" and "revised: forward mode failed" in revised.why
+
+
+def test_transforms_without_plans_are_named():
+    with pytest.raises(cg.OptionTypeError, match=r"explain.*no plan"):
+        cg.explain(cg.hessian(lambda x: (x ** 2).sum()), np.ones(3))
