@@ -88,8 +88,8 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     without computing its result: which mode and route run, with which chunks, and why
     (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`).
 
-    Plans exist for ``jacrev``, ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`) and the
-    sparse transforms (:class:`SparsePlan`) so far.
+    Plans exist for ``jacrev``, ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`), ``hessian``
+    (:class:`HessianPlan`) and the sparse transforms (:class:`SparsePlan`) so far.
 
     Example:
         >>> import torch, crossgrad as cg

@@ -66,4 +66,20 @@ def test_a_refusal_revises_the_plan_and_says_so(backend):
 
 def test_transforms_without_plans_are_named():
     with pytest.raises(cg.OptionTypeError, match=r"explain.*no plan"):
-        cg.explain(cg.hessian(lambda x: (x ** 2).sum()), np.ones(3))
+        cg.explain(cg.laplacian(lambda x: (x ** 2).sum()), np.ones(3))
+
+
+@pytest.mark.parametrize("scalar", [True, False])
+def test_hessian_plans_follow_the_measured_rule(backend, scalar):
+    o = frameworks.ops(backend.name)
+    f = (lambda x: o.sum(o.tanh(x) ** 3)) if scalar else (lambda x: o.tanh(x) ** 3)
+    x = frameworks.convert(np.linspace(-1, 1, 5), backend.name, "float64")
+    hess = backend.hessian(f)
+    plan = cg.explain(hess, x)
+    strategy, measured = policy.hessian_strategy(backend.name, lambda: 1 if scalar else 5)
+    assert (plan.strategy, plan.impl) == (strategy, measured or "auto")
+    assert plan is hess.plan(x) and "NOTE [hessian strategy]" in plan.why
+    np.testing.assert_allclose(frameworks.to_numpy(hess(x)), frameworks.to_numpy(backend.hessian(f, strategy="loop")(x)),
+                               **TOL["float64"]["same"])
+    given = backend.hessian(f, strategy="rev-fwd", impl="composed").plan(x)
+    assert (given.strategy, given.impl, given.why) == ("rev-fwd", "composed", "strategy='rev-fwd' given")

@@ -6,6 +6,7 @@ in :mod:`crossgrad.transforms.policy`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,25 @@ from crossgrad.transforms import adjoint, policy
 from crossgrad.transforms.builtin import builtin_serves, needs_composition, via_builtin
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.jacobians import jacobian_of
+
+
+@dataclasses.dataclass(frozen=True)
+class HessianPlan:
+    """What a Hessian transform does for one argument signature (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`): the strategy (outer-inner Jacobian modes), what
+    the two Jacobians are built from (``"builtin"``: the framework's hessian for fwd-rev, else
+    its jacrev/jacfwd; ``"composed"``: crossgrad's; ``"auto"``: each Jacobian's own plan),
+    whether it was planned for a call being recorded for compilation (where that changed the
+    choice, ``why`` says so), and why."""
+
+    transform: str
+    strategy: str
+    impl: str
+    compiled: bool
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.transform}: strategy {self.strategy}, {self.impl} Jacobians; {self.why}"
 
 
 def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, strategy: spec.Strategy = "auto",
@@ -61,7 +81,6 @@ def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     """The Hessian of ``f`` by ``strategy``, for the public transform ``name``, whose options
     are already validated."""
     built: dict[tuple[str, str], Callable[..., Any]] = {}
-    chosen: dict[tuple[Any, ...], tuple[str, str | None]] = {}
 
     def for_strategy(s: str, how: str) -> Callable[..., Any]:
         if (s, how) not in built:
@@ -79,40 +98,55 @@ def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             built[(s, how)] = fn
         return built[(s, how)]
 
-    memo = Memo()
+    plans = Memo()
 
-    def hessian_f(*args: Any, **kwargs: Any) -> Any:
+    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> HessianPlan:
         # A call recorded for compilation (cg.jit's traced routes) may take another strategy
-        # than an eager one (NOTE [hessian strategy]): both are remembered apart.
+        # than an eager one (NOTE [hessian strategy]): both are planned apart.
         compiled = strategy == "auto" and impl == "auto" and backend.taylor.being_compiled()
         shapes = Memo.key(args)
         key = None if shapes is None else (*shapes, compiled)
-        picked = memo.get(key)
-        if picked is None:
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-            if call.has_no_elements():
-                # No elements, nothing to differentiate: the composition builds the
-                # empty blocks (torch.func's built-ins fail on empty inputs).
-                picked = (strategy if strategy != "auto" else "fwd-rev", "composed", True)
-            elif needs_composition(backend, args):
-                # torch.func refuses None leaves, both frameworks static leaves: the composition takes them.
-                picked = (strategy if strategy != "auto" else "fwd-rev", "composed", True)
-            elif strategy != "auto":
-                picked = (strategy, None, False)
+        known = plans.get(key)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
+            key = ("primals", call.signature(), compiled, needs_composition(backend, args))
+            known = plans.get(key)
+            if known is not None:
+                return known  # type: ignore[no-any-return]
+        fallback = strategy if strategy != "auto" else "fwd-rev"
+        if call.has_no_elements():
+            # torch.func's built-ins fail on empty inputs: the composition builds the empty blocks.
+            plan = HessianPlan(name, fallback, "composed", compiled, "no elements: the composition builds the empty blocks")
+        elif needs_composition(backend, args):
+            plan = HessianPlan(name, fallback, "composed", compiled, "static or None leaves, which the built-ins refuse")
+        elif strategy != "auto":
+            plan = HessianPlan(name, strategy, impl, compiled, f"strategy={strategy!r} given")
+        else:
+            adjoint.check(name, backend, call)  # NOTE [adjoint check]
+            outputs = call.output_shapes()
+            chosen: tuple[str, str | None]
+            if any(dtype.startswith("complex") for _, _, dtype in outputs):
+                chosen, why = ("fwd-fwd", None), "auto: complex outputs, which fwd-fwd alone answers"
             else:
-                sig = call.signature()
-                if sig not in chosen:
-                    adjoint.check(name, backend, call)  # NOTE [adjoint check]
-                    outputs = call.output_shapes()
-                    if any(dtype.startswith("complex") for _, _, dtype in outputs):
-                        chosen[sig] = ("fwd-fwd", None)  # the only strategy that answers for complex outputs
-                    else:
-                        chosen[sig] = policy.hessian_strategy(backend.name, lambda: sum(
-                            math.prod(shape) for shape, _, _ in outputs))
-                picked = (*policy.compiled_hessian(backend.name, chosen[sig], compiled), False)
-            memo.put(key, picked)
-        s, picked_impl, forced = picked
-        how = picked_impl if forced or (impl == "auto" and picked_impl) else impl
-        return for_strategy(s, how)(*args, **kwargs)
+                size = sum(math.prod(shape) for shape, _, _ in outputs)
+                chosen = policy.hessian_strategy(backend.name, lambda: size)
+                why = (f"auto: {'a scalar output' if size == 1 else f'{size} output elements'} on {backend.name} "
+                       "(NOTE [hessian strategy])")
+            s, measured = policy.compiled_hessian(backend.name, chosen, compiled)
+            if compiled and (s, measured) != chosen:
+                why += ", compiled: torch's own jacrev(jacrev) compiles faster"
+            plan = HessianPlan(name, s, measured if impl == "auto" and measured else impl, compiled, why)
+        return plans.put(key, plan)  # type: ignore[no-any-return]
 
+    def hessian_f(*args: Any, **kwargs: Any) -> Any:
+        plan = planned(args, kwargs)
+        return for_strategy(plan.strategy, plan.impl)(*args, **kwargs)
+
+    def plan(*args: Any, **kwargs: Any) -> HessianPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return planned(args, kwargs)
+
+    hessian_f.plan = plan  # type: ignore[attr-defined]
     return hessian_f
