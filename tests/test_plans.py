@@ -83,3 +83,23 @@ def test_hessian_plans_follow_the_measured_rule(backend, scalar):
                                **TOL["float64"]["same"])
     given = backend.hessian(f, strategy="rev-fwd", impl="composed").plan(x)
     assert (given.strategy, given.impl, given.why) == ("rev-fwd", "composed", "strategy='rev-fwd' given")
+
+
+def test_batched_hessian_plans_where_the_batch_goes(backend):
+    o = frameworks.ops(backend.name)
+    rng = np.random.default_rng(2)
+    w, b, xs = (frameworks.convert(a, backend.name, "float64") for a in
+                (rng.standard_normal((5, 4)), rng.standard_normal(5), rng.standard_normal((6, 4))))
+
+    def f(w, b, x):
+        return o.tanh(w @ x + b)
+
+    hess = backend.batched_hessian(f, argnums=2, in_axes=(None, None, 0))
+    plan = cg.explain(hess, w, b, xs)
+    assert plan.order in ("inside", "outside") and plan.batch == 6 and "NOTE [batch inside]" in plan.why
+    assert (plan.strategy is not None) == (plan.order == "inside") and plan is hess.plan(w, b, xs)
+    expected = np.stack([frameworks.to_numpy(backend.hessian(f, argnums=2, strategy="loop")(w, b, xs[i]))
+                         for i in range(6)])
+    np.testing.assert_allclose(frameworks.to_numpy(hess(w, b, xs)), expected, **TOL["float64"]["same"])
+    chunked = backend.batched_hessian(f, argnums=2, in_axes=(None, None, 0), batch_chunk_size=2).plan(w, b, xs)
+    assert chunked.order == "outside" and "batch_chunk_size=2 given" in chunked.why

@@ -8,6 +8,7 @@ formed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -91,42 +92,83 @@ def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnu
     per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, basis_chunk_size, impl)
     outside = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
                       randomness=randomness)
-    if where is not None or batch_chunk_size is not None or impl == "builtin" or randomness != "error":
+    given = {"devices": devices, "batch_chunk_size": batch_chunk_size, "impl": "builtin" if impl == "builtin" else None,
+             "randomness": None if randomness == "error" else randomness}
+    kept = [f"{k}={v!r}" for k, v in given.items() if v is not None]
+    if kept:
+        def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
+            """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+            size = Call(name, backend, f, args, kwargs, argnums, has_aux).batch_layout(in_axes)[1]
+            return BatchedHessianPlan(name, "outside", None, size, f"{', '.join(kept)} given: the batch stays outside")
+
+        outside.plan = plan  # type: ignore[attr-defined]
         return outside
     return _batch_inside(backend, name, f, argnums, in_axes, has_aux, strategy, basis_chunk_size, outside)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchedHessianPlan:
+    """Where a batched Hessian puts the batch for one argument signature (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`): ``"outside"`` (``vmap`` of the per-sample
+    Hessian, which plans itself per sample) or ``"inside"`` the two basis maps with
+    ``strategy`` (NOTE [batch inside]), the batch size, and why."""
+
+    transform: str
+    order: str
+    strategy: str | None
+    batch: int
+    why: str
+    axes: tuple[int, ...] = ()  # inside: the batch axis of each differentiated leaf
+
+    def __str__(self) -> str:
+        how = "vmap of the per-sample hessian" if self.order == "outside" else f"strategy {self.strategy}"
+        return f"{self.transform}: batch {self.order} ({how}), {self.batch} samples; {self.why}"
 
 
 def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
                   chunk_size: int | None, outside: Callable[..., Any]) -> Callable[..., Any]:
     """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
     the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
-    so, decided once per argument signature."""
+    so, planned once per argument signature; each order is built when a plan first takes it."""
     shape = backend.arrays.shape
-    batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto")
-    memo = Memo()
+    made: dict[str, Callable[..., Any]] = {}
 
-    def route(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
-        """``("outside",)`` or ``(strategy, batch axis of each differentiated leaf)``."""
+    def batched_f() -> Callable[..., Any]:
+        if "f" not in made:
+            made["f"] = vmap_of(backend, name, f, in_axes, 0, None, "auto")
+        return made["f"]
+
+    plans = Memo()
+
+    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> BatchedHessianPlan:
+        key = Memo.key(args)
+        known = plans.get(key)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
         call = Call(name, backend, f, args, kwargs, argnums, has_aux)
         diff, size = call.batch_layout(in_axes)
         if not diff or None in diff or size == 0 or call.has_no_elements():
-            return ("outside",)
+            why = "a differentiated argument shared by the batch, or no elements"
+            return plans.put(key, BatchedHessianPlan(name, "outside", None, size, why))  # type: ignore[no-any-return]
         n = sum(math.prod(shape(p)) for p in call.primals) // size
 
         def m() -> int:
-            g = (lambda *a: batched_f(*a, **kwargs)) if kwargs else batched_f
+            g = (lambda *a: batched_f()(*a, **kwargs)) if kwargs else batched_f()
             return sum(math.prod(s[1:]) for s, _, _ in backend.primitives.output_shapes(g, args))
 
         chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
                                                strategy, n, m, size)
         if chosen is None:
-            return ("outside",)
-        log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
-        return (chosen, diff)
+            plan = BatchedHessianPlan(name, "outside", None, size, f"NOTE [batch inside]: {size} samples of {n} inputs")
+        else:
+            log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
+            plan = BatchedHessianPlan(name, "inside", chosen, size, f"NOTE [batch inside]: {size} samples of {n} inputs",
+                                      tuple(a for a in diff if a is not None))
+        return plans.put(key, plan)  # type: ignore[no-any-return]
 
     def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
         def jacobian_g(*args: Any, **kwargs: Any) -> Any:
-            # The signature was checked when its route was chosen.
+            # The signature was checked when its plan was made.
             call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
             blocks, aux = inside_blocks(backend, call, diff, mode, chunk_size)
             result = call.assemble(blocks)
@@ -135,12 +177,17 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
         return jacobian_g
 
     def hessian_f(*args: Any, **kwargs: Any) -> Any:
-        key = Memo.key(args)
-        chosen = memo.get(key) or memo.put(key, route(args, kwargs))
-        if chosen[0] == "outside":
+        plan = planned(args, kwargs)
+        if plan.order == "outside":
             return outside(*args, **kwargs)
-        outer, inner = chosen[0].split("-")
-        diff = chosen[1]
-        return jacobian_inside(jacobian_inside(batched_f, inner, diff), outer, diff)(*args, **kwargs)
+        assert plan.strategy is not None
+        outer, inner = plan.strategy.split("-")
+        diff = list(plan.axes)
+        return jacobian_inside(jacobian_inside(batched_f(), inner, diff), outer, diff)(*args, **kwargs)
 
+    def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return planned(args, kwargs)
+
+    hessian_f.plan = plan  # type: ignore[attr-defined]
     return hessian_f
