@@ -14,16 +14,18 @@ def loss(w: Any, x: Any) -> Any:
     return ((w * x) ** 2).sum()
 
 
-cg.hessian(loss, strategie="fwd-rev")  # type: ignore[call-arg]
-cg.hessian(loss, argnums="a")  # type: ignore[arg-type]
-cg.hessian(loss, strategy="bogus")  # type: ignore[arg-type]
-cg.batched_jacobian(loss, mode="forward")  # type: ignore[arg-type]
-cg.torch.batched_laplacian(loss, estimator="xtrace")  # type: ignore[arg-type]
-cg.jax.hessian_diagonal(loss, estimator="hutch++")  # type: ignore[arg-type]
-cg.vmap(loss, in_dims=0)  # type: ignore[call-arg]
-cg.jit(3)  # type: ignore[arg-type]
-cg.jit(loss, route="fast")  # type: ignore[arg-type]
-cg.laplacian(loss, samples="many")  # type: ignore[arg-type]
+def mistakes() -> None:
+    """Never called: the type checker reads it (and pytest, collecting the folder, imports it)."""
+    cg.hessian(loss, strategie="fwd-rev")  # type: ignore[call-arg]
+    cg.hessian(loss, argnums="a")  # type: ignore[arg-type]
+    cg.hessian(loss, strategy="bogus")  # type: ignore[arg-type]
+    cg.batched_jacobian(loss, mode="forward")  # type: ignore[arg-type]
+    cg.torch.batched_laplacian(loss, estimator="xtrace")  # type: ignore[arg-type]
+    cg.jax.hessian_diagonal(loss, estimator="hutch++")  # type: ignore[arg-type]
+    cg.vmap(loss, in_dims=0)  # type: ignore[call-arg]
+    cg.jit(3)  # type: ignore[arg-type]
+    cg.jit(loss, route="fast")  # type: ignore[arg-type]
+    cg.laplacian(loss, samples="many")  # type: ignore[arg-type]
 
 
 def trace_estimate(op: HessianOperator) -> None:
