@@ -21,6 +21,7 @@ import numpy as np
 
 from crossgrad import errors, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
+from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import adjoint, policy, taylor, taylor4
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.curvature import DEFAULT_SAMPLES, _Point
@@ -150,7 +151,7 @@ def _fourth(backend: Backend, name: str, call: Call, point: _Point, estimator: s
     flat = call.flat
     try:
         rec = backend.taylor.record(flat, call.primals)
-    except taylor.Unrecorded as why:
+    except Unrecorded as why:
         log.info("%s: nested reverse-mode derivatives, the exact route (%s)", name, why)
         rec = None
     values = rec.values if rec is not None else None

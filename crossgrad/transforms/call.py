@@ -40,13 +40,13 @@ def mutation_error(transform: str, what: str) -> errors.InputMutationError:
         "Use out-of-place operations (y = x * 2 rather than x.mul_(2)), or work on a copy (x.clone()).")
 
 
-def check_unchanged(transform: str, versions: list[tuple[int, Any, int]], copies: bool = False) -> None:
-    """Raise if an input's version counter moved: the function wrote into it (into a copy
-    of the caller's array with ``copies``, NOTE [input writes])."""
-    for k, leaf, v in versions:
-        if leaf._version != v:
-            what = "a copy; the caller's array is unchanged" if copies else "the caller's array has been changed"
-            raise mutation_error(transform, f"argument {k} modified in place ({what})")
+def check_unchanged(transform: str, arrays: Any, watched: list[tuple[int, Any, int]], copies: bool = False) -> None:
+    """Raise if a watched input was written (``arrays.written``: its version counter moved):
+    the function wrote into it (into a copy of the caller's array with ``copies``, NOTE
+    [input writes])."""
+    for k in arrays.written(watched)[:1]:
+        what = "a copy; the caller's array is unchanged" if copies else "the caller's array has been changed"
+        raise mutation_error(transform, f"argument {k} modified in place ({what})")
 
 
 def _foreign_error(transform: str, backend: str, calls_other: bool, exc: BaseException) -> errors.ForeignFunctionError:

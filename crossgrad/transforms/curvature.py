@@ -31,6 +31,7 @@ from typing import Any
 
 from crossgrad import errors, memory, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
+from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import policy, taylor
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.derivatives import over_the_gradient
@@ -361,7 +362,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
 
     try:
         rec = backend.taylor.record(flat, call.primals)
-    except taylor.Unrecorded as why:
+    except Unrecorded as why:
         log.info("%s: nested Hessian-vector products, the exact route (%s)", name, why)
         rec = None
     n_out = found["outputs"] if rec is not None else None

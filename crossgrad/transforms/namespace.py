@@ -160,7 +160,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
                 inputs, kwargs, watched = arrays.shield(tuple(args[where.start:stop]), kwargs, copies)
                 args = (*args[:where.start], *inputs, *args[stop:])
                 result = fn(backend, *args, **kwargs)
-                check_unchanged(name, watched, copies)
+                check_unchanged(name, arrays, watched, copies)
                 if copies and user_f is not None:
                     _wrote_nothing(user_f)
                 out = arrays.materialized(auxiliary.restore(name, result, held))
@@ -186,7 +186,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
                 call_args, call_kwargs, watched = arrays.shield(call_args, call_kwargs, shielded)
                 out = target(*call_args, **call_kwargs)
                 if watched:
-                    check_unchanged(name, watched, shielded)
+                    check_unchanged(name, arrays, watched, shielded)
                     copies = False
                 out = arrays.materialized(auxiliary.restore(name, out, held))
                 return out if shielded else arrays.unaliased(out, watched)

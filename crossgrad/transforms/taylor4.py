@@ -32,9 +32,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crossgrad.backends.base import Backend
+from crossgrad.backends.recording import Entry, Recording
 from crossgrad.transforms.taylor import (
-    Entry,
-    Recording,
     _mapped,
     _weighted_sum,
     operation,

@@ -48,6 +48,11 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     return []
 
 
+def written(watched: list[tuple[int, Any, int]]) -> list[int]:
+    """jax arrays are immutable: none was written."""
+    return []
+
+
 def shield(args: tuple[Any, ...], kwargs: dict[Any, Any],
            copies: bool = True) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
     """jax arrays are immutable: the arguments as they are, nothing to watch."""

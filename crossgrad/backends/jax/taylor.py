@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from crossgrad import pytree
-from crossgrad.transforms.taylor import Entry, Recording, Unrecorded
+from crossgrad.backends.recording import Entry, Recording, Unrecorded
 
 
 class Primitive(NamedTuple):

@@ -49,6 +49,11 @@ def watch(trees: tuple[Any, ...]) -> list[tuple[int, Any, int]]:
     return found
 
 
+def written(watched: list[tuple[int, Any, int]]) -> list[int]:
+    """The argument indices of the watched tensors (:func:`watch`) whose version counter moved."""
+    return [k for k, leaf, version in watched if leaf._version != version]
+
+
 def shield(args: tuple[Any, ...], kwargs: dict[Any, Any],
            copies: bool = True) -> tuple[tuple[Any, ...], dict[Any, Any], list[tuple[int, Any, int]]]:
     """``args`` and ``kwargs`` with every tensor replaced by a copy (autograd flows through

@@ -17,7 +17,7 @@ from torch.utils import _pytree as tree_util
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from crossgrad import pytree
-from crossgrad.transforms.taylor import Entry, Recording, Unrecorded
+from crossgrad.backends.recording import Entry, Recording, Unrecorded
 
 aten = torch.ops.aten
 
