@@ -31,13 +31,12 @@ def to_jax(tree: Any, *, copy: bool = False) -> Any:
     """
     from crossgrad.backends import load
 
-    load("jax", "to_jax")  # a missing jax is a named error, not a raw ImportError
+    jax_backend = load("jax", "to_jax")  # a missing jax is a named error, not a raw ImportError
     import jax.numpy as jnp
     import numpy as np
 
-    from crossgrad.backends.jax.arrays import x64_enabled
-
-    x64 = x64_enabled()
+    # Through the backend contract: whether jax would truncate a float64 (x64 off).
+    x64 = not jax_backend.arrays.float64_unavailable(np.float64(0.0))
 
     def convert(x: Any) -> Any:
         owner = framework_of(x)
