@@ -89,8 +89,9 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`).
 
     Plans exist for ``jacrev``, ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`), ``hessian``
-    (:class:`HessianPlan`), ``batched_hessian`` (:class:`BatchedHessianPlan`) and the sparse
-    transforms (:class:`SparsePlan`) so far.
+    (:class:`HessianPlan`), ``batched_jacobian`` (:class:`BatchedJacobianPlan`),
+    ``batched_hessian`` (:class:`BatchedHessianPlan`) and the sparse transforms
+    (:class:`SparsePlan`) so far.
 
     Example:
         >>> import torch, crossgrad as cg

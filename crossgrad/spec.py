@@ -79,7 +79,7 @@ TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
 SPARSE = ("sparse_jacobian", "sparse_hessian", "batched_sparse_jacobian", "batched_sparse_hessian")
 # The transforms whose results carry ``.plan(*args)``, the plan a call follows (NOTE [plans]),
 # which ``crossgrad.explain`` returns; the others do not have plans yet.
-PLANNED = ("jacrev", "jacfwd", "jacobian", "hessian", "batched_hessian", *SPARSE)
+PLANNED = ("jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", *SPARSE)
 # Not transforms of derivatives, but in both namespaces with one signature too.
 TOOLS = ("jit", "check_grads")
 # The transforms that evaluate at once (the others return a function), and the parameters

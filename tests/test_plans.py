@@ -103,3 +103,21 @@ def test_batched_hessian_plans_where_the_batch_goes(backend):
     np.testing.assert_allclose(frameworks.to_numpy(hess(w, b, xs)), expected, **TOL["float64"]["same"])
     chunked = backend.batched_hessian(f, argnums=2, in_axes=(None, None, 0), batch_chunk_size=2).plan(w, b, xs)
     assert chunked.order == "outside" and "batch_chunk_size=2 given" in chunked.why
+
+
+def test_batched_jacobian_plans_are_vmap_of_the_per_sample_plan(backend):
+    o = frameworks.ops(backend.name)
+    rng = np.random.default_rng(3)
+    w, xs = (frameworks.convert(a, backend.name, "float64") for a in (rng.standard_normal((40, 3)), rng.standard_normal((7, 3))))
+
+    def f(w, x):
+        return o.tanh(w @ x)
+
+    batched = backend.batched_jacobian(f, argnums=1, in_axes=(None, 0), batch_chunk_size=4)
+    plan = cg.explain(batched, w, xs)
+    one = backend.jacobian(f, argnums=1).plan(w, xs[0])
+    assert (plan.batch, plan.batch_chunk_size) == (7, 4)
+    assert (plan.per_sample.mode, plan.per_sample.route, plan.per_sample.inputs) == (one.mode, one.route, 3)
+    assert str(plan).startswith("batched_jacobian: vmap over 7 samples (4 at a time) of batched_jacobian: ")
+    expected = np.stack([frameworks.to_numpy(backend.jacobian(f, argnums=1, mode="loop")(w, xs[i])) for i in range(7)])
+    np.testing.assert_allclose(frameworks.to_numpy(batched(w, xs)), expected, **TOL["float64"]["same"])

@@ -14,12 +14,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import spec
+from crossgrad import pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
-from crossgrad.transforms.jacobians import inside_blocks, jacobian_of
+from crossgrad.transforms.jacobians import JacobianPlan, inside_blocks, jacobian_of
 from crossgrad.transforms.vectorize import vmap_of
 
 log = logging.getLogger("crossgrad")
@@ -60,8 +60,48 @@ def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
                           basis_chunk_size=basis_chunk_size)
     where = None if devices is None else backend.distributed.place(name, devices)
     per_sample = jacobian_of(backend, name, f, argnums, has_aux, mode, basis_chunk_size, impl)
-    return vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
-                   randomness=randomness)
+    batched = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
+                      randomness=randomness)
+
+    def plan(*args: Any, **kwargs: Any) -> BatchedJacobianPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        sample, size = _one_sample(backend, name, in_axes, args)
+        return BatchedJacobianPlan(name, size, batch_chunk_size, per_sample.plan(*sample, **kwargs))  # type: ignore[attr-defined]
+
+    batched.plan = plan  # type: ignore[attr-defined]
+    return batched
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchedJacobianPlan:
+    """A batched Jacobian's plan (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`):
+    ``vmap`` over the batch (``batch_chunk_size`` samples at a time, None: all) of the
+    per-sample Jacobian, whose plan is ``per_sample``."""
+
+    transform: str
+    batch: int
+    batch_chunk_size: int | str | None
+    per_sample: JacobianPlan
+
+    def __str__(self) -> str:
+        chunks = "" if self.batch_chunk_size is None else f" ({self.batch_chunk_size!r} at a time)"
+        return f"{self.transform}: vmap over {self.batch} samples{chunks} of {self.per_sample}"
+
+
+def _one_sample(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
+    """The first sample's arguments (each batched leaf indexed along its axis) and the batch size."""
+    a = backend.arrays
+    axes = spec.leaf_axes(name, spec.in_axes_form(in_axes), args, a.shape)
+    size = spec.batch_size(name, args, axes, a.shape)
+    leaves, treedef = pytree.flatten(args)
+
+    def first(x: Any, axis: int | None) -> Any:
+        if axis is None or not a.is_array(x):
+            return x
+        kept = [d for i, d in enumerate(a.shape(x)) if i != axis % len(a.shape(x))]
+        return a.reshape(a.slice_axis(x, 0, 1, axis % len(a.shape(x))), kept)
+
+    return tuple(pytree.unflatten(treedef, [first(x, ax) for x, ax in zip(leaves, axes)])), size
 
 
 def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,
