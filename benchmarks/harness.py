@@ -148,6 +148,29 @@ def ceilings() -> dict[str, float]:
     return {"write_GBps": n * 4 / t_fill / 1e9, "fp32_matmul_TFLOPs": 2 * size**3 / t_mm / 1e12}
 
 
+def count_flops(framework: str, fn: Callable, args: tuple) -> float | None:
+    """The floating-point operations of one call of ``fn``, counted from the program: XLA's
+    cost analysis of the lowered program (jax), torch's ``FlopCounterMode`` over one eager run
+    (matrix products and convolutions; elementwise work is not counted).  None where the
+    program cannot be read (a compiled or opaque callable)."""
+    try:
+        if framework == "jax":
+            import jax
+
+            cost = jax.jit(fn).lower(*args).cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            flops = float(cost.get("flops", 0.0)) if cost else 0.0
+        else:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter:
+                fn(*args)
+            flops = float(counter.get_total_flops())
+    except Exception:
+        return None
+    return flops if flops > 0 else None
+
+
 def first_call(framework: str, impl: Any, fn: Callable, args: tuple) -> tuple[Callable, Any, float, float | None]:
     """Compile (where the implementation is compiled) and run once.
 

@@ -18,8 +18,8 @@ from benchmarks.labels import AUTO, EAGER, JIT
 # when it is kept on purpose (``python -m benchmarks.report --keep RUN.json``, ``make keep``).
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path(__file__).parent / "runs"
-HEADERS = ["framework", "implementation", "median ms", "IQR ms", "x fastest", "x fastest (same fw)", "GB/s",
-           "% write ceiling", "peak MB", "first call s", "rounds", "status"]
+HEADERS = ["framework", "implementation", "median ms", "IQR ms", "x fastest", "x fastest (same fw)", "GFLOP/s",
+           "% FLOP ceiling", "GB/s", "% write ceiling", "peak MB", "first call s", "rounds", "status"]
 
 
 def _ms(x: Any) -> str:
@@ -42,7 +42,40 @@ def _status(r: dict) -> str:
     return str(r["status"])
 
 
-def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
+def work(rows: list[dict], case: str, framework: str) -> float | None:
+    """The case's FLOPs on ``framework``: counted from its raw (reference) computation."""
+    return next((r["flops"] for r in rows if r["case"] == case and r["framework"] == framework
+                 and r.get("flops")), None)
+
+
+def roofline(rows: list[dict], ceilings: dict[str, float]) -> list[str]:
+    """Per case: its work against the measured ceilings, the bound that applies, and how far
+    the fastest route is from it."""
+    lines = []
+    flop_rate = ceilings.get("fp32_matmul_TFLOPs", 0.0) * 1e12
+    write_rate = ceilings.get("write_GBps", 0.0) * 1e9
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case and r.get("median_s") and r["status"] == "ok"
+              and not {"paired", "auto-check", "versus", "scaling"} & set(r["tags"])]
+        if not rs:
+            continue
+        best = min(rs, key=lambda r: r["median_s"])
+        flops = work(rows, case, best["framework"])
+        compute = flops / flop_rate if flops and flop_rate else None
+        memory = best.get("result_bytes", 0) / write_rate if write_rate else None
+        if compute is None and memory is None:
+            continue
+        bound, limit = max((("compute", compute), ("memory (the result's bytes)", memory)),
+                           key=lambda kv: kv[1] or 0.0)
+        flops_text = f"{flops / 1e9:.3g} GFLOP ({best['framework']}'s count)" if flops else "FLOPs not counted"
+        lines.append(f"{case}: {flops_text}; bound: {bound}, {1e3 * (limit or 0.0):.3g} ms at the ceiling; "
+                     f"fastest {best['framework']} {best['impl']} {1e3 * best['median_s']:.3g} ms "
+                     f"({100 * (limit or 0.0) / best['median_s']:.0f}% of the bound)")
+    return lines
+
+
+def case_tables(rows: list[dict], ceilings: dict[str, float] | None = None) -> dict[str, list[list[str]]]:
+    flop_rate = (ceilings or {}).get("fp32_matmul_TFLOPs", 0.0) * 1e12
     tables: dict[str, list[list[str]]] = {}
     by_case: dict[str, list[dict]] = {}
     for r in rows:
@@ -55,10 +88,14 @@ def case_tables(rows: list[dict]) -> dict[str, list[list[str]]]:
         table = []
         for r in sorted(rs, key=lambda r: (r["framework"] != "torch", r.get("median_s") or math.inf)):
             m = r.get("median_s")
+            flops = work(rows, r["case"], r["framework"])
+            rate = flops / m if flops and m and r["status"] == "ok" else None
             table.append([
                 r["framework"], r["impl"], _ms(m), _ms(r.get("iqr_s")),
                 _num(m / fastest, ".2f") if m and fastest and r["status"] == "ok" else "",
                 _num(m / best_fw[r["framework"]], ".2f") if m and best_fw[r["framework"]] and r["status"] == "ok" else "",
+                _num(rate / 1e9) if rate else "",
+                _num(100 * rate / flop_rate, ".1f") if rate and flop_rate else "",
                 _num(r.get("GBps")), _num(r.get("pct_write"), ".1f"),
                 _num(r["peak_bytes"] / 2**20) if r.get("peak_bytes") is not None else "n/a",
                 _num(r.get("first_s"), ".2f"), str(r.get("rounds", "")), _status(r),
@@ -269,7 +306,7 @@ def write(run: Any, precision: str, notes: tuple[str, ...] = (), extra: list[str
         "timing: median of >= 20 synchronized calls after warm-up (fewer where one call is slow: see rounds); "
         "'first call' includes compilation (jax.jit, torch.compile)",
     ]
-    tables = case_tables(run.rows)
+    tables = case_tables(run.rows, run.ceilings)
     summary_lines = summary(run.rows)
     check_lines = checks(run.rows)
     text = ["\n".join(header), "\n== which backend, which route\n" + "\n".join(summary_lines)]
@@ -277,6 +314,13 @@ def write(run: Any, precision: str, notes: tuple[str, ...] = (), extra: list[str
           "Per case: crossgrad's default (eager) and `cg.jit` route on each framework, the torch/jax ratio of the "
           "`cg.jit` routes measured in alternated pairs, and the fastest route.", "",
           *[f"- {line}" for line in summary_lines], ""]
+    roof = roofline(run.rows, run.ceilings)
+    text.append("\n== how far from the limit\n" + "\n".join(roof))
+    md += ["## How far from the limit", "",
+           "Per case: its work (FLOPs counted from the framework's own computation of it: XLA's cost analysis on jax, "
+           "torch's FlopCounterMode, which counts matrix products only, on torch) against the measured fp32 matmul "
+           "ceiling, its result's bytes against the write ceiling; the larger is the bound. The tables' GFLOP/s is "
+           "that work over each row's time.", "", *[f"- {line}" for line in roof], ""]
     for name, table in tables.items():
         text.append(f"\n== {name}\n" + tabulate(table, headers=HEADERS, disable_numparse=True))
         md += [f"## {name}", "", tabulate(table, headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
