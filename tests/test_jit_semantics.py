@@ -234,3 +234,28 @@ def test_non_finite_values_come_out_where_eager_puts_them(case):
         expected, got = fn(inputs), _quiet(fast, inputs)
         torch.testing.assert_close(got, expected, equal_nan=True)
         assert torch.equal(torch.isinf(got), torch.isinf(expected))
+
+
+def test_a_dict_of_arrays_takes_the_steady_call_and_stays_fresh(backend):
+    """A dict of parameters (the common model argument) is keyed without flattening on the
+    steady call: results equal eager's, a rebound closure is seen, another shape or key
+    order is another signature."""
+    global _GLOBAL_W
+    _GLOBAL_W = _x(backend, [1.0, 2.0])
+
+    def loss(params, x):
+        return ((params["a"] * x).sum() + (params["b"] * x * x).sum()) * _GLOBAL_W.sum()
+
+    fast = backend.jit(backend.grad(loss))
+    eager = backend.grad(loss)
+    params = {"a": _x(backend, [1.0, -1.0]), "b": _x(backend, [0.5, 2.0])}
+    x = _x(backend, [3.0, 4.0])
+    for _ in range(2):
+        np.testing.assert_allclose(_np(_quiet(fast, params, x)["a"]), _np(eager(params, x)["a"]))
+    _GLOBAL_W = _x(backend, [5.0, 5.0])  # read besides the arguments: a new trace, not a stale one
+    np.testing.assert_allclose(_np(_quiet(fast, params, x)["b"]), _np(eager(params, x)["b"]))
+    swapped = {"b": params["b"], "a": params["a"]}
+    np.testing.assert_allclose(_np(_quiet(fast, swapped, x)["a"]), _np(eager(swapped, x)["a"]))
+    longer = {"a": _x(backend, [1.0, -1.0, 2.0]), "b": _x(backend, [0.5, 2.0, 1.0])}
+    x3 = _x(backend, [3.0, 4.0, 5.0])
+    np.testing.assert_allclose(_np(_quiet(fast, longer, x3)["b"]), _np(eager(longer, x3)["b"]))

@@ -102,12 +102,10 @@ def signature(backend: Backend, args: tuple[Any, ...], kwargs: dict[Any, Any]) -
     array's type, shape, dtype and device (and, on torch, whether it requires grad),
     and every other leaf's value (its identity when it cannot be hashed)."""
     is_array = backend.arrays.is_array
-    if not kwargs and all(is_array(a) for a in args):  # the common call, kept cheap
-        return tuple(backend.arrays.signature(a) for a in args)
     if not kwargs:
-        nested = _nested_signature(backend, args)  # tuples and lists of arrays (a model's parameters)
-        if nested is not None:
-            return nested
+        steady = steady_signature(backend, args)  # the common calls, kept cheap
+        if steady is not None:
+            return steady
     leaves, treedef = pytree.flatten((args, kwargs))
     parts: list[Any] = [treedef]
     for leaf in leaves:
@@ -149,9 +147,17 @@ def _fixed_leaves(backend: Backend, f: Callable[..., Any], options: dict[Any, An
     return run
 
 
+def steady_signature(backend: Backend, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """:func:`signature` of positional arguments that are arrays, or plain tuples, lists and
+    dicts of them (a model's parameters), without flattening (it runs on every call); None
+    for anything else (then flattened)."""
+    sig = backend.arrays.signature
+    if all(backend.arrays.is_array(a) for a in args):
+        return tuple(sig(a) for a in args)
+    return _nested_signature(backend, args)
+
+
 def _nested_signature(backend: Backend, tree: Any) -> tuple[Any, ...] | None:
-    """:func:`signature`'s answer for plain tuples and lists of arrays, without flattening
-    (it runs on every call); None for anything else (then flattened)."""
     parts: list[Any] = []
     for x in tree:
         if backend.arrays.is_array(x):
@@ -161,6 +167,11 @@ def _nested_signature(backend: Backend, tree: Any) -> tuple[Any, ...] | None:
             if inner is None:
                 return None
             parts.append((type(x), inner))
+        elif type(x) is dict:  # keys in the order given: another order is another signature
+            inner = _nested_signature(backend, list(x.values()))
+            if inner is None:
+                return None
+            parts.append((dict, tuple(x), inner))
         else:
             return None
     return ("nested", *parts)
@@ -469,15 +480,18 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         return trace.result
 
     lifted = models.Lifted(backend, f)
-    is_array, array_signature = arrays.is_array, arrays.signature
 
     def jitted(*args: Any, **kwargs: Any) -> Any:
-        if not kwargs and all(is_array(a) for a in args):
+        if not kwargs:
             # The steady call, kept to a signature and a guard (a tenth of a small compiled
-            # Laplacian's time went to the general path): arrays only, so no model to lift
-            # and no dict to order; ``signature`` gives this key for such calls.
-            known = runs.get(tuple(array_signature(a) for a in args))
+            # Laplacian's time went to the general path): arrays and containers of them
+            # only, so no model to lift; ``signature`` gives this key for such calls.
+            key = steady_signature(backend, args)
+            known = runs.get(key) if key is not None else None
             if known is not None and (known[0] == "eager" or known[2].holds()):
+                if key is not None and key[:1] == ("nested",):
+                    with pytree.dict_order(backend.name):  # dicts walked in the framework's order
+                        return known[1](*args)
                 return known[1](*args)
         at = models.positions(backend, args)
         if at:  # NOTE [models as arguments]: the model's parameters are the program's inputs
