@@ -44,9 +44,10 @@ def check_unchanged(transform: str, arrays: Any, watched: list[tuple[int, Any, i
     """Raise if a watched input was written (``arrays.written``: its version counter moved):
     the function wrote into it (into a copy of the caller's array with ``copies``, NOTE
     [input writes])."""
-    for k in arrays.written(watched)[:1]:
+    written = arrays.written(watched)
+    if written:
         what = "a copy; the caller's array is unchanged" if copies else "the caller's array has been changed"
-        raise mutation_error(transform, f"argument {k} modified in place ({what})")
+        raise mutation_error(transform, f"argument {written[0]} modified in place ({what})")
 
 
 def _foreign_error(transform: str, backend: str, calls_other: bool, exc: BaseException) -> errors.ForeignFunctionError:

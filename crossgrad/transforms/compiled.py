@@ -481,18 +481,20 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
 
     lifted = models.Lifted(backend, f)
 
+    def ready(key: tuple[Any, ...]) -> Callable[..., Any] | None:
+        """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""
+        known = runs.get(key)
+        return known[1] if known is not None and (known[0] == "eager" or known[2].holds()) else None
+
     def jitted(*args: Any, **kwargs: Any) -> Any:
-        if not kwargs:
-            # The steady call, kept to a signature and a guard (a tenth of a small compiled
-            # Laplacian's time went to the general path): arrays and containers of them
-            # only, so no model to lift; ``signature`` gives this key for such calls.
-            key = steady_signature(backend, args)
-            known = runs.get(key) if key is not None else None
-            if known is not None and (known[0] == "eager" or known[2].holds()):
-                if key is not None and key[:1] == ("nested",):
-                    with pytree.dict_order(backend.name):  # dicts walked in the framework's order
-                        return known[1](*args)
-                return known[1](*args)
+        # The steady call, kept to a signature and a guard (a tenth of a small compiled
+        # Laplacian's time went to the general path): arrays and containers of them only,
+        # so no model to lift; ``signature`` gives this key for such calls.
+        key = None if kwargs else steady_signature(backend, args)
+        fn = None if key is None else ready(key)
+        if fn is not None:
+            with pytree.dict_order(backend.name):  # dicts walked in the framework's order
+                return fn(*args)
         at = models.positions(backend, args)
         if at:  # NOTE [models as arguments]: the model's parameters are the program's inputs
             jitted_g, args = lifted.of(args, at, lambda g: jit(backend, g, check, options, route=route))
@@ -502,10 +504,10 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
 
     def call(*args: Any, **kwargs: Any) -> Any:
         key = signature(backend, args, kwargs)
-        known = runs.get(key)
-        if known is not None:
-            if known[0] == "eager" or known[2].holds():
-                return known[1](*args, **kwargs)
+        fn = ready(key)
+        if fn is not None:
+            return fn(*args, **kwargs)
+        if key in runs:  # kept, but what f reads besides its arguments changed
             retraced[key] = retraced.get(key, 0) + 1
             if retraced[key] > MAX_RETRACES:
                 runs[key] = ("eager", f, guard_for())

@@ -88,11 +88,6 @@ class GaussNewtonOperator(HessianOperator):
             self._factors = values, np.asarray(a.to_numpy(b), np.float64)
         return self._factors
 
-    def _array(self, x: np.ndarray) -> Any:
-        a, like = self._backend.arrays, self._call.primals[0]
-        # ascontiguousarray makes a 0-d array 1-d: the shape is put back.
-        return a.reshape(a.cast_like(a.from_numpy(np.ascontiguousarray(x), like), like), np.shape(x))
-
     def _exact_only(self, what: str, estimator: str, samples: int | None, key: Any) -> Any:
         spec.check_choice(f"{self.name}.{what}", "estimator", estimator, ("exact", "hutchinson"))
         if estimator == "exact":

@@ -209,14 +209,9 @@ def inside_blocks(backend: Backend, call: Call, axes: list[int], mode: str,
     return blocks, aux
 
 
-def auto_mode(backend: Backend, call: Call) -> str:
-    """``"fwd"`` when the inputs are few enough against the outputs (NOTE [jacobian auto
-    mode] in :mod:`crossgrad.transforms.policy`)."""
-    return _auto_mode(backend, call)[0]
-
-
-def _auto_mode(backend: Backend, call: Call) -> tuple[str, str]:
-    """auto's mode and why."""
+def auto_mode(backend: Backend, call: Call) -> tuple[str, str]:
+    """auto's mode, ``"fwd"`` when the inputs are few enough against the outputs (NOTE
+    [jacobian auto mode] in :mod:`crossgrad.transforms.policy`), and why."""
     if not call.primals:
         return "rev", "auto: no differentiated elements"
     n = sum(math.prod(backend.arrays.shape(p)) for p in call.primals)
@@ -341,7 +336,7 @@ def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
         outputs = None  # known where auto's choice needed them: f is not evaluated for the plan alone
         if mode == "auto":
             adjoint.check(name, backend, call)  # NOTE [adjoint check]
-            m, why = _auto_mode(backend, call)
+            m, why = auto_mode(backend, call)
             if call.primals:
                 outputs = sum(math.prod(sh) for sh, _, _ in call.output_shapes())
         else:

@@ -173,9 +173,13 @@ class HessianOperator:
         spec.check_choice(name, "estimator", estimator, estimators.DIAGONAL_ESTIMATORS)
         mean, error, products = estimators.estimate_diagonal(estimator, *self._random_products(name, estimator,
                                                                                                 samples, key))
+        return estimators.DiagonalEstimate(self._array(mean), self._array(error), products)
+
+    def _array(self, x: np.ndarray) -> Any:
+        """A NumPy result as an array of the operator's framework and dtype, its shape kept
+        (``ascontiguousarray`` makes a 0-d array 1-d)."""
         a, like = self._backend.arrays, self._call.primals[0]
-        back = [a.cast_like(a.from_numpy(np.ascontiguousarray(v), like), like) for v in (mean, error)]
-        return estimators.DiagonalEstimate(back[0], back[1], products)
+        return a.reshape(a.cast_like(a.from_numpy(np.ascontiguousarray(x), like), like), np.shape(x))
 
     def _random_products(self, name: str, estimator: str, samples: int, key: Any
                          ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
@@ -186,8 +190,7 @@ class HessianOperator:
         spec.check_estimator_key(name, estimator, key, a.is_random_key(key))
         m = estimators.directions(estimator, samples)
         omega = np.asarray(a.to_numpy(a.random_signs(key, [(self.shape[0], m)], like)[0]), np.float64)
-        apply = estimators.as_numpy_products(self.matmat, a.to_numpy,
-                                             lambda v: a.cast_like(a.from_numpy(np.ascontiguousarray(v), like), like))
+        apply = estimators.as_numpy_products(self.matmat, a.to_numpy, self._array)
         return apply, omega
 
     def spectral_density(self, steps: int = 30, samples: int = 8, key: Any = 0) -> spectra.SpectralDensity:
