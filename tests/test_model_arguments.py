@@ -110,10 +110,8 @@ def test_a_module_under_jit_follows_its_parameters():
 
 
 @needs_torch
-def test_buffers_are_read_in_eval_mode_and_a_training_update_is_named():
-    """functional_call's semantics: buffers stay the model's.  In eval mode they are read
-    and left alone; a training-mode BatchNorm's in-place update, which torch.func refuses
-    inside a transform, is a named error that says what to do."""
+def test_buffers_are_read_and_left_alone_in_eval_mode():
+    """functional_call's semantics: buffers stay the model's; in eval mode they are read."""
     import torch
 
     model, x = _torch_model(batchnorm=True)
@@ -123,9 +121,85 @@ def test_buffers_are_read_in_eval_mode_and_a_training_update_is_named():
     params = dict(model.named_parameters())
     _close(got, torch.func.grad(lambda p: torch.func.functional_call(model, p, (x,)).sum())(params))
     assert torch.equal(model.body[1].running_mean, before) and int(model.body[1].num_batches_tracked) == 0
-    model.train()
-    with pytest.raises(cg.InputMutationError, match=r"model\.eval\(\)"):
-        cg.torch.grad(lambda m, x: m(x).sum())(model, x)
+
+
+def _untracked_copy(model):
+    """The oracle's model: the same parameters, batch statistics always, no running ones."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    ref.body[1].track_running_stats = False
+    ref.body[1].running_mean = ref.body[1].running_var = None
+    return ref
+
+
+@needs_torch
+@pytest.mark.parametrize("transform", ["grad", "jacobian", "hessian", "hvp"])
+def test_a_training_batchnorm_is_differentiated_with_batch_statistics_and_updated_once(transform):
+    """NOTE [statistics once per call]: the derivative is training mode's (batch statistics,
+    as torch.func computes it on a BatchNorm that tracks none) and each call updates the
+    running statistics once, to the values one eager call gives."""
+    import copy
+
+    import torch
+
+    model, x = _torch_model(batchnorm=True)
+    eager, ref = copy.deepcopy(model), _untracked_copy(model)
+    params = dict(ref.named_parameters())
+
+    def loss_of(p):
+        return (torch.func.functional_call(ref, p, (x,)) ** 2).sum()
+
+    v = {k: torch.ones_like(t) for k, t in params.items()}
+    calls = {
+        "grad": (lambda: cg.torch.grad(lambda m: (m(x) ** 2).sum())(model), lambda: torch.func.grad(loss_of)(params)),
+        "jacobian": (lambda: cg.torch.jacobian(lambda m: m(x)[:, 0])(model),
+                     lambda: torch.func.jacrev(lambda p: torch.func.functional_call(ref, p, (x,))[:, 0])(params)),
+        "hessian": (lambda: cg.torch.hessian(lambda m: (m(x) ** 2).sum())(model)["head.bias"],
+                    lambda: torch.func.hessian(loss_of)(params)["head.bias"]),
+        "hvp": (lambda: cg.torch.hvp(lambda m: (m(x) ** 2).sum(), (model,), (v,)),
+                lambda: torch.func.jvp(torch.func.grad(loss_of), (params,), (v,))[1]),
+    }
+    got_fn, expected_fn = calls[transform]
+    for k in range(1, 3):
+        _close(got_fn(), expected_fn())
+        eager(x)
+        assert int(model.body[1].num_batches_tracked) == int(eager.body[1].num_batches_tracked) == k
+        for name in ("running_mean", "running_var"):
+            torch.testing.assert_close(getattr(model.body[1], name), getattr(eager.body[1], name))
+
+
+@needs_torch
+def test_a_training_batchnorm_under_a_batched_transform_updates_once_per_sample():
+    """Under a batched transform each sample's f normalizes over its own rows, and the
+    statistics are updated as the loop over samples would, in order."""
+    import copy
+
+    import torch
+
+    model, _ = _torch_model(batchnorm=True)
+    xs = torch.randn(3, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))  # 3 samples, 6 rows
+    eager, ref = copy.deepcopy(model), _untracked_copy(model)
+    params = dict(ref.named_parameters())
+    got = cg.torch.batched_jacobian(lambda m, xi: m(xi).sum(0), 0, (None, 0))(model, xs)
+    expected = torch.func.vmap(torch.func.jacrev(lambda p, xi: torch.func.functional_call(ref, p, (xi,)).sum(0)),
+                               in_dims=(None, 0))(params, xs)
+    _close(got, expected)
+    for xi in xs:
+        eager(xi)
+    assert int(model.body[1].num_batches_tracked) == int(eager.body[1].num_batches_tracked) == 3
+    torch.testing.assert_close(model.body[1].running_var, eager.body[1].running_var)
+
+
+@needs_torch
+def test_a_closed_over_training_batchnorm_is_named_with_the_fix():
+    """Closed over, the module's update is a write torch.func refuses: the error says to pass it."""
+    import torch
+
+    bn = torch.nn.BatchNorm1d(3).double()
+    x = torch.ones(4, 3, dtype=torch.float64)
+    with pytest.raises(cg.InputMutationError, match="Pass the module as an argument"):
+        cg.torch.grad(lambda x: bn(x).sum())(x)
 
 
 @needs_torch

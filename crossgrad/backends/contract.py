@@ -26,7 +26,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "builtins": (
         "COMPLEX_FORWARD", "NONE_LEAVES", "NEGATIVE_OUT_AXES", "LACKS", "JIT_ROUTES", "grad", "value_and_grad",
         "vjp", "jvp", "linearize", "vmap", "jacrev", "jacfwd", "hessian", "compile",
-        "is_model", "parameters_of", "stateless",
+        "is_model", "parameters_of", "stateless", "updates_statistics", "without_gradients",
     ),
     # The batch spread over devices.
     "distributed": ("place", "participants", "spread"),

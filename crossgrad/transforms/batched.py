@@ -90,18 +90,24 @@ class BatchedJacobianPlan:
 
 def _one_sample(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
     """The first sample's arguments (each batched leaf indexed along its axis) and the batch size."""
+    return sample_at(backend, name, in_axes, args, 0)
+
+
+def sample_at(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...],
+              index: int) -> tuple[tuple[Any, ...], int]:
+    """Sample ``index``'s arguments (each batched leaf indexed along its axis) and the batch size."""
     a = backend.arrays
     axes = spec.leaf_axes(name, spec.in_axes_form(in_axes), args, a.shape)
     size = spec.batch_size(name, args, axes, a.shape)
     leaves, treedef = pytree.flatten(args)
 
-    def first(x: Any, axis: int | None) -> Any:
+    def at(x: Any, axis: int | None) -> Any:
         if axis is None or not a.is_array(x):
             return x
         kept = [d for i, d in enumerate(a.shape(x)) if i != axis % len(a.shape(x))]
-        return a.reshape(a.slice_axis(x, 0, 1, axis % len(a.shape(x))), kept)
+        return a.reshape(a.slice_axis(x, index, index + 1, axis % len(a.shape(x))), kept)
 
-    return tuple(pytree.unflatten(treedef, [first(x, ax) for x, ax in zip(leaves, axes)])), size
+    return tuple(pytree.unflatten(treedef, [at(x, ax) for x, ax in zip(leaves, axes)])), size
 
 
 def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,

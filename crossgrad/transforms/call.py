@@ -113,11 +113,12 @@ def call_user(transform: str, backend: Backend, f: Callable[..., Any], *args: An
         if cause == "captured write":
             raise errors.InputMutationError(
                 transform, "a function that writes in place only into arrays it is given or makes",
-                "an in-place write into a closed-over array (a model's buffer: a training-mode BatchNorm updating "
-                "its running statistics)",
-                "Call model.eval() around the transform (the statistics are then read, not updated), or "
-                "torch.func.replace_all_batch_norm_modules_(model) to stop tracking them; a buffer of your own: "
-                "return the new value instead of writing it.") from exc
+                "an in-place write into a closed-over array (a buffer: a module closed over rather than passed, "
+                "a training-mode norm layer updating its running statistics)",
+                "Pass the module as an argument (a training-mode BatchNorm then updates its statistics once per "
+                "call, NOTE [statistics once per call]), or call model.eval() around the transform (the "
+                "statistics are read, not updated); a buffer of your own: return the new value instead of "
+                "writing it.") from exc
         if cause == "randomness":
             if transform in spec.TAKE_RANDOMNESS:
                 how = ("Pass randomness='different' (one draw per sample, e.g. dropout) or randomness='same' (one "

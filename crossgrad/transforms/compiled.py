@@ -479,7 +479,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         runs[key] = (r, fn, guard)
         return trace.result
 
-    lifted = models.Lifted(backend, f)
+    lifted = models.Lifted(backend, f, statistics="update")  # the traced program keeps the write
 
     def ready(key: tuple[Any, ...]) -> Callable[..., Any] | None:
         """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""

@@ -91,20 +91,21 @@ _LIFTED: weakref.WeakKeyDictionary[Any, models.Lifted] = weakref.WeakKeyDictiona
 
 
 def _models_lifted(backend: Backend, name: str, signature: inspect.Signature, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], Callable[[], None] | None]:
     """For a transform that evaluates at once: the models among its primals (or ``args``)
-    replaced by their parameters, and ``f`` by its lifted form (NOTE [models as
-    arguments]); the arguments as they are where there is none."""
+    replaced by their parameters, ``f`` by its lifted form (NOTE [models as arguments]), and
+    what updates the models' statistics once the result is computed (NOTE [statistics once
+    per call]); the arguments as they are, and None, where there is no model."""
     holder = spec.EVALUATE_AT_ONCE[name][0]
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError:
-        return args, kwargs  # the transform names the mistake
+        return args, kwargs, None  # the transform names the mistake
     value = bound.arguments.get(holder)
     seq = value if isinstance(value, tuple) else (value,)
     at = models.positions(backend, seq)
     if not at:
-        return args, kwargs
+        return args, kwargs, None
     f = bound.arguments["f"]
     try:
         lifted = _LIFTED.get(f)
@@ -115,7 +116,17 @@ def _models_lifted(backend: Backend, name: str, signature: inspect.Signature, ar
     g, new = lifted.of(seq, at)
     bound.arguments["f"] = g
     bound.arguments[holder] = new if isinstance(value, tuple) else new[0]
-    return bound.args, bound.kwargs
+    return bound.args, bound.kwargs, lambda: lifted.settle(name, seq, {}, at)
+
+
+def _option(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any], option: str) -> Any:
+    """The value of ``option`` in a call of the transform maker (its default where not given)."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return signature.parameters[option].default
+    bound.apply_defaults()
+    return bound.arguments[option]
 
 
 def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., Any]:
@@ -151,8 +162,9 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
             if bound is not None and bound.arguments.get("has_aux") is True:
                 args = (auxiliary.strip(backend, args[0], held), *args[1:])
         if where is not None:
+            settle = None
             if user_f is not None:
-                args, kwargs = _models_lifted(backend, name, signature, args, kwargs)
+                args, kwargs, settle = _models_lifted(backend, name, signature, args, kwargs)
                 user_f = args[0]
             with arrays.exclusive(), pytree.dict_order(order):
                 stop = len(args) if where.stop is None else min(where.stop, len(args))
@@ -164,11 +176,15 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
                 if copies and user_f is not None:
                     _wrote_nothing(user_f)
                 out = arrays.materialized(auxiliary.restore(name, result, held))
+                if settle is not None:
+                    settle()
                 return out if copies else arrays.unaliased(out, watched)
         with pytree.dict_order(order):
             made = fn(backend, *args, **kwargs)
         copies = True
         lifted = models.Lifted(backend, args[0]) if user_f is not None else None
+        batched = "in_axes" in signature.parameters
+        in_axes = _option(signature, args, kwargs, "in_axes") if batched else None
 
         def made_for(g: Callable[..., Any]) -> Any:
             with pytree.dict_order(order):
@@ -177,7 +193,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
         @functools.wraps(made)
         def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
             nonlocal copies
-            target = made
+            target, given = made, call_args
             at = models.positions(backend, call_args)
             if at and lifted is not None:  # NOTE [models as arguments]
                 target, call_args = lifted.of(call_args, at, made_for)
@@ -189,6 +205,8 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
                     check_unchanged(name, arrays, watched, shielded)
                     copies = False
                 out = arrays.materialized(auxiliary.restore(name, out, held))
+                if at and lifted is not None:  # NOTE [statistics once per call]
+                    lifted.settle(name, given, call_kwargs, at, in_axes, batched)
                 return out if shielded else arrays.unaliased(out, watched)
 
         return watched_fn

@@ -86,5 +86,15 @@ def parameters_of(model: Any) -> dict[str, Any]:
     raise TypeError("jax models are pytrees, taken as they are")
 
 
-def stateless(f: Callable[..., Any], models: dict[int, Any]) -> Callable[..., Any]:
+def stateless(f: Callable[..., Any], models: dict[int, Any], statistics: str = "read") -> Callable[..., Any]:
     raise TypeError("jax models are pytrees, taken as they are")
+
+
+def updates_statistics(models: tuple[Any, ...]) -> bool:
+    """jax models hold no state a call updates (their state is an argument and a result)."""
+    return False
+
+
+def without_gradients(run: Callable[[], Any]) -> Any:
+    """``run()``: jax records no graph outside a transform."""
+    return run()

@@ -121,11 +121,16 @@ def parameters_of(model: Any) -> dict[str, Any]:
     return dict(model.named_parameters())
 
 
-def stateless(f: Callable[..., Any], models: dict[int, Any]) -> Callable[..., Any]:
+def stateless(f: Callable[..., Any], models: dict[int, Any], statistics: str = "read") -> Callable[..., Any]:
     """``f`` as a function of the parameters of the ``models`` at their positions: called
     with a dict of parameters at each such position, it runs ``f`` on the models themselves
     with those values in place of their own (``torch.func.functional_call`` on a module
-    that holds them: every call, submodule, method and attribute of the model sees them)."""
+    that holds them: every call, submodule, method and attribute of the model sees them).
+
+    ``statistics="read"``: a training-mode BatchNorm normalizes with the batch's statistics
+    and leaves its running statistics alone (the transforms update them once per call
+    eagerly, NOTE [statistics once per call]); ``"update"``: it updates them as eager
+    execution does (a traced program records the write)."""
 
     class Apply(torch.nn.Module):
         def __init__(self) -> None:
@@ -140,13 +145,42 @@ def stateless(f: Callable[..., Any], models: dict[int, Any]) -> Callable[..., An
             return f(*full, **kwargs)
 
     holder = Apply()
+    norms = _norms(tuple(models.values())) if statistics == "read" else []
 
     def with_parameters(*args: Any, **kwargs: Any) -> Any:
         values = {f"m{p}.{name}": v for p in models for name, v in args[p].items()}
-        return tf.functional_call(holder, values, (args, kwargs))
+        tracking = [m for m in norms if m.training and m.track_running_stats]
+        if not tracking:
+            return tf.functional_call(holder, values, (args, kwargs))
+        # BatchNorm reads batch statistics, writing nothing, when it tracks none: the
+        # computation training mode differentiates, without the write torch.func refuses.
+        try:
+            for m in tracking:
+                m.track_running_stats = False
+            return tf.functional_call(holder, values, (args, kwargs))
+        finally:
+            for m in tracking:
+                m.track_running_stats = True
 
     with_parameters.__name__ = with_parameters.__qualname__ = getattr(f, "__name__", "f")
     return with_parameters
+
+
+def _norms(models: tuple[Any, ...]) -> list[Any]:
+    """The BatchNorm layers of ``models`` (InstanceNorm writes its statistics whatever it
+    tracks: left to the transforms' named error)."""
+    return [m for model in models for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def updates_statistics(models: tuple[Any, ...]) -> bool:
+    """Whether calling the ``models`` updates running statistics (a training-mode BatchNorm)."""
+    return any(m.training and m.track_running_stats for m in _norms(models))
+
+
+def without_gradients(run: Callable[[], Any]) -> Any:
+    """``run()`` with no autograd graph recorded."""
+    with torch.no_grad():
+        return run()
 
 
 def trace(f: Callable[..., Any], args: tuple[Any, ...]) -> Any:
