@@ -208,6 +208,37 @@ def first_call(framework: str, impl: Any, fn: Callable, args: tuple) -> tuple[Ca
     return fn, out, elapsed, peak
 
 
+def cpu_peak(framework: str, fn: Callable, args: tuple) -> float | None:
+    """The peak resident memory one steady call of ``fn`` holds on a CPU, its inputs included,
+    in bytes: the process's high-water mark (``VmHWM``) reset just before the call, less the
+    resident size then, plus the inputs' bytes.  glibc's free lists are returned to the
+    system first (``malloc_trim``) so memory a previous call freed but kept does not hide
+    this call's need.  Page-granular and process-wide (another thread's allocation counts);
+    None where Linux's ``/proc/self/clear_refs`` is not writable (another system, a
+    container that forbids it).
+    """
+    import ctypes
+    import ctypes.util
+
+    def status(field: str) -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise OSError(field)
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current resident size
+        before = status("VmRSS")
+        sync(framework, fn(*args))
+        return float(status("VmHWM") - before + nbytes(args))
+    except (OSError, AttributeError):
+        return None
+
+
 def agreement(result: Any, reference: Any) -> float:
     """Largest absolute difference relative to the reference's largest magnitude,
     computed on the device when both sides belong to one framework."""

@@ -49,33 +49,49 @@ def work(rows: list[dict], case: str, framework: str) -> float | None:
     return min(counts) if counts else None
 
 
+def bound(rows: list[dict], case: str, ceilings: dict[str, float],
+          best: dict | None = None) -> tuple[str, float, float | None, str] | None:
+    """The case's bound at the measured ceilings: ``(which, seconds, flops, counter)``, the
+    larger of its work (the lesser framework's count) at the FLOP ceiling and its result's
+    bytes (of ``best``, else of any timed row) at the write ceiling; None where neither is known."""
+    flop_rate = ceilings.get("fp32_matmul_TFLOPs", 0.0) * 1e12
+    write_rate = ceilings.get("write_GBps", 0.0) * 1e9
+    counted = {fw: c for fw in ("torch", "jax") if (c := work(rows, case, fw))}
+    counter = min(counted, key=lambda fw: counted[fw]) if counted else ""
+    flops = counted.get(counter)
+    if best is None:
+        best = next((r for r in rows if r["case"] == case and r.get("result_bytes")), {})
+    compute = flops / flop_rate if flops and flop_rate else None
+    memory = best.get("result_bytes", 0) / write_rate if write_rate else None
+    if compute is None and memory is None:
+        return None
+    which, limit = max((("compute", compute), ("memory (the result's bytes)", memory)), key=lambda kv: kv[1] or 0.0)
+    return which, limit or 0.0, flops, counter
+
+
+def _timed(rows: list[dict], case: str) -> list[dict]:
+    return [r for r in rows if r["case"] == case and r.get("median_s") and r["status"] == "ok"
+            and not {"paired", "auto-check", "versus", "scaling"} & set(r["tags"])]
+
+
 def roofline(rows: list[dict], ceilings: dict[str, float]) -> list[str]:
     """Per case: its work against the measured ceilings, the bound that applies, and how far
     the fastest route is from it."""
     lines = []
-    flop_rate = ceilings.get("fp32_matmul_TFLOPs", 0.0) * 1e12
-    write_rate = ceilings.get("write_GBps", 0.0) * 1e9
     for case in dict.fromkeys(r["case"] for r in rows):
-        rs = [r for r in rows if r["case"] == case and r.get("median_s") and r["status"] == "ok"
-              and not {"paired", "auto-check", "versus", "scaling"} & set(r["tags"])]
+        rs = _timed(rows, case)
         if not rs:
             continue
         best = min(rs, key=lambda r: r["median_s"])
-        counts = {fw: work(rows, case, fw) for fw in ("torch", "jax")}
-        counted = {fw: c for fw, c in counts.items() if c}
-        counter = min(counted, key=lambda fw: counted[fw]) if counted else best["framework"]
-        flops = counted.get(counter)  # the lesser of the two references' work
-        compute = flops / flop_rate if flops and flop_rate else None
-        memory = best.get("result_bytes", 0) / write_rate if write_rate else None
-        if compute is None and memory is None:
+        found = bound(rows, case, ceilings, best)
+        if found is None:
             continue
-        bound, limit = max((("compute", compute), ("memory (the result's bytes)", memory)),
-                           key=lambda kv: kv[1] or 0.0)
+        which, limit, flops, counter = found
         flops_text = f"{flops / 1e9:.3g} GFLOP ({counter}'s reference)" if flops else "FLOPs not counted"
-        share = (limit or 0.0) / best["median_s"]
+        share = limit / best["median_s"]
         where = (f"{100 * share:.0f}% of the bound" if share <= 1 else
                  "under the bound: it computes less than the reference does (a folded or reordered product)")
-        lines.append(f"{case}: {flops_text}; bound: {bound}, {1e3 * (limit or 0.0):.3g} ms at the ceiling; "
+        lines.append(f"{case}: {flops_text}; bound: {which}, {1e3 * limit:.3g} ms at the ceiling; "
                      f"fastest {best['framework']} {best['impl']} {1e3 * best['median_s']:.3g} ms ({where})")
     return lines
 
@@ -339,17 +355,45 @@ def write(run: Any, precision: str, notes: tuple[str, ...] = (), extra: list[str
     print("\n".join(text))
     paths = {"json": base.with_suffix(".json"), "md": base.with_suffix(".md"), "png": base.with_suffix(".png")}
     paths["json"].write_text(json.dumps({"device": run.device, "versions": run.versions, "precision": precision,
-                                         "ceilings": run.ceilings, "summary": summary_lines, "checks": check_lines,
+                                         "ceilings": run.ceilings, "gpu": bool(getattr(run, "gpu", False)), "summary": summary_lines, "checks": check_lines,
                                          "selection": getattr(run, "selection", ""), "rows": run.rows}, indent=1, default=str))
     paths["md"].write_text("\n".join(md))
-    plot(run.rows, paths["png"], run.device)
+    plot(run.rows, paths["png"], run.device, run.ceilings, bool(getattr(run, "gpu", False)))
     print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
     return paths
 
 
-def plot(rows: list[dict], path: Path, device: str) -> None:
-    """The headline figure: per case, the four routes of :data:`ROUTES` with their IQR, a
-    route that failed or was skipped named as such; the detailed tables stay in the markdown."""
+def _quartiles(r: dict) -> tuple[float, float]:
+    """A row's first and third quartile in seconds (older runs kept only the IQR: centred
+    on the median then, never below zero)."""
+    m = r["median_s"]
+    if r.get("q1_s") is not None and r.get("q3_s") is not None:
+        return r["q1_s"], r["q3_s"]
+    half = (r.get("iqr_s") or 0.0) / 2
+    return max(m - half, m * 0.01), m + half
+
+
+def _title(rows: list[dict], case: str, gpu: bool, pair: dict | None, by: dict[str, dict | None]) -> str:
+    """The panel's title: what ran (the case's own sizes on a GPU; on a CPU the smaller
+    problem that ran, with its kind), and the torch/jax ratio of the cg.jit bars beside the
+    paired one (the diamonds), so the title never states a ratio its bars do not show."""
+    first = next(r for r in rows if r["case"] == case)
+    head = f"{case} [{first['problem']}]" if gpu else f"{first['kind']}: {first['problem']}"
+    t, j = by.get("torch cg.jit"), by.get("jax cg.jit")
+    parts = []
+    if t and j and t.get("median_s") and j.get("median_s") and t["status"] == j["status"] == "ok":
+        parts.append(f"bars {t['median_s'] / j['median_s']:.2f}x")
+    if pair:
+        parts.append(f"paired {pair['ratio']:.2f}x (diamonds)")
+    return head + ("\ntorch/jax with cg.jit: " + ", ".join(parts) if parts else "")
+
+
+def plot(rows: list[dict], path: Path, device: str, ceilings: dict[str, float] | None = None,
+         gpu: bool = False) -> None:
+    """The headline figure: per case, the four routes of :data:`ROUTES` as median bars with
+    their interquartile range (asymmetric, as a log axis needs), the paired cg.jit times as
+    diamonds, the case's bound at the measured ceilings as a dashed line, a route that failed
+    or was skipped named as such; one shared time axis; the detailed tables stay in the markdown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,41 +402,46 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
     by_case = routes(rows)
     versus = {r["case"]: r for r in rows if "versus" in r["tags"] and r.get("ratio")}
     cases = list(by_case)
-    cols = 3
+    cols = min(3, max(1, len(cases)))
     nrows = max(1, math.ceil(len(cases) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols, 3.0 * nrows + 0.8), squeeze=False)
+    bounds = {c: bound(rows, c, ceilings) if ceilings else None for c in cases}
+    spans = [v for c in cases for r in by_case[c].values() if r and r.get("median_s") and r["status"] == "ok"
+             for v in _quartiles(r)] + [b[1] for b in bounds.values() if b and b[1] > 0]
+    lo, hi = (1e3 * min(spans) / 2, 1e3 * max(spans) * 8) if spans else (1e-2, 1e2)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols, 2.9 * nrows + 1.0), squeeze=False, sharex=True)
     colors = {"torch": "tab:red", "jax": "tab:blue"}
     for ax, case in zip(axes.flat, cases):
-        labels, widths, errs, cols_ = [], [], [], []
-        timed = [r["median_s"] for r in by_case[case].values() if r and r.get("median_s") and r["status"] == "ok"]
-        floor = 1e3 * min(timed) if timed else 1.0
+        by = by_case[case]
+        pair = versus.get(case)
+        diamonds = {1: 1e3 * pair["torch_s"], 3: 1e3 * pair["jax_s"]} if pair else {}
         for k, (label, fw, _) in enumerate(ROUTES):
-            r = by_case[case][label]
-            labels.append(label)
-            cols_.append(colors[fw])
+            r = by[label]
             if r and r.get("median_s") and r["status"] == "ok":
-                widths.append(1e3 * r["median_s"])
-                errs.append(1e3 * (r.get("iqr_s") or 0.0) / 2)
-                ax.text(1e3 * r["median_s"] * 1.08, k, f"{1e3 * r['median_s']:.3g} ms", va="center", fontsize=9)
+                m = 1e3 * r["median_s"]
+                q1, q3 = (1e3 * q for q in _quartiles(r))
+                ax.barh(k, m, xerr=[[m - q1], [q3 - m]], color=colors[fw], capsize=3)
+                ax.text(max(m, q3, diamonds.get(k, 0.0)) * 1.25, k, f"{m:.3g} ms", va="center", fontsize=9)
             else:
-                widths.append(0.0)
-                errs.append(0.0)
                 what = "not run" if r is None else r["status"].split(":")[0]
-                ax.text(floor, k, f"  {what}", va="center", fontsize=9, color="dimgray")
-        ax.barh(range(len(labels)), widths, xerr=errs, color=cols_, capsize=3)
-        ax.set_yticks(range(len(labels)), labels, fontsize=10)
-        ax.invert_yaxis()
+                ax.text(lo * 1.2, k, what, va="center", fontsize=9, color="dimgray")
+        if diamonds:
+            ax.plot(list(diamonds.values()), list(diamonds), "D", color="black", markersize=5)
+        b = bounds[case]
+        if b and b[1] > 0:
+            ax.axvline(1e3 * b[1], color="black", linestyle="--", linewidth=1)
+            ax.text(1e3 * b[1], -0.75, f" bound {1e3 * b[1]:.2g} ms ({b[0].split(' ')[0]})", fontsize=8, va="bottom")
+        ax.set_yticks(range(len(ROUTES)), [label for label, _, _ in ROUTES], fontsize=10)
+        ax.set_ylim(len(ROUTES) - 0.5, -0.9)
         ax.set_xscale("log")
-        if timed:
-            ax.set_xlim(floor / 3, 1e3 * max(timed) * 4)
-        ax.set_xlabel("median ms per call (log scale; bars: IQR)", fontsize=9)
-        problem = next((r["problem"] for r in rows if r["case"] == case), "")
-        title = f"{case}\n[{problem}]" + (f"; torch/jax with cg.jit {versus[case]['ratio']:.2f}x" if case in versus else "")
-        ax.set_title(title, fontsize=10)
-        ax.tick_params(axis="x", labelsize=9)
+        ax.set_xlim(lo, hi)
+        ax.tick_params(axis="x", labelsize=9, labelbottom=True)
+        ax.set_title(_title(rows, case, gpu, pair, by), fontsize=10)
+    for ax in axes[-1]:
+        ax.set_xlabel("median ms per call (log scale; bars: interquartile range)", fontsize=9)
     for ax in list(axes.flat)[len(cases):]:
         ax.axis("off")
-    fig.suptitle(f"crossgrad: which backend, which route, on {device} (red: torch, blue: jax)", fontsize=12)
+    fig.suptitle(f"crossgrad: which backend, which route, on {device}\nred: torch, blue: jax; dashed: the case's "
+                 "bound at the measured ceilings;\ndiamonds: the alternated cg.jit pairs", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -412,6 +461,7 @@ def merge(paths: list[str]) -> None:
         rows = [r for r in rows if r["case"] not in measured] + [r for r in part["rows"] if r["case"] in measured]
     first = parts[0]
     run = SimpleNamespace(device=first["device"], versions=first["versions"], ceilings=first["ceilings"], rows=rows,
+                          gpu=first.get("gpu", "NVIDIA" in first["device"]),
                           selection=first.get("selection", "") if len(parts) == 1 else "")
     notes = tuple(
         f"part {k + 1}: {', '.join(sorted({r['case'] for r in part['rows'] if r.get('median_s')}))}; ceilings "

@@ -133,6 +133,8 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
         row["status"] = f"{'compile ' if impl.compiled else ''}failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
         free_device_cache(run)
         return
+    if peak is None and not harness.on_gpu():  # a CPU row the framework reports no peak for
+        peak = harness.cpu_peak(framework, fn, args)
     row.update(first_s=first, peak_bytes=peak, result_bytes=harness.nbytes(out))
     if "jit" in impl.tags:
         run.built[(case.name, framework, impl.label)] = fn
@@ -170,7 +172,7 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
         free_device_cache(run)
         return
     stats = benchmark.stats.stats
-    row.update(median_s=stats.median, iqr_s=stats.iqr, min_s=stats.min, rounds=stats.rounds)
+    row.update(median_s=stats.median, iqr_s=stats.iqr, q1_s=stats.q1, q3_s=stats.q3, min_s=stats.min, rounds=stats.rounds)
     row["compile_s"] = max(0.0, first - stats.median)
     row["GBps"] = row["result_bytes"] / stats.median / 1e9
     row["pct_write"] = 100 * row["GBps"] / run.ceilings["write_GBps"]
