@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from crossgrad import errors, spec
+from crossgrad import errors, option_checks, spec
 from crossgrad.backends import framework_of, infer_backend
 from crossgrad.errors import (
     ArgnumsError,
@@ -135,15 +135,15 @@ def _deferred(name: str) -> Callable[..., Any]:
 
     def transform(f: Callable[..., Any], *options: Any, **named: Any) -> Callable[..., Any]:
         if named:
-            spec.check_keywords(name, _method_signature(name), named)
+            option_checks.check_keywords(name, _method_signature(name), named)
         bound = _method_signature(name).bind(f, *options, **named)
-        spec.check_callable(name, f)
-        spec.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
+        option_checks.check_callable(name, f)
+        option_checks.validate_options(name, **{k: v for k, v in bound.arguments.items() if k != "f"})
         made: dict[str, Callable[..., Any]] = {}
 
         def made_for(b: str) -> Callable[..., Any]:
             if b not in made:
-                with spec.options_checked():  # checked above, when this transform was made
+                with option_checks.options_checked():  # checked above, when this transform was made
                     made[b] = getattr(backend(b), name)(f, *options, **named)
             return made[b]
 
@@ -188,7 +188,7 @@ def _immediate(name: str) -> Callable[..., Any]:
 
     def transform(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            spec.check_keywords(name, _method_signature(name), kwargs)
+            option_checks.check_keywords(name, _method_signature(name), kwargs)
         bound = _method_signature(name).bind(*args, **kwargs)
         arrays = tuple(bound.arguments.get(p, ()) for p in holders)
         return getattr(backend(infer_backend(name, *arrays)), name)(*args, **kwargs)

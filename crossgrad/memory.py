@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from crossgrad import spec
+from crossgrad import option_checks
 
 # Without a budget, auto chunks aim at this fraction of the free memory: the rest is
 # left for what the chunk's estimate does not see (the caller's arrays, allocator slack).
@@ -37,7 +37,7 @@ def memory_budget(nbytes: int) -> Iterator[int]:
         ...     jac(torch.zeros(100)).shape
         torch.Size([100, 100])
     """
-    spec.check_memory_budget(nbytes)
+    option_checks.check_memory_budget(nbytes)
     token = _budget.set(nbytes)
     try:
         yield nbytes

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from crossgrad import errors, pytree, spec
+from crossgrad import batch_axes, errors, option_checks, pytree, value_checks
 from crossgrad.transforms.call import check_leaves
 
 NAME = "stream"
@@ -38,12 +38,12 @@ def _shape(x: Any) -> tuple[int, ...]:
 
 
 def _validate(name: str, fn: Any, args: tuple[Any, ...], in_axes: Any, chunk_size: Any, start: Any) -> tuple[list[Any], int]:
-    spec.check_callable(name, fn)
-    spec.validate_options(name, in_axes=in_axes)
-    spec.check_stream_chunks(name, chunk_size)
-    axes = spec.leaf_axes(name, in_axes, args, _shape)
-    size = spec.batch_size(name, args, axes, _shape)
-    spec.check_stream_start(name, start, size)
+    option_checks.check_callable(name, fn)
+    option_checks.validate_options(name, in_axes=in_axes)
+    option_checks.check_stream_chunks(name, chunk_size)
+    axes = batch_axes.leaf_axes(name, in_axes, args, _shape)
+    size = batch_axes.batch_size(name, args, axes, _shape)
+    value_checks.check_stream_start(name, start, size)
     return axes, size
 
 
@@ -111,7 +111,7 @@ def stream_to(sink: Any, fn: Callable[..., Any], *args: Any, in_axes: Any = 0, c
                [0., 6.]], dtype=float32)
     """
     _, size = _validate("stream_to", fn, args, in_axes, chunk_size, start)
-    spec.validate_options("stream_to", casting=casting)
+    option_checks.validate_options("stream_to", casting=casting)
     b = _backend(args, device_like, backend)
     done = start
     chunks = stream(fn, *args, in_axes=in_axes, chunk_size=chunk_size, start=start, backend=b.name,

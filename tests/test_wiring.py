@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import crossgrad as cg
-from crossgrad import spec
+from crossgrad import batch_axes, option_checks, value_checks
 from crossgrad.testing import frameworks
 from crossgrad.transforms import call, namespace, vectorize
 from tests.tolerances import TOL
@@ -31,8 +31,10 @@ def counts(monkeypatch):
 
         return counted
 
-    for name in ("validate_options", "check_callable", "check_float_input", "check_axis_sizes"):
-        monkeypatch.setattr(spec, name, counting(name, getattr(spec, name)))
+    rooms = {"validate_options": option_checks, "check_callable": option_checks, "check_float_input": value_checks,
+             "check_axis_sizes": batch_axes}
+    for name, room in rooms.items():
+        monkeypatch.setattr(room, name, counting(name, getattr(room, name)))
     leaves = counting("check_leaves", call.check_leaves)
     monkeypatch.setattr(call, "check_leaves", leaves)
     monkeypatch.setattr(vectorize, "check_leaves", leaves)
@@ -104,13 +106,13 @@ def test_top_level_validates_once_when_made(backend, counts, monkeypatch):
     """``cg.batched_hessian(f)`` checks its options when made (the backend is not known
     yet); its first call binds the backend's transform without checking them again."""
     checked: list[str] = []
-    original = spec.check_choice
+    original = option_checks.check_choice
 
     def counted(transform, name, value, choices):
         checked.append(name)
         return original(transform, name, value, choices)
 
-    monkeypatch.setattr(spec, "check_choice", counted)
+    monkeypatch.setattr(option_checks, "check_choice", counted)
     transformed = cg.batched_hessian(_scalar, in_axes=0, strategy="auto")
     made = list(checked)
     assert "strategy" in made

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import pytree, spec
+from crossgrad import batch_axes, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
 from crossgrad.transforms.call import Call, Memo
@@ -54,8 +54,8 @@ def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
         torch.Size([64, 33, 31])
     """
     name = "batched_jacobian"
-    spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, mode=mode, chunk_size=chunk_size,
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, mode=mode, chunk_size=chunk_size,
                           impl=impl, gather=gather, randomness=randomness, batch_chunk_size=batch_chunk_size,
                           basis_chunk_size=basis_chunk_size)
     where = None if devices is None else backend.distributed.place(name, devices)
@@ -97,8 +97,8 @@ def sample_at(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...],
               index: int) -> tuple[tuple[Any, ...], int]:
     """Sample ``index``'s arguments (each batched leaf indexed along its axis) and the batch size."""
     a = backend.arrays
-    axes = spec.leaf_axes(name, spec.in_axes_form(in_axes), args, a.shape)
-    size = spec.batch_size(name, args, axes, a.shape)
+    axes = batch_axes.leaf_axes(name, batch_axes.in_axes_form(in_axes), args, a.shape)
+    size = batch_axes.batch_size(name, args, axes, a.shape)
     leaves, treedef = pytree.flatten(args)
 
     def at(x: Any, axis: int | None) -> Any:
@@ -130,8 +130,8 @@ def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnu
         torch.Size([64, 33, 31, 31])
     """
     name = "batched_hessian"
-    spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, strategy=strategy,
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, strategy=strategy,
                           chunk_size=chunk_size, impl=impl, gather=gather, randomness=randomness,
                           batch_chunk_size=batch_chunk_size, basis_chunk_size=basis_chunk_size)
     where = None if devices is None else backend.distributed.place(name, devices)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, pytree, spec, tolerances
+from crossgrad import errors, option_checks, pytree, spec, tolerances, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import adjoint, policy, taylor, taylor4
@@ -86,14 +86,14 @@ def batched_biharmonic(backend: Backend, f: Callable[..., Any], argnums: spec.Ar
 
 def _validate(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, estimator: str, samples: Any, key: Any,
               chunk_size: Any, in_axes: Any = None) -> None:
-    spec.check_callable(name, f)
-    spec.check_choice(name, "estimator", estimator, ESTIMATORS)
-    spec.validate_options(name, argnums=argnums, samples=samples, **(
+    option_checks.check_callable(name, f)
+    option_checks.check_choice(name, "estimator", estimator, ESTIMATORS)
+    option_checks.validate_options(name, argnums=argnums, samples=samples, **(
         {"in_axes": in_axes, "basis_chunk_size": chunk_size} if in_axes is not None else {"chunk_size": chunk_size}))
     if chunk_size == "auto":
         raise errors.OptionError(name, "an int or None for the directions pushed at once", "'auto'",
                                  "Pass an int (directions per pass) or None (all at once).")
-    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    value_checks.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
 
 
 def _biharmonic(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, estimator: str,
@@ -157,7 +157,7 @@ def _fourth(backend: Backend, name: str, call: Call, point: _Point, estimator: s
     values = rec.values if rec is not None else None
     shapes = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values] if values is not None else [
         (tuple(s), d) for s, _, d in backend.primitives.output_shapes(flat, call.primals)]
-    spec.check_float_outputs(name, [d for _, d in shapes])
+    value_checks.check_float_outputs(name, [d for _, d in shapes])
     if point.n == 0:
         return [a.zeros(s, point.like) for s, _ in shapes]
     if rec is not None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, option_checks, pytree, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
 from crossgrad.transforms.call import Call, Memo, call_user, is_static
@@ -37,7 +37,7 @@ def builtin_serves(transform: str, backend: Backend, impl: str, builtin: str | N
     lacking = [name for name, value in options.items()
                if value is not None and (value == "auto" or name in backend.builtins.LACKS.get(builtin or transform, ()))]
     if impl == "builtin" and lacking:
-        raise spec.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
+        raise option_checks.unsupported(transform, backend.name, lacking[0], options[lacking[0]])
     if impl == "auto" and (builtin or transform) in policy.AUTO_AVOIDS[backend.name]:
         return False
     return not lacking
@@ -60,7 +60,7 @@ class BuiltinCache:
         before the built-in sees it."""
         key = (tag, len(args))
         if kwargs or key not in self._made:
-            nums, single = spec.normalize_argnums(self.transform, self.argnums, len(args))
+            nums, single = value_checks.normalize_argnums(self.transform, self.argnums, len(args))
             f = partial(self.f, **kwargs) if kwargs else self.f
             fn = make(checked(self.transform, self.backend, f, self.has_aux, self.scalar, real),
                       nums[0] if single else nums)
@@ -101,17 +101,17 @@ def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bo
         out = call_user(transform, backend, f, *args, **kwargs)
         if not has_aux and is_array(out):  # the common case, kept cheap
             if scalar:
-                spec.check_scalar(transform, shape(out))
+                value_checks.check_scalar(transform, shape(out))
             if real:
-                spec.check_real_output(transform, dtype_name(out), "output leaf 0")
+                value_checks.check_real_output(transform, dtype_name(out), "output leaf 0")
             return out
         aux = None
         if has_aux:
-            out, aux = spec.split_aux(transform, out)
+            out, aux = value_checks.split_aux(transform, out)
         check_output(transform, backend, out, scalar)
         if real:
             for k, leaf in enumerate(pytree.leaves(out)):
-                spec.check_real_output(transform, dtype_name(leaf), f"output leaf {k}")
+                value_checks.check_real_output(transform, dtype_name(leaf), f"output leaf {k}")
         return (out, aux) if has_aux else out
 
     return checked_f
@@ -120,11 +120,11 @@ def checked(transform: str, backend: Backend, f: Callable[..., Any], has_aux: bo
 def check_output(transform: str, backend: Backend, out: Any, scalar: bool) -> None:
     """Every output leaf is an array; with ``scalar``, the output is one array of shape ()."""
     leaves, treedef = pytree.flatten(out)
-    spec.check_some_output(transform, out, len(leaves))
-    spec.check_output_leaves(transform, leaves, backend.arrays.is_array)
+    value_checks.check_some_output(transform, out, len(leaves))
+    value_checks.check_output_leaves(transform, leaves, backend.arrays.is_array)
     if scalar:
         if treedef.kind != "leaf":
             raise errors.NonScalarOutputError(transform, "a function with a single scalar output",
                                               f"a {type(out).__name__} of {len(leaves)} arrays",
                                               "Return one scalar array; reduce a pytree output with a sum.")
-        spec.check_scalar(transform, backend.arrays.shape(out))
+        value_checks.check_scalar(transform, backend.arrays.shape(out))

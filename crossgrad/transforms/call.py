@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import batch_axes, errors, pytree, spec, value_checks
 from crossgrad.backends import framework_of
 from crossgrad.backends.base import Backend
 
@@ -154,7 +154,7 @@ class Call:
     def __init__(self, transform: str, backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any],
                  argnums: Any, has_aux: bool, checked: bool = False):
         self.transform, self.backend, self.f, self.kwargs, self.has_aux = transform, backend, f, kwargs, has_aux
-        self.nums, self.single = spec.normalize_argnums(transform, argnums, len(args))
+        self.nums, self.single = value_checks.normalize_argnums(transform, argnums, len(args))
         self.args = list(args)
         self.defs: list[pytree.TreeDef] = []
         self.bounds: list[tuple[int, int]] = []
@@ -192,7 +192,7 @@ class Call:
             if not backend.arrays.is_input(leaf):
                 raise errors.InputDtypeError(transform, f"{backend.name} arrays as differentiated inputs",
                                              f"a {type(leaf).__name__} at {position}", _array_hint(backend, leaf))
-            spec.check_float_input(transform, backend.arrays.dtype_name(leaf), position)
+            value_checks.check_float_input(transform, backend.arrays.dtype_name(leaf), position)
 
     def rebuild(self, leaves: tuple[Any, ...]) -> list[Any]:
         full = list(self.all_leaves)
@@ -207,11 +207,11 @@ class Call:
         """For a call of a batched transform with ``in_axes``: the batch axis of each
         differentiated (non-static) leaf, in the order of ``primals``, and the batch size."""
         args, shape = tuple(self.args), self.backend.arrays.shape
-        axes = spec.leaf_axes(self.transform, spec.in_axes_form(in_axes), args, shape)
-        return self.differentiated_axes(axes), spec.batch_size(self.transform, args, axes, shape)
+        axes = batch_axes.leaf_axes(self.transform, batch_axes.in_axes_form(in_axes), args, shape)
+        return self.differentiated_axes(axes), batch_axes.batch_size(self.transform, args, axes, shape)
 
     def differentiated_axes(self, axes: list[int | None]) -> list[int | None]:
-        """Of one batch axis per leaf of every argument (``spec.leaf_axes``), those of the
+        """Of one batch axis per leaf of every argument (``batch_axes.leaf_axes``), those of the
         differentiated (non-static) leaves, in the order of ``primals``."""
         starts = [0]
         for arg in self.args:
@@ -227,10 +227,10 @@ class Call:
         out = call_user(self.transform, self.backend, self.f, *self.rebuild(leaves), **self.kwargs)
         aux = None
         if self.has_aux:
-            out, aux = spec.split_aux(self.transform, out)
+            out, aux = value_checks.split_aux(self.transform, out)
         out_leaves, self.out_def = pytree.flatten(out)
-        spec.check_some_output(self.transform, out, len(out_leaves))
-        spec.check_output_leaves(self.transform, out_leaves, self.backend.arrays.is_array)
+        value_checks.check_some_output(self.transform, out, len(out_leaves))
+        value_checks.check_output_leaves(self.transform, out_leaves, self.backend.arrays.is_array)
         return (tuple(out_leaves), aux) if self.has_aux else tuple(out_leaves)
 
     def flat_output(self, *leaves: Any) -> Any:
@@ -254,7 +254,7 @@ class Call:
             args, kwargs = pytree.unflatten(treedef, full)
             out = call_user(self.transform, self.backend, self.f, *args, **kwargs)
             if self.has_aux:
-                out, _ = spec.split_aux(self.transform, out)
+                out, _ = value_checks.split_aux(self.transform, out)
             return tuple(pytree.leaves(out))
 
         shapes: list[tuple[tuple[int, ...], int, str]] = self.backend.primitives.output_shapes(

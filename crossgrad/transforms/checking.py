@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, pytree, spec, tolerances
+from crossgrad import errors, option_checks, pytree, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import derivatives
 
@@ -80,7 +80,7 @@ def check_grads(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], 
         >>> cg.torch.check_grads(lambda x: torch.sin(x) * x, (torch.tensor([0.5, 1.0], dtype=torch.float64),))
     """
     name = "check_grads"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     if not isinstance(args, tuple) or not args:
         raise errors.OptionTypeError(name, "args as a non-empty tuple of the function's arguments",
                                      f"{args!r}"[:80], "Pass check_grads(f, (x,)).")

@@ -50,7 +50,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, pytree, spec, tolerances
+from crossgrad import errors, option_checks, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import guards, models, policy
 from crossgrad.transforms.call import check_leaves
@@ -302,9 +302,9 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         [[6.0, 0.0], [0.0, 12.0]]
     """
     name = "jit"
-    spec.check_callable(name, f)
-    spec.validate_options(name, check=check, options=options, route=route)
-    spec.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, check=check, options=options, route=route)
+    option_checks.check_route(name, backend.name, route, backend.builtins.JIT_ROUTES)
     options = dict(options or {})
     split = getattr(f, "_crossgrad_finish", None)
     if split is not None and backend.name == "torch":

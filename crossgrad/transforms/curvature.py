@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, memory, pytree, spec, tolerances
+from crossgrad import batch_axes, errors, memory, option_checks, pytree, spec, tolerances, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import policy, taylor
@@ -241,20 +241,20 @@ def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: An
     """The public curvature transform ``name``: its options validated once (``retired``: the
     ``chunk_size`` a batched form refuses; ``batched``: a batched form, whose ``in_axes``
     must map an argument), then :func:`_curvature`."""
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     if batched and in_axes is None:
-        spec.check_axis_sizes(name, {})  # maps nothing: the batched transforms' AxisError
+        batch_axes.check_axis_sizes(name, {})  # maps nothing: the batched transforms' AxisError
     chunks = {"chunk_size": chunk_size} if in_axes is None else {"chunk_size": retired, "basis_chunk_size": chunk_size,
                                                                   "in_axes": in_axes}
-    spec.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples, impl=impl,
+    option_checks.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples, impl=impl,
                           **chunks)
     if what == "diagonal" and estimator == "hutch++":
-        spec.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
+        option_checks.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
     if impl == "builtin" and estimator != "exact":
         raise errors.UnsupportedOptionError(
             name, "estimator='exact' with impl='builtin' (the trace or diagonal of the framework's own Hessian)",
             f"estimator={estimator!r}", "Use impl='composed' or 'auto' for the estimators.")
-    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    value_checks.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
     return _curvature(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what)
 
 
@@ -385,7 +385,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     else:  # jax records without computing: the outputs' shapes abstractly
         outputs = [(s, d) for s, _, d in backend.primitives.output_shapes(lambda *p: tuple(flat(*p)[:n_out]),
                                                                              call.primals)]
-    spec.check_float_outputs(name, [d for _, d in outputs])
+    value_checks.check_float_outputs(name, [d for _, d in outputs])
     if point.n == 0:  # no coordinate: a zero trace, an empty diagonal
         if values is None and call.has_aux:
             values = flat(*call.primals)
@@ -424,7 +424,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
         elif estimator == "hutchinson":
             second = push(point.signs(key, rows)[0], rows, _constant(a, 1.0 / rows, rows, point.like), True)
         else:
-            spec.check_scalar_estimator(name, estimator, output_shapes())
+            value_checks.check_scalar_estimator(name, estimator, output_shapes())
             second = [_hutch_pp(backend, call, point, push, key, rows)]
         result = pytree.unflatten(call.output_structure(), second)
     else:
@@ -432,7 +432,7 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
             per_direction = push(point.basis(0, point.n), point.n, None, False)
             blocks = [[_diagonal_block(a, d, point, i) for i in range(len(point.sizes))] for d in per_direction]
         else:
-            spec.check_scalar_estimator(name, estimator, output_shapes())
+            value_checks.check_scalar_estimator(name, estimator, output_shapes())
             blocks = [_hutchinson_diagonal(backend, call, point, key, rows)]
         result = call.assemble(blocks)
     if not call.has_aux:

@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import pytree, spec
+from crossgrad import option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.builtin import builtin_serves, check_output, checked, needs_composition, via_builtin
 from crossgrad.transforms.call import Call, Memo, check_leaves
@@ -29,7 +29,7 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
         out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
         value = pytree.unflatten(call.output_structure(), list(out))
         check_output(name, backend, value, scalar=True)
-        spec.check_real_output(name, backend.arrays.dtype_name(out[0]), "output leaf 0")
+        value_checks.check_real_output(name, backend.arrays.dtype_name(out[0]), "output leaf 0")
         grads = call.per_argnum(list(vjp_fn((backend.arrays.ones_like(out[0]),))))
         if with_value:
             return ((value, aux) if has_aux else value), grads
@@ -67,8 +67,8 @@ def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has
         >>> cg.torch.grad(lambda x: (x ** 2).sum())(torch.tensor([1.0, 2.0]))
         tensor([2., 4.])
     """
-    spec.check_callable("grad", f)
-    spec.validate_options("grad", argnums=argnums, has_aux=has_aux, impl=impl)
+    option_checks.check_callable("grad", f)
+    option_checks.validate_options("grad", argnums=argnums, has_aux=has_aux, impl=impl)
     return gradient_of(backend, "grad", f, argnums, has_aux, impl, with_value=False)
 
 
@@ -87,8 +87,8 @@ def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnum
         >>> value, g
         (tensor(5.), tensor([2., 4.]))
     """
-    spec.check_callable("value_and_grad", f)
-    spec.validate_options("value_and_grad", argnums=argnums, has_aux=has_aux, impl=impl)
+    option_checks.check_callable("value_and_grad", f)
+    option_checks.validate_options("value_and_grad", argnums=argnums, has_aux=has_aux, impl=impl)
     return gradient_of(backend, "value_and_grad", f, argnums, has_aux, impl, with_value=True)
 
 
@@ -108,9 +108,9 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
         tensor([1.0000, 0.5403])
     """
     name = "vjp"
-    spec.check_callable(name, f)
-    spec.validate_options(name, has_aux=has_aux, impl=impl)
-    spec.check_some_primals(name, primals)
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, has_aux=has_aux, impl=impl)
+    value_checks.check_some_primals(name, primals)
     argnums = tuple(range(len(primals)))
     if builtin_serves(name, backend, impl) and not needs_composition(backend, primals):
         Call(name, backend, f, primals, {}, argnums, has_aux)
@@ -120,7 +120,7 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
         def builtin_vjp_fn(cotangent: Any) -> tuple[Any, ...]:
             # The output's dicts come back in crossgrad's key order; a cotangent in the
             # function's own order is the same pytree (torch.func alone would refuse it).
-            spec.check_same_structure(name, "cotangents", cotangent, out, "the output")
+            value_checks.check_same_structure(name, "cotangents", cotangent, out, "the output")
             return tuple(builtin_vjp(pytree.ordered_like(cotangent, out)))
 
         return (out, builtin_vjp_fn, *aux)
@@ -129,7 +129,7 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
     out = pytree.unflatten(call.output_structure(), list(out_leaves))
 
     def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
-        spec.check_same_structure(name, "cotangents", cotangent, out, "the output")
+        value_checks.check_same_structure(name, "cotangents", cotangent, out, "the output")
         per: tuple[Any, ...] = call.per_argnum(list(flat_vjp(tuple(pytree.leaves(cotangent)))))
         return per
 
@@ -162,12 +162,12 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
         (tensor([0.]), tensor([2.]))
     """
     name = "jvp"
-    spec.check_callable(name, f)
-    spec.validate_options(name, has_aux=has_aux, impl=impl)
-    primals = spec.as_tuple(name, "primals", primals)
-    spec.check_some_primals(name, primals)
-    tangents = spec.as_tuple(name, "tangents", tangents)
-    spec.check_same_structure(name, "tangents", tangents, primals, "primals")
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, has_aux=has_aux, impl=impl)
+    primals = value_checks.as_tuple(name, "primals", primals)
+    value_checks.check_some_primals(name, primals)
+    tangents = value_checks.as_tuple(name, "tangents", tangents)
+    value_checks.check_same_structure(name, "tangents", tangents, primals, "primals")
     argnums = tuple(range(len(primals)))
     call = Call(name, backend, f, primals, {}, argnums, has_aux)
     check_leaves(name, backend, pytree.leaves(tangents))
@@ -197,9 +197,9 @@ def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec
         tensor([3.])
     """
     name = "linearize"
-    spec.check_callable(name, f)
-    spec.validate_options(name, impl=impl)
-    spec.check_some_primals(name, primals)
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, impl=impl)
+    value_checks.check_some_primals(name, primals)
     call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
     if builtin_serves(name, backend, impl):
         out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
@@ -209,7 +209,7 @@ def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec
     out_def = call.output_structure()
 
     def jvp_fn(*tangents: Any) -> Any:
-        spec.check_same_structure(name, "tangents", tangents, primals, "primals")
+        value_checks.check_same_structure(name, "tangents", tangents, primals, "primals")
         return pytree.unflatten(out_def, list(push(pytree.leaves(tangents))))
 
     return pytree.unflatten(out_def, list(out)), jvp_fn
@@ -271,12 +271,12 @@ def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ar
         tensor([ 6., 12.])
     """
     name = "hvp"
-    spec.check_callable(name, f)
-    spec.validate_options(name, argnums=argnums, impl=impl)
-    primals = spec.as_tuple(name, "primals", primals)
-    tangents = spec.as_tuple(name, "tangents", tangents)
-    nums, single = spec.normalize_argnums(name, argnums, len(primals))
-    spec.check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, argnums=argnums, impl=impl)
+    primals = value_checks.as_tuple(name, "primals", primals)
+    tangents = value_checks.as_tuple(name, "tangents", tangents)
+    nums, single = value_checks.normalize_argnums(name, argnums, len(primals))
+    value_checks.check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
     grad_f = _hvp_gradient(backend, f, nums, impl)
 
     def grad_of_differentiated(*diff: Any) -> tuple[Any, ...]:

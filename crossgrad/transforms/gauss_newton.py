@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.call import Call, call_user
 from crossgrad.transforms.curvature import hessian_products
@@ -89,7 +89,7 @@ class GaussNewtonOperator(HessianOperator):
         return self._factors
 
     def _exact_only(self, what: str, estimator: str, samples: int | None, key: Any) -> Any:
-        spec.check_choice(f"{self.name}.{what}", "estimator", estimator, ("exact", "hutchinson"))
+        option_checks.check_choice(f"{self.name}.{what}", "estimator", estimator, ("exact", "hutchinson"))
         if estimator == "exact":
             return None
         if what == "trace":
@@ -132,9 +132,9 @@ def ggn_operator(backend: Backend, model: Callable[..., Any], loss: Callable[...
         >>> G.shape
         (3, 3)
     """
-    spec.check_callable("ggn_operator", model)
-    spec.check_callable("ggn_operator", loss)
-    spec.validate_options("ggn_operator", argnums=argnums)
+    option_checks.check_callable("ggn_operator", model)
+    option_checks.check_callable("ggn_operator", loss)
+    option_checks.validate_options("ggn_operator", argnums=argnums)
     if not primals:
         raise errors.OptionError("ggn_operator", "at least one primal (the point)", "no primals",
                                  "Pass the point: ggn_operator(model, loss, w).")

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import spec
+from crossgrad import option_checks, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
 from crossgrad.transforms.builtin import builtin_serves, needs_composition, via_builtin
@@ -70,8 +70,8 @@ def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, 
         tensor([[ 6.,  0.],
                 [ 0., 12.]])
     """
-    spec.check_callable("hessian", f)
-    spec.validate_options("hessian", argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
+    option_checks.check_callable("hessian", f)
+    option_checks.validate_options("hessian", argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
                           impl=impl)
     return hessian_of(backend, "hessian", f, argnums, has_aux, strategy, chunk_size, impl)
 

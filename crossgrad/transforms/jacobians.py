@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, chunking, policy
 from crossgrad.transforms.builtin import BuiltinCache, builtin_serves, needs_composition
@@ -70,7 +70,7 @@ def check_real(backend: Backend, call: Call, out: Any) -> None:
     """Reverse mode and the loop refuse complex outputs (their vjp would keep the real
     part only); forward mode returns the complex Jacobian."""
     for k, o in enumerate(out):
-        spec.check_real_output(call.transform, backend.arrays.dtype_name(o), f"output leaf {k}")
+        value_checks.check_real_output(call.transform, backend.arrays.dtype_name(o), f"output leaf {k}")
 
 
 def rev_blocks(backend: Backend, call: Call, chunk_size: int | str | None, loop: bool) -> tuple[list[Any], Any]:
@@ -265,8 +265,8 @@ def jacrev(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, h
         tensor([[2., 0.],
                 [0., 4.]])
     """
-    spec.check_callable("jacrev", f)
-    spec.validate_options("jacrev", argnums=argnums, has_aux=has_aux, chunk_size=chunk_size, impl=impl)
+    option_checks.check_callable("jacrev", f)
+    option_checks.validate_options("jacrev", argnums=argnums, has_aux=has_aux, chunk_size=chunk_size, impl=impl)
     return jacobian_of(backend, "jacrev", f, argnums, has_aux, "rev", chunk_size, impl)
 
 
@@ -284,8 +284,8 @@ def jacfwd(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, h
         >>> cg.torch.jacfwd(lambda x: x.sum(0, keepdim=True))(torch.tensor([1.0, 2.0]))
         tensor([[1., 1.]])
     """
-    spec.check_callable("jacfwd", f)
-    spec.validate_options("jacfwd", argnums=argnums, has_aux=has_aux, chunk_size=chunk_size, impl=impl)
+    option_checks.check_callable("jacfwd", f)
+    option_checks.validate_options("jacfwd", argnums=argnums, has_aux=has_aux, chunk_size=chunk_size, impl=impl)
     return jacobian_of(backend, "jacfwd", f, argnums, has_aux, "fwd", chunk_size, impl)
 
 
@@ -307,8 +307,8 @@ def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0,
         >>> cg.torch.jacobian(lambda x: torch.tanh(W @ x))(torch.zeros(32)).shape  # forward mode
         torch.Size([2048, 32])
     """
-    spec.check_callable("jacobian", f)
-    spec.validate_options("jacobian", argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
+    option_checks.check_callable("jacobian", f)
+    option_checks.validate_options("jacobian", argnums=argnums, has_aux=has_aux, mode=mode, chunk_size=chunk_size, impl=impl)
     return jacobian_of(backend, "jacobian", f, argnums, has_aux, mode, chunk_size, impl)
 
 

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from crossgrad import pytree, spec
+from crossgrad import option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import (
     auxiliary,
@@ -151,7 +151,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
 
     def transform(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            spec.check_keywords(name, signature, kwargs)
+            option_checks.check_keywords(name, signature, kwargs)
         held: dict[Any, Any] = {}
         user_f = args[0] if args and callable(args[0]) else None
         if takes_aux and user_f is not None:

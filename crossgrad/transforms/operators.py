@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature, estimators, policy, spectra
 from crossgrad.transforms.call import Call
@@ -58,7 +58,7 @@ class HessianOperator:
         self._call = Call(name, backend, f, primals, {}, argnums, False)
         shapes = [tuple(s) for s, _, _ in self._call.output_shapes()]
         if len(shapes) != 1 or shapes[0] != ():
-            spec.check_scalar(name, shapes[0] if len(shapes) == 1 else (len(shapes),))
+            value_checks.check_scalar(name, shapes[0] if len(shapes) == 1 else (len(shapes),))
         a = backend.arrays
         self._shapes = [a.shape(p) for p in self._call.primals]
         self._sizes = [math.prod(s) for s in self._shapes]
@@ -152,7 +152,7 @@ class HessianOperator:
             20.0
         """
         name = f"{self.name}.estimate_trace"
-        spec.check_choice(name, "estimator", estimator, estimators.ESTIMATORS)
+        option_checks.check_choice(name, "estimator", estimator, estimators.ESTIMATORS)
         return estimators.estimate(estimator, *self._random_products(name, estimator, samples, key))
 
     def estimate_diagonal(self, estimator: estimators.DiagonalEstimator = "xdiag", samples: int = 24, key: Any = 0) -> estimators.DiagonalEstimate:
@@ -170,7 +170,7 @@ class HessianOperator:
             tensor([ 6., 12.])
         """
         name = f"{self.name}.estimate_diagonal"
-        spec.check_choice(name, "estimator", estimator, estimators.DIAGONAL_ESTIMATORS)
+        option_checks.check_choice(name, "estimator", estimator, estimators.DIAGONAL_ESTIMATORS)
         mean, error, products = estimators.estimate_diagonal(estimator, *self._random_products(name, estimator,
                                                                                                 samples, key))
         return estimators.DiagonalEstimate(self._array(mean), self._array(error), products)
@@ -184,10 +184,10 @@ class HessianOperator:
     def _random_products(self, name: str, estimator: str, samples: int, key: Any
                          ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
         """The products on NumPy matrices and the random +-1 directions ``samples`` buys."""
-        spec.check_samples(name, samples)
+        option_checks.check_samples(name, samples)
         a = self._backend.arrays
         like = self._call.primals[0]
-        spec.check_estimator_key(name, estimator, key, a.is_random_key(key))
+        value_checks.check_estimator_key(name, estimator, key, a.is_random_key(key))
         m = estimators.directions(estimator, samples)
         omega = np.asarray(a.to_numpy(a.random_signs(key, [(self.shape[0], m)], like)[0]), np.float64)
         apply = estimators.as_numpy_products(self.matmat, a.to_numpy, self._array)
@@ -237,9 +237,9 @@ class HessianOperator:
         n = self.shape[0]
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
             raise errors.OptionError(self.name, f"1 <= k <= {n}", f"k={k!r}", "Ask for fewer eigenvalues.")
-        spec.check_choice(f"{self.name}.eigenvalues", "which", which, ("largest", "smallest", "magnitude"))
-        spec.check_bool(f"{self.name}.eigenvalues", "vectors", vectors)
-        spec.check_bool(f"{self.name}.eigenvalues", "progress", progress)
+        option_checks.check_choice(f"{self.name}.eigenvalues", "which", which, ("largest", "smallest", "magnitude"))
+        option_checks.check_bool(f"{self.name}.eigenvalues", "vectors", vectors)
+        option_checks.check_bool(f"{self.name}.eigenvalues", "progress", progress)
         steps = min(n, iterations or max(2 * k + 20, 40))
         like = self._call.primals[0]
         dtype = a.to_numpy(like).dtype
@@ -328,8 +328,8 @@ def hessian_operator(backend: Backend, f: Callable[..., Any], *primals: Any, arg
         tensor([[ 6.,  0.],
                 [ 0., 12.]])
     """
-    spec.check_callable("hessian_operator", f)
-    spec.validate_options("hessian_operator", argnums=argnums)
+    option_checks.check_callable("hessian_operator", f)
+    option_checks.validate_options("hessian_operator", argnums=argnums)
     if not primals:
         raise errors.OptionError("hessian_operator", "at least one primal (the point)", "no primals",
                                  "Pass the point: hessian_operator(f, x).")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from crossgrad import errors, pytree, spec, tolerances
+from crossgrad import batch_axes, errors, option_checks, pytree, spec, tolerances, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking, curvature
 
@@ -75,8 +75,8 @@ def _check_sparse_options(name: str, argnums: Any, mode: str, form: str) -> None
         raise errors.SparsitySupportError(
             name, "one differentiated argument (an int argnums)", f"argnums={argnums!r}",
             "Pass argnums=k for one array argument; concatenate several inputs into one array to get their joint matrix.")
-    spec.check_choice(name, "mode", mode, SPARSE_MODES if name == "sparse_jacobian" else ("auto",))
-    spec.check_choice(name, "format", form, FORMATS)
+    option_checks.check_choice(name, "mode", mode, SPARSE_MODES if name == "sparse_jacobian" else ("auto",))
+    option_checks.check_choice(name, "format", form, FORMATS)
 
 
 def _one_array(name: str, backend: Backend, value: Any, what: str) -> Any:
@@ -104,7 +104,7 @@ class _Sparse:
         """One sample's arguments (the batch axis removed) for a batched transform."""
         if self.in_axes is None:
             return args
-        axes = spec.leaf_axes(self.name, self.in_axes, args, self.backend.arrays.shape)
+        axes = batch_axes.leaf_axes(self.name, self.in_axes, args, self.backend.arrays.shape)
         leaves, treedef = pytree.flatten(args)
         out = [leaf if ax is None else self.backend.arrays.slice_axis(leaf, 0, 1, ax) for leaf, ax in zip(leaves, axes)]
         out = [leaf if ax is None else self.backend.arrays.reshape(
@@ -131,10 +131,10 @@ class _Sparse:
         from crossgrad.sparsity.patterns import Pattern, as_pattern
 
         start = time.perf_counter()
-        nums, _ = spec.normalize_argnums(self.name, self.argnums, len(args))
+        nums, _ = value_checks.normalize_argnums(self.name, self.argnums, len(args))
         k = nums[0]
         x = _one_array(self.name, self.backend, args[k], f"argument {k}")
-        spec.check_float_input(self.name, self.backend.arrays.dtype_name(x), f"argument {k}")
+        value_checks.check_float_input(self.name, self.backend.arrays.dtype_name(x), f"argument {k}")
         outputs = self.backend.primitives.output_shapes(lambda *a: self.f(*a, **kwargs), args)
         out_shapes = [o[0] for o in outputs]
         if len(out_shapes) != 1:
@@ -142,10 +142,10 @@ class _Sparse:
                 self.name, "the function to return one array", f"{len(out_shapes)} output arrays",
                 "Return one array (concatenate several outputs into one).")
         out_shape = out_shapes[0]
-        spec.check_float_outputs(self.name, [outputs[0][2]])
+        value_checks.check_float_outputs(self.name, [outputs[0][2]])
         in_shape = tuple(self.backend.arrays.shape(x))
         if self.order == 2:
-            spec.check_scalar(self.name, out_shape)
+            value_checks.check_scalar(self.name, out_shape)
         n = int(np.prod(in_shape, dtype=np.int64))
         m = n if self.order == 2 else int(np.prod(out_shape, dtype=np.int64))
         unruled: set[str] = set()
@@ -210,7 +210,7 @@ class _Sparse:
         """``f`` as a function of the differentiated argument flattened (its output flattened),
         that argument flattened, and as given."""
         arrays = self.backend.arrays
-        k = spec.normalize_argnums(self.name, self.argnums, len(args))[0][0]
+        k = value_checks.normalize_argnums(self.name, self.argnums, len(args))[0][0]
         x = pytree.leaves(args[k])[0]
 
         def g(flat: Any) -> Any:
@@ -281,7 +281,7 @@ class _Sparse:
             if self.check:
                 self.verify(plan, values, args, kwargs)
             return values, compressed
-        axes = spec.in_axes_form(self.in_axes)
+        axes = batch_axes.in_axes_form(self.in_axes)
         values, compressed = self.backend.primitives.vmap(lambda *a: self.products(plan, a, kwargs), axes, 0, "error")(*args)
         if self.check:
             one = self._samples(args)
@@ -349,9 +349,9 @@ def sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *
                 [ 0., -1.,  6.]])
     """
     name = "sparse_jacobian"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     _check_sparse_options(name, argnums, mode, format)
-    spec.validate_options(name, chunk_size=chunk_size, check=check)
+    option_checks.validate_options(name, chunk_size=chunk_size, check=check)
     return _made(_Sparse(backend, name, f, argnums, sparsity, mode, format, chunk_size, check, order=1))
 
 
@@ -372,9 +372,9 @@ def sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int = 0, *,
         3
     """
     name = "sparse_hessian"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     _check_sparse_options(name, argnums, "auto", format)
-    spec.validate_options(name, chunk_size=chunk_size, check=check)
+    option_checks.validate_options(name, chunk_size=chunk_size, check=check)
     return _made(_Sparse(backend, name, f, argnums, sparsity, "auto", format, chunk_size, check, order=2))
 
 
@@ -397,9 +397,9 @@ def batched_sparse_jacobian(backend: Backend, f: Callable[..., Any], argnums: in
         torch.Size([8, 8])
     """
     name = "batched_sparse_jacobian"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     _check_sparse_options(name.removeprefix("batched_"), argnums, mode, format)
-    spec.validate_options(name, in_axes=in_axes, basis_chunk_size=basis_chunk_size, check=check)
+    option_checks.validate_options(name, in_axes=in_axes, basis_chunk_size=basis_chunk_size, check=check)
     return _made(_Sparse(backend, name, f, argnums, sparsity, mode, format, basis_chunk_size, check, order=1,
                          in_axes=in_axes))
 
@@ -419,9 +419,9 @@ def batched_sparse_hessian(backend: Backend, f: Callable[..., Any], argnums: int
                 [0., 1., 0.]])
     """
     name = "batched_sparse_hessian"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     _check_sparse_options("sparse_hessian", argnums, "auto", format)
-    spec.validate_options(name, in_axes=in_axes, basis_chunk_size=basis_chunk_size, check=check)
+    option_checks.validate_options(name, in_axes=in_axes, basis_chunk_size=basis_chunk_size, check=check)
     return _made(_Sparse(backend, name, f, argnums, sparsity, "auto", format, basis_chunk_size, check, order=2,
                          in_axes=in_axes))
 
@@ -452,7 +452,7 @@ def jacobian_sparsity(backend: Backend, f: Callable[..., Any], argnums: int = 0)
                [0, 0, 1, 1]])
     """
     name = "jacobian_sparsity"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     _check_sparse_options("sparse_jacobian", argnums, "auto", "values")
     return _pattern_transform(backend, name, f, argnums, 1)
 
@@ -467,6 +467,6 @@ def hessian_sparsity(backend: Backend, f: Callable[..., Any], argnums: int = 0) 
         4
     """
     name = "hessian_sparsity"
-    spec.check_callable(name, f)
+    option_checks.check_callable(name, f)
     _check_sparse_options("sparse_hessian", argnums, "auto", "values")
     return _pattern_transform(backend, name, f, argnums, 2)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from crossgrad import errors, pytree, spec
+from crossgrad import batch_axes, errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking
 from crossgrad.transforms.builtin import builtin_serves, checked
@@ -61,8 +61,8 @@ def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: An
         tensor([3., 3., 3.])
     """
     name = "vmap"
-    spec.check_callable(name, f)
-    spec.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
                           gather=gather, randomness=randomness)
     where = None if devices is None else backend.distributed.place(name, devices)
     return vmap_of(backend, name, f, in_axes, out_axes, chunk_size, impl, where=where, gather=gather,
@@ -87,7 +87,7 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         # torch.func.vmap places a negative out_dims wrongly on an output that does not
         # depend on the batch; the composition moves each axis itself.
         builtin = False
-    in_axes = spec.in_axes_form(in_axes)
+    in_axes = batch_axes.in_axes_form(in_axes)
 
     memo = Memo()
 
@@ -97,9 +97,9 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         key = Memo.key(args)
         known = memo.get(key)
         if known is None:
-            axes = spec.leaf_axes(name, in_axes, args, shape)
+            axes = batch_axes.leaf_axes(name, in_axes, args, shape)
             check_leaves(name, backend, pytree.leaves(args))
-            known = memo.put(key, [axes, spec.batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
+            known = memo.put(key, [axes, batch_axes.batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
         layout_of: list[Any] = known
         return layout_of
 
@@ -190,7 +190,7 @@ def _spread(backend: Backend, name: str, batched: Callable[..., Any], layout: Ca
     compiled: dict[Any, Any] = {}
 
     def placed_axes(out: Any) -> list[int]:
-        return [ax % len(backend.arrays.shape(o)) for ax, o in zip(spec.out_axes_of(name, out_axes, out),
+        return [ax % len(backend.arrays.shape(o)) for ax, o in zip(batch_axes.out_axes_of(name, out_axes, out),
                                                                    pytree.leaves(out))]
 
     def spread(*args: Any, **kwargs: Any) -> Any:
@@ -220,7 +220,7 @@ def _place_out_axes(backend: Backend, name: str, out_tree: Any, out_axes: Any) -
     """Move every output leaf's batch axis from 0 to its entry of ``out_axes``."""
     arrays = backend.arrays
     outs, out_def = pytree.flatten(out_tree)
-    oaxes = spec.out_axes_of(name, out_axes, out_tree)
+    oaxes = batch_axes.out_axes_of(name, out_axes, out_tree)
     for k, (o, ax) in enumerate(zip(outs, oaxes)):
         rank = len(arrays.shape(o))
         if not -rank <= ax < rank:
@@ -245,7 +245,7 @@ def _vmap_composed(backend: Backend, name: str, g: Callable[..., Any], leaves: l
         out = call_user(name, backend, g, *pytree.unflatten(treedef, full))
         out_leaves, out_treedef = pytree.flatten(out)
         out_def[:] = [out_treedef]
-        spec.check_output_leaves(name, out_leaves, arrays.is_array)
+        value_checks.check_output_leaves(name, out_leaves, arrays.is_array)
         return tuple(out_leaves)
 
     outs = chunking.map_chunks(backend, primitives.vmap(one, 0, 0, randomness), moved, chunk_size)

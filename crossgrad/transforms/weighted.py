@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgrad import errors, spec
+from crossgrad import errors, option_checks, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature
 
@@ -78,7 +78,7 @@ def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients:
 
     def laplacian_for(nargs: int) -> Callable[..., Any]:
         if nargs not in made:
-            k = spec.normalize_argnums(name, argnums, nargs)[0][0]
+            k = value_checks.normalize_argnums(name, argnums, nargs)[0][0]
 
             def g(y: Any, lin: Any, *args: Any, **kwargs: Any) -> Any:
                 x = args[k]  # one sample's (the batched form is written per sample)
@@ -103,7 +103,7 @@ def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients:
                                        "different")(*args)
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        k = spec.normalize_argnums(name, argnums, len(args))[0][0]
+        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
         x = args[k]
         lead = () if in_axes is None else (arrays.shape(x)[0],)
         n = arrays.size(x) // max(int(np.prod(lead)), 1)
@@ -140,7 +140,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
     def parts_for(nargs: int, like: Any) -> list[tuple[Any, Callable[..., Any]]]:
         key_ = (nargs, arrays.dtype_name(like), str(getattr(like, "device", "")))
         if key_ not in made:
-            k = spec.normalize_argnums(name, argnums, nargs)[0][0]
+            k = value_checks.normalize_argnums(name, argnums, nargs)[0][0]
             built = []
             for factor in factors:
                 if factor.shape[1] == 0:
@@ -164,7 +164,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
         return made[key_]
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        k = spec.normalize_argnums(name, argnums, len(args))[0][0]
+        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
         x = args[k]
         batch = None
         if in_axes is not None:
@@ -206,9 +206,9 @@ def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: An
         tensor(16.)
     """
     name = "weighted_laplacian"
-    spec.check_callable(name, f)
-    spec.validate_options(name, estimator=estimator, samples=samples, chunk_size=chunk_size)
-    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, estimator=estimator, samples=samples, chunk_size=chunk_size)
+    value_checks.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
     return _weighted(backend, name, f, coefficients, argnums, None, estimator, samples, key, chunk_size)
 
 
@@ -230,7 +230,7 @@ def batched_weighted_laplacian(backend: Backend, f: Callable[..., Any], coeffici
         tensor([12., 12., 12., 12.])
     """
     name = "batched_weighted_laplacian"
-    spec.check_callable(name, f)
-    spec.validate_options(name, in_axes=in_axes, estimator=estimator, samples=samples, basis_chunk_size=basis_chunk_size)
-    spec.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, in_axes=in_axes, estimator=estimator, samples=samples, basis_chunk_size=basis_chunk_size)
+    value_checks.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
     return _weighted(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, basis_chunk_size)

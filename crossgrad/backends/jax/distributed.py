@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, option_checks, pytree
 
 
 def place(transform: str, devices: Any) -> Mesh:
@@ -32,7 +32,7 @@ def place(transform: str, devices: Any) -> Mesh:
         return Mesh(np.array(jax.devices()), ("batch",))
     if isinstance(devices, Sequence) and devices and all(isinstance(d, jax.Device) for d in devices):
         return Mesh(np.array(list(devices)), ("batch",))
-    raise spec.bad_devices(transform, devices)
+    raise option_checks.bad_devices(transform, devices)
 
 
 def participants(devices: Any) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from crossgrad import errors, pytree, spec
+from crossgrad import errors, option_checks, pytree
 
 # devices="all": torch's default process group, which may be initialised after the
 # transform is made (it is looked up when the transform runs).
@@ -28,7 +28,7 @@ def place(transform: str, devices: Any) -> Any:
     import torch.distributed as dist
 
     if devices != "all" and not (dist.is_available() and isinstance(devices, dist.ProcessGroup)):
-        raise spec.bad_devices(transform, devices)
+        raise option_checks.bad_devices(transform, devices)
     return _DEFAULT_GROUP if devices == "all" else devices
 
 
