@@ -87,11 +87,27 @@ def test_every_readme_block_runs_as_written(index):
     heading, code = readme_blocks()[index]
     if "Which backend, which route" in heading:
         pytest.skip("run, with its output checked, by test_readme_jit_example_runs_as_written")
+    if "One call, file by file" in heading:
+        pytest.skip("run, with its output checked, by test_the_readme_walk_quotes_the_plan_that_runs")
     if "Sparse Jacobians and Hessians" in heading:
         pytest.skip("run, with its output checked, by test_readme_sparse_example_runs_as_written (slow suite)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_ENABLE_X64": "0"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"README block under {heading!r}:\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.skipif("torch" not in frameworks.selected(), reason="the walk is torch's")
+def test_the_readme_walk_quotes_the_plan_that_runs(capsys):
+    """The README's walk of one call quotes the plan the call follows: its block run here,
+    its output the text block after it."""
+    section = (ROOT / "README.md").read_text().split("### One call, file by file", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    quoted = section.split("```python\n", 1)[1].split("```\n\n```\n", 1)[1].split("```", 1)[0]
+    import torch
+
+    with torch.random.fork_rng():  # the block draws from torch's global generator, as a user's script does
+        exec(compile(code, "README walk", "exec"), {})
+    assert capsys.readouterr().out == quoted
 
 
 @pytest.mark.skipif(len(frameworks.selected()) < 2, reason="the example uses both backends")

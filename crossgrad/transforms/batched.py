@@ -56,8 +56,8 @@ def batched_jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argn
     name = "batched_jacobian"
     option_checks.check_callable(name, f)
     option_checks.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, mode=mode, chunk_size=chunk_size,
-                          impl=impl, gather=gather, randomness=randomness, batch_chunk_size=batch_chunk_size,
-                          basis_chunk_size=basis_chunk_size)
+                                   impl=impl, gather=gather, randomness=randomness, batch_chunk_size=batch_chunk_size,
+                                   basis_chunk_size=basis_chunk_size)
     where = None if devices is None else backend.distributed.place(name, devices)
     per_sample = jacobian_of(backend, name, f, argnums, has_aux, mode, basis_chunk_size, impl)
     batched = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
@@ -132,8 +132,8 @@ def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnu
     name = "batched_hessian"
     option_checks.check_callable(name, f)
     option_checks.validate_options(name, argnums=argnums, in_axes=in_axes, has_aux=has_aux, strategy=strategy,
-                          chunk_size=chunk_size, impl=impl, gather=gather, randomness=randomness,
-                          batch_chunk_size=batch_chunk_size, basis_chunk_size=basis_chunk_size)
+                                   chunk_size=chunk_size, impl=impl, gather=gather, randomness=randomness,
+                                   batch_chunk_size=batch_chunk_size, basis_chunk_size=basis_chunk_size)
     where = None if devices is None else backend.distributed.place(name, devices)
     per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, basis_chunk_size, impl)
     outside = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
@@ -145,11 +145,13 @@ def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnu
         def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
             """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
             size = Call(name, backend, f, args, kwargs, argnums, has_aux).batch_layout(in_axes)[1]
-            return BatchedHessianPlan(name, "outside", None, size, f"{', '.join(kept)} given: the batch stays outside")
+            return BatchedHessianPlan(name, "outside", None, size, f"{', '.join(kept)} given: the batch stays outside",
+                                      per_sample=_per_sample_plan(backend, name, per_sample, in_axes, args, kwargs))
 
         outside.plan = plan  # type: ignore[attr-defined]
         return outside
-    return _batch_inside(backend, name, f, argnums, in_axes, has_aux, strategy, basis_chunk_size, outside)
+    return _batch_inside(backend, name, f, argnums, in_axes, has_aux, strategy, basis_chunk_size, outside,
+                         lambda args, kwargs: _per_sample_plan(backend, name, per_sample, in_axes, args, kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,14 +167,24 @@ class BatchedHessianPlan:
     batch: int
     why: str
     axes: tuple[int, ...] = ()  # inside: the batch axis of each differentiated leaf
+    per_sample: Any = None  # outside: the per-sample Hessian's plan, for the first sample
 
     def __str__(self) -> str:
         how = "vmap of the per-sample hessian" if self.order == "outside" else f"strategy {self.strategy}"
-        return f"{self.transform}: batch {self.order} ({how}), {self.batch} samples; {self.why}"
+        sample = "" if self.per_sample is None else f"; per sample: {str(self.per_sample).removeprefix(self.transform + ': ')}"
+        return f"{self.transform}: batch {self.order} ({how}), {self.batch} samples; {self.why}{sample}"
+
+
+def _per_sample_plan(backend: Backend, name: str, per_sample: Callable[..., Any], in_axes: Any,
+                     args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+    """The per-sample Hessian's plan for the first sample (None for an empty batch)."""
+    sample, size = _one_sample(backend, name, in_axes, args)
+    return per_sample.plan(*sample, **kwargs) if size else None  # type: ignore[attr-defined]
 
 
 def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool, strategy: str,
-                  chunk_size: int | None, outside: Callable[..., Any]) -> Callable[..., Any]:
+                  chunk_size: int | None, outside: Callable[..., Any],
+                  sample_plan: Callable[[tuple[Any, ...], dict[Any, Any]], Any]) -> Callable[..., Any]:
     """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
     the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
     so, planned once per argument signature; each order is built when a plan first takes it."""
@@ -195,7 +207,9 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
         diff, size = call.batch_layout(in_axes)
         if not diff or None in diff or size == 0 or call.has_no_elements():
             why = "a differentiated argument shared by the batch, or no elements"
-            return plans.put(key, BatchedHessianPlan(name, "outside", None, size, why))  # type: ignore[no-any-return]
+            sample = sample_plan(args, kwargs) if size else None
+            return plans.put(key, BatchedHessianPlan(name, "outside", None, size, why,  # type: ignore[no-any-return]
+                                                     per_sample=sample))
         n = sum(math.prod(shape(p)) for p in call.primals) // size
 
         def m() -> int:
@@ -205,7 +219,8 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
         chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
                                                strategy, n, m, size)
         if chosen is None:
-            plan = BatchedHessianPlan(name, "outside", None, size, f"NOTE [batch inside]: {size} samples of {n} inputs")
+            plan = BatchedHessianPlan(name, "outside", None, size, f"NOTE [batch inside]: {size} samples of {n} inputs",
+                                      per_sample=sample_plan(args, kwargs))
         else:
             log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
             plan = BatchedHessianPlan(name, "inside", chosen, size, f"NOTE [batch inside]: {size} samples of {n} inputs",

@@ -247,7 +247,7 @@ def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: An
     chunks = {"chunk_size": chunk_size} if in_axes is None else {"chunk_size": retired, "basis_chunk_size": chunk_size,
                                                                   "in_axes": in_axes}
     option_checks.validate_options(name, argnums=argnums, has_aux=has_aux, estimator=estimator, samples=samples, impl=impl,
-                          **chunks)
+                                   **chunks)
     if what == "diagonal" and estimator == "hutch++":
         option_checks.check_choice(name, "estimator", estimator, ("exact", "hutchinson"))
     if impl == "builtin" and estimator != "exact":

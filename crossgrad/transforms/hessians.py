@@ -72,7 +72,7 @@ def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, 
     """
     option_checks.check_callable("hessian", f)
     option_checks.validate_options("hessian", argnums=argnums, has_aux=has_aux, strategy=strategy, chunk_size=chunk_size,
-                          impl=impl)
+                                   impl=impl)
     return hessian_of(backend, "hessian", f, argnums, has_aux, strategy, chunk_size, impl)
 
 

@@ -63,7 +63,7 @@ def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: An
     name = "vmap"
     option_checks.check_callable(name, f)
     option_checks.validate_options(name, in_axes=in_axes, out_axes=out_axes, chunk_size=chunk_size, impl=impl,
-                          gather=gather, randomness=randomness)
+                                   gather=gather, randomness=randomness)
     where = None if devices is None else backend.distributed.place(name, devices)
     return vmap_of(backend, name, f, in_axes, out_axes, chunk_size, impl, where=where, gather=gather,
                    randomness=randomness)
