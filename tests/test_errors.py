@@ -201,6 +201,18 @@ def test_a_shape_error_inside_a_batched_function_names_the_sample_it_was_given()
                              "shape must match the sample's feature size.")
 
 
+@pytest.mark.parametrize("transform", ["vmap", "batched_laplacian"])
+def test_a_sample_with_fewer_axes_than_f_needs_is_named(transform):
+    """A batch of scalars given to a function of vectors (the batch axis taken from the
+    features): a product with a scalar, refused with each framework's text, is the named
+    error, through vmap and through the Laplacian's recorded program alike."""
+    for name in frameworks.selected():
+        ops = frameworks.ops(name)
+        w = ops.asarray(np.ones((3, 4)), "float64")
+        with pytest.raises(cg.SampleShapeError, match=r"argument 0: \(4,\) -> one sample \(\) \(axis 0 removed\)"):
+            getattr(cg.backend(name), transform)(lambda x, w=w: (w @ x).sum())(x_of(name, shape=(4,)))
+
+
 @pytest.mark.skipif(len(frameworks.selected()) < 2, reason="needs both frameworks")
 def test_a_function_written_for_the_other_framework_is_named():
     import jax.numpy as jnp

@@ -64,7 +64,8 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # jax's (and XLA's) refusals of mismatched shapes.
 _SHAPE_REFUSALS = ("requires contracting dimensions", "Incompatible shapes", "incompatible shapes", "cannot reshape",
-                   "shape mismatch", "must have the same shape", "add got incompatible shapes")
+                   "shape mismatch", "must have the same shape", "add got incompatible shapes",
+                   "must have ndim at least")  # an operation given a sample with fewer axes than it needs
 
 
 def failure_cause(exc: BaseException) -> str | None:

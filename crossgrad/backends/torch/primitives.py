@@ -57,7 +57,8 @@ def map_rows(f: Callable[..., Any], xs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # torch's refusals of mismatched shapes.
 _SHAPE_REFUSALS = ("shapes cannot be multiplied", "must match the size of tensor", "size mismatch",
-                   "is invalid for input of size", "Dimension out of range", "dimension out of range")
+                   "is invalid for input of size", "Dimension out of range", "dimension out of range",
+                   "need to be at least 1D")  # an operation given a sample with fewer axes than it needs
 
 
 def failure_cause(exc: BaseException) -> str | None:
