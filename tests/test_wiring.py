@@ -83,9 +83,13 @@ def test_options_validated_once_and_signatures_checked_once(backend, counts, nam
     options, batched = MADE[name]
     if impl == "builtin" and options.get("estimator", "exact") != "exact":
         pytest.skip("the estimators have no built-in")
-    f = _scalar if name in SCALAR else _vector
-    if name == "vmap":
-        f = _scalar
+    g = _scalar if name in SCALAR or name == "vmap" else _vector
+    evaluated = [0]
+
+    def f(x):
+        evaluated[0] += 1
+        return g(x)
+
     transformed = getattr(backend, name)(f, impl=impl, **options)
     assert counts["validate_options"] == 1, f"{name}: options validated {counts['validate_options']} times when made"
     assert counts["check_callable"] == 1
@@ -94,7 +98,9 @@ def test_options_validated_once_and_signatures_checked_once(backend, counts, nam
     assert after_first["validate_options"] == 1, f"{name}: options validated again on a call"
     assert sum(after_first[c] for c in SIGNATURE_CHECKS) >= 1, f"{name}: the first call checked nothing"
     for seed in (1, 2):  # new values, the same signature
+        evaluated[0] = 0
         transformed(_inputs(backend, batched, seed=seed))
+        assert evaluated[0] == 1, f"{name}: a steady call evaluated f {evaluated[0]} times"
     assert counts == after_first, f"{name}: checks repeated on calls of a known signature: {counts - after_first}"
     transformed(_inputs(backend, batched, shape=(5,), seed=3))  # a new signature is checked
     assert sum(counts[c] for c in SIGNATURE_CHECKS) > sum(after_first[c] for c in SIGNATURE_CHECKS), name

@@ -33,11 +33,13 @@ class Entry:
 class Recording:
     """A program as a list of :class:`Entry`: ``inputs`` are the keys of its inputs,
     ``outputs`` the keys (or constant values) of its output leaves, ``treedef`` their
-    structure, ``values`` the outputs when already computed."""
+    structure, ``values`` the outputs when already computed, ``types`` their shapes and dtype
+    names where known without computing them (a traced program's abstract outputs)."""
 
     def __init__(self, inputs: list[Any], entries: list[Entry], outputs: list[Any], treedef: Any,
-                 values: list[Any] | None = None):
+                 values: list[Any] | None = None, types: list[tuple[tuple[int, ...], str]] | None = None):
         self.inputs, self.entries, self.outputs, self.treedef, self.values = inputs, entries, outputs, treedef, values
+        self.types = types
 
 
 __all__ = ["Entry", "Recording", "Unrecorded"]

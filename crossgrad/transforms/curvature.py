@@ -382,7 +382,9 @@ def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str,
     n_out = found["outputs"]
     if values is not None:
         outputs = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values[:n_out]]
-    else:  # jax records without computing: the outputs' shapes abstractly
+    elif rec is not None and rec.types is not None:  # jax records without computing, and knows the types
+        outputs = rec.types[:n_out]
+    else:  # the outputs' shapes abstractly
         outputs = [(s, d) for s, _, d in backend.primitives.output_shapes(lambda *p: tuple(flat(*p)[:n_out]),
                                                                              call.primals)]
     value_checks.check_float_outputs(name, [d for _, d in outputs])

@@ -140,7 +140,8 @@ def record(f: Callable[..., Any], primals: tuple[Any, ...]) -> Recording:
             entries.append(Entry("constant", lambda _v=o[1]: [_v], [], [], [key], None, Primitive("constant", False, (), {})))
             o = key
         outputs.append(o)
-    return Recording(inputs, entries, outputs, found["treedef"])
+    types = [(tuple(v.shape), str(v.dtype)) for v in closed.out_avals]
+    return Recording(inputs, entries, outputs, found["treedef"], types=types)
 
 
 def being_compiled() -> bool:
