@@ -25,20 +25,38 @@ def setup(ns, problem, dtype="float64", seed=0):
     return f, args
 
 
+# The loop references, per (backend, problem, transform): every parametrization of a
+# problem compares with the same one (its inputs are drawn from one seed), made once.
+_ORACLES: dict[tuple[str, str, str], object] = {}
+
+
+def _oracle(ns, problem, kind, make):
+    key = (ns.name, problem.name, kind)
+    if key not in _ORACLES:
+        _ORACLES[key] = frameworks.to_numpy(make())
+    return _ORACLES[key]
+
+
 def expected_jacobian(ns, problem, f, args):
     if problem.jacobian is not None:
         return problem.jacobian(*frameworks.to_numpy(args))
-    return ns.jacobian(f, problem.argnums, mode="loop")(*args)
+    return _oracle(ns, problem, "jacobian", lambda: ns.jacobian(f, problem.argnums, mode="loop")(*args))
 
 
 def expected_hessian(ns, problem, f, args):
     if problem.hessian is not None:
         return problem.hessian(*frameworks.to_numpy(args))
-    return ns.hessian(f, problem.argnums, strategy="loop")(*args)
+    return _oracle(ns, problem, "hessian", lambda: ns.hessian(f, problem.argnums, strategy="loop")(*args))
 
 
-def checked_call(fn, args):
-    """Call and check that no input changed (bytes and torch version counters)."""
+def checked_call(fn, args, backend=None, eager=True):
+    """Call and check that no input changed (bytes and torch version counters).  With
+    ``eager=False`` the call runs compiled on jax (``frameworks.quick``: an eager jax call
+    compiles each operation alone, seconds per problem): the tests keep the default
+    (``"auto"``) of each option eager and compile the others, so both paths are held to
+    the oracle on every problem."""
+    if backend is not None and not eager:
+        fn = frameworks.quick(backend, fn)
     before = snapshot(args)
     out = fn(*args)
     assert snapshot(args) == before, "the transform modified its inputs"
@@ -54,7 +72,7 @@ def test_jacobian(backend, problem, how, impl):
         fn = getattr(backend, how)(f, problem.argnums, impl=impl)
     else:
         fn = backend.jacobian(f, problem.argnums, mode=how, impl=impl)
-    got = checked_call(fn, args)
+    got = checked_call(fn, args, backend, eager=how == "auto")
     assert_trees_close(got, expected_jacobian(backend, problem, f, args), **TOL["float64"]["same"], what=problem.name)
 
 
@@ -63,7 +81,8 @@ def test_jacobian(backend, problem, how, impl):
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.name)
 def test_hessian(backend, problem, strategy, impl):
     f, args = setup(backend, problem)
-    got = checked_call(backend.hessian(f, problem.argnums, strategy=strategy, impl=impl), args)
+    got = checked_call(backend.hessian(f, problem.argnums, strategy=strategy, impl=impl), args, backend,
+                       eager=strategy == "auto")
     assert_trees_close(got, expected_hessian(backend, problem, f, args), **TOL["float64"]["same"], what=problem.name)
 
 
@@ -86,8 +105,9 @@ def test_closed_forms_per_dtype(backend, problem, impl, dtype):
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.name)
 def test_chunked_equals_unchunked(backend, problem, transform, chunk_size):
     f, args = setup(backend, problem)
-    whole = getattr(backend, transform)(f, problem.argnums)(*args)
-    chunked = getattr(backend, transform)(f, problem.argnums, chunk_size=chunk_size)(*args)
+    whole = _oracle(backend, problem, f"{transform} unchunked",
+                    lambda: frameworks.quick(backend, getattr(backend, transform)(f, problem.argnums))(*args))
+    chunked = frameworks.quick(backend, getattr(backend, transform)(f, problem.argnums, chunk_size=chunk_size))(*args)
     assert_trees_close(chunked, whole, **TOL["float64"]["same"], what=f"{transform} chunk_size={chunk_size}")
 
 
@@ -191,13 +211,15 @@ def test_batched(backend, problem, kind, options, impl):
     """batched_jacobian / batched_hessian against the closed form, or the per-sample loop reference."""
     f, args = setup(backend, problem)
     transform = getattr(backend, "batched_" + kind)
-    got = checked_call(transform(f, problem.argnums, problem.in_axes, impl=impl, **options), args)
+    got = checked_call(transform(f, problem.argnums, problem.in_axes, impl=impl, **options), args, backend,
+                       eager="auto" in options.values())
     closed = getattr(problem, kind)
     if closed is not None:
         expected = closed(*frameworks.to_numpy(args))
     else:
         loop = {"mode": "loop"} if kind == "jacobian" else {"strategy": "loop"}
-        expected = per_sample(problem, args, getattr(backend, kind)(f, problem.argnums, **loop))
+        expected = _oracle(backend, problem, "batched_" + kind,
+                           lambda: per_sample(problem, args, getattr(backend, kind)(f, problem.argnums, **loop)))
     assert_trees_close(got, expected, **TOL["float64"]["same"], what=problem.name)
 
 
