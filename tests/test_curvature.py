@@ -96,10 +96,12 @@ def test_torch_and_jax_agree(problem, dtype):
         ns, args = cg.backend(name), frameworks.convert(inputs, name, dtype)
         f = problem.build(frameworks.ops(name))
         if problem.in_axes is None:
-            got[name] = (ns.laplacian(f, problem.argnums, impl="composed")(*args), ns.hessian_diagonal(f, problem.argnums, impl="composed")(*args))
+            pair = (ns.laplacian(f, problem.argnums, impl="composed"), ns.hessian_diagonal(f, problem.argnums, impl="composed"))
         else:
-            got[name] = (ns.batched_laplacian(f, problem.argnums, problem.in_axes, impl="composed")(*args),
-                         ns.batched_hessian_diagonal(f, problem.argnums, problem.in_axes, impl="composed")(*args))
+            pair = (ns.batched_laplacian(f, problem.argnums, problem.in_axes, impl="composed"),
+                    ns.batched_hessian_diagonal(f, problem.argnums, problem.in_axes, impl="composed"))
+        # float64 eager on both; float32 with jax compiled, the route its users time
+        got[name] = tuple((t if dtype == "float64" else frameworks.quick(ns, t))(*args) for t in pair)
     frameworks.assert_trees_close(got["torch"], got["jax"], **TOL[dtype]["parity"])
 
 
