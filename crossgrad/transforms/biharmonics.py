@@ -24,7 +24,7 @@ from crossgrad.backends.base import Backend
 from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import adjoint, policy, taylor, taylor4
 from crossgrad.transforms.call import Call, Memo
-from crossgrad.transforms.curvature import DEFAULT_SAMPLES, _Point
+from crossgrad.transforms.directions import DEFAULT_SAMPLES, Point
 from crossgrad.transforms.vectorize import vmap_of
 
 log = logging.getLogger("crossgrad")
@@ -120,14 +120,14 @@ def _biharmonic(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
             if batched_f is None or None in axes or batch == 0:
                 return outside(args, kwargs)
             call = Call(name, backend, batched_f, args, kwargs, argnums, False, checked=True)
-        point = _Point(backend, call, axes, batch)
+        point = Point(backend, call, axes, batch)
         fourth = _fourth(backend, name, call, point, estimator, samples, key, chunk_size, (verdicts, Memo.key(args)))
         return pytree.unflatten(call.output_structure(), fourth)  # known once f has run
 
     return transformed
 
 
-def _directions(backend: Backend, point: _Point, estimator: str, samples: int | None, key: Any) -> tuple[Any, Any, int]:
+def _directions(backend: Backend, point: Point, estimator: str, samples: int | None, key: Any) -> tuple[Any, Any, int]:
     """The directions (one array per differentiated leaf), their weights and count."""
     a, like = backend.arrays, point.like
     if estimator == "exact":
@@ -144,7 +144,7 @@ def _directions(backend: Backend, point: _Point, estimator: str, samples: int | 
     return point.from_matrix(mat), a.cast_like(a.from_numpy(w, like), like), rows
 
 
-def _fourth(backend: Backend, name: str, call: Call, point: _Point, estimator: str, samples: int | None, key: Any,
+def _fourth(backend: Backend, name: str, call: Call, point: Point, estimator: str, samples: int | None, key: Any,
             chunk_size: int | None, verdict: tuple[Memo, Any]) -> list[Any]:
     """The weighted fourth-order coefficients of the output leaves."""
     a = backend.arrays

@@ -8,99 +8,27 @@ Hutchinson on the rest (Hutch++, Meyer et al. 2021).  The batched variants push 
 batch at once, each sample with its own directions (the samples are independent, so the
 sum over one sample's coordinates is that sample's trace).
 
-NOTE [taylor check]: the Taylor route differentiates the operations a call dispatches by
-its own rules, which can miss what the framework's derivatives know (a custom
-``autograd.Function`` computing in NumPy contributes no operations; an operation whose
-rule is wrong).  So with ``impl="auto"`` the first call of each argument signature pushes
-two random directions ``v``, ``w`` (the rules vectorized over directions) and compares
-``u . (D2 out[v, v] + D2 out[w, w])`` (``u`` random over the outputs) with ``v . (H_u v) +
-w . (H_u w)``, two Hessian-vector products of ``u . out`` by the
-framework's own derivatives (reverse over reverse); where they disagree beyond the
-lowest precision's tolerance, that signature takes the exact nested route (logged).  As
-the adjoint check, it runs where values are concrete (not while being traced or under an
-outer transform), with the random generators restored.
+The routes themselves are :mod:`crossgrad.transforms.curvature_routes`; the first-call check
+of the Taylor route, :mod:`crossgrad.transforms.taylor_check`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import weakref
 from collections.abc import Callable
 from typing import Any
 
-from crossgrad import batch_axes, errors, memory, option_checks, pytree, spec, tolerances, value_checks
+from crossgrad import batch_axes, errors, option_checks, spec, value_checks
 from crossgrad.backends.base import Backend
-from crossgrad.backends.recording import Unrecorded
-from crossgrad.transforms import policy, taylor
+from crossgrad.transforms import policy, taylor_check
 from crossgrad.transforms.call import Call, Memo
-from crossgrad.transforms.derivatives import over_the_gradient
+from crossgrad.transforms.curvature_routes import composed, via_hessian
+from crossgrad.transforms.directions import DEFAULT_SAMPLES, Point
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.vectorize import vmap_of
 
 log = logging.getLogger("crossgrad")
 
-# Random directions per estimate when ``samples`` is None.
-DEFAULT_SAMPLES = 64
-
-
-class _Point:
-    """The differentiated leaves of one call, as rows of directions: leaf ``i`` has the
-    per-sample shape ``shapes[i]`` and its batch (if any) on ``axes[i]``."""
-
-    def __init__(self, backend: Backend, call: Call, axes: list[int | None], batch: int | None):
-        a = backend.arrays
-        self.a, self.call, self.axes, self.batch = a, call, axes, batch
-        self.shapes = []
-        for p, ax in zip(call.primals, axes):
-            s = list(a.shape(p))
-            if ax is not None:
-                del s[ax]
-            self.shapes.append(tuple(s))
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.n = sum(self.sizes)
-        self.like = call.primals[0]
-
-    def from_matrix(self, m: Any) -> list[Any]:
-        """``m`` of shape ``(rows, B, n)`` (``(rows, n)`` without a batch) as one direction
-        array per leaf, shaped ``(rows, *leaf)``."""
-        a, out, lo = self.a, [], 0
-        rows = a.shape(m)[0]
-        for size, shape, ax in zip(self.sizes, self.shapes, self.axes):
-            piece = a.slice_axis(m, lo, lo + size, -1)
-            lo += size
-            if self.batch is None:
-                out.append(a.reshape(piece, (rows, *shape)))
-            else:
-                assert ax is not None
-                piece = a.reshape(piece, (rows, self.batch, *shape))
-                out.append(a.moveaxis(piece, 1, 1 + ax))
-        return out
-
-    def to_matrix(self, leaves: list[Any]) -> Any:
-        """The inverse of :meth:`from_matrix`."""
-        a, parts = self.a, []
-        for leaf, size, ax in zip(leaves, self.sizes, self.axes):
-            rows = a.shape(leaf)[0]
-            if self.batch is None:
-                parts.append(a.reshape(leaf, (rows, size)))
-            else:
-                assert ax is not None
-                parts.append(a.reshape(a.moveaxis(leaf, 1 + ax, 1), (rows, self.batch, size)))
-        return a.concat(parts, -1)
-
-    def basis(self, lo: int, hi: int) -> list[Any]:
-        """Coordinate directions ``lo .. hi-1`` (the same for every sample)."""
-        a = self.a
-        e = a.slice_axis(a.eye(self.n, self.like), lo, hi, 0)
-        if self.batch is not None:
-            e = a.broadcast_to(a.reshape(e, (hi - lo, 1, self.n)), (hi - lo, self.batch, self.n))
-        return self.from_matrix(e)
-
-    def signs(self, key: Any, rows: int, draws: int = 1) -> list[list[Any]]:
-        """``draws`` independent sets of ``rows`` Rademacher directions (each sample its own)."""
-        shape = (rows, self.n) if self.batch is None else (rows, self.batch, self.n)
-        return [self.from_matrix(m) for m in self.a.random_signs(key, [shape] * draws, self.like)]
 
 
 def laplacian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, estimator: spec.Estimator = "exact",
@@ -268,7 +196,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     built: dict[str, Callable[..., Any]] = {}
     layouts = Memo()
     structures = Memo()
-    verdicts = _verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
+    verdicts = taylor_check.verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         """``vmap`` of the single-point transform: for batches whose differentiated
@@ -305,17 +233,17 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             assert batched_f is not None
             g = batched_f
         call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
-        point = _Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
+        point = Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
         if impl == "builtin":  # "auto" takes the Taylor route (NOTE [laplacian route])
             structure = structures.get(sig)
             if structure is None:  # the output's structure, from one evaluation per signature
                 call.flat(*call.primals)
                 structure = structures.put(sig, call.output_structure())
             call.out_def = structure
-            return _via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
+            return via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
         verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
             sig is not None else None
-        return _composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
+        return composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
 
     if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \
             policy.vmap_takes_batched_curvature(backend.name):
@@ -329,288 +257,3 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     return transformed
 
 
-# The Taylor check's verdicts (NOTE [taylor check]) per function, kept while the function
-# lives: they depend on the function, its argnums, batch axes and argument signature, not
-# on the transform (an estimator made anew per key reuses them).
-_VERDICTS: weakref.WeakKeyDictionary[Any, Memo] = weakref.WeakKeyDictionary()
-
-
-def _verdicts_of(f: Callable[..., Any]) -> Memo:
-    try:
-        memo = _VERDICTS.get(f)
-        if memo is None:
-            memo = _VERDICTS[f] = Memo()
-        return memo
-    except TypeError:  # not weak-referenceable, or unhashable: this transform's own
-        return Memo()
-
-
-def _composed(backend: Backend, name: str, call: Call, point: _Point, what: str, estimator: str, rows: int,
-              key: Any, chunk_size: Any, verdict: tuple[Memo, Any] | None = None) -> Any:
-    a = backend.arrays
-    found: dict[str, Any] = {}
-
-    def flat(*leaves: Any) -> list[Any]:
-        """The output leaves, then the aux's."""
-        out = call.flat(*leaves)
-        if not call.has_aux:
-            found["outputs"] = len(out)
-            return list(out)
-        aux_leaves, found["aux"] = pytree.flatten(out[1])
-        found["outputs"] = len(out[0])
-        return [*out[0], *aux_leaves]
-
-    try:
-        rec = backend.taylor.record(flat, call.primals)
-    except Unrecorded as why:
-        log.info("%s: nested Hessian-vector products, the exact route (%s)", name, why)
-        rec = None
-    n_out = found["outputs"] if rec is not None else None
-    if rec is not None and verdict is not None and point.n:
-        memo, sig = verdict
-        agrees = memo.get(sig) if sig is not None else None
-        if agrees is None:
-            agrees = _taylor_agrees(backend, rec, call, n_out or 0)
-            if agrees is not None and sig is not None:
-                memo.put(sig, agrees)
-        if agrees is False:
-            log.info("%s: the Taylor route disagreed with a Hessian-vector product: the exact nested route", name)
-            rec = None
-    values = rec.values if rec is not None else None
-    if values is None and rec is None:
-        values = flat(*call.primals)
-    n_out = found["outputs"]
-    if values is not None:
-        outputs = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values[:n_out]]
-    elif rec is not None and rec.types is not None:  # jax records without computing, and knows the types
-        outputs = rec.types[:n_out]
-    else:  # the outputs' shapes abstractly
-        outputs = [(s, d) for s, _, d in backend.primitives.output_shapes(lambda *p: tuple(flat(*p)[:n_out]),
-                                                                             call.primals)]
-    value_checks.check_float_outputs(name, [d for _, d in outputs])
-    if point.n == 0:  # no coordinate: a zero trace, an empty diagonal
-        if values is None and call.has_aux:
-            values = flat(*call.primals)
-        return _without_coordinates(backend, call, what, [s for s, _ in outputs], values, found)
-
-    def push(directions: list[Any], count: int, weights: Any, collapse: bool) -> list[Any]:
-        """Second-order coefficients of the outputs along ``directions`` (``count`` rows),
-        in chunks of ``chunk_size`` rows."""
-        nonlocal values
-        size = _chunk_rows(backend, rec, point, count, chunk_size)
-        parts = []
-        for lo in range(0, count, size):
-            hi = min(count, lo + size)
-            d = [a.slice_axis(x, lo, hi, 0) for x in directions]
-            w = None if weights is None else a.slice_axis(weights, lo, hi, 0)
-            if rec is not None:
-                pushed_values, second = taylor.push(backend, rec, call.primals, d, hi - lo, w, collapse)
-                values = pushed_values if values is None else values
-                second = second[:n_out]
-            else:
-                second = taylor.nested(backend, lambda *p: tuple(flat(*p)[:n_out]), call.primals, d, hi - lo, w,
-                                       collapse)
-            parts.append(second)
-        if collapse:
-            return [taylor.sum_of(list(col)) for col in zip(*parts)]
-        return [a.concat(list(col), 0) for col in zip(*parts)]
-
-    def output_shapes() -> list[Any]:
-        shapes = [tuple(s) for s, _, _ in backend.primitives.output_shapes(
-            lambda *p: tuple(flat(*p)[:n_out]), call.primals)]
-        return [s[1:] for s in shapes] if point.batch is not None else shapes
-
-    if what == "trace":
-        if estimator == "exact":
-            second = push(point.basis(0, point.n), point.n, None, True)
-        elif estimator == "hutchinson":
-            second = push(point.signs(key, rows)[0], rows, _constant(a, 1.0 / rows, rows, point.like), True)
-        else:
-            value_checks.check_scalar_estimator(name, estimator, output_shapes())
-            second = [_hutch_pp(backend, call, point, push, key, rows)]
-        result = pytree.unflatten(call.output_structure(), second)
-    else:
-        if estimator == "exact":
-            per_direction = push(point.basis(0, point.n), point.n, None, False)
-            blocks = [[_diagonal_block(a, d, point, i) for i in range(len(point.sizes))] for d in per_direction]
-        else:
-            value_checks.check_scalar_estimator(name, estimator, output_shapes())
-            blocks = [_hutchinson_diagonal(backend, call, point, key, rows)]
-        result = call.assemble(blocks)
-    if not call.has_aux:
-        return result
-    if values is None:
-        values = flat(*call.primals)
-    return result, pytree.unflatten(found["aux"], list(values[n_out:]))
-
-
-def _taylor_agrees(backend: Backend, rec: Any, call: Call, n_out: int) -> bool | None:
-    """Whether the recorded program's Taylor propagation is exact here (NOTE [taylor check]): ``u . D2 out[v, v]`` by one push along a random ``v`` against ``v . (H_u v)``,
-    ``H_u`` the Hessian of ``u . out`` by one Hessian-vector product (reverse over reverse:
-the route every framework derivative, custom rules included, supports); None where it cannot
-    tell (values abstract, the product not computable)."""
-    from crossgrad.transforms import adjoint
-
-    a, p = backend.arrays, backend.primitives
-    primals = call.primals
-    if any(a.under_transform(x) for x in primals):
-        return None
-    like = primals[0]
-    # Two directions, so that the rules' vectorization over directions is checked too.
-    v = adjoint.directions(a, 2, [a.shape(x) for x in primals], like)
-    w = adjoint.directions(a, 4, [a.shape(x) for x in primals], like)
-    try:
-        with a.preserved_random_state(like):
-            _, second = taylor.push(backend, rec, primals, [a.concat([a.reshape(d, (1, *a.shape(d))), a.reshape(
-                e, (1, *a.shape(e)))], 0) for d, e in zip(v, w)], 2)
-        second = [s for s in second[:n_out] if s is not None]
-        if len(second) != n_out or not all(a.dtype_name(s) in tolerances.TABLE for s in second):
-            return None  # complex or integer outputs
-        u = adjoint.directions(a, 3, [a.shape(s) for s in second], second[0])
-
-        def grad(*y: Any) -> tuple[Any, ...]:
-            _, vjp_fn, _ = p.vjp(lambda *z: tuple(call.flat_output(*z)[:n_out]), y, False)
-            return tuple(vjp_fn(tuple(u)))
-
-        with a.preserved_random_state(like):  # reverse over reverse: the framework's most general route
-            _, hvp_fn, _ = p.vjp(grad, primals, False)
-            hv, hw = tuple(hvp_fn(tuple(v))), tuple(hvp_fn(tuple(w)))
-    except Exception as exc:
-        log.info("Taylor check skipped: %s: %s", type(exc).__name__, str(exc).splitlines()[:1])
-        return None
-    pushed = sum(float(a.to_numpy((ui * si).sum())) for ui, si in zip(u, second))
-    terms = [h * vi for h, vi in zip(hv, v)] + [h * wi for h, wi in zip(hw, w)]
-    exact = sum(float(a.to_numpy(t.sum())) for t in terms)
-    scale = sum(float(a.to_numpy(abs(ui * si).sum())) for ui, si in zip(u, second)) + sum(
-        float(a.to_numpy(abs(t).sum())) for t in terms)
-    try:
-        with a.preserved_random_state(like):
-            inside = p.float_dtypes(call.flat_output, primals)
-    except Exception:
-        inside = set()
-    tol = tolerances.identity({a.dtype_name(s) for s in second} | inside)
-    return bool(abs(pushed - exact) <= 10 * tol * max(scale, 1e-30))
-
-
-def _without_coordinates(backend: Backend, call: Call, what: str, shapes: list[tuple[int, ...]], values: Any,
-                         found: dict[str, Any]) -> Any:
-    """The result for differentiated arguments with no elements: zero traces (each output's
-    shape), diagonals with no elements."""
-    a, like = backend.arrays, call.primals[0]
-    if what == "trace":
-        result = pytree.unflatten(call.output_structure(), [a.zeros(s, like) for s in shapes])
-    else:
-        result = call.assemble([[a.zeros((*s, *shape), like) for shape in _shapes(call)] for s in shapes])
-    if not call.has_aux:
-        return result
-    return result, pytree.unflatten(found["aux"], list(values[len(shapes):]))
-
-
-def _shapes(call: Call) -> list[tuple[int, ...]]:
-    return [tuple(call.backend.arrays.shape(p)) for p in call.primals]
-
-
-def _constant(a: Any, value: float, rows: int, like: Any) -> Any:
-    return a.ones_like(a.zeros((rows,), like)) * value
-
-
-def _chunk_rows(backend: Backend, rec: Any, point: _Point, count: int, chunk_size: Any) -> int:
-    if chunk_size is None:
-        return max(count, 1)
-    if chunk_size != "auto":
-        return int(chunk_size)
-    per_row = taylor.bytes_per_direction(backend, rec, point.call.primals) if rec is not None else sum(
-        backend.arrays.nbytes(p) for p in point.call.primals) * 8
-    budget = memory.budget_bytes(backend.arrays, point.like)
-    return max(1, min(count, budget // max(per_row, 1)))
-
-
-def _diagonal_block(a: Any, second: Any, point: _Point, i: int) -> Any:
-    """Rows of ``second`` (``(n, *out)``) for leaf ``i``, as ``(*out, *leaf)``."""
-    lo = sum(point.sizes[:i])
-    piece = a.slice_axis(second, lo, lo + point.sizes[i], 0)
-    out_shape = a.shape(piece)[1:]
-    moved = a.moveaxis(piece, 0, -1)
-    return a.reshape(moved, (*out_shape, *point.shapes[i]))
-
-
-def hessian_products(backend: Backend, scalar: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
-    """``t -> H t`` for the Hessian of the scalar function ``scalar`` at ``primals``
-    (forward over reverse: the jvp of the vjp-based gradient), ``t`` one array per primal.
-    Where the framework cannot push a tangent through the gradient (torch's
-    ``"forward over reverse"`` failure: :func:`over_the_gradient`), reverse over reverse."""
-    p = backend.primitives
-
-    def grad(*leaves: Any) -> tuple[Any, ...]:
-        out, vjp_fn, _ = p.vjp(scalar, leaves, False)
-        return tuple(vjp_fn(backend.arrays.ones_like(out)))
-
-    return over_the_gradient(backend, grad, primals)
-
-
-def _hvp_rows(backend: Backend, call: Call, directions: list[Any]) -> list[Any]:
-    """``H v`` for each row of ``directions``, where ``H`` is the Hessian of the sum of the
-    (one, scalar per sample) output: per sample, that sample's Hessian-vector product."""
-    product = hessian_products(backend, lambda *leaves: call.flat_output(*leaves)[0].sum(), call.primals)
-    return list(backend.primitives.vmap(product, 0, 0)(*directions))
-
-
-def _hutch_pp(backend: Backend, call: Call, point: _Point, push: Callable[..., Any], key: Any, rows: int) -> Any:
-    """Hutch++: the exact trace on the range of ``H S`` (``S``: ``rows/3`` random
-    directions), Hutchinson on its orthogonal complement (Meyer, Musco, Musco and
-    Woodruff, 2021): about ``rows`` products in all."""
-    a = backend.arrays
-    third = min(max(1, rows // 3), point.n)  # n directions already span the space: the trace is exact
-    s, g = point.signs(key, third, draws=2)
-    y = point.to_matrix(_hvp_rows(backend, call, s))          # (third, [B,] n)
-    q = a.qr(a.moveaxis(y, 0, -1))                            # ([B,] n, third): each sample's range
-    g_cols = a.moveaxis(point.to_matrix(g), 0, -1)            # ([B,] n, third)
-    rest = g_cols - q @ (a.moveaxis(q, -1, -2) @ g_cols)      # off the range: g - Q (Q' g)
-    low_rank = push(point.from_matrix(a.moveaxis(q, -1, 0)), third, None, True)[0]
-    residual = push(point.from_matrix(a.moveaxis(rest, -1, 0)), third,
-                    _constant(a, 1.0 / third, third, point.like), True)[0]
-    return low_rank + residual
-
-
-def _hutchinson_diagonal(backend: Backend, call: Call, point: _Point, key: Any, rows: int) -> list[Any]:
-    """``mean(v * (H v))`` over random +-1 directions, per differentiated leaf."""
-    a = backend.arrays
-    v = point.signs(key, rows)[0]
-    out = []
-    for vi, hi, ax in zip(v, _hvp_rows(backend, call, v), point.axes):
-        d = (vi * hi).sum(0) / rows
-        out.append(a.moveaxis(d, ax, 0) if ax is not None else d)
-    return out
-
-
-def _via_hessian(backend: Backend, hessian: Callable[..., Any], has_aux: bool, args: tuple[Any, ...],
-                 kwargs: dict[Any, Any], what: str, point: _Point) -> Any:
-    """The nested baseline: the trace or diagonal of the framework's own Hessian (``hessian``,
-    per sample for a batch)."""
-    a = backend.arrays
-    h = hessian(*args, **kwargs)
-    hess, aux = h if has_aux else (h, None)
-    call = point.call
-    flat_h = pytree.leaves(hess)
-    count = len(point.sizes)
-    traces, diagonals = [], []
-    for o in range(len(flat_h) // (count * count)):
-        trace, diag = None, []
-        for i in range(count):
-            block = flat_h[o * count * count + i * count + i]
-            shape = a.shape(block)
-            out_shape = shape[:len(shape) - 2 * len(point.shapes[i])]
-            d = _take_diagonal(a, a.reshape(block, (*out_shape, point.sizes[i], point.sizes[i])))
-            diag.append(a.reshape(d, (*out_shape, *point.shapes[i])))
-            t = d.sum(-1)
-            trace = t if trace is None else trace + t
-        traces.append(trace)
-        diagonals.append(diag)
-    result = pytree.unflatten(call.output_structure(), traces) if what == "trace" else call.assemble(diagonals)
-    return (result, aux) if has_aux else result
-
-
-def _take_diagonal(a: Any, m: Any) -> Any:
-    n = a.shape(m)[-1]
-    eye = a.eye(n, m)
-    return (m * eye).sum(-1)

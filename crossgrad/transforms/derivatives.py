@@ -317,3 +317,18 @@ def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple
         return tuple(vjp_fn(tuple(tangents)))
 
     return product
+
+
+def hessian_products(backend: Backend, scalar: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
+    """``t -> H t`` for the Hessian of the scalar function ``scalar`` at ``primals``
+    (forward over reverse: the jvp of the vjp-based gradient), ``t`` one array per primal.
+    Where the framework cannot push a tangent through the gradient (torch's
+    ``"forward over reverse"`` failure: :func:`over_the_gradient`), reverse over reverse."""
+    p = backend.primitives
+
+    def grad(*leaves: Any) -> tuple[Any, ...]:
+        out, vjp_fn, _ = p.vjp(scalar, leaves, False)
+        return tuple(vjp_fn(backend.arrays.ones_like(out)))
+
+    return over_the_gradient(backend, grad, primals)
+

@@ -23,7 +23,7 @@ import numpy as np
 from crossgrad import errors, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.call import Call, call_user
-from crossgrad.transforms.curvature import hessian_products
+from crossgrad.transforms.derivatives import hessian_products
 from crossgrad.transforms.operators import HessianOperator, joined, split
 
 

@@ -13,7 +13,7 @@ from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature, estimators, policy, spectra
 from crossgrad.transforms.call import Call
-from crossgrad.transforms.curvature import hessian_products
+from crossgrad.transforms.derivatives import hessian_products
 
 
 def split(a: Any, v: Any, shapes: list[tuple[int, ...]]) -> list[Any]:
