@@ -39,6 +39,10 @@ calls (a stopwatch: its choice may differ between runs).  An error that eager ex
 raises too is the user's and propagates unchanged.  With ``check=True`` the
 ``"compile"`` route's first result is compared with an eager call too.  The
 ``crossgrad`` logger says which route runs.
+
+Why one module of ~520 lines: ``jit``'s first call (trace, check, route choice), its
+guards' use and its steady call share one per-signature record of the routes; the guards
+themselves are :mod:`crossgrad.transforms.guards`, the traced routes the torch backend's.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ rules) the plan is revised in that cache, the revision named in ``why``.  ``.pla
 on the transformed function, or ``crossgrad.explain(transformed, *args)``, returns the plan
 a call would follow without computing the result (the adjoint check, NOTE [adjoint check],
 is part of planning ``auto``).  The sparse transforms' plans are :class:`SparsePlan`.
+
+Why one module of ~400 lines: the plan, the three routes it chooses between (reverse,
+forward, loop) and the batch-inside blocks batched.py builds on share the Call's layout and
+the block assembly; split, each half would import the other's internals.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ through ``vmap`` (``chunk_size`` colors at a time), one gather, and the framewor
 constructor.  Under ``cg.jit`` the plan is made while tracing (it needs shapes only) and
 its indices are constants of the compiled program.  ``transform.plan(*args)`` returns the
 plan without computing anything: the pattern, the number of colors, the density.
+
+Why one module of ~470 lines: the four sparse transforms and the two sparsity
+transforms share one plan (SparsePlan) and the compressed products it schedules; the
+framework-free core is :mod:`crossgrad.sparsity`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ too: only shapes and dtypes are read); the arguments that are not differentiated
 abstract, so the pattern holds whatever their values.  Nested programs (``jit``,
 ``custom_jvp``, ``custom_vjp``, ``remat``, ``cond``) are walked inside; a loop
 (``while``, ``scan``) is walked to a fixed point of its carried values.
+
+Why one module of ~450 lines: the dependency rule of every jax primitive the
+walk meets is one table with its helpers; a rule is found by its primitive's name here.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ one ``mm`` (NOTE [batch-constant products], :mod:`crossgrad.backends.torch.foldi
 
 The pass checks itself: the simplified graph must reproduce the traced graph's outputs
 on the example inputs (same draws of the random generators) or it is discarded.
+
+Why one module of ~520 lines: each rewrite reads the others' results on one traced
+graph, and the self-check that discards a wrong simplification covers them all together.
 """
 
 from __future__ import annotations

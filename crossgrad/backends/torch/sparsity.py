@@ -7,6 +7,9 @@ value is refused, so the pattern cannot silently hold for one branch only), func
 (views and in-place writes become plain operations) and decomposed to core aten.  The
 arguments that are not differentiated are fake too: the pattern holds whatever their values;
 the tensors the function closes over are constants, read as they are.
+
+Why one module of ~430 lines: the dependency rule of every aten operation the
+recording meets is one table with its helpers; a rule is found by its operation's name here.
 """
 
 from __future__ import annotations
