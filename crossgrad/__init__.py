@@ -90,8 +90,9 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
     Plans exist for ``jacrev``, ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`), ``hessian``
     (:class:`HessianPlan`), ``batched_jacobian`` (:class:`BatchedJacobianPlan`),
-    ``batched_hessian`` (:class:`BatchedHessianPlan`) and the sparse transforms
-    (:class:`SparsePlan`) so far.
+    ``batched_hessian`` (:class:`BatchedHessianPlan`), the Laplacians, Hessian traces and
+    diagonals (:class:`CurvaturePlan`: their program is recorded, f evaluated once, no
+    derivative computed) and the sparse transforms (:class:`SparsePlan`) so far.
 
     Example:
         >>> import torch, crossgrad as cg

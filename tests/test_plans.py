@@ -121,3 +121,34 @@ def test_batched_jacobian_plans_are_vmap_of_the_per_sample_plan(backend):
     assert str(plan).startswith("batched_jacobian: vmap over 7 samples (4 at a time) of batched_jacobian: ")
     expected = np.stack([frameworks.to_numpy(backend.jacobian(f, argnums=1, mode="loop")(w, xs[i])) for i in range(7)])
     np.testing.assert_allclose(frameworks.to_numpy(batched(w, xs)), expected, **TOL["float64"]["same"])
+
+
+def test_curvature_plans_say_which_route_runs_and_share_the_first_call_check(backend, monkeypatch):
+    """The Laplacian's plan: the Taylor route, checked once per signature (the check's verdict
+    is the plan's and the call's: explained then called, it runs once); the framework's own
+    Hessian with impl='builtin'; the single-point form mapped over the batch where a
+    differentiated argument is shared by it; and the results those routes give agree."""
+    from crossgrad.transforms import taylor_check
+
+    calls = []
+    agrees = taylor_check.agrees
+    monkeypatch.setattr(taylor_check, "agrees", lambda *a: calls.append(1) or agrees(*a))
+    o = frameworks.ops(backend.name)
+    w = frameworks.convert(np.random.default_rng(0).standard_normal((3, 4)), backend.name, "float64")
+    xs = frameworks.convert(np.random.default_rng(1).standard_normal((5, 4)), backend.name, "float64")
+
+    def f(x):
+        return o.sum(o.tanh(w @ x))
+
+    lap = backend.laplacian(f)
+    plan = cg.explain(lap, xs[0])
+    assert (plan.route, plan.estimator, plan.batch) == ("taylor", "exact", None) and "checked" in plan.why
+    assert str(plan).startswith("laplacian: taylor route, estimator exact")
+    value = lap(xs[0])
+    assert len(calls) == 1, "the plan's check and the call's are one"
+    builtin = backend.laplacian(f, impl="builtin")
+    assert cg.explain(builtin, xs[0]).route == "hessian"
+    frameworks.assert_trees_close(value, builtin(xs[0]), **TOL["float64"]["same"], what="taylor vs hessian")
+    batched = backend.batched_laplacian(lambda w, x: o.sum(o.tanh(w @ x)), argnums=(0, 1), in_axes=(None, 0))
+    shared = cg.explain(batched, w, xs)
+    assert (shared.route, shared.batch) == ("outside", 5) and "shared by the batch" in shared.why

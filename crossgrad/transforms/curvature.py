@@ -14,6 +14,7 @@ of the Taylor route, :mod:`crossgrad.transforms.taylor_check`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,7 @@ from crossgrad import batch_axes, errors, option_checks, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy, taylor_check
 from crossgrad.transforms.call import Call, Memo
-from crossgrad.transforms.curvature_routes import composed, via_hessian
+from crossgrad.transforms.curvature_routes import composed, taylor_route, via_hessian
 from crossgrad.transforms.directions import DEFAULT_SAMPLES, Point
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.vectorize import vmap_of
@@ -186,6 +187,26 @@ def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: An
     return _curvature(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what)
 
 
+@dataclasses.dataclass(frozen=True)
+class CurvaturePlan:
+    """What a Laplacian, Hessian trace or diagonal does for one argument signature (NOTE
+    [plans] in :mod:`crossgrad.transforms.jacobians`): the route (``"taylor"``: second-order
+    coefficients through the recorded program, NOTE [laplacian route]; ``"nested"``:
+    Hessian-vector products; ``"hessian"``: the framework's own Hessian, ``impl="builtin"``;
+    ``"outside"``: the single-point form mapped over the batch), the estimator, the batch
+    size (None for one point), and why."""
+
+    transform: str
+    route: str
+    estimator: str
+    batch: int | None
+    why: str
+
+    def __str__(self) -> str:
+        batch = "" if self.batch is None else f", {self.batch} samples"
+        return f"{self.transform}: {self.route} route, estimator {self.estimator}{batch}; {self.why}"
+
+
 def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
                estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str,
                what: str, has_batched_form: bool = True) -> Callable[..., Any]:
@@ -245,6 +266,30 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             sig is not None else None
         return composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
 
+    def plan(*args: Any, **kwargs: Any) -> CurvaturePlan:
+        """The plan a call with these arguments follows (NOTE [plans]): f evaluated once to
+        record its program, no derivative computed."""
+        sig = Memo.key(args)
+        axes, batch = layouts.get(sig) or layouts.put(sig, layout(args, kwargs))
+        g = f
+        if in_axes is not None:
+            why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
+                   else None if policy.batched_curvature_inside(backend.name, estimator) else
+                   f"policy.batched_curvature_inside: the {estimator} estimator on {backend.name}")
+            if why is not None:
+                return CurvaturePlan(name, "outside", estimator, batch, why + ": vmap of the single-point form")
+            assert batched_f is not None
+            g = batched_f
+        if impl == "builtin":
+            return CurvaturePlan(name, "hessian", estimator, batch, f"impl='builtin': the {what} of the framework's "
+                                 "own Hessian (NOTE [laplacian route])")
+        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
+        verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
+            sig is not None else None
+        taylor, why = taylor_route(backend, call, verdict)
+        return CurvaturePlan(name, "taylor" if taylor else "nested", estimator, batch, why)
+
+    transformed.plan = plan  # type: ignore[attr-defined]
     if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \
             policy.vmap_takes_batched_curvature(backend.name):
         # vmap of this single-point transform takes its batched form (NOTE [vmap of curvature]).

@@ -21,13 +21,11 @@ from crossgrad.transforms.directions import Point
 log = logging.getLogger("crossgrad")
 
 
-def composed(backend: Backend, name: str, call: Call, point: Point, what: str, estimator: str, rows: int,
-              key: Any, chunk_size: Any, verdict: tuple[Memo, Any] | None = None) -> Any:
-    a = backend.arrays
-    found: dict[str, Any] = {}
+def outputs_then_aux(call: Call, found: dict[str, Any]) -> Callable[..., list[Any]]:
+    """The call as a function of its leaves returning the output leaves, then the aux's;
+    ``found`` gets their count (``"outputs"``) and the aux's structure (``"aux"``)."""
 
     def flat(*leaves: Any) -> list[Any]:
-        """The output leaves, then the aux's."""
         out = call.flat(*leaves)
         if not call.has_aux:
             found["outputs"] = len(out)
@@ -36,6 +34,37 @@ def composed(backend: Backend, name: str, call: Call, point: Point, what: str, e
         found["outputs"] = len(out[0])
         return [*out[0], *aux_leaves]
 
+    return flat
+
+
+def taylor_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None) -> tuple[bool, str]:
+    """Whether this call takes the Taylor route, and why: its program recorded (one
+    evaluation of f, no derivative), and, with a verdict memo (``impl="auto"``), the first
+    call's check (NOTE [taylor check]), whose verdict the memo then keeps for the route."""
+    found: dict[str, Any] = {}
+    try:
+        rec = backend.taylor.record(outputs_then_aux(call, found), call.primals)
+    except Unrecorded as why:
+        return False, f"nested Hessian-vector products, the exact route: the program cannot be recorded ({why})"
+    if verdict is None:
+        return True, "second-order Taylor coefficients through the recorded program (unchecked: impl='composed')"
+    memo, sig = verdict
+    agrees = memo.get(sig) if sig is not None else None
+    if agrees is None:
+        agrees = taylor_check.agrees(backend, rec, call, found["outputs"])
+        if agrees is not None and sig is not None:
+            memo.put(sig, agrees)
+    if agrees is False:
+        return False, "nested Hessian-vector products: the Taylor route disagreed with them (NOTE [taylor check])"
+    checked = "checked against Hessian-vector products" if agrees else "not checkable here (abstract values)"
+    return True, f"second-order Taylor coefficients through the recorded program, {checked} (NOTE [taylor check])"
+
+
+def composed(backend: Backend, name: str, call: Call, point: Point, what: str, estimator: str, rows: int,
+              key: Any, chunk_size: Any, verdict: tuple[Memo, Any] | None = None) -> Any:
+    a = backend.arrays
+    found: dict[str, Any] = {}
+    flat = outputs_then_aux(call, found)
     try:
         rec = backend.taylor.record(flat, call.primals)
     except Unrecorded as why:
