@@ -92,7 +92,8 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     (:class:`HessianPlan`), ``batched_jacobian`` (:class:`BatchedJacobianPlan`),
     ``batched_hessian`` (:class:`BatchedHessianPlan`), the Laplacians, Hessian traces and
     diagonals (:class:`CurvaturePlan`: their program is recorded, f evaluated once, no
-    derivative computed) and the sparse transforms (:class:`SparsePlan`) so far.
+    derivative computed), the sparse transforms (:class:`SparsePlan`) and ``jit`` (its
+    ``JitPlan``: the route a signature runs by, and why) so far.
 
     Example:
         >>> import torch, crossgrad as cg

@@ -77,7 +77,8 @@ SPARSE = ("sparse_jacobian", "sparse_hessian", "batched_sparse_jacobian", "batch
 # The transforms whose results carry ``.plan(*args)``, the plan a call follows (NOTE [plans]),
 # which ``crossgrad.explain`` returns; the others do not have plans yet.
 PLANNED = ("jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", "laplacian", "hessian_trace",
-           "hessian_diagonal", "batched_laplacian", "batched_hessian_trace", "batched_hessian_diagonal", *SPARSE)
+           "hessian_diagonal", "batched_laplacian", "batched_hessian_trace", "batched_hessian_diagonal", *SPARSE,
+           "jit")
 # The batched transforms: ``batch_chunk_size`` and ``basis_chunk_size`` in place of ``chunk_size``.
 BATCHED = tuple(t for t in TRANSFORMS if t.startswith("batched_"))
 # The batched transforms that map the per-sample transform over the batch (a basis chunk's

@@ -152,3 +152,31 @@ def test_curvature_plans_say_which_route_runs_and_share_the_first_call_check(bac
     batched = backend.batched_laplacian(lambda w, x: o.sum(o.tanh(w @ x)), argnums=(0, 1), in_axes=(None, 0))
     shared = cg.explain(batched, w, xs)
     assert (shared.route, shared.batch) == ("outside", 5) and "shared by the batch" in shared.why
+
+
+def test_jit_plans_name_the_route_the_first_call_kept_and_why(backend):
+    """Before a signature's first call the plan is the rule's first candidate, undecided;
+    after it, the route that call kept (the one the steady calls run) and why; a function
+    the compiler cannot take runs eagerly, and its plan says what failed."""
+    import warnings
+
+    o = frameworks.ops(backend.name)
+    x = frameworks.convert(np.linspace(0.1, 1.0, 4), backend.name, "float64")
+    fast = backend.jit(backend.hessian(lambda v: o.sum(o.tanh(v) ** 3)))
+    before = cg.explain(fast, x)
+    assert not before.decided and before.route in backend.backend.builtins.JIT_ROUTES
+    fast(x)
+    after = cg.explain(fast, x)
+    assert after.decided and after.route in (*backend.backend.builtins.JIT_ROUTES, "eager")
+    assert str(after).startswith("jit of ") and after.why
+    assert not cg.explain(fast, frameworks.convert(np.ones(3), backend.name, "float64")).decided  # a new signature
+
+    def reads_a_value(v):
+        return v * float(o.sum(v))  # a Python float of an array: no compiled program holds it
+
+    eager = backend.jit(reads_a_value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cg.CompileFallbackWarning)
+        eager(x)
+    plan = cg.explain(eager, x)
+    assert (plan.route, plan.decided) == ("eager", True) and "failed" in plan.why

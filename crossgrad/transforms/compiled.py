@@ -47,12 +47,13 @@ themselves are :mod:`crossgrad.transforms.guards`, the traced routes the torch b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from crossgrad import errors, option_checks, pytree, spec, tolerances
 from crossgrad.backends.base import Backend
@@ -249,6 +250,33 @@ MEASURE_SECONDS = 0.5
 MAX_RETRACES = 8
 
 
+class Kept(NamedTuple):
+    """The route kept for one signature: its name, the function that runs it, the guard on
+    what ``f`` reads besides its arguments, and why it was kept."""
+
+    route: str
+    fn: Callable[..., Any]
+    guard: guards.Guard
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JitPlan:
+    """The route ``cg.jit`` runs a signature by (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`; NOTE [jit routes]): decided by the signature's
+    first call (the trace, the check against eager execution, the rule or the
+    measurement), so before it ``decided`` is False and ``route`` the rule's first candidate."""
+
+    function: str
+    route: str
+    decided: bool
+    why: str
+
+    def __str__(self) -> str:
+        state = "runs by" if self.decided else "not called yet with this signature; its first call tries"
+        return f"jit of {self.function}: {state} route {self.route!r}; {self.why}"
+
+
 def _measure(backend: Backend, fns: list[Callable[..., Any]], run: Callable[[Callable[..., Any]], Any]) -> list[float]:
     """The fastest of up to :data:`MEASURE_CALLS` synchronized calls ``run(fn)`` of each
     function, taken in turns so that a drift of the machine hits all alike."""
@@ -320,9 +348,10 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         def finished(*args: Any, **kwargs: Any) -> Any:
             return finish(compiled_entries(*args, **kwargs), args, kwargs)
 
+        finished.plan = compiled_entries.plan  # type: ignore[attr-defined]
         return finished
     fname = getattr(f, "__name__", "the function")
-    runs: dict[tuple[Any, ...], tuple[str, Callable[..., Any], guards.Guard]] = {}
+    runs: dict[tuple[Any, ...], Kept] = {}
     retraced: dict[tuple[Any, ...], int] = {}
     impure: dict[tuple[Any, ...], int] = {}
     made: dict[str, Callable[..., Any]] = {}
@@ -365,7 +394,8 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         made.pop("compile", None)  # a compiled function traced again, not served from its cache
         impure[key] = impure.get(key, 0) + 1
         if impure[key] >= 2:
-            runs[key] = ("eager", f, guard_for())
+            runs[key] = Kept("eager", f, guard_for(), "f changes what it reads besides its arguments on each call "
+                             "(a Python side effect a compiled program does not repeat)")
             warn(f"{fname} changes what it reads besides its arguments (a closed-over value or list) on each call, "
                  "a Python side effect a compiled program does not repeat", "eagerly (the result is eager execution's)")
         return False
@@ -396,18 +426,20 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
                 if not settled(key, before):
                     return out
                 guard = guard_for()
-                runs[key] = ("compile", fn, guard)
+                runs[key] = Kept("compile", fn, guard, f"the framework's compiler on f ({backend.name}'s route; checked "
+                                 "against eager execution)" if check else "the framework's compiler on f")
                 log.info("jit: %s runs by route 'compile'", fname)
                 if check:
                     differs = agree(backend, out, eager)
                     if differs is not None:
-                        runs[key] = ("eager", f, guard)
+                        runs[key] = Kept("eager", f, guard, f"the compiled result differed from eager execution in "
+                                         f"{differs}")
                         warn(f"the compiled result (route 'compile') differs from eager execution in {differs}",
                              "eagerly (the result is eager execution's)")
                         return eager
                 return out
         result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-        runs[key] = ("eager", f, guard_for())
+        runs[key] = Kept("eager", f, guard_for(), f"compilation failed ({'; '.join(failures)})")
         warn(f"{backend.name} compilation failed ({'; '.join(failures)}). {AVOID_FALLBACK}",
              "eagerly (the result is eager execution's)")
         return result
@@ -476,11 +508,20 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         else:
             pick = 0
         r, fn = working[pick] if working else ("eager", f)
+        if len(working) > 1:
+            why = "measured: " + ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings))
+        elif working:
+            why = (f"the first route of the rule's order ({', '.join(candidates)}) that traced, ran and agreed with "
+                   "eager execution")
+        else:
+            why = "no route worked"
+        if failures:
+            why += f"; refused: {'; '.join(failures)}"
         if failures:
             warn(f"{backend.name} compilation failed or was refused ({'; '.join(failures)}). {AVOID_FALLBACK}",
                  f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
         log.info("jit: %s runs by route %r", fname, r)
-        runs[key] = (r, fn, guard)
+        runs[key] = Kept(r, fn, guard, why)
         return trace.result
 
     lifted = models.Lifted(backend, f, statistics="update")  # the traced program keeps the write
@@ -488,7 +529,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
     def ready(key: tuple[Any, ...]) -> Callable[..., Any] | None:
         """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""
         known = runs.get(key)
-        return known[1] if known is not None and (known[0] == "eager" or known[2].holds()) else None
+        return known.fn if known is not None and (known.route == "eager" or known.guard.holds()) else None
 
     def jitted(*args: Any, **kwargs: Any) -> Any:
         # The steady call, kept to a signature and a guard (a tenth of a small compiled
@@ -514,7 +555,8 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         if key in runs:  # kept, but what f reads besides its arguments changed
             retraced[key] = retraced.get(key, 0) + 1
             if retraced[key] > MAX_RETRACES:
-                runs[key] = ("eager", f, guard_for())
+                runs[key] = Kept("eager", f, guard_for(), f"what f reads besides its arguments changed on "
+                                 f"{MAX_RETRACES} calls (NOTE [jit guards])")
                 warn(f"what {fname} reads besides its arguments changed on {MAX_RETRACES} calls (NOTE [jit guards])",
                      "eagerly from now on")
                 return f(*args, **kwargs)
@@ -522,4 +564,21 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             log.info("jit: what %s reads besides its arguments changed: traced again", fname)
         return first_call(key, args, kwargs)
 
+    def plan(*args: Any, **kwargs: Any) -> JitPlan:
+        """The route a call with these arguments runs by (NOTE [plans]); nothing is computed."""
+        at = models.positions(backend, args)
+        if at:  # the model's parameters are the program's inputs: the lifted function's plan
+            jitted_g, lifted_args = lifted.of(args, at, lambda g: jit(backend, g, check, options, route=route))
+            return jitted_g.plan(*lifted_args, **kwargs)  # type: ignore[no-any-return]
+        with pytree.dict_order(backend.name):
+            key = signature(backend, args, kwargs)
+        known = runs.get(key)
+        if known is not None:
+            return JitPlan(fname, known.route, True, known.why)
+        like = next((leaf for leaf in pytree.leaves((args, kwargs)) if arrays.is_array(leaf)), None)
+        candidates = routes_for(like)
+        return JitPlan(fname, candidates[0], False, f"the rule's order: {', '.join(candidates)} (policy.jit_routes; "
+                       "on torch the traced graph may reorder it)")
+
+    jitted.plan = plan  # type: ignore[attr-defined]
     return jitted
