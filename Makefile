@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Two pytest workers where pytest-xdist is installed (the suite is dispatch- and
-# compile-bound: 9.5 min of pytest on two cores, 2072 tests, 2026-12-02, about twice that in one); one process elsewhere.
+# compile-bound: 5 min of pytest on two cores, 2121 tests, 2026-12-02, about twice that in one); one process elsewhere.
 WORKERS ?= 2
 XDIST = $$($(RUN) -c "import xdist" 2>/dev/null && echo "-n $(WORKERS)")
 test: $(SETUP)

@@ -66,7 +66,7 @@ def test_a_refusal_revises_the_plan_and_says_so(backend):
 
 def test_transforms_without_plans_are_named():
     with pytest.raises(cg.OptionTypeError, match=r"explain.*no plan"):
-        cg.explain(cg.laplacian(lambda x: (x ** 2).sum()), np.ones(3))
+        cg.explain(cg.biharmonic(lambda x: (x ** 2).sum()), np.ones(3))
 
 
 @pytest.mark.parametrize("scalar", [True, False])
