@@ -180,3 +180,15 @@ def test_jit_plans_name_the_route_the_first_call_kept_and_why(backend):
         eager(x)
     plan = cg.explain(eager, x)
     assert (plan.route, plan.decided) == ("eager", True) and "failed" in plan.why
+
+
+@pytest.mark.parametrize("impl", ["auto", "builtin", "composed"])
+def test_gradient_plans_name_the_route_and_the_results_agree(backend, impl):
+    o = frameworks.ops(backend.name)
+    x = frameworks.convert(np.linspace(0.1, 1.0, 4), backend.name, "float64")
+    for name in ("grad", "value_and_grad"):
+        fn = getattr(backend, name)(lambda v: o.sum(o.tanh(v) ** 2), impl=impl)
+        plan = cg.explain(fn, x)
+        assert plan.route == ("composed" if impl == "composed" else "builtin") and str(plan).startswith(f"{name}: ")
+        reference = getattr(backend, name)(lambda v: o.sum(o.tanh(v) ** 2), impl="composed")(x)
+        frameworks.assert_trees_close(fn(x), reference, **TOL["float64"]["same"], what=f"{name} {impl}")

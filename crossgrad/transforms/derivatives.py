@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import weakref
@@ -14,6 +15,20 @@ from crossgrad.transforms.builtin import builtin_serves, check_output, checked, 
 from crossgrad.transforms.call import Call, Memo, check_leaves
 
 log = logging.getLogger("crossgrad")
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientPlan:
+    """What ``grad`` / ``value_and_grad`` does for one call (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`): the framework's own gradient (``"builtin"``)
+    or one vjp with cotangent 1 (``"composed"``), and why."""
+
+    transform: str
+    route: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.transform}: {self.route} route; {self.why}"
 
 
 def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
@@ -35,7 +50,20 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
             return ((value, aux) if has_aux else value), grads
         return (grads, aux) if has_aux else grads
 
-    if not builtin_serves(name, backend, impl):
+    serves = builtin_serves(name, backend, impl)
+
+    def plan(*args: Any, **kwargs: Any) -> GradientPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        if not serves:
+            why = "impl='composed' given" if impl == "composed" else f"auto: {backend.name}'s own {name} is avoided"
+            return GradientPlan(name, "composed", why + ": one vjp with cotangent 1")
+        if needs_composition(backend, args):
+            return GradientPlan(name, "composed", "static or None leaves, which the built-ins refuse: one vjp with "
+                                "cotangent 1")
+        return GradientPlan(name, "builtin", f"impl={impl!r}: the framework's own {name}")
+
+    if not serves:
+        composed.plan = plan  # type: ignore[attr-defined]
         return composed
     make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
     via = via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
@@ -44,6 +72,7 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
         # What the built-ins refuse (static leaves; None on torch): the composition takes it.
         return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
 
+    builtin_or_composed.plan = plan  # type: ignore[attr-defined]
     return builtin_or_composed
 
 
