@@ -304,6 +304,216 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
+class _Jit:
+    """One ``cg.jit``'s state and its general path: per signature the route kept
+    (:class:`Kept`), the retrace and side-effect counts, the framework's compiled function,
+    the lifted forms of models passed as arguments; the first call of a signature (trace,
+    check, choice) and the untraced call.  The steady call is :func:`jit`'s closure."""
+
+    def __init__(self, backend: Backend, f: Callable[..., Any], check: bool, options: dict[Any, Any],
+                 route: str) -> None:
+        self.backend, self.f, self.check, self.options, self.route = backend, f, check, options, route
+        self.fname = getattr(f, "__name__", "the function")
+        self.runs: dict[tuple[Any, ...], Kept] = {}
+        self.retraced: dict[tuple[Any, ...], int] = {}
+        self.impure: dict[tuple[Any, ...], int] = {}
+        self.made: dict[str, Callable[..., Any]] = {}
+        self.warned: list[bool] = []
+        self.arrays = backend.arrays
+        self.lifted = models.Lifted(backend, f, statistics="update")  # the traced program keeps the write
+
+    def warn(self, why: str, instead: str) -> None:
+        if not self.warned:
+            self.warned.append(True)
+            warnings.warn(f"jit: {why}; running {self.fname} {instead} for these argument shapes.",
+                          errors.CompileFallbackWarning, stacklevel=4)
+
+    def routes_for(self, like: Any) -> tuple[str, ...]:
+        if self.route not in ("auto", "measure"):
+            return (self.route,)
+        return policy.jit_routes(self.backend.name, like is not None and self.arrays.on_accelerator(like))
+
+    def compiled_f(self) -> Callable[..., Any]:
+        if "compile" not in self.made:
+            # A new function object each time: the framework's compiler caches its traces by
+            # function, and a guard that failed needs a new trace.
+            @functools.wraps(self.f)
+            def fresh(*args: Any, **kwargs: Any) -> Any:
+                return self.f(*args, **kwargs)
+
+            self.made["compile"] = self.backend.builtins.compile(fresh, self.options)
+        return self.made["compile"]
+
+    def guard_for(self) -> guards.Guard:
+        return guards.Guard(self.f, self.arrays.is_array, self.arrays.is_random_key)
+
+    def settled(self, key: tuple[Any, ...], before: guards.Guard) -> bool:
+        """Whether the call just made left what ``f`` reads besides its arguments as it found
+        it.  A call that changes it (a counter in a closure, a list appended to) has a Python
+        side effect a compiled program would not repeat: its signature is traced again on
+        the next call (a lazily built constant settles there), and runs eagerly once a
+        second call changes it too."""
+        if before.holds():
+            return True
+        self.made.pop("compile", None)  # a compiled function traced again, not served from its cache
+        self.impure[key] = self.impure.get(key, 0) + 1
+        if self.impure[key] >= 2:
+            self.runs[key] = Kept("eager", self.f, self.guard_for(), "f changes what it reads besides its arguments "
+                                  "on each call (a Python side effect a compiled program does not repeat)")
+            self.warn(f"{self.fname} changes what it reads besides its arguments (a closed-over value or list) on each "
+                      "call, a Python side effect a compiled program does not repeat",
+                      "eagerly (the result is eager execution's)")
+        return False
+
+    def untraced_call(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any], failures: list[str],
+                      compile_first: bool, like: Any) -> Any:
+        """The first call without a trace: the framework's compiler on ``f`` (its first run
+        is the call's result), else eager execution."""
+        before = self.guard_for()
+        if compile_first:
+            leaves = pytree.leaves((args, kwargs))
+            # A model's leaves the framework cannot take as arguments (an Equinox module's
+            # activation function) are held fixed, as eqx.filter_jit does: the signature
+            # already names them.
+            fn = self.compiled_f() if all(self.arrays.is_input(x) for x in leaves) else \
+                _fixed_leaves(self.backend, self.f, self.options, args, kwargs)
+            if self.check:  # eager first, on copies, with the draws the compiled call then makes
+                a = self.arrays
+                copy_args, copy_kwargs = pytree.map_leaves(lambda x: a.copy(x) if a.is_array(x) else x, (args, kwargs))
+                with self.arrays.preserved_random_state(like):
+                    eager = self.f(*copy_args, **copy_kwargs)
+            try:
+                out = self.arrays.synchronize(fn(*args, **kwargs))
+            except Exception as exc:
+                failures.append(f"route 'compile': {type(exc).__name__}: {_first_line(exc)}")
+                log.info("jit: %s", failures[-1])
+            else:
+                if not self.settled(key, before):
+                    return out
+                guard = self.guard_for()
+                self.runs[key] = Kept("compile", fn, guard, "the framework's compiler on f (checked against eager "
+                                      "execution)" if self.check else "the framework's compiler on f")
+                log.info("jit: %s runs by route 'compile'", self.fname)
+                if self.check:
+                    differs = agree(self.backend, out, eager)
+                    if differs is not None:
+                        self.runs[key] = Kept("eager", self.f, guard, "the compiled result differed from eager "
+                                              f"execution in {differs}")
+                        self.warn(f"the compiled result (route 'compile') differs from eager execution in {differs}",
+                                  "eagerly (the result is eager execution's)")
+                        return eager
+                return out
+        result = self.f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
+        self.runs[key] = Kept("eager", self.f, self.guard_for(), f"compilation failed ({'; '.join(failures)})")
+        self.warn(f"{self.backend.name} compilation failed ({'; '.join(failures)}). {AVOID_FALLBACK}",
+                  "eagerly (the result is eager execution's)")
+        return result
+
+    def first_call(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        # Once per signature: nothing the framework would silently truncate (jax, x64 off).
+        check_leaves("jit", self.backend, pytree.leaves((args, kwargs)))
+        like = next((leaf for leaf in pytree.leaves((args, kwargs)) if self.arrays.is_array(leaf)), None)
+        candidates = self.routes_for(like)
+        failures: list[str] = []
+        if not any(r.startswith("trace") for r in candidates):
+            return self.untraced_call(key, args, kwargs, failures, "compile" in candidates, like)
+        before = self.guard_for()
+        started = time.perf_counter()
+        try:
+            trace = Traced(self.backend, self.f, args, kwargs)  # the call itself, run once for real
+        except Exception as exc:
+            failures.append(f"tracing: {type(exc).__name__}: {_first_line(exc)}")
+            log.info("jit: %s for %s", failures[-1], self.fname)
+            return self.untraced_call(key, args, kwargs, failures, False, like)
+        if not self.settled(key, before):
+            return trace.result
+        log.info("jit: %s traced in %.2f s", self.fname, time.perf_counter() - started)
+        if self.route in ("auto", "measure"):  # the rule reads the traced graph (NOTE [jit routes])
+            candidates = policy.jit_routes(self.backend.name, like is not None and self.arrays.on_accelerator(like),
+                                           trace.trace.output_share(), trace.trace.records_grad())
+        guard = self.guard_for()
+        trace.trace.adopt(guard.generators + [x for x in pytree.leaves((args, kwargs)) if self.arrays.is_random_key(x)])
+        flat = trace.arrays(args, kwargs)
+        working: list[tuple[str, Callable[..., Any]]] = []
+        for r in candidates:
+            if r == "eager":
+                working.append((r, self.f))
+                continue
+            built_at = time.perf_counter()
+            try:
+                fn = trace.route(self.options if r in ("trace-compile", "trace-cudagraph") else None,
+                                 replay=r == "trace-cudagraph")
+                with trace.trace.isolated(flat):  # the same draws; leaves the state as the call left it
+                    out = self.arrays.synchronize(fn(*args, **kwargs))
+            except Exception as exc:
+                why = f"route {r!r}: {type(exc).__name__}: {_first_line(exc)}"
+                log.info("jit: %s for %s", why, self.fname)
+                if not (r == "trace-cudagraph" and self.route == "auto" and isinstance(exc, ValueError)):
+                    failures.append(why)  # a replay refused by design (autograd records) is the rule's, not news
+                continue
+            log.info("jit: %s: route %r built and run in %.2f s", self.fname, r, time.perf_counter() - built_at)
+            differs = agree(self.backend, out, trace.result)
+            if differs is not None:
+                failures.append(f"route {r!r} computed a result that differs from eager execution in {differs}")
+                log.info("jit: %s for %s", failures[-1], self.fname)
+                continue
+            working.append((r, fn))
+            if self.route != "measure":  # the rule's order: the first route that works and agrees is kept
+                break
+        if len(working) > 1:
+            def timed(fn: Callable[..., Any]) -> Any:
+                with trace.trace.isolated(flat):
+                    return fn(*args, **kwargs)
+
+            with self.arrays.preserved_random_state(like):
+                timings = _measure(self.backend, [fn for _, fn in working], timed)
+            pick = min(range(len(working)), key=lambda k: timings[k])
+            log.info("jit: %s measured %s; runs by route %r", self.fname,
+                     ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), working[pick][0])
+        else:
+            pick = 0
+        r, fn = working[pick] if working else ("eager", self.f)
+        if len(working) > 1:
+            why = "measured: " + ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings))
+        elif working:
+            why = (f"the first route of the rule's order ({', '.join(candidates)}) that traced, ran and agreed with "
+                   "eager execution")
+        else:
+            why = "no route worked"
+        if failures:
+            why += f"; refused: {'; '.join(failures)}"
+        if failures:
+            refused = "; ".join(failures)
+            self.warn(f"{self.backend.name} compilation failed or was refused ({refused}). {AVOID_FALLBACK}",
+                      f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
+        log.info("jit: %s runs by route %r", self.fname, r)
+        self.runs[key] = Kept(r, fn, guard, why)
+        return trace.result
+
+    def ready(self, key: tuple[Any, ...]) -> Callable[..., Any] | None:
+        """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""
+        known = self.runs.get(key)
+        return known.fn if known is not None and (known.route == "eager" or known.guard.holds()) else None
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        key = signature(self.backend, args, kwargs)
+        fn = self.ready(key)
+        if fn is not None:
+            return fn(*args, **kwargs)
+        if key in self.runs:  # kept, but what f reads besides its arguments changed
+            self.retraced[key] = self.retraced.get(key, 0) + 1
+            if self.retraced[key] > MAX_RETRACES:
+                self.runs[key] = Kept("eager", self.f, self.guard_for(), "what f reads besides its arguments "
+                                      f"changed on {MAX_RETRACES} calls (NOTE [jit guards])")
+                self.warn(f"what {self.fname} reads besides its arguments changed on {MAX_RETRACES} calls "
+                          "(NOTE [jit guards])", "eagerly from now on")
+                return self.f(*args, **kwargs)
+            self.made.pop("compile", None)  # the framework's compiler caches by function: traced again
+            log.info("jit: what %s reads besides its arguments changed: traced again", self.fname)
+        return self.first_call(key, args, kwargs)
+
+
+
 def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: dict[Any, Any] | None = None, *, route: spec.JitRoute = "auto") -> Callable[..., Any]:
     """``f`` compiled once per argument signature, never wrong where eager is right.
 
@@ -350,186 +560,8 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
 
         finished.plan = compiled_entries.plan  # type: ignore[attr-defined]
         return finished
-    fname = getattr(f, "__name__", "the function")
-    runs: dict[tuple[Any, ...], Kept] = {}
-    retraced: dict[tuple[Any, ...], int] = {}
-    impure: dict[tuple[Any, ...], int] = {}
-    made: dict[str, Callable[..., Any]] = {}
-    warned: list[bool] = []
-    arrays = backend.arrays
-
-    def warn(why: str, instead: str) -> None:
-        if not warned:
-            warned.append(True)
-            warnings.warn(f"jit: {why}; running {fname} {instead} for these argument shapes.",
-                          errors.CompileFallbackWarning, stacklevel=4)
-
-    def routes_for(like: Any) -> tuple[str, ...]:
-        if route not in ("auto", "measure"):
-            return (route,)
-        return policy.jit_routes(backend.name, like is not None and arrays.on_accelerator(like))
-
-    def compiled_f() -> Callable[..., Any]:
-        if "compile" not in made:
-            # A new function object each time: the framework's compiler caches its traces by
-            # function, and a guard that failed needs a new trace.
-            @functools.wraps(f)
-            def fresh(*args: Any, **kwargs: Any) -> Any:
-                return f(*args, **kwargs)
-
-            made["compile"] = backend.builtins.compile(fresh, options)
-        return made["compile"]
-
-    def guard_for() -> guards.Guard:
-        return guards.Guard(f, arrays.is_array, arrays.is_random_key)
-
-    def settled(key: tuple[Any, ...], before: guards.Guard) -> bool:
-        """Whether the call just made left what ``f`` reads besides its arguments as it found
-        it.  A call that changes it (a counter in a closure, a list appended to) has a Python
-        side effect a compiled program would not repeat: its signature is traced again on
-        the next call (a lazily built constant settles there), and runs eagerly once a
-        second call changes it too."""
-        if before.holds():
-            return True
-        made.pop("compile", None)  # a compiled function traced again, not served from its cache
-        impure[key] = impure.get(key, 0) + 1
-        if impure[key] >= 2:
-            runs[key] = Kept("eager", f, guard_for(), "f changes what it reads besides its arguments on each call "
-                             "(a Python side effect a compiled program does not repeat)")
-            warn(f"{fname} changes what it reads besides its arguments (a closed-over value or list) on each call, "
-                 "a Python side effect a compiled program does not repeat", "eagerly (the result is eager execution's)")
-        return False
-
-    def untraced_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any], failures: list[str],
-                      compile_first: bool, like: Any) -> Any:
-        """The first call without a trace: the framework's compiler on ``f`` (its first run
-        is the call's result), else eager execution."""
-        before = guard_for()
-        if compile_first:
-            leaves = pytree.leaves((args, kwargs))
-            # A model's leaves the framework cannot take as arguments (an Equinox module's
-            # activation function) are held fixed, as eqx.filter_jit does: the signature
-            # already names them.
-            fn = compiled_f() if all(arrays.is_input(x) for x in leaves) else _fixed_leaves(backend, f, options, args,
-                                                                                                kwargs)
-            if check:  # eager first, on copies, with the draws the compiled call then makes
-                copy_args, copy_kwargs = pytree.map_leaves(lambda x: arrays.copy(x) if arrays.is_array(x) else x,
-                                                           (args, kwargs))
-                with arrays.preserved_random_state(like):
-                    eager = f(*copy_args, **copy_kwargs)
-            try:
-                out = arrays.synchronize(fn(*args, **kwargs))
-            except Exception as exc:
-                failures.append(f"route 'compile': {type(exc).__name__}: {_first_line(exc)}")
-                log.info("jit: %s", failures[-1])
-            else:
-                if not settled(key, before):
-                    return out
-                guard = guard_for()
-                runs[key] = Kept("compile", fn, guard, f"the framework's compiler on f ({backend.name}'s route; checked "
-                                 "against eager execution)" if check else "the framework's compiler on f")
-                log.info("jit: %s runs by route 'compile'", fname)
-                if check:
-                    differs = agree(backend, out, eager)
-                    if differs is not None:
-                        runs[key] = Kept("eager", f, guard, f"the compiled result differed from eager execution in "
-                                         f"{differs}")
-                        warn(f"the compiled result (route 'compile') differs from eager execution in {differs}",
-                             "eagerly (the result is eager execution's)")
-                        return eager
-                return out
-        result = f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-        runs[key] = Kept("eager", f, guard_for(), f"compilation failed ({'; '.join(failures)})")
-        warn(f"{backend.name} compilation failed ({'; '.join(failures)}). {AVOID_FALLBACK}",
-             "eagerly (the result is eager execution's)")
-        return result
-
-    def first_call(key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-        # Once per signature: nothing the framework would silently truncate (jax, x64 off).
-        check_leaves(name, backend, pytree.leaves((args, kwargs)))
-        like = next((leaf for leaf in pytree.leaves((args, kwargs)) if arrays.is_array(leaf)), None)
-        candidates = routes_for(like)
-        failures: list[str] = []
-        if not any(r.startswith("trace") for r in candidates):
-            return untraced_call(key, args, kwargs, failures, "compile" in candidates, like)
-        before = guard_for()
-        started = time.perf_counter()
-        try:
-            trace = Traced(backend, f, args, kwargs)  # the call itself, run once for real
-        except Exception as exc:
-            failures.append(f"tracing: {type(exc).__name__}: {_first_line(exc)}")
-            log.info("jit: %s for %s", failures[-1], fname)
-            return untraced_call(key, args, kwargs, failures, False, like)
-        if not settled(key, before):
-            return trace.result
-        log.info("jit: %s traced in %.2f s", fname, time.perf_counter() - started)
-        if route in ("auto", "measure"):  # the rule reads the traced graph (NOTE [jit routes])
-            candidates = policy.jit_routes(backend.name, like is not None and arrays.on_accelerator(like),
-                                           trace.trace.output_share(), trace.trace.records_grad())
-        guard = guard_for()
-        trace.trace.adopt(guard.generators + [x for x in pytree.leaves((args, kwargs)) if arrays.is_random_key(x)])
-        flat = trace.arrays(args, kwargs)
-        working: list[tuple[str, Callable[..., Any]]] = []
-        for r in candidates:
-            if r == "eager":
-                working.append((r, f))
-                continue
-            built_at = time.perf_counter()
-            try:
-                fn = trace.route(options if r in ("trace-compile", "trace-cudagraph") else None,
-                                 replay=r == "trace-cudagraph")
-                with trace.trace.isolated(flat):  # the same draws; leaves the state as the call left it
-                    out = arrays.synchronize(fn(*args, **kwargs))
-            except Exception as exc:
-                why = f"route {r!r}: {type(exc).__name__}: {_first_line(exc)}"
-                log.info("jit: %s for %s", why, fname)
-                if not (r == "trace-cudagraph" and route == "auto" and isinstance(exc, ValueError)):
-                    failures.append(why)  # a replay refused by design (autograd records) is the rule's, not news
-                continue
-            log.info("jit: %s: route %r built and run in %.2f s", fname, r, time.perf_counter() - built_at)
-            differs = agree(backend, out, trace.result)
-            if differs is not None:
-                failures.append(f"route {r!r} computed a result that differs from eager execution in {differs}")
-                log.info("jit: %s for %s", failures[-1], fname)
-                continue
-            working.append((r, fn))
-            if route != "measure":  # the rule's order: the first route that works and agrees is kept
-                break
-        if len(working) > 1:
-            def timed(fn: Callable[..., Any]) -> Any:
-                with trace.trace.isolated(flat):
-                    return fn(*args, **kwargs)
-
-            with arrays.preserved_random_state(like):
-                timings = _measure(backend, [fn for _, fn in working], timed)
-            pick = min(range(len(working)), key=lambda k: timings[k])
-            log.info("jit: %s measured %s; runs by route %r", fname,
-                     ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), working[pick][0])
-        else:
-            pick = 0
-        r, fn = working[pick] if working else ("eager", f)
-        if len(working) > 1:
-            why = "measured: " + ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings))
-        elif working:
-            why = (f"the first route of the rule's order ({', '.join(candidates)}) that traced, ran and agreed with "
-                   "eager execution")
-        else:
-            why = "no route worked"
-        if failures:
-            why += f"; refused: {'; '.join(failures)}"
-        if failures:
-            warn(f"{backend.name} compilation failed or was refused ({'; '.join(failures)}). {AVOID_FALLBACK}",
-                 f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
-        log.info("jit: %s runs by route %r", fname, r)
-        runs[key] = Kept(r, fn, guard, why)
-        return trace.result
-
-    lifted = models.Lifted(backend, f, statistics="update")  # the traced program keeps the write
-
-    def ready(key: tuple[Any, ...]) -> Callable[..., Any] | None:
-        """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""
-        known = runs.get(key)
-        return known.fn if known is not None and (known.route == "eager" or known.guard.holds()) else None
+    state = _Jit(backend, f, check, options, route)
+    ready, runs, lifted, arrays = state.ready, state.runs, state.lifted, backend.arrays
 
     def jitted(*args: Any, **kwargs: Any) -> Any:
         # The steady call, kept to a signature and a guard (a tenth of a small compiled
@@ -545,24 +577,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             jitted_g, args = lifted.of(args, at, lambda g: jit(backend, g, check, options, route=route))
             return jitted_g(*args, **kwargs)
         with pytree.dict_order(backend.name):  # dicts walked in the framework's order, as the transforms do
-            return call(*args, **kwargs)
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        key = signature(backend, args, kwargs)
-        fn = ready(key)
-        if fn is not None:
-            return fn(*args, **kwargs)
-        if key in runs:  # kept, but what f reads besides its arguments changed
-            retraced[key] = retraced.get(key, 0) + 1
-            if retraced[key] > MAX_RETRACES:
-                runs[key] = Kept("eager", f, guard_for(), f"what f reads besides its arguments changed on "
-                                 f"{MAX_RETRACES} calls (NOTE [jit guards])")
-                warn(f"what {fname} reads besides its arguments changed on {MAX_RETRACES} calls (NOTE [jit guards])",
-                     "eagerly from now on")
-                return f(*args, **kwargs)
-            made.pop("compile", None)  # the framework's compiler caches by function: traced again
-            log.info("jit: what %s reads besides its arguments changed: traced again", fname)
-        return first_call(key, args, kwargs)
+            return state.call(*args, **kwargs)
 
     def plan(*args: Any, **kwargs: Any) -> JitPlan:
         """The route a call with these arguments runs by (NOTE [plans]); nothing is computed."""
@@ -574,11 +589,12 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             key = signature(backend, args, kwargs)
         known = runs.get(key)
         if known is not None:
-            return JitPlan(fname, known.route, True, known.why)
+            return JitPlan(state.fname, known.route, True, known.why)
         like = next((leaf for leaf in pytree.leaves((args, kwargs)) if arrays.is_array(leaf)), None)
-        candidates = routes_for(like)
-        return JitPlan(fname, candidates[0], False, f"the rule's order: {', '.join(candidates)} (policy.jit_routes; "
-                       "on torch the traced graph may reorder it)")
+        candidates = state.routes_for(like)
+        order = ", ".join(candidates)
+        return JitPlan(state.fname, candidates[0], False, f"the rule's order: {order} (policy.jit_routes; on torch "
+                       "the traced graph may reorder it)")
 
     jitted.plan = plan  # type: ignore[attr-defined]
     return jitted
