@@ -88,7 +88,8 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     without computing its result: which mode and route run, with which chunks, and why
     (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`).
 
-    Plans exist for ``grad`` and ``value_and_grad`` (``GradientPlan``), ``jacrev``,
+    Plans exist for ``grad`` and ``value_and_grad`` (``GradientPlan``), ``vmap``
+    (``VmapPlan``), ``jacrev``,
     ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`), ``hessian``
     (:class:`HessianPlan`), ``batched_jacobian`` (:class:`BatchedJacobianPlan`),
     ``batched_hessian`` (:class:`BatchedHessianPlan`), the Laplacians, Hessian traces and

@@ -76,7 +76,7 @@ TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
 SPARSE = ("sparse_jacobian", "sparse_hessian", "batched_sparse_jacobian", "batched_sparse_hessian")
 # The transforms whose results carry ``.plan(*args)``, the plan a call follows (NOTE [plans]),
 # which ``crossgrad.explain`` returns; the others do not have plans yet.
-PLANNED = ("grad", "value_and_grad", "jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", "laplacian", "hessian_trace",
+PLANNED = ("grad", "value_and_grad", "vmap", "jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", "laplacian", "hessian_trace",
            "hessian_diagonal", "batched_laplacian", "batched_hessian_trace", "batched_hessian_diagonal", *SPARSE,
            "jit")
 # The batched transforms: ``batch_chunk_size`` and ``basis_chunk_size`` in place of ``chunk_size``.

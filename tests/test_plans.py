@@ -192,3 +192,23 @@ def test_gradient_plans_name_the_route_and_the_results_agree(backend, impl):
         assert plan.route == ("composed" if impl == "composed" else "builtin") and str(plan).startswith(f"{name}: ")
         reference = getattr(backend, name)(lambda v: o.sum(o.tanh(v) ** 2), impl="composed")(x)
         frameworks.assert_trees_close(fn(x), reference, **TOL["float64"]["same"], what=f"{name} {impl}")
+
+
+def test_vmap_plans_and_a_refusal_revises_the_plan(backend):
+    """vmap's plan per signature (the framework's vmap, crossgrad's composition with
+    impl='composed', an empty batch); where the framework refuses what crossgrad's spec
+    takes (a tuple out_axes prefix for a list output), the composition answers and the plan
+    is revised, so the next call goes there directly."""
+    o = frameworks.ops(backend.name)
+    xs = frameworks.convert(np.arange(6.0).reshape(3, 2), backend.name, "float64")
+    v = backend.vmap(lambda x: o.sum(x ** 2))
+    plan = cg.explain(v, xs)
+    assert (plan.route, plan.batch, plan.axes) == ("builtin", 3, (0,)) and str(plan).startswith("vmap: builtin route")
+    assert cg.explain(backend.vmap(lambda x: o.sum(x ** 2), impl="composed"), xs).route == "composed"
+    assert cg.explain(v, xs[:0]).route == "empty"
+    pair = backend.vmap(lambda x: [x * 2.0, o.sum(x)], out_axes=(1, 0))
+    first = pair(xs)
+    revised = cg.explain(pair, xs)  # both frameworks refuse this prefix
+    assert revised.route == "composed" and revised.why.startswith("revised: the framework's vmap refused")
+    frameworks.assert_trees_close(pair(xs), first, **TOL["float64"]["same"], what="after the revision")
+    frameworks.assert_trees_close(first[0], frameworks.to_numpy(xs).T * 2.0, **TOL["float64"]["same"], what="out_axes")

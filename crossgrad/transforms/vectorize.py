@@ -15,6 +15,7 @@ are those of one device.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -69,6 +70,27 @@ def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: An
                    randomness=randomness)
 
 
+@dataclasses.dataclass(frozen=True)
+class VmapPlan:
+    """What a vmap does for one argument signature (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`): the route (``"builtin"``: the framework's vmap;
+    ``"composed"``: crossgrad's composition; ``"empty"``: a batch of size 0), the batch size,
+    the chunks, why (a revision where the framework refused and the composition answered),
+    each leaf's batch axis and the arguments' structure."""
+
+    transform: str
+    route: str
+    batch: int
+    chunks: int | str | None
+    why: str
+    axes: tuple[int | None, ...] = ()
+    treedef: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        chunks = "" if self.chunks is None else f", chunks of {self.chunks}"
+        return f"{self.transform}: {self.route} route, {self.batch} samples{chunks}; {self.why}"
+
+
 def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
             impl: str, *, where: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
     """``f`` vectorized over the batch ``in_axes`` names, for the public transform ``name``,
@@ -82,63 +104,82 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
             return own  # type: ignore[no-any-return]
     shape = backend.arrays.shape
     builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
+    why = f"impl={impl!r}: the framework's vmap" if builtin else (
+        "impl='composed' given" if impl == "composed" else "the framework's vmap lacks an option given "
+        f"(chunk_size={chunk_size!r})") + ": crossgrad's composition"
     negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
     if negative and not backend.builtins.NEGATIVE_OUT_AXES:
         # torch.func.vmap places a negative out_dims wrongly on an output that does not
         # depend on the batch; the composition moves each axis itself.
-        builtin = False
+        builtin, why = False, "a negative out_axes, which torch.func.vmap places wrongly: crossgrad's composition"
     in_axes = batch_axes.in_axes_form(in_axes)
+    plans = Memo()
+    runs: dict[Any, Callable[..., Any]] = {}  # the framework's vmap per signature, made when first run
 
-    memo = Memo()
-
-    def layout(args: tuple[Any, ...]) -> list[Any]:
-        """``[axes, size, treedef, built]``: each leaf's batch axis, the batch size, the
-        arguments' structure, and (filled on first use) the framework's vmap for them."""
+    def planned(args: tuple[Any, ...]) -> VmapPlan:
+        """The signature's plan: its checks once, each leaf's batch axis, the batch size."""
         key = Memo.key(args)
-        known = memo.get(key)
+        known = plans.get(key)
         if known is None:
             axes = batch_axes.leaf_axes(name, in_axes, args, shape)
             check_leaves(name, backend, pytree.leaves(args))
-            known = memo.put(key, [axes, batch_axes.batch_size(name, args, axes, shape), pytree.flatten(args)[1], None])
-        layout_of: list[Any] = known
-        return layout_of
+            size = batch_axes.batch_size(name, args, axes, shape)
+            route = "empty" if size == 0 else "builtin" if builtin else "composed"
+            reason = "an empty batch: the output shapes from one abstract sample" if size == 0 else why
+            known = plans.put(key, VmapPlan(name, route, size, chunk_size, reason, tuple(axes),
+                                            pytree.flatten(args)[1]))
+        return known  # type: ignore[no-any-return]
+
+    def layout(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``(axes, size, treedef)`` of the signature (the device spread reads them)."""
+        plan = planned(args)
+        return list(plan.axes), plan.batch, plan.treedef
 
     def batched(*args: Any, **kwargs: Any) -> Any:
-        known = layout(args)
-        axes, size, treedef = known[:3]
+        plan = planned(args)
+        axes, treedef = list(plan.axes), plan.treedef
         if kwargs:
             check_leaves(name, backend, pytree.leaves(kwargs))
         g = partial(f, **kwargs) if kwargs else f
-        if size == 0:
+        if plan.route == "empty":
             return _empty_batch(backend, name, g, pytree.leaves(args), treedef, axes, out_axes)
-        if builtin:
-            # The per-leaf axes in the arguments' own containers: a prefix crossgrad
-            # accepts (a tuple for a list, a tuple for a namedtuple) means the same to
-            # the framework.
-            run = None if kwargs else known[3]
-            if run is None:
-                run = backend.builtins.vmap(checked(name, backend, g, False, False),
-                                            tuple(pytree.unflatten(treedef, axes)), out_axes,
-                                            chunk_size, randomness)
-                if not kwargs:
-                    known[3] = run
+        if plan.route == "composed":
+            return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size,
+                                  randomness)
+        key = Memo.key(args)
+        run = None if kwargs or key is None else runs.get(key)
+        if run is None:
+            # The per-leaf axes in the arguments' own containers: a prefix crossgrad accepts
+            # (a tuple for a list, a tuple for a namedtuple) means the same to the framework.
+            run = backend.builtins.vmap(checked(name, backend, g, False, False), tuple(pytree.unflatten(treedef, axes)),
+                                        out_axes, chunk_size, randomness)
+            if not kwargs and key is not None:
+                runs[key] = run
+        try:
+            return run(*args)
+        except errors.CrossgradError:
+            raise
+        except Exception as exc:
+            # The framework's own refusal: crossgrad's composition names the mistake (out_axes
+            # out of range or not matching the output) where there is one, and answers where
+            # crossgrad's spec accepts what the framework does not (a tuple out_axes prefix for
+            # a list output): then the plan is revised, so later calls go to the composition.
             try:
-                return run(*args)
+                out = _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size,
+                                     randomness)
             except errors.CrossgradError:
                 raise
-            except Exception as exc:
-                # The framework's own refusal: crossgrad's composition names the mistake
-                # (out_axes out of range or not matching the output) where there is one, and
-                # answers where crossgrad's spec accepts what the framework does not (a tuple
-                # out_axes prefix for a list output).
-                try:
-                    return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes,
-                                               chunk_size, randomness)
-                except errors.CrossgradError:
-                    raise
-                except Exception:
-                    raise exc from None
-        return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness)
+            except Exception:
+                raise exc from None
+            if not kwargs and key is not None:
+                plans.put(key, dataclasses.replace(plan, route="composed", why=(
+                    f"revised: the framework's vmap refused ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}), "
+                    "crossgrad's composition answers")))
+            return out
+
+    def plan_of(*args: Any, **kwargs: Any) -> VmapPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return planned(args)
 
     def reported(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -151,8 +192,11 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
             raise _sample_shape_error(name, args, layout(args)[0], shape, exc) from exc
 
     if where is None:
+        reported.plan = plan_of  # type: ignore[attr-defined]
         return reported
-    return _spread(backend, name, reported, layout, out_axes, where, gather)
+    spread = _spread(backend, name, reported, layout, out_axes, where, gather)
+    spread.plan = plan_of  # type: ignore[attr-defined]
+    return spread
 
 
 def _sample_shape_error(name: str, args: tuple[Any, ...], axes: list[Any], shape: Callable[[Any], tuple[int, ...]],
