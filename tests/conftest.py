@@ -168,6 +168,8 @@ SLOW = (
     "tests/test_memory.py::test_small_budget_chunks_and_agrees[jax-jacfwd]",
     "tests/test_curvature.py::test_torch_and_jax_agree[mlp_params_2-5-3-float32]",
     "tests/test_curvature.py::test_torch_and_jax_agree[mlp_params_2-5-3-float64]",
+    "tests/test_jit.py::test_torch_compile_of_vmap_hessian_falls_back",  # torch.compile's own compile time
+    "tests/test_sparse.py::test_a_given_pattern_in_every_form[jax]",
 )
 
 
