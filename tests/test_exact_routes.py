@@ -99,6 +99,16 @@ def test_hessian_vector_products_through_a_loss_with_a_constant_target():
     w, v = torch.ones(4, dtype=torch.float64), torch.linspace(-1, 1, 4, dtype=torch.float64)
     expected = 2 * x * x / 4 * v  # the Hessian is diag(2 x^2 / n)
     torch.testing.assert_close(cg.torch.hvp(loss, (w,), (v,)), expected)
+    from crossgrad.backends.torch import primitives
+
+    tried = []
+    jvp = primitives.jvp
+    primitives.jvp = lambda *a, **k: tried.append(1) or jvp(*a, **k)
+    try:  # the revision is kept per function: the next product does not try forward mode again
+        torch.testing.assert_close(cg.torch.hvp(loss, (w,), (2 * v,)), 2 * expected)
+    finally:
+        primitives.jvp = jvp
+    assert not tried
     op = cg.torch.hessian_operator(loss, w)
     torch.testing.assert_close(op @ v, expected)
     torch.testing.assert_close(op.eigenvalues(2), torch.sort(2 * x * x / 4, descending=True).values[:2])

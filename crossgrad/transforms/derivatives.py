@@ -278,6 +278,7 @@ def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...]
     ref, weakly_f, per_f = entry
     if (nums, impl) not in per_f:
         per_f[(nums, impl)] = gradient_of(backend, "hvp", weakly_f, nums, False, impl, with_value=False)
+        per_f[(nums, impl)].reverse = []  # over_the_gradient's revision, kept per f
     made: Callable[..., Any] = per_f[(nums, impl)]
     return made
 
@@ -314,18 +315,22 @@ def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ar
             args[k] = d
         return tuple(grad_f(*args))
 
-    tout = over_the_gradient(backend, grad_of_differentiated, tuple(primals[k] for k in nums))(*tangents)
+    tout = over_the_gradient(backend, grad_of_differentiated, tuple(primals[k] for k in nums),
+                             getattr(grad_f, "reverse", None))(*tangents)
     return tout[0] if single else tout
 
 
-def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
+def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple[Any, ...],
+                      reverse: list[bool] | None = None) -> Callable[..., Any]:
     """``t -> H t`` from ``grad`` (a function of the primals returning a tuple): the jvp of
     the gradient, or, once the framework cannot push a tangent through it (a forward-mode
     formula writing into torch's lazy zero tangent, ``failure_cause`` ``"forward over
     reverse"``; a custom ``autograd.Function`` without a jvp rule), the vjp of the gradient
-    (``H`` is symmetric) from then on."""
+    (``H`` is symmetric) from then on.  ``reverse``, where given, keeps that revision
+    beyond this product function (hvp keeps it per function: later calls go to reverse
+    over reverse without trying forward mode again)."""
     p = backend.primitives
-    reverse: list[bool] = []
+    reverse = [] if reverse is None else reverse
 
     def product(*tangents: Any) -> Any:
         if not reverse:
