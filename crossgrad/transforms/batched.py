@@ -90,24 +90,29 @@ class BatchedJacobianPlan:
 
 def _one_sample(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
     """The first sample's arguments (each batched leaf indexed along its axis) and the batch size."""
-    return sample_at(backend, name, in_axes, args, 0)
+    size, sample = samples(backend, name, in_axes, args)
+    return sample(0), size
 
 
-def sample_at(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...],
-              index: int) -> tuple[tuple[Any, ...], int]:
-    """Sample ``index``'s arguments (each batched leaf indexed along its axis) and the batch size."""
+def samples(backend: Backend, name: str, in_axes: Any, args: tuple[Any, ...]
+            ) -> tuple[int, Callable[[int], tuple[Any, ...]]]:
+    """The batch size, and sample ``index``'s arguments as a function of ``index`` (each
+    batched leaf indexed along its axis; the axes are checked once, here)."""
     a = backend.arrays
     axes = batch_axes.leaf_axes(name, batch_axes.in_axes_form(in_axes), args, a.shape)
     size = batch_axes.batch_size(name, args, axes, a.shape)
     leaves, treedef = pytree.flatten(args)
 
-    def at(x: Any, axis: int | None) -> Any:
+    def at(x: Any, axis: int | None, index: int) -> Any:
         if axis is None or not a.is_array(x):
             return x
         kept = [d for i, d in enumerate(a.shape(x)) if i != axis % len(a.shape(x))]
         return a.reshape(a.slice_axis(x, index, index + 1, axis % len(a.shape(x))), kept)
 
-    return tuple(pytree.unflatten(treedef, [at(x, ax) for x, ax in zip(leaves, axes)])), size
+    def sample(index: int) -> tuple[Any, ...]:
+        return tuple(pytree.unflatten(treedef, [at(x, ax, index) for x, ax in zip(leaves, axes)]))
+
+    return size, sample
 
 
 def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, in_axes: Any = 0,

@@ -286,8 +286,8 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
         verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
             sig is not None else None
-        taylor, why = taylor_route(backend, call, verdict)
-        return CurvaturePlan(name, "taylor" if taylor else "nested", estimator, batch, why)
+        rec, why = taylor_route(backend, call, verdict)
+        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, batch, why)
 
     transformed.plan = plan  # type: ignore[attr-defined]
     if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \

@@ -37,17 +37,21 @@ def outputs_then_aux(call: Call, found: dict[str, Any]) -> Callable[..., list[An
     return flat
 
 
-def taylor_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None) -> tuple[bool, str]:
-    """Whether this call takes the Taylor route, and why: its program recorded (one
-    evaluation of f, no derivative), and, with a verdict memo (``impl="auto"``), the first
-    call's check (NOTE [taylor check]), whose verdict the memo then keeps for the route."""
-    found: dict[str, Any] = {}
+def taylor_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None,
+                 flat: Callable[..., list[Any]] | None = None, found: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The recorded program where this call takes the Taylor route (None: the nested
+    route), and why.  The program is recorded (one evaluation of f, no derivative); with a
+    verdict memo (``impl="auto"``) the first call's check (NOTE [taylor check]) decides, and
+    the memo keeps its verdict for every later call and plan of the signature.  The plan and
+    the route both ask here, so they cannot decide apart."""
+    found = {} if found is None else found
+    flat = outputs_then_aux(call, found) if flat is None else flat
     try:
-        rec = backend.taylor.record(outputs_then_aux(call, found), call.primals)
+        rec = backend.taylor.record(flat, call.primals)
     except Unrecorded as why:
-        return False, f"nested Hessian-vector products, the exact route: the program cannot be recorded ({why})"
+        return None, f"nested Hessian-vector products, the exact route: the program cannot be recorded ({why})"
     if verdict is None:
-        return True, "second-order Taylor coefficients through the recorded program (unchecked: impl='composed')"
+        return rec, "second-order Taylor coefficients through the recorded program (unchecked: impl='composed')"
     memo, sig = verdict
     agrees = memo.get(sig) if sig is not None else None
     if agrees is None:
@@ -55,9 +59,9 @@ def taylor_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None)
         if agrees is not None and sig is not None:
             memo.put(sig, agrees)
     if agrees is False:
-        return False, "nested Hessian-vector products: the Taylor route disagreed with them (NOTE [taylor check])"
+        return None, "nested Hessian-vector products: the Taylor route disagreed with them (NOTE [taylor check])"
     checked = "checked against Hessian-vector products" if agrees else "not checkable here (abstract values)"
-    return True, f"second-order Taylor coefficients through the recorded program, {checked} (NOTE [taylor check])"
+    return rec, f"second-order Taylor coefficients through the recorded program, {checked} (NOTE [taylor check])"
 
 
 def composed(backend: Backend, name: str, call: Call, point: Point, what: str, estimator: str, rows: int,
@@ -65,22 +69,10 @@ def composed(backend: Backend, name: str, call: Call, point: Point, what: str, e
     a = backend.arrays
     found: dict[str, Any] = {}
     flat = outputs_then_aux(call, found)
-    try:
-        rec = backend.taylor.record(flat, call.primals)
-    except Unrecorded as why:
-        log.info("%s: nested Hessian-vector products, the exact route (%s)", name, why)
-        rec = None
-    n_out = found["outputs"] if rec is not None else None
-    if rec is not None and verdict is not None and point.n:
-        memo, sig = verdict
-        agrees = memo.get(sig) if sig is not None else None
-        if agrees is None:
-            agrees = taylor_check.agrees(backend, rec, call, n_out or 0)
-            if agrees is not None and sig is not None:
-                memo.put(sig, agrees)
-        if agrees is False:
-            log.info("%s: the Taylor route disagreed with a Hessian-vector product: the exact nested route", name)
-            rec = None
+    # No coordinate (point.n == 0): nothing to check, the result is zero or empty.
+    rec, why = taylor_route(backend, call, verdict if point.n else None, flat, found)
+    if rec is None:
+        log.info("%s: %s", name, why)
     values = rec.values if rec is not None else None
     if values is None and rec is None:
         values = flat(*call.primals)

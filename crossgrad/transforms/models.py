@@ -72,10 +72,10 @@ class Lifted:
         if self.statistics != "read" or not builtins.updates_statistics(tuple(args[p] for p in where)):
             return
         if batched:
-            from crossgrad.transforms.batched import sample_at
+            from crossgrad.transforms.batched import samples
 
-            size = sample_at(self.backend, name, in_axes, args, 0)[1]
-            calls = [sample_at(self.backend, name, in_axes, args, i)[0] for i in range(size)]
+            size, sample = samples(self.backend, name, in_axes, args)
+            calls = [sample(i) for i in range(size)]
         else:
             calls = [args]
 
