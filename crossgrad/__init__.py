@@ -88,8 +88,8 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     without computing its result: which mode and route run, with which chunks, and why
     (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`).
 
-    Plans exist for ``grad`` and ``value_and_grad`` (``GradientPlan``), ``vmap``
-    (``VmapPlan``), ``jacrev``,
+    Plans exist for ``grad``, ``value_and_grad``, ``vjp``, ``jvp`` and ``linearize``
+    (``DerivativePlan``), ``hvp`` (``HvpPlan``), ``vmap`` (``VmapPlan``), ``jacrev``,
     ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`), ``hessian``
     (:class:`HessianPlan`), ``batched_jacobian`` (:class:`BatchedJacobianPlan`),
     ``batched_hessian`` (:class:`BatchedHessianPlan`), the Laplacians, Hessian traces and
@@ -108,8 +108,9 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise errors.OptionTypeError(
             "explain", f"a transform with plans ({', '.join(spec.PLANNED)}), as crossgrad made it",
             f"{getattr(transform, '__name__', type(transform).__name__)!r}, which has no plan",
-            "Pass the function a crossgrad transform returned, e.g. cg.explain(cg.jacobian(f), x); the other "
-            "transforms do not have plans yet.")
+            "Pass the function a crossgrad transform returned, e.g. cg.explain(cg.jacobian(f), x), or a transform "
+            "that evaluates at once with its arguments, cg.explain(cg.vjp, f, x); the operators, the sparsity "
+            "detectors and check_grads have no plans.")
     return plan(*args, **kwargs)
 
 
@@ -190,13 +191,23 @@ def _immediate(name: str) -> Callable[..., Any]:
     comes from the arrays in the parameters the table names."""
     holders = spec.EVALUATE_AT_ONCE[name]
 
-    def transform(*args: Any, **kwargs: Any) -> Any:
+    def bound_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The namespace's transform for the framework of the arrays in ``args``."""
         if kwargs:
             option_checks.check_keywords(name, _method_signature(name), kwargs)
         bound = _method_signature(name).bind(*args, **kwargs)
         arrays = tuple(bound.arguments.get(p, ()) for p in holders)
-        return getattr(backend(infer_backend(name, *arrays)), name)(*args, **kwargs)
+        return getattr(backend(infer_backend(name, *arrays)), name)
 
+    def transform(*args: Any, **kwargs: Any) -> Any:
+        return bound_for(args, kwargs)(*args, **kwargs)
+
+    if name in spec.PLANNED:
+        def plan(*args: Any, **kwargs: Any) -> Any:
+            """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+            return bound_for(args, kwargs).plan(*args, **kwargs)
+
+        transform.plan = plan  # type: ignore[attr-defined]
     return _adopt(transform, name)
 
 

@@ -75,9 +75,11 @@ TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
 # The sparse transforms: their results carry ``.plan(*args)`` (NOTE [sparse plans]).
 SPARSE = ("sparse_jacobian", "sparse_hessian", "batched_sparse_jacobian", "batched_sparse_hessian")
 # The transforms whose results carry ``.plan(*args)``, the plan a call follows (NOTE [plans]),
-# which ``crossgrad.explain`` returns; the others do not have plans yet.
-PLANNED = ("grad", "value_and_grad", "vmap", "jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", "laplacian", "hessian_trace",
-           "hessian_diagonal", "batched_laplacian", "batched_hessian_trace", "batched_hessian_diagonal", *SPARSE,
+# which ``crossgrad.explain`` returns (the immediate ones: ``explain(cg.vjp, f, *primals)``);
+# the operators, the sparsity detectors and check_grads have none.
+PLANNED = ("grad", "value_and_grad", "vjp", "jvp", "linearize", "hvp", "vmap", "jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", "laplacian", "hessian_trace",
+           "hessian_diagonal", "batched_laplacian", "batched_hessian_trace", "batched_hessian_diagonal",
+           "weighted_laplacian", "batched_weighted_laplacian", "biharmonic", "batched_biharmonic", *SPARSE,
            "jit")
 # The batched transforms: ``batch_chunk_size`` and ``basis_chunk_size`` in place of ``chunk_size``.
 BATCHED = tuple(t for t in TRANSFORMS if t.startswith("batched_"))

@@ -98,7 +98,10 @@ def test_hessian_vector_products_through_a_loss_with_a_constant_target():
     loss = lambda w: F.mse_loss(w * x, t)  # noqa: E731
     w, v = torch.ones(4, dtype=torch.float64), torch.linspace(-1, 1, 4, dtype=torch.float64)
     expected = 2 * x * x / 4 * v  # the Hessian is diag(2 x^2 / n)
+    assert cg.explain(cg.torch.hvp, loss, (w,), (v,)).route == "fwd-rev"  # not known before it fails
     torch.testing.assert_close(cg.torch.hvp(loss, (w,), (v,)), expected)
+    revised = cg.explain(cg.hvp, loss, (w,), (v,))
+    assert revised.route == "rev-rev" and revised.why.startswith("revised: forward over reverse failed")
     from crossgrad.backends.torch import primitives
 
     tried = []

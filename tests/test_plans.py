@@ -66,7 +66,7 @@ def test_a_refusal_revises_the_plan_and_says_so(backend):
 
 def test_transforms_without_plans_are_named():
     with pytest.raises(cg.OptionTypeError, match=r"explain.*no plan"):
-        cg.explain(cg.biharmonic(lambda x: (x ** 2).sum()), np.ones(3))
+        cg.explain(lambda x: x, np.ones(3))
 
 
 @pytest.mark.parametrize("scalar", [True, False])
@@ -212,3 +212,84 @@ def test_vmap_plans_and_a_refusal_revises_the_plan(backend):
     assert revised.route == "composed" and revised.why.startswith("revised: the framework's vmap refused")
     frameworks.assert_trees_close(pair(xs), first, **TOL["float64"]["same"], what="after the revision")
     frameworks.assert_trees_close(first[0], frameworks.to_numpy(xs).T * 2.0, **TOL["float64"]["same"], what="out_axes")
+
+
+@pytest.mark.parametrize("impl", ["auto", "builtin", "composed"])
+def test_the_transforms_that_evaluate_at_once_plan_from_the_same_arguments(backend, impl):
+    """vjp, jvp, linearize and hvp: ``cg.explain(cg.vjp, f, *primals)`` is the plan the call
+    ``cg.vjp(f, *primals)`` follows (nothing computed: f is not called); a None primal, which
+    the built-ins refuse, plans the composition; the results of every plan agree with the
+    composed route's.  (A None primal is a leaf torch.func refuses and jax's built-ins take.)"""
+    o = frameworks.ops(backend.name)
+    x = frameworks.convert(np.linspace(0.1, 1.0, 4), backend.name, "float64")
+    calls = []
+
+    def f(v, unused=None):
+        calls.append(1)
+        return o.tanh(v) ** 2
+
+    auto_avoids = policy.AUTO_AVOIDS[backend.name]
+    for name, args in (("vjp", (f, x)), ("jvp", (f, (x,), (x,))), ("linearize", (f, x))):
+        for where in (backend, cg):
+            plan = cg.explain(getattr(where, name), *args, impl=impl)
+            builtin = impl == "builtin" or (impl == "auto" and name not in auto_avoids)
+            assert plan.route == ("builtin" if builtin else "composed") and str(plan).startswith(f"{name}: ")
+        with_none = {"vjp": (f, x, None), "jvp": (f, (x, None), (x, None)), "linearize": (f, x, None)}[name]
+        refuses_none = not backend.backend.builtins.NONE_LEAVES
+        assert cg.explain(getattr(backend, name), *with_none, impl=impl).route == (
+            "composed" if refuses_none or impl == "composed" else plan.route)
+    assert not calls, "planning evaluates nothing"
+    _, vjp_fn = backend.vjp(f, x, impl=impl)
+    frameworks.assert_trees_close(vjp_fn(x), backend.vjp(f, x, impl="composed")[1](x), **TOL["float64"]["same"], what="vjp")
+    frameworks.assert_trees_close(backend.jvp(f, (x, None), (x, None), impl=impl)[1], backend.jvp(f, (x,), (x,), impl="composed")[1],
+                                  **TOL["float64"]["same"], what="jvp with a None primal")
+    frameworks.assert_trees_close(backend.linearize(f, x, None, impl=impl)[1](x, None), backend.jvp(f, (x,), (x,))[1],
+                                  **TOL["float64"]["same"], what="linearize with a None primal")
+
+    def scalar(v):
+        return o.sum(o.tanh(v) ** 3)
+
+    plan = cg.explain(cg.hvp, scalar, (x,), (x,), impl=impl)
+    assert (plan.route, plan.gradient.route) == ("fwd-rev", "composed" if impl == "composed" else "builtin")
+    frameworks.assert_trees_close(backend.hvp(scalar, (x,), (x,), impl=impl), backend.hessian(scalar, strategy="loop")(x) @ x,
+                                  **TOL["float64"]["same"], what="hvp")
+
+
+def test_biharmonic_and_weighted_laplacian_plans(backend, monkeypatch):
+    """The biharmonic's plan: the fourth-order Taylor route, its first-call check run once
+    for the plan and the call together; mapped over the batch where the batch shares a
+    differentiated argument.  The weighted Laplacian's plan: C split once by its eigenvalues
+    into Laplacians of rank(C+) and rank(C-) directions, each with its own plan; polarized
+    per point where C is a function; and the results equal the closed forms."""
+    from crossgrad.transforms import biharmonics
+
+    calls = []
+    agrees = biharmonics._agrees
+    monkeypatch.setattr(biharmonics, "_agrees", lambda *a: calls.append(1) or agrees(*a))
+    o = frameworks.ops(backend.name)
+    x = frameworks.convert(np.array([1.0, 2.0, 3.0]), backend.name, "float64")
+
+    def f(v):
+        return o.sum(v ** 2) ** 2  # lap lap = 8 n (n + 2), lap = (4 n + 8) |v|^2
+
+    bih = backend.biharmonic(f)
+    plan = cg.explain(bih, x)
+    assert (plan.route, plan.estimator, plan.batch) == ("taylor", "exact", None) and "fourth-order" in plan.why
+    np.testing.assert_allclose(float(frameworks.to_numpy(bih(x))), 8 * 3 * 5, **TOL["float64"]["same"])
+    assert len(calls) == 1, "the plan's check and the call's are one"
+    xs = frameworks.convert(np.ones((2, 3)), backend.name, "float64")
+    shared = cg.explain(backend.batched_biharmonic(lambda w, v: f(w * v), argnums=(0, 1), in_axes=(None, 0)), x, xs)
+    assert (shared.route, shared.batch) == ("outside", 2) and "shared by the batch" in shared.why
+
+    c = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # one positive, two negative eigenvalues
+    weighted = backend.weighted_laplacian(f, c)
+    plan = cg.explain(weighted, x)
+    assert plan.coefficients == "constant" and [(s, r) for s, r, _ in plan.parts] == [(1.0, 1), (-1.0, 2)]
+    assert all(p.route == "taylor" for _, _, p in plan.parts) and "rank 1 and 2" in plan.why
+    v = frameworks.to_numpy(x)
+    hess = 4 * np.outer(v, v) * 2 + 4 * (v @ v) * np.eye(3)  # the Hessian of |v|^4
+    np.testing.assert_allclose(float(frameworks.to_numpy(weighted(x))), np.trace(c @ hess), **TOL["float64"]["same"])
+    eye = frameworks.convert(np.eye(3), backend.name, "float64")
+    per_point = cg.explain(backend.weighted_laplacian(f, lambda v: eye), x)
+    assert per_point.coefficients == "per point" and [r for _, r, _ in per_point.parts] == [3, 3]
+    assert cg.explain(backend.weighted_laplacian(f, np.zeros((3, 3))), x).coefficients == "zero"

@@ -24,6 +24,7 @@ from crossgrad.backends.base import Backend
 from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import adjoint, policy, taylor, taylor4
 from crossgrad.transforms.call import Call, Memo
+from crossgrad.transforms.curvature import CurvaturePlan
 from crossgrad.transforms.directions import DEFAULT_SAMPLES, Point
 from crossgrad.transforms.vectorize import vmap_of
 
@@ -101,7 +102,7 @@ def _biharmonic(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
     inside = in_axes is None or policy.batched_curvature_inside(backend.name, estimator)
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None and inside else None
     built: dict[str, Callable[..., Any]] = {}
-    verdicts = Memo()
+    verdicts = Memo()  # per signature: whether the Taylor route agreed with nested derivatives
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         """The vmap of the single-point transform."""
@@ -110,21 +111,61 @@ def _biharmonic(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
             built["outside"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
         return built["outside"](*args, **kwargs)
 
-    def transformed(*args: Any, **kwargs: Any) -> Any:
+    def where(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Point | None, int | None, str]:
+        """The point the directions are pushed at, the batch size; None for the point where
+        the single-point form is mapped over the batch, and why."""
         if in_axes is None:
             call = Call(name, backend, f, args, kwargs, argnums, False)
-            axes: list[int | None] = [None] * len(call.primals)
-            batch = None
-        else:
-            axes, batch = Call(name, backend, f, args, kwargs, argnums, False).batch_layout(in_axes)
-            if batched_f is None or None in axes or batch == 0:
-                return outside(args, kwargs)
-            call = Call(name, backend, batched_f, args, kwargs, argnums, False, checked=True)
-        point = Point(backend, call, axes, batch)
-        fourth = _fourth(backend, name, call, point, estimator, samples, key, chunk_size, (verdicts, Memo.key(args)))
-        return pytree.unflatten(call.output_structure(), fourth)  # known once f has run
+            return Point(backend, call, [None] * len(call.primals), None), None, ""
+        axes, batch = Call(name, backend, f, args, kwargs, argnums, False).batch_layout(in_axes)
+        why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
+               else f"policy.batched_curvature_inside: the {estimator} estimator on {backend.name}"
+               if batched_f is None else None)
+        if why is not None or batched_f is None:
+            return None, batch, f"{why}: vmap of the single-point form"
+        call = Call(name, backend, batched_f, args, kwargs, argnums, False, checked=True)
+        return Point(backend, call, axes, batch), batch, ""
 
+    def transformed(*args: Any, **kwargs: Any) -> Any:
+        point, _, _ = where(args, kwargs)
+        if point is None:
+            return outside(args, kwargs)
+        fourth = _fourth(backend, name, point, estimator, samples, key, chunk_size, (verdicts, Memo.key(args)))
+        return pytree.unflatten(point.call.output_structure(), fourth)  # known once f has run
+
+    def plan(*args: Any, **kwargs: Any) -> CurvaturePlan:
+        """The plan a call with these arguments follows (NOTE [plans]): f evaluated once to
+        record its program, the first call's check run where it has not been."""
+        point, batch, why = where(args, kwargs)
+        if point is None:
+            return CurvaturePlan(name, "outside", estimator, batch, why)
+        rec, why = fourth_route(backend, point.call, (verdicts, Memo.key(args)) if point.n else None)
+        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, batch, why)
+
+    transformed.plan = plan  # type: ignore[attr-defined]
     return transformed
+
+
+def fourth_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None) -> tuple[Any, str]:
+    """The recorded program where this call takes the fourth-order Taylor route (None: the
+    nested route), and why; with a verdict memo the first call's check (NOTE [biharmonic
+    check]) decides, and the memo keeps its verdict for the signature's later calls and plans."""
+    try:
+        rec = backend.taylor.record(call.flat, call.primals)
+    except Unrecorded as why:
+        return None, f"nested reverse-mode derivatives, the exact route: the program cannot be recorded ({why})"
+    if verdict is None:
+        return rec, "fourth-order Taylor coefficients through the recorded program (NOTE [fourth-order taylor])"
+    memo, sig = verdict
+    agrees = memo.get(sig) if sig is not None else None
+    if agrees is None:
+        agrees = _agrees(backend, rec, call)
+        if agrees is not None and sig is not None:
+            memo.put(sig, agrees)
+    if agrees is False:
+        return None, "nested reverse-mode derivatives: the Taylor route disagreed with them (NOTE [biharmonic check])"
+    checked = "checked against nested derivatives" if agrees else "not checkable here (abstract values)"
+    return rec, f"fourth-order Taylor coefficients through the recorded program, {checked} (NOTE [biharmonic check])"
 
 
 def _directions(backend: Backend, point: Point, estimator: str, samples: int | None, key: Any) -> tuple[Any, Any, int]:
@@ -144,32 +185,20 @@ def _directions(backend: Backend, point: Point, estimator: str, samples: int | N
     return point.from_matrix(mat), a.cast_like(a.from_numpy(w, like), like), rows
 
 
-def _fourth(backend: Backend, name: str, call: Call, point: Point, estimator: str, samples: int | None, key: Any,
+def _fourth(backend: Backend, name: str, point: Point, estimator: str, samples: int | None, key: Any,
             chunk_size: int | None, verdict: tuple[Memo, Any]) -> list[Any]:
-    """The weighted fourth-order coefficients of the output leaves."""
-    a = backend.arrays
-    flat = call.flat
-    try:
-        rec = backend.taylor.record(flat, call.primals)
-    except Unrecorded as why:
-        log.info("%s: nested reverse-mode derivatives, the exact route (%s)", name, why)
-        rec = None
+    """The weighted fourth-order coefficients of the output leaves at ``point``."""
+    a, call = backend.arrays, point.call
+    # No coordinate: nothing to check, the result is zero.
+    rec, why = fourth_route(backend, call, verdict if point.n else None)
+    if rec is None:
+        log.info("%s: %s", name, why)
     values = rec.values if rec is not None else None
     shapes = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values] if values is not None else [
-        (tuple(s), d) for s, _, d in backend.primitives.output_shapes(flat, call.primals)]
+        (tuple(s), d) for s, _, d in backend.primitives.output_shapes(call.flat, call.primals)]
     value_checks.check_float_outputs(name, [d for _, d in shapes])
     if point.n == 0:
         return [a.zeros(s, point.like) for s, _ in shapes]
-    if rec is not None:
-        memo, sig = verdict
-        agrees = memo.get(sig) if sig is not None else None
-        if agrees is None:
-            agrees = _agrees(backend, rec, call)
-            if agrees is not None and sig is not None:
-                memo.put(sig, agrees)
-        if agrees is False:
-            log.info("%s: the Taylor route disagreed with nested derivatives: the exact nested route", name)
-            rec = None
     directions, weights, rows = _directions(backend, point, estimator, samples, key)
     size = chunk_size or rows
     parts = []
@@ -180,7 +209,7 @@ def _fourth(backend: Backend, name: str, call: Call, point: Point, estimator: st
         if rec is not None:
             parts.append(taylor4.push(backend, rec, call.primals, d, hi - lo, w)[1])
         else:
-            parts.append(taylor4.nested(backend, flat, call.primals, d, hi - lo, w))
+            parts.append(taylor4.nested(backend, call.flat, call.primals, d, hi - lo, w))
     return [taylor.sum_of(list(col)) for col in zip(*parts)]
 
 

@@ -189,12 +189,13 @@ def curvature_of(backend: Backend, name: str, f: Callable[..., Any], argnums: An
 
 @dataclasses.dataclass(frozen=True)
 class CurvaturePlan:
-    """What a Laplacian, Hessian trace or diagonal does for one argument signature (NOTE
-    [plans] in :mod:`crossgrad.transforms.jacobians`): the route (``"taylor"``: second-order
-    coefficients through the recorded program, NOTE [laplacian route]; ``"nested"``:
-    Hessian-vector products; ``"hessian"``: the framework's own Hessian, ``impl="builtin"``;
-    ``"outside"``: the single-point form mapped over the batch), the estimator, the batch
-    size (None for one point), and why."""
+    """What a Laplacian, Hessian trace, diagonal or biharmonic does for one argument
+    signature (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`): the route
+    (``"taylor"``: second-order coefficients through the recorded program, NOTE [laplacian
+    route], fourth-order ones for the biharmonic; ``"nested"``: Hessian-vector products,
+    nested reverse-mode derivatives for the biharmonic; ``"hessian"``: the framework's own
+    Hessian, ``impl="builtin"``; ``"outside"``: the single-point form mapped over the
+    batch), the estimator, the batch size (None for one point), and why."""
 
     transform: str
     route: str

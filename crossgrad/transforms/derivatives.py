@@ -18,10 +18,10 @@ log = logging.getLogger("crossgrad")
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientPlan:
-    """What ``grad`` / ``value_and_grad`` does for one call (NOTE [plans] in
-    :mod:`crossgrad.transforms.jacobians`): the framework's own gradient (``"builtin"``)
-    or one vjp with cotangent 1 (``"composed"``), and why."""
+class DerivativePlan:
+    """What ``grad``, ``value_and_grad``, ``vjp``, ``jvp`` or ``linearize`` does for one call
+    (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`): the framework's own transform
+    (``"builtin"``) or crossgrad's composition (``"composed"``), and why."""
 
     transform: str
     route: str
@@ -29,6 +29,47 @@ class GradientPlan:
 
     def __str__(self) -> str:
         return f"{self.transform}: {self.route} route; {self.why}"
+
+
+@dataclasses.dataclass(frozen=True)
+class HvpPlan:
+    """What ``hvp`` does for one call: the product as forward over reverse (``"fwd-rev"``:
+    the jvp of the gradient) or reverse over reverse (``"rev-rev"``: the vjp of the
+    gradient, ``H`` being symmetric; the revision kept per function once the framework could
+    not push a tangent through the gradient), the gradient's own plan, and why."""
+
+    transform: str
+    route: str
+    gradient: DerivativePlan
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.transform}: {self.route} route; {self.why}; its gradient: {self.gradient.route} route"
+
+
+def planned_by(planner: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks a transform that evaluates at once with the function giving its plan (same
+    arguments, nothing computed); the namespaces and the top level attach it as ``.plan``."""
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.planner = planner  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def builtin_or_composed(backend: Backend, name: str, impl: str, primals: Any, composed_is: str) -> DerivativePlan:
+    """The plan of a transform with one framework built-in and one composition: the
+    built-in where ``impl`` allows it (``"auto"``: unless NOTE [auto avoids] in
+    :mod:`crossgrad.transforms.policy` says otherwise) and the arguments hold nothing the
+    built-ins refuse (static or None leaves); ``composed_is`` says what the composition is."""
+    if not builtin_serves(name, backend, impl):
+        why = "impl='composed' given" if impl == "composed" else \
+            f"auto: {backend.name}'s own {name} is avoided (NOTE [auto avoids])"
+        return DerivativePlan(name, "composed", f"{why}: {composed_is}")
+    if needs_composition(backend, primals):
+        return DerivativePlan(name, "composed", f"static or None leaves, which the built-ins refuse: {composed_is}")
+    return DerivativePlan(name, "builtin", f"impl={impl!r}: the framework's own {name}")
 
 
 def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
@@ -52,15 +93,9 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
 
     serves = builtin_serves(name, backend, impl)
 
-    def plan(*args: Any, **kwargs: Any) -> GradientPlan:
+    def plan(*args: Any, **kwargs: Any) -> DerivativePlan:
         """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        if not serves:
-            why = "impl='composed' given" if impl == "composed" else f"auto: {backend.name}'s own {name} is avoided"
-            return GradientPlan(name, "composed", why + ": one vjp with cotangent 1")
-        if needs_composition(backend, args):
-            return GradientPlan(name, "composed", "static or None leaves, which the built-ins refuse: one vjp with "
-                                "cotangent 1")
-        return GradientPlan(name, "builtin", f"impl={impl!r}: the framework's own {name}")
+        return builtin_or_composed(backend, name, impl, args, "one vjp with cotangent 1")
 
     if not serves:
         composed.plan = plan  # type: ignore[attr-defined]
@@ -68,12 +103,13 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
     make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
     via = via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
 
-    def builtin_or_composed(*args: Any, **kwargs: Any) -> Any:
-        # What the built-ins refuse (static leaves; None on torch): the composition takes it.
+    def routed(*args: Any, **kwargs: Any) -> Any:
+        # What the built-ins refuse (static leaves; None on torch): the composition takes it
+        # (the plan's test, made on the call's arguments).
         return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
 
-    builtin_or_composed.plan = plan  # type: ignore[attr-defined]
-    return builtin_or_composed
+    routed.plan = plan  # type: ignore[attr-defined]
+    return routed
 
 
 def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,
@@ -121,6 +157,17 @@ def value_and_grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnum
     return gradient_of(backend, "value_and_grad", f, argnums, has_aux, impl, with_value=True)
 
 
+def vjp_plan(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = False,
+             impl: spec.Impl = "auto") -> DerivativePlan:
+    """The plan :func:`vjp` follows on these arguments (its checks included); nothing is computed."""
+    name = "vjp"
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, has_aux=has_aux, impl=impl)
+    value_checks.check_some_primals(name, primals)
+    return builtin_or_composed(backend, name, impl, primals, "the framework's vjp behind crossgrad's flattening")
+
+
+@planned_by(vjp_plan)
 def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = False, impl: spec.Impl = "auto") -> tuple[Any, ...]:
     """Evaluate ``f(*primals)`` and its vector-Jacobian product function.
 
@@ -137,11 +184,8 @@ def vjp(backend: Backend, f: Callable[..., Any], *primals: Any, has_aux: bool = 
         tensor([1.0000, 0.5403])
     """
     name = "vjp"
-    option_checks.check_callable(name, f)
-    option_checks.validate_options(name, has_aux=has_aux, impl=impl)
-    value_checks.check_some_primals(name, primals)
     argnums = tuple(range(len(primals)))
-    if builtin_serves(name, backend, impl) and not needs_composition(backend, primals):
+    if vjp_plan(backend, f, *primals, has_aux=has_aux, impl=impl).route == "builtin":
         Call(name, backend, f, primals, {}, argnums, has_aux)
         g = checked(name, backend, f, has_aux, scalar=False)
         out, builtin_vjp, *aux = backend.builtins.vjp(g, primals, has_aux)
@@ -175,6 +219,27 @@ def _transposed_vjp(backend: Backend, call: Call) -> tuple[Any, Callable[..., An
     return out, lambda tangents: tuple(transpose_fn(tuple(tangents))), aux
 
 
+def _jvp_checked(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool,
+                 impl: str) -> tuple[DerivativePlan, tuple[Any, ...], tuple[Any, ...]]:
+    """jvp's checks and plan, and its primals and tangents as tuples."""
+    name = "jvp"
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, has_aux=has_aux, impl=impl)
+    primals = value_checks.as_tuple(name, "primals", primals)
+    value_checks.check_some_primals(name, primals)
+    tangents = value_checks.as_tuple(name, "tangents", tangents)
+    value_checks.check_same_structure(name, "tangents", tangents, primals, "primals")
+    plan = builtin_or_composed(backend, name, impl, primals, "the transpose of the vjp (two reverse passes)")
+    return plan, primals, tangents
+
+
+def jvp_plan(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
+             impl: spec.Impl = "auto") -> DerivativePlan:
+    """The plan :func:`jvp` follows on these arguments (its checks included); nothing is computed."""
+    return _jvp_checked(backend, f, primals, tangents, has_aux, impl)[0]
+
+
+@planned_by(jvp_plan)
 def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, has_aux: bool = False, *,
         impl: spec.Impl = "auto") -> tuple[Any, ...]:
     """Evaluate ``f(*primals)`` and the Jacobian-vector product along ``tangents``.
@@ -191,16 +256,10 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
         (tensor([0.]), tensor([2.]))
     """
     name = "jvp"
-    option_checks.check_callable(name, f)
-    option_checks.validate_options(name, has_aux=has_aux, impl=impl)
-    primals = value_checks.as_tuple(name, "primals", primals)
-    value_checks.check_some_primals(name, primals)
-    tangents = value_checks.as_tuple(name, "tangents", tangents)
-    value_checks.check_same_structure(name, "tangents", tangents, primals, "primals")
-    argnums = tuple(range(len(primals)))
-    call = Call(name, backend, f, primals, {}, argnums, has_aux)
+    plan, primals, tangents = _jvp_checked(backend, f, primals, tangents, has_aux, impl)
+    call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), has_aux)
     check_leaves(name, backend, pytree.leaves(tangents))
-    if builtin_serves(name, backend, impl) and not needs_composition(backend, primals):
+    if plan.route == "builtin":
         g = checked(name, backend, f, has_aux, scalar=False)
         return tuple(backend.builtins.jvp(g, primals, tangents, has_aux))
     out, push, aux = _transposed_vjp(backend, call)
@@ -209,6 +268,16 @@ def jvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ha
     return (*result, aux) if has_aux else result
 
 
+def linearize_plan(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec.Impl = "auto") -> DerivativePlan:
+    """The plan :func:`linearize` follows on these arguments (its checks included); nothing is computed."""
+    name = "linearize"
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, impl=impl)
+    value_checks.check_some_primals(name, primals)
+    return builtin_or_composed(backend, name, impl, primals, "the transpose of the vjp, built once")
+
+
+@planned_by(linearize_plan)
 def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec.Impl = "auto") -> tuple[Any, Callable[..., Any]]:
     """Evaluate ``f(*primals)`` and a function computing Jacobian-vector products there.
 
@@ -226,11 +295,9 @@ def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec
         tensor([3.])
     """
     name = "linearize"
-    option_checks.check_callable(name, f)
-    option_checks.validate_options(name, impl=impl)
-    value_checks.check_some_primals(name, primals)
+    plan = linearize_plan(backend, f, *primals, impl=impl)
     call = Call(name, backend, f, primals, {}, tuple(range(len(primals))), False)
-    if builtin_serves(name, backend, impl):
+    if plan.route == "builtin":
         out_and_fn: tuple[Any, Callable[..., Any]] = backend.builtins.linearize(
             checked(name, backend, f, False, False), primals)
         return out_and_fn
@@ -243,13 +310,23 @@ def linearize(backend: Backend, f: Callable[..., Any], *primals: Any, impl: spec
 
     return pytree.unflatten(out_def, list(out)), jvp_fn
 
-# hvp's gradient functions per backend, by the identity of the differentiated function.
+@dataclasses.dataclass
+class _HvpGradient:
+    """hvp's gradient of one function, and the product's revision kept with it: why forward
+    over reverse failed, once it has (then every later product is reverse over reverse)."""
+
+    gradient: Callable[..., Any]
+    reverse: list[str] = dataclasses.field(default_factory=list)
+
+
+# hvp's gradients per backend, by the identity of the differentiated function: hvp evaluates
+# at once, so what it learns about a function (its checks, the revision) is kept here.
 _HVP_GRADIENTS: dict[str, dict[int, tuple[Any, ...]]] = {}
 
 
-def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> Callable[..., Any]:
-    """hvp's gradient function, kept per ``f`` so that repeated products with the same
-    function reuse its remembered checks and built-ins.
+def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...], impl: str) -> _HvpGradient:
+    """hvp's gradient of ``f``, kept per ``f`` so that repeated products with the same
+    function reuse its remembered checks, built-ins and revision.
 
     Keyed by identity (two callables that compare equal are still two functions),
     and holding ``f`` weakly: the entry goes when ``f`` does, so a fresh closure per
@@ -264,7 +341,7 @@ def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...]
                 raise TypeError
             ref = weakref.ref(f)
         except TypeError:  # not weak-referenceable: no reuse
-            return gradient_of(backend, "hvp", f, nums, False, impl, with_value=False)
+            return _HvpGradient(gradient_of(backend, "hvp", f, nums, False, impl, with_value=False))
 
         def weakly_f(*args: Any, **kwargs: Any) -> Any:
             target = ref()
@@ -277,12 +354,40 @@ def _hvp_gradient(backend: Backend, f: Callable[..., Any], nums: tuple[int, ...]
         weakref.finalize(f, store.pop, id(f), None)
     ref, weakly_f, per_f = entry
     if (nums, impl) not in per_f:
-        per_f[(nums, impl)] = gradient_of(backend, "hvp", weakly_f, nums, False, impl, with_value=False)
-        per_f[(nums, impl)].reverse = []  # over_the_gradient's revision, kept per f
-    made: Callable[..., Any] = per_f[(nums, impl)]
+        per_f[(nums, impl)] = _HvpGradient(gradient_of(backend, "hvp", weakly_f, nums, False, impl, with_value=False))
+    made: _HvpGradient = per_f[(nums, impl)]
     return made
 
 
+def _hvp_checked(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, argnums: Any,
+                 impl: str) -> tuple[HvpPlan, _HvpGradient, tuple[Any, ...], tuple[Any, ...], tuple[int, ...], bool]:
+    """hvp's checks and plan; the gradient it uses, the primals and tangents as tuples, and
+    the differentiated positions (``single``: an int ``argnums``)."""
+    name = "hvp"
+    option_checks.check_callable(name, f)
+    option_checks.validate_options(name, argnums=argnums, impl=impl)
+    primals = value_checks.as_tuple(name, "primals", primals)
+    tangents = value_checks.as_tuple(name, "tangents", tangents)
+    nums, single = value_checks.normalize_argnums(name, argnums, len(primals))
+    value_checks.check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
+    grad_f = _hvp_gradient(backend, f, nums, impl)
+    gradient = grad_f.gradient.plan(*primals)  # type: ignore[attr-defined]
+    if grad_f.reverse:
+        plan = HvpPlan(name, "rev-rev", gradient, f"revised: forward over reverse failed on this function "
+                       f"({grad_f.reverse[0]}); the vjp of the gradient, H being symmetric")
+    else:
+        plan = HvpPlan(name, "fwd-rev", gradient, "the jvp of the gradient (reverse over reverse where the framework "
+                       "cannot push a tangent through it, a revision kept per function)")
+    return plan, grad_f, primals, tangents, nums, single
+
+
+def hvp_plan(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
+             impl: spec.Impl = "auto") -> HvpPlan:
+    """The plan :func:`hvp` follows on these arguments (its checks included); nothing is computed."""
+    return _hvp_checked(backend, f, primals, tangents, argnums, impl)[0]
+
+
+@planned_by(hvp_plan)
 def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, argnums: spec.Argnums = 0, *,
         impl: spec.Impl = "auto") -> Any:
     """Hessian-vector product of a scalar function, without forming the Hessian.
@@ -300,28 +405,20 @@ def hvp(backend: Backend, f: Callable[..., Any], primals: Any, tangents: Any, ar
         >>> cg.torch.hvp(lambda x: (x ** 3).sum(), (x,), (torch.ones(2),))
         tensor([ 6., 12.])
     """
-    name = "hvp"
-    option_checks.check_callable(name, f)
-    option_checks.validate_options(name, argnums=argnums, impl=impl)
-    primals = value_checks.as_tuple(name, "primals", primals)
-    tangents = value_checks.as_tuple(name, "tangents", tangents)
-    nums, single = value_checks.normalize_argnums(name, argnums, len(primals))
-    value_checks.check_same_structure(name, "tangents", tangents, tuple(primals[k] for k in nums), "the differentiated primals")
-    grad_f = _hvp_gradient(backend, f, nums, impl)
+    _, grad_f, primals, tangents, nums, single = _hvp_checked(backend, f, primals, tangents, argnums, impl)
 
     def grad_of_differentiated(*diff: Any) -> tuple[Any, ...]:
         args = list(primals)
         for k, d in zip(nums, diff):
             args[k] = d
-        return tuple(grad_f(*args))
+        return tuple(grad_f.gradient(*args))
 
-    tout = over_the_gradient(backend, grad_of_differentiated, tuple(primals[k] for k in nums),
-                             getattr(grad_f, "reverse", None))(*tangents)
+    tout = over_the_gradient(backend, grad_of_differentiated, tuple(primals[k] for k in nums), grad_f.reverse)(*tangents)
     return tout[0] if single else tout
 
 
 def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple[Any, ...],
-                      reverse: list[bool] | None = None) -> Callable[..., Any]:
+                      reverse: list[str] | None = None) -> Callable[..., Any]:
     """``t -> H t`` from ``grad`` (a function of the primals returning a tuple): the jvp of
     the gradient, or, once the framework cannot push a tangent through it (a forward-mode
     formula writing into torch's lazy zero tangent, ``failure_cause`` ``"forward over
@@ -341,8 +438,9 @@ def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple
                     out = by_reverse(tangents)
                 except Exception:
                     raise exc from None
-                log.info("Hessian-vector products by reverse over reverse: %s", str(exc).splitlines()[0])
-                reverse.append(True)
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.info("Hessian-vector products by reverse over reverse: %s", first)
+                reverse.append(first)
                 return out
         return by_reverse(tangents)
 

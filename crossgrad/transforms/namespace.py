@@ -215,6 +215,18 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
     transform.__doc__ = fn.__doc__
     transform.__module__ = fn.__module__
     transform.__signature__ = signature  # type: ignore[attr-defined]
+    planner = getattr(fn, "planner", None)
+    if planner is not None:  # a transform that evaluates at once: its plan from the same arguments
+        def plan(*args: Any, **kwargs: Any) -> Any:
+            """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+            if kwargs:
+                option_checks.check_keywords(name, signature, kwargs)
+            if args and callable(args[0]):  # models among the primals planned as their parameters
+                args, kwargs, _ = _models_lifted(backend, name, signature, args, kwargs)
+            with pytree.dict_order(order):
+                return planner(backend, *args, **kwargs)
+
+        transform.plan = plan  # type: ignore[attr-defined]
     return transform
 
 

@@ -23,6 +23,7 @@ parts are of ``S``'s scale: the difference then loses about as much as a Laplaci
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,25 @@ import numpy as np
 from crossgrad import errors, option_checks, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedPlan:
+    """What a weighted Laplacian does for one argument signature (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`): how ``C`` is split (``"constant"``: by its
+    eigenvalues, once, NOTE [weighted laplacian]; ``"per point"``: by polarization at each
+    point, NOTE [per-point coefficients]; ``"zero"``), the Laplacians that are summed (each
+    with its sign, its directions and its own plan), and why."""
+
+    transform: str
+    coefficients: str
+    parts: tuple[tuple[float, int, Any], ...]
+    why: str
+
+    def __str__(self) -> str:
+        terms = ", ".join(f"{'+' if sign > 0 else '-'} {rows} directions" for sign, rows, _ in self.parts) or "none"
+        inner = "".join(f"; {'+' if sign > 0 else '-'} {plan}" for sign, _, plan in self.parts)
+        return f"{self.transform}: {self.coefficients} coefficients, Laplacians {terms}; {self.why}{inner}"
 
 
 def _factors(name: str, coefficients: Any) -> tuple[int, list[np.ndarray]]:
@@ -124,6 +144,20 @@ def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients:
         plus = lap(y, (a * eye + s / a) / 2, *args, **kwargs)
         return plus - lap(y, (a * eye - s / a) / 2, *args, **kwargs)
 
+    def plan(*args: Any, **kwargs: Any) -> WeightedPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); C is not evaluated
+        (the Laplacians' plans depend on the shapes only)."""
+        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
+        x = args[k]
+        lead = () if in_axes is None else (arrays.shape(x)[0],)
+        n = arrays.size(x) // max(int(np.prod(lead)), 1)
+        lin = arrays.zeros((*lead, n, n), x)
+        inner = laplacian_for(len(args)).plan(arrays.zeros((*lead, n), x), lin, *args, **kwargs)  # type: ignore[attr-defined]
+        return WeightedPlan(name, "per point", ((1.0, n, inner), (-1.0, n, inner)),
+                            "C given as a function (or one matrix per sample): two Laplacians of y -> f(x + L y), "
+                            "L from C at the point (NOTE [per-point coefficients])")
+
+    transformed.plan = plan  # type: ignore[attr-defined]
     return transformed
 
 
@@ -185,6 +219,22 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
             return zero["zero"](*args, **kwargs) * 0.0
         return total
 
+    def plan(*args: Any, **kwargs: Any) -> WeightedPlan:
+        """The plan a call with these arguments follows (NOTE [plans])."""
+        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
+        x = args[k]
+        batch = None if in_axes is None else arrays.shape(x)[0]
+        parts = []
+        for sign, (rank, lap) in zip((1.0, -1.0), parts_for(len(args), x)):
+            y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
+            parts.append((sign, rank, lap.plan(y, *args, **kwargs)))  # type: ignore[attr-defined]
+        if not parts:
+            return WeightedPlan(name, "zero", (), "C = 0: zeros shaped like the Laplacian")
+        ranks = " and ".join(str(r) for _, r, _ in parts)
+        return WeightedPlan(name, "constant", tuple(parts), f"C factored once by its eigenvalues: Laplacians of "
+                            f"y -> f(x + L y) over rank {ranks} directions of {n} (NOTE [weighted laplacian])")
+
+    transformed.plan = plan  # type: ignore[attr-defined]
     return transformed
 
 
