@@ -37,39 +37,43 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-TRANSFORMS = (
-    "grad",
-    "value_and_grad",
-    "vjp",
-    "jvp",
-    "linearize",
-    "vmap",
-    "jacrev",
-    "jacfwd",
-    "jacobian",
-    "hessian",
-    "hvp",
-    "batched_jacobian",
-    "batched_hessian",
-    "laplacian",
-    "hessian_trace",
-    "hessian_diagonal",
-    "batched_laplacian",
-    "batched_hessian_trace",
-    "batched_hessian_diagonal",
-    "weighted_laplacian",
-    "batched_weighted_laplacian",
-    "biharmonic",
-    "batched_biharmonic",
-    "hessian_operator",
-    "ggn_operator",
-    "jacobian_sparsity",
-    "hessian_sparsity",
-    "sparse_jacobian",
-    "sparse_hessian",
-    "batched_sparse_jacobian",
-    "batched_sparse_hessian",
-)
+# Each transform, and the module of :mod:`crossgrad.transforms` that holds it (the
+# namespaces bind it from there; ``python -m crossgrad.testing.signatures`` writes their
+# attributes and the top level's typed signatures from this table).
+TRANSFORM_ROOMS: dict[str, str] = {
+    "grad": "derivatives",
+    "value_and_grad": "derivatives",
+    "vjp": "derivatives",
+    "jvp": "derivatives",
+    "linearize": "derivatives",
+    "vmap": "vectorize",
+    "jacrev": "jacobians",
+    "jacfwd": "jacobians",
+    "jacobian": "jacobians",
+    "hessian": "hessians",
+    "hvp": "derivatives",
+    "batched_jacobian": "batched",
+    "batched_hessian": "batched",
+    "laplacian": "curvature",
+    "hessian_trace": "curvature",
+    "hessian_diagonal": "curvature",
+    "batched_laplacian": "curvature",
+    "batched_hessian_trace": "curvature",
+    "batched_hessian_diagonal": "curvature",
+    "weighted_laplacian": "weighted",
+    "batched_weighted_laplacian": "weighted",
+    "biharmonic": "biharmonics",
+    "batched_biharmonic": "biharmonics",
+    "hessian_operator": "operators",
+    "ggn_operator": "gauss_newton",
+    "jacobian_sparsity": "sparse",
+    "hessian_sparsity": "sparse",
+    "sparse_jacobian": "sparse",
+    "sparse_hessian": "sparse",
+    "batched_sparse_jacobian": "sparse",
+    "batched_sparse_hessian": "sparse",
+}
+TRANSFORMS: tuple[str, ...] = tuple(TRANSFORM_ROOMS)
 # The transforms with a ``randomness`` option (vmap's: one draw per sample or one for the batch).
 TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
 # The sparse transforms: their results carry ``.plan(*args)`` (NOTE [sparse plans]).
@@ -87,7 +91,8 @@ BATCHED = tuple(t for t in TRANSFORMS if t.startswith("batched_"))
 # memory is not known under that vmap).
 MAPPED = ("batched_jacobian", "batched_hessian", "batched_sparse_jacobian", "batched_sparse_hessian")
 # Not transforms of derivatives, but in both namespaces with one signature too.
-TOOLS = ("jit", "check_grads")
+TOOL_ROOMS: dict[str, str] = {"jit": "compiled", "check_grads": "checking"}
+TOOLS: tuple[str, ...] = tuple(TOOL_ROOMS)
 # The transforms that evaluate at once (the others return a function), and the parameters
 # that hold their arrays: where the top level finds the backend and the namespace finds the
 # caller's arrays to shield.

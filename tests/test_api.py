@@ -26,6 +26,21 @@ def test_namespaces_have_the_same_names_and_signatures():
         assert inspect.signature(getattr(cg, name)) == inspect.signature(torch_ns[name]), name
 
 
+def test_the_namespace_attributes_are_the_catalogs():
+    """The namespace class binds each transform from the room the catalog names
+    (``spec.TRANSFORM_ROOMS``, ``spec.TOOL_ROOMS``), in the block the catalog writes: a
+    transform added to the catalog and not written there, or moved, fails here (rewrite it
+    with ``python -m crossgrad.testing.signatures``)."""
+    from pathlib import Path
+
+    from crossgrad.testing import signatures
+    from crossgrad.transforms import namespace
+
+    assert signatures.namespace_block() in Path(namespace.__file__).read_text()
+    for name, room in {**spec.TRANSFORM_ROOMS, **spec.TOOL_ROOMS}.items():
+        assert namespace.public(name).fn.__module__ == f"crossgrad.transforms.{room}", name
+
+
 def test_attribute_and_function_access_agree():
     assert cg.torch is cg.backend("torch") and cg.jax is cg.backend("jax")
 

@@ -1,4 +1,10 @@
-"""The typed signatures of the top-level transforms, written from the catalog.
+"""The namespaces' attributes and the typed signatures of the top-level transforms, written
+from the catalog.
+
+The namespace class (:class:`crossgrad.transforms.namespace.Namespace`) has one ``Bound``
+attribute per transform and tool, binding the function in the module
+``spec.TRANSFORM_ROOMS`` / ``spec.TOOL_ROOMS`` names: written out so that a type checker
+sees each one's signature, and written by :func:`namespace_block` from the catalog.
 
 ``crossgrad/__init__.py`` makes its transforms at run time from ``spec.TRANSFORMS`` and
 ``spec.TOOLS`` (one loop); a type checker cannot see those, so the same names are declared
@@ -16,6 +22,8 @@ from pathlib import Path
 
 BEGIN = "# BEGIN typed signatures (python -m crossgrad.testing.signatures writes this block)\n"
 END = "# END typed signatures\n"
+NAMESPACE_BEGIN = "    # BEGIN namespace attributes (python -m crossgrad.testing.signatures writes this block)\n"
+NAMESPACE_END = "    # END namespace attributes\n"
 # The names the annotations use, and where the block imports them from.
 IMPORTS = {
     "Pattern": "crossgrad.sparsity.patterns",
@@ -62,12 +70,27 @@ def block() -> str:
     return "".join(lines)
 
 
-def main() -> int:
-    path = Path(__file__).resolve().parent.parent / "__init__.py"
+def namespace_block() -> str:
+    """The ``Bound`` attributes of the namespace class, from the catalog."""
+    from crossgrad import spec
+
+    rooms = {**spec.TRANSFORM_ROOMS, **spec.TOOL_ROOMS}
+    return "".join([NAMESPACE_BEGIN, *(f"    {name} = Bound({room}.{name})\n" for name, room in rooms.items()),
+                    NAMESPACE_END])
+
+
+def _rewrite(path: Path, begin: str, end: str, written: str) -> None:
     text = path.read_text()
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
-    path.write_text(text[:start] + block() + text[stop:])
+    start, stop = text.index(begin), text.index(end) + len(end)
+    path.write_text(text[:start] + written + text[stop:])
     print(f"written: {path}", file=sys.stderr)
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    # The namespace first: the top level's block reads its functions' signatures.
+    _rewrite(root / "transforms" / "namespace.py", NAMESPACE_BEGIN, NAMESPACE_END, namespace_block())
+    _rewrite(root / "__init__.py", BEGIN, END, block())
     return 0
 
 

@@ -208,6 +208,19 @@ class CurvaturePlan:
         return f"{self.transform}: {self.route} route, estimator {self.estimator}{batch}; {self.why}"
 
 
+@dataclasses.dataclass
+class _Signature:
+    """What a curvature transform knows of one argument signature: each differentiated
+    leaf's batch axis and the batch size (None without ``in_axes``), the route that needs no
+    recording and why, and (the ``"hessian"`` route) the output's structure once f has run."""
+
+    axes: list[int | None] | None
+    batch: int | None
+    route: str
+    why: str
+    structure: Any = None
+
+
 def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
                estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str,
                what: str, has_batched_form: bool = True) -> Callable[..., Any]:
@@ -215,9 +228,8 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     ``in_axes`` is given; options already validated."""
     rows_wanted = samples or DEFAULT_SAMPLES
     batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
-    built: dict[str, Callable[..., Any]] = {}
-    layouts = Memo()
-    structures = Memo()
+    built: dict[str, Callable[..., Any]] = {}  # the routes, each made when a plan first takes it
+    signatures = Memo()  # the one per-signature cache: a _Signature per argument signature
     verdicts = taylor_check.verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
 
     def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
@@ -237,31 +249,45 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
                                                                       "builtin")
         return built["nested"]
 
-    def layout(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
-        """The signature's checks, and ``(batch axis of each differentiated leaf, batch
-        size)``: ``(None, None)`` without ``in_axes``."""
+    def decide(sig: Any, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> _Signature:
+        """The signature's checks and the route that needs no recording (``"outside"``,
+        ``"hessian"``, or ``"composed"``: Taylor or nested, as :func:`taylor_route` says),
+        once per signature."""
+        seen: _Signature | None = signatures.get(sig)
+        if seen is not None:
+            return seen
         call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-        if in_axes is None:
-            return (None, None)
-        return call.batch_layout(in_axes)
+        axes: list[int | None] | None = None
+        batch: int | None = None
+        why = None
+        if in_axes is not None:
+            axes, batch = call.batch_layout(in_axes)
+            why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
+                   else None if policy.batched_curvature_inside(backend.name, estimator) else
+                   f"policy.batched_curvature_inside: the {estimator} estimator on {backend.name}")
+        if why is not None:
+            known = _Signature(axes, batch, "outside", why + ": vmap of the single-point form")
+        elif impl == "builtin":
+            known = _Signature(axes, batch, "hessian", f"impl='builtin': the {what} of the framework's own Hessian "
+                               "(NOTE [laplacian route])")
+        else:
+            known = _Signature(axes, batch, "composed", "")
+        signatures.put(sig, known)
+        return known
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
         sig = Memo.key(args)
-        axes, batch = layouts.get(sig) or layouts.put(sig, layout(args, kwargs))  # once per signature
-        g = f
-        if in_axes is not None:
-            if None in axes or batch == 0 or not policy.batched_curvature_inside(backend.name, estimator):
-                return outside(args, kwargs)
-            assert batched_f is not None
-            g = batched_f
+        known = decide(sig, args, kwargs)
+        if known.route == "outside":
+            return outside(args, kwargs)
+        g = f if batched_f is None else batched_f
         call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
-        point = Point(backend, call, axes if axes is not None else [None] * len(call.primals), batch)
-        if impl == "builtin":  # "auto" takes the Taylor route (NOTE [laplacian route])
-            structure = structures.get(sig)
-            if structure is None:  # the output's structure, from one evaluation per signature
+        point = Point(backend, call, known.axes if known.axes is not None else [None] * len(call.primals), known.batch)
+        if known.route == "hessian":
+            if known.structure is None:  # the output's structure, from one evaluation per signature
                 call.flat(*call.primals)
-                structure = structures.put(sig, call.output_structure())
-            call.out_def = structure
+                known.structure = call.output_structure()
+            call.out_def = known.structure
             return via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
         verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
             sig is not None else None
@@ -271,24 +297,15 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
         """The plan a call with these arguments follows (NOTE [plans]): f evaluated once to
         record its program, no derivative computed."""
         sig = Memo.key(args)
-        axes, batch = layouts.get(sig) or layouts.put(sig, layout(args, kwargs))
-        g = f
-        if in_axes is not None:
-            why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
-                   else None if policy.batched_curvature_inside(backend.name, estimator) else
-                   f"policy.batched_curvature_inside: the {estimator} estimator on {backend.name}")
-            if why is not None:
-                return CurvaturePlan(name, "outside", estimator, batch, why + ": vmap of the single-point form")
-            assert batched_f is not None
-            g = batched_f
-        if impl == "builtin":
-            return CurvaturePlan(name, "hessian", estimator, batch, f"impl='builtin': the {what} of the framework's "
-                                 "own Hessian (NOTE [laplacian route])")
+        known = decide(sig, args, kwargs)
+        if known.route != "composed":
+            return CurvaturePlan(name, known.route, estimator, known.batch, known.why)
+        g = f if batched_f is None else batched_f
         call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
         verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
             sig is not None else None
         rec, why = taylor_route(backend, call, verdict)
-        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, batch, why)
+        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, known.batch, why)
 
     transformed.plan = plan  # type: ignore[attr-defined]
     if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \

@@ -281,17 +281,18 @@ class Namespace:
     are identical by construction.
     """
 
+    # BEGIN namespace attributes (python -m crossgrad.testing.signatures writes this block)
     grad = Bound(derivatives.grad)
     value_and_grad = Bound(derivatives.value_and_grad)
     vjp = Bound(derivatives.vjp)
     jvp = Bound(derivatives.jvp)
     linearize = Bound(derivatives.linearize)
-    hvp = Bound(derivatives.hvp)
     vmap = Bound(vectorize.vmap)
     jacrev = Bound(jacobians.jacrev)
     jacfwd = Bound(jacobians.jacfwd)
     jacobian = Bound(jacobians.jacobian)
     hessian = Bound(hessians.hessian)
+    hvp = Bound(derivatives.hvp)
     batched_jacobian = Bound(batched.batched_jacobian)
     batched_hessian = Bound(batched.batched_hessian)
     laplacian = Bound(curvature.laplacian)
@@ -314,6 +315,7 @@ class Namespace:
     batched_sparse_hessian = Bound(sparse.batched_sparse_hessian)
     jit = Bound(compiled.jit)
     check_grads = Bound(checking.check_grads)
+    # END namespace attributes
 
     def __init__(self, backend: Backend):
         self.backend = backend
