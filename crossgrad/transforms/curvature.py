@@ -221,91 +221,100 @@ class _Signature:
     structure: Any = None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """A curvature transform's options, validated: what its routes read."""
+
+    backend: Backend
+    name: str
+    f: Callable[..., Any]
+    argnums: Any
+    in_axes: Any
+    has_aux: bool
+    estimator: str
+    samples: int | None
+    key: Any
+    chunk_size: Any
+    impl: str
+    what: str
+
+
+def _decide(o: _Options, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> _Signature:
+    """A signature's checks and the route that needs no recording (``"outside"``,
+    ``"hessian"``, or ``"composed"``: Taylor or nested, as :func:`taylor_route` says)."""
+    call = Call(o.name, o.backend, o.f, args, kwargs, o.argnums, o.has_aux)
+    axes: list[int | None] | None = None
+    batch: int | None = None
+    why = None
+    if o.in_axes is not None:
+        axes, batch = call.batch_layout(o.in_axes)
+        why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
+               else None if policy.batched_curvature_inside(o.backend.name, o.estimator) else
+               f"policy.batched_curvature_inside: the {o.estimator} estimator on {o.backend.name}")
+    if why is not None:
+        return _Signature(axes, batch, "outside", why + ": vmap of the single-point form")
+    if o.impl == "builtin":
+        return _Signature(axes, batch, "hessian", f"impl='builtin': the {o.what} of the framework's own Hessian "
+                          "(NOTE [laplacian route])")
+    return _Signature(axes, batch, "composed", "")
+
+
 def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
                estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str,
                what: str, has_batched_form: bool = True) -> Callable[..., Any]:
     """The trace (``what="trace"``) or diagonal of ``f``'s Hessian, per sample where
     ``in_axes`` is given; options already validated."""
-    rows_wanted = samples or DEFAULT_SAMPLES
-    batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else None
+    o = _Options(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what)
+    g = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else f  # f over the batch
     built: dict[str, Callable[..., Any]] = {}  # the routes, each made when a plan first takes it
     signatures = Memo()  # the one per-signature cache: a _Signature per argument signature
     verdicts = taylor_check.verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
 
-    def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-        """``vmap`` of the single-point transform: for batches whose differentiated
-        arguments are not all batched."""
-        if "outside" not in built:
-            one = _curvature(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl, what,
-                             has_batched_form=False)  # this is the vmap of the single-point form
-            built["outside"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
-        return built["outside"](*args, **kwargs)
-
-    def nested() -> Callable[..., Any]:
-        """The framework's own (per-sample) Hessian, made once: the baseline route."""
-        if "nested" not in built:
-            hessian = hessian_of(backend, name, f, argnums, has_aux, "auto", None, "builtin")
-            built["nested"] = hessian if in_axes is None else vmap_of(backend, name, hessian, in_axes, 0, None,
-                                                                      "builtin")
-        return built["nested"]
-
-    def decide(sig: Any, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> _Signature:
-        """The signature's checks and the route that needs no recording (``"outside"``,
-        ``"hessian"``, or ``"composed"``: Taylor or nested, as :func:`taylor_route` says),
-        once per signature."""
-        seen: _Signature | None = signatures.get(sig)
-        if seen is not None:
-            return seen
-        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-        axes: list[int | None] | None = None
-        batch: int | None = None
-        why = None
-        if in_axes is not None:
-            axes, batch = call.batch_layout(in_axes)
-            why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
-                   else None if policy.batched_curvature_inside(backend.name, estimator) else
-                   f"policy.batched_curvature_inside: the {estimator} estimator on {backend.name}")
-        if why is not None:
-            known = _Signature(axes, batch, "outside", why + ": vmap of the single-point form")
-        elif impl == "builtin":
-            known = _Signature(axes, batch, "hessian", f"impl='builtin': the {what} of the framework's own Hessian "
-                               "(NOTE [laplacian route])")
-        else:
-            known = _Signature(axes, batch, "composed", "")
-        signatures.put(sig, known)
-        return known
-
-    def transformed(*args: Any, **kwargs: Any) -> Any:
+    def known(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, _Signature]:
+        """The Taylor check's verdict memo and key, and what is known of the signature
+        (decided once)."""
         sig = Memo.key(args)
-        known = decide(sig, args, kwargs)
-        if known.route == "outside":
-            return outside(args, kwargs)
-        g = f if batched_f is None else batched_f
-        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
-        point = Point(backend, call, known.axes if known.axes is not None else [None] * len(call.primals), known.batch)
-        if known.route == "hessian":
-            if known.structure is None:  # the output's structure, from one evaluation per signature
-                call.flat(*call.primals)
-                known.structure = call.output_structure()
-            call.out_def = known.structure
-            return via_hessian(backend, nested(), has_aux, args, kwargs, what, point)
+        seen: _Signature = signatures.get(sig) or signatures.put(sig, _decide(o, args, kwargs))
         verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
             sig is not None else None
-        return composed(backend, name, call, point, what, estimator, rows_wanted, key, chunk_size, verdict)
+        return verdict, seen
+
+    def route(which: str) -> Callable[..., Any]:
+        """The vmap of the single-point form (``"outside"``) or the framework's own
+        (per-sample) Hessian (``"hessian"``), made once."""
+        if which not in built:
+            if which == "outside":  # the vmap of the single-point form: it has no batched form of its own
+                one = _curvature(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
+                                 what, has_batched_form=False)
+                built[which] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
+            else:
+                hessian = hessian_of(backend, name, f, argnums, has_aux, "auto", None, "builtin")
+                built[which] = hessian if in_axes is None else vmap_of(backend, name, hessian, in_axes, 0, None, "builtin")
+        return built[which]
+
+    def transformed(*args: Any, **kwargs: Any) -> Any:
+        verdict, seen = known(args, kwargs)
+        if seen.route == "outside":
+            return route("outside")(*args, **kwargs)
+        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
+        point = Point(backend, call, seen.axes if seen.axes is not None else [None] * len(call.primals), seen.batch)
+        if seen.route == "composed":
+            return composed(backend, name, call, point, what, estimator, samples or DEFAULT_SAMPLES, key, chunk_size,
+                            verdict)
+        if seen.structure is None:  # the output's structure, from one evaluation per signature
+            call.flat(*call.primals)
+            seen.structure = call.output_structure()
+        call.out_def = seen.structure
+        return via_hessian(backend, route("hessian"), has_aux, args, kwargs, what, point)
 
     def plan(*args: Any, **kwargs: Any) -> CurvaturePlan:
         """The plan a call with these arguments follows (NOTE [plans]): f evaluated once to
         record its program, no derivative computed."""
-        sig = Memo.key(args)
-        known = decide(sig, args, kwargs)
-        if known.route != "composed":
-            return CurvaturePlan(name, known.route, estimator, known.batch, known.why)
-        g = f if batched_f is None else batched_f
-        call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
-        verdict = (verdicts, (backend.name, repr(argnums), repr(in_axes), has_aux, sig)) if impl == "auto" and \
-            sig is not None else None
-        rec, why = taylor_route(backend, call, verdict)
-        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, known.batch, why)
+        verdict, seen = known(args, kwargs)
+        if seen.route != "composed":
+            return CurvaturePlan(name, seen.route, estimator, seen.batch, seen.why)
+        rec, why = taylor_route(backend, Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True), verdict)
+        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, seen.batch, why)
 
     transformed.plan = plan  # type: ignore[attr-defined]
     if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \
@@ -318,5 +327,3 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
 
         transformed._crossgrad_batched = batched_form  # type: ignore[attr-defined]
     return transformed
-
-
