@@ -103,15 +103,7 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         if own is not None:
             return own  # type: ignore[no-any-return]
     shape = backend.arrays.shape
-    builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
-    why = f"impl={impl!r}: the framework's vmap" if builtin else (
-        "impl='composed' given" if impl == "composed" else "the framework's vmap lacks an option given "
-        f"(chunk_size={chunk_size!r})") + ": crossgrad's composition"
-    negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
-    if negative and not backend.builtins.NEGATIVE_OUT_AXES:
-        # torch.func.vmap places a negative out_dims wrongly on an output that does not
-        # depend on the batch; the composition moves each axis itself.
-        builtin, why = False, "a negative out_axes, which torch.func.vmap places wrongly: crossgrad's composition"
+    builtin, why = _framework_or_composition(backend, name, impl, chunk_size, out_axes)
     in_axes = batch_axes.in_axes_form(in_axes)
     plans = Memo()
     runs: dict[Any, Callable[..., Any]] = {}  # the framework's vmap per signature, made when first run
@@ -164,13 +156,8 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
             # out of range or not matching the output) where there is one, and answers where
             # crossgrad's spec accepts what the framework does not (a tuple out_axes prefix for
             # a list output): then the plan is revised, so later calls go to the composition.
-            try:
-                out = _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size,
-                                     randomness)
-            except errors.CrossgradError:
-                raise
-            except Exception:
-                raise exc from None
+            out = _composition_answers(exc, lambda: _vmap_composed(
+                backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness))
             if not kwargs and key is not None:
                 plans.put(key, dataclasses.replace(plan, route="composed", why=(
                     f"revised: the framework's vmap refused ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}), "
@@ -181,6 +168,20 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
         return planned(args)
 
+    reported = _shapes_named(backend, name, batched, lambda args: layout(args)[0])
+    if where is None:
+        reported.plan = plan_of  # type: ignore[attr-defined]
+        return reported
+    spread = _spread(backend, name, reported, layout, out_axes, where, gather)
+    spread.plan = plan_of  # type: ignore[attr-defined]
+    return spread
+
+
+def _shapes_named(backend: Backend, name: str, batched: Callable[..., Any],
+                  axes_of: Callable[[tuple[Any, ...]], list[Any]]) -> Callable[..., Any]:
+    """``batched`` with a framework's shape failure on a sample of too few axes named
+    (:class:`crossgrad.errors.SampleShapeError`)."""
+
     def reported(*args: Any, **kwargs: Any) -> Any:
         try:
             return batched(*args, **kwargs)
@@ -189,14 +190,34 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         except Exception as exc:
             if backend.primitives.failure_cause(exc) != "shape":
                 raise
-            raise _sample_shape_error(name, args, layout(args)[0], shape, exc) from exc
+            raise _sample_shape_error(name, args, axes_of(args), backend.arrays.shape, exc) from exc
 
-    if where is None:
-        reported.plan = plan_of  # type: ignore[attr-defined]
-        return reported
-    spread = _spread(backend, name, reported, layout, out_axes, where, gather)
-    spread.plan = plan_of  # type: ignore[attr-defined]
-    return spread
+    return reported
+
+
+def _framework_or_composition(backend: Backend, name: str, impl: str, chunk_size: Any, out_axes: Any) -> tuple[bool, str]:
+    """Whether the framework's vmap serves the options, and why (the plan's reason)."""
+    builtin = builtin_serves(name, backend, impl, "vmap", chunk_size=chunk_size)
+    why = f"impl={impl!r}: the framework's vmap" if builtin else (
+        "impl='composed' given" if impl == "composed" else "the framework's vmap lacks an option given "
+        f"(chunk_size={chunk_size!r})") + ": crossgrad's composition"
+    negative = any(isinstance(a, int) and a < 0 for a in pytree.leaves(out_axes))
+    if negative and not backend.builtins.NEGATIVE_OUT_AXES:
+        # torch.func.vmap places a negative out_dims wrongly on an output that does not
+        # depend on the batch; the composition moves each axis itself.
+        return False, "a negative out_axes, which torch.func.vmap places wrongly: crossgrad's composition"
+    return builtin, why
+
+
+def _composition_answers(refusal: Exception, composition: Callable[[], Any]) -> Any:
+    """The composition's result after the framework's ``refusal``; its named error where it
+    names the mistake; the framework's own error where the composition fails too."""
+    try:
+        return composition()
+    except errors.CrossgradError:
+        raise
+    except Exception:
+        raise refusal from None
 
 
 def _sample_shape_error(name: str, args: tuple[Any, ...], axes: list[Any], shape: Callable[[Any], tuple[int, ...]],
