@@ -22,7 +22,7 @@ import numpy as np
 from crossgrad import errors, option_checks, pytree, spec, tolerances, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.backends.recording import Unrecorded
-from crossgrad.transforms import adjoint, policy, taylor, taylor4
+from crossgrad.transforms import adjoint, policy, taylor, taylor4, taylor_check
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.curvature import CurvaturePlan
 from crossgrad.transforms.directions import DEFAULT_SAMPLES, Point
@@ -156,12 +156,7 @@ def fourth_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None)
         return None, f"nested reverse-mode derivatives, the exact route: the program cannot be recorded ({why})"
     if verdict is None:
         return rec, "fourth-order Taylor coefficients through the recorded program (NOTE [fourth-order taylor])"
-    memo, sig = verdict
-    agrees = memo.get(sig) if sig is not None else None
-    if agrees is None:
-        agrees = _agrees(backend, rec, call)
-        if agrees is not None and sig is not None:
-            memo.put(sig, agrees)
+    agrees = taylor_check.remembered(verdict, lambda: _agrees(backend, rec, call))
     if agrees is False:
         return None, "nested reverse-mode derivatives: the Taylor route disagreed with them (NOTE [biharmonic check])"
     checked = "checked against nested derivatives" if agrees else "not checkable here (abstract values)"

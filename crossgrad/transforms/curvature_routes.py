@@ -52,12 +52,7 @@ def taylor_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None,
         return None, f"nested Hessian-vector products, the exact route: the program cannot be recorded ({why})"
     if verdict is None:
         return rec, "second-order Taylor coefficients through the recorded program (unchecked: impl='composed')"
-    memo, sig = verdict
-    agrees = memo.get(sig) if sig is not None else None
-    if agrees is None:
-        agrees = taylor_check.agrees(backend, rec, call, found["outputs"])
-        if agrees is not None and sig is not None:
-            memo.put(sig, agrees)
+    agrees = taylor_check.remembered(verdict, lambda: taylor_check.agrees(backend, rec, call, found["outputs"]))
     if agrees is False:
         return None, "nested Hessian-vector products: the Taylor route disagreed with them (NOTE [taylor check])"
     checked = "checked against Hessian-vector products" if agrees else "not checkable here (abstract values)"

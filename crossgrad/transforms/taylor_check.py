@@ -91,3 +91,15 @@ the route every framework derivative, custom rules included, supports); None whe
     tol = tolerances.identity({a.dtype_name(s) for s in second} | inside)
     return bool(abs(pushed - exact) <= 10 * tol * max(scale, 1e-30))
 
+
+def remembered(verdict: tuple[Memo, Any], check: Callable[[], bool | None]) -> bool | None:
+    """A signature's verdict (``verdict``: the memo and the signature's key): the memo's,
+    or else ``check()``'s, kept where the check could tell (the Laplacian's NOTE [taylor
+    check] and the biharmonic's NOTE [biharmonic check] both)."""
+    memo, sig = verdict
+    agrees: bool | None = memo.get(sig) if sig is not None else None
+    if agrees is None:
+        agrees = check()
+        if agrees is not None and sig is not None:
+            memo.put(sig, agrees)
+    return agrees
