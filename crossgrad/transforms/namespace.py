@@ -146,7 +146,6 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
     signature = _public_signature(fn)
     takes_aux = "has_aux" in signature.parameters
     where = _arrays_at(name, signature) if name in spec.EVALUATE_AT_ONCE else None
-    arrays = backend.arrays
     order = backend.name  # dicts walked in the framework's order (NOTE [pytree conventions])
 
     def transform(*args: Any, **kwargs: Any) -> Any:
@@ -162,54 +161,8 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
             if bound is not None and bound.arguments.get("has_aux") is True:
                 args = (auxiliary.strip(backend, args[0], held), *args[1:])
         if where is not None:
-            settle = None
-            if user_f is not None:
-                args, kwargs, settle = _models_lifted(backend, name, signature, args, kwargs)
-                user_f = args[0]
-            with arrays.exclusive(), pytree.dict_order(order):
-                stop = len(args) if where.stop is None else min(where.stop, len(args))
-                copies = not _known_clean(user_f)
-                inputs, kwargs, watched = arrays.shield(tuple(args[where.start:stop]), kwargs, copies)
-                args = (*args[:where.start], *inputs, *args[stop:])
-                result = fn(backend, *args, **kwargs)
-                check_unchanged(name, arrays, watched, copies)
-                if copies and user_f is not None:
-                    _wrote_nothing(user_f)
-                out = arrays.materialized(auxiliary.restore(name, result, held))
-                if settle is not None:
-                    settle()
-                return out if copies else arrays.unaliased(out, watched)
-        with pytree.dict_order(order):
-            made = fn(backend, *args, **kwargs)
-        copies = True
-        lifted = models.Lifted(backend, args[0]) if user_f is not None else None
-        batched = "in_axes" in signature.parameters
-        in_axes = _option(signature, args, kwargs, "in_axes") if batched else None
-
-        def made_for(g: Callable[..., Any]) -> Any:
-            with pytree.dict_order(order):
-                return fn(backend, g, *args[1:], **kwargs)
-
-        @functools.wraps(made)
-        def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
-            nonlocal copies
-            target, given = made, call_args
-            at = models.positions(backend, call_args)
-            if at and lifted is not None:  # NOTE [models as arguments]
-                target, call_args = lifted.of(call_args, at, made_for)
-            with arrays.exclusive(), pytree.dict_order(order):
-                shielded = copies
-                call_args, call_kwargs, watched = arrays.shield(call_args, call_kwargs, shielded)
-                out = target(*call_args, **call_kwargs)
-                if watched:
-                    check_unchanged(name, arrays, watched, shielded)
-                    copies = False
-                out = arrays.materialized(auxiliary.restore(name, out, held))
-                if at and lifted is not None:  # NOTE [statistics once per call]
-                    lifted.settle(name, given, call_kwargs, at, in_axes, batched)
-                return out if shielded else arrays.unaliased(out, watched)
-
-        return watched_fn
+            return _at_once(name, fn, backend, signature, where, args, kwargs, held)
+        return _watched_result(name, fn, backend, signature, args, kwargs, held)
 
     transform.__name__ = transform.__qualname__ = name
     transform.__doc__ = fn.__doc__
@@ -228,6 +181,67 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
 
         transform.plan = plan  # type: ignore[attr-defined]
     return transform
+
+
+def _at_once(name: str, fn: Callable[..., Any], backend: Backend, signature: inspect.Signature, where: slice,
+             args: tuple[Any, ...], kwargs: dict[str, Any], held: dict[Any, Any]) -> Any:
+    """A transform that evaluates at once, run behind the watch (:func:`watch`)."""
+    arrays = backend.arrays
+    user_f = args[0] if args and callable(args[0]) else None
+    settle = None
+    if user_f is not None:
+        args, kwargs, settle = _models_lifted(backend, name, signature, args, kwargs)
+        user_f = args[0]
+    with arrays.exclusive(), pytree.dict_order(backend.name):
+        stop = len(args) if where.stop is None else min(where.stop, len(args))
+        copies = not _known_clean(user_f)
+        inputs, kwargs, watched = arrays.shield(tuple(args[where.start:stop]), kwargs, copies)
+        args = (*args[:where.start], *inputs, *args[stop:])
+        result = fn(backend, *args, **kwargs)
+        check_unchanged(name, arrays, watched, copies)
+        if copies and user_f is not None:
+            _wrote_nothing(user_f)
+        out = arrays.materialized(auxiliary.restore(name, result, held))
+        if settle is not None:
+            settle()
+        return out if copies else arrays.unaliased(out, watched)
+
+
+def _watched_result(name: str, fn: Callable[..., Any], backend: Backend, signature: inspect.Signature,
+                    args: tuple[Any, ...], kwargs: dict[str, Any], held: dict[Any, Any]) -> Callable[..., Any]:
+    """The function a transform returns, watched when it is called (:func:`watch`)."""
+    arrays, order = backend.arrays, backend.name
+    with pytree.dict_order(order):
+        made = fn(backend, *args, **kwargs)
+    copies = True
+    lifted = models.Lifted(backend, args[0]) if args and callable(args[0]) else None
+    batched = "in_axes" in signature.parameters
+    in_axes = _option(signature, args, kwargs, "in_axes") if batched else None
+
+    def made_for(g: Callable[..., Any]) -> Any:
+        with pytree.dict_order(order):
+            return fn(backend, g, *args[1:], **kwargs)
+
+    @functools.wraps(made)
+    def watched_fn(*call_args: Any, **call_kwargs: Any) -> Any:
+        nonlocal copies
+        target, given = made, call_args
+        at = models.positions(backend, call_args)
+        if at and lifted is not None:  # NOTE [models as arguments]
+            target, call_args = lifted.of(call_args, at, made_for)
+        with arrays.exclusive(), pytree.dict_order(order):
+            shielded = copies
+            call_args, call_kwargs, watched = arrays.shield(call_args, call_kwargs, shielded)
+            out = target(*call_args, **call_kwargs)
+            if watched:
+                check_unchanged(name, arrays, watched, shielded)
+                copies = False
+            out = arrays.materialized(auxiliary.restore(name, out, held))
+            if at and lifted is not None:  # NOTE [statistics once per call]
+                lifted.settle(name, given, call_kwargs, at, in_axes, batched)
+            return out if shielded else arrays.unaliased(out, watched)
+
+    return watched_fn
 
 
 # jit compiles what it is given (crossgrad's transforms, watched themselves) and is not
