@@ -161,7 +161,7 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
             if bound is not None and bound.arguments.get("has_aux") is True:
                 args = (auxiliary.strip(backend, args[0], held), *args[1:])
         if where is not None:
-            return _at_once(name, fn, backend, signature, where, args, kwargs, held)
+            return _at_once(name, fn, backend, signature, where, args, kwargs, held, user_f)
         return _watched_result(name, fn, backend, signature, args, kwargs, held)
 
     transform.__name__ = transform.__qualname__ = name
@@ -184,14 +184,14 @@ def watch(name: str, fn: Callable[..., Any], backend: Backend) -> Callable[..., 
 
 
 def _at_once(name: str, fn: Callable[..., Any], backend: Backend, signature: inspect.Signature, where: slice,
-             args: tuple[Any, ...], kwargs: dict[str, Any], held: dict[Any, Any]) -> Any:
-    """A transform that evaluates at once, run behind the watch (:func:`watch`)."""
+             args: tuple[Any, ...], kwargs: dict[str, Any], held: dict[Any, Any], user_f: Any) -> Any:
+    """A transform that evaluates at once, run behind the watch (:func:`watch`); ``user_f``
+    is the caller's function (before its aux is stripped or its models lifted, both made
+    anew per call): what NOTE [input writes] remembers as having written nothing."""
     arrays = backend.arrays
-    user_f = args[0] if args and callable(args[0]) else None
     settle = None
     if user_f is not None:
         args, kwargs, settle = _models_lifted(backend, name, signature, args, kwargs)
-        user_f = args[0]
     with arrays.exclusive(), pytree.dict_order(backend.name):
         stop = len(args) if where.stop is None else min(where.stop, len(args))
         copies = not _known_clean(user_f)
