@@ -293,3 +293,6 @@ def test_biharmonic_and_weighted_laplacian_plans(backend, monkeypatch):
     per_point = cg.explain(backend.weighted_laplacian(f, lambda v: eye), x)
     assert per_point.coefficients == "per point" and [r for _, r, _ in per_point.parts] == [3, 3]
     assert cg.explain(backend.weighted_laplacian(f, np.zeros((3, 3))), x).coefficients == "zero"
+    negative = backend.weighted_laplacian(f, -np.eye(3))  # no positive part: the one Laplacian is subtracted
+    assert [(s, r) for s, r, _ in cg.explain(negative, x).parts] == [(-1.0, 3)]
+    np.testing.assert_allclose(float(frameworks.to_numpy(negative(x))), -np.trace(hess), **TOL["float64"]["same"])

@@ -168,15 +168,15 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
         return _per_point(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, chunk_size)
     n, factors = _factors(name, coefficients)
     arrays = backend.arrays
-    made: dict[Any, list[tuple[Any, Callable[..., Any]]]] = {}
+    made: dict[Any, list[tuple[float, int, Callable[..., Any]]]] = {}
     zero: dict[str, Callable[..., Any]] = {}
 
-    def parts_for(nargs: int, like: Any) -> list[tuple[Any, Callable[..., Any]]]:
+    def parts_for(nargs: int, like: Any) -> list[tuple[float, int, Callable[..., Any]]]:
         key_ = (nargs, arrays.dtype_name(like), str(getattr(like, "device", "")))
         if key_ not in made:
             k = value_checks.normalize_argnums(name, argnums, nargs)[0][0]
             built = []
-            for factor in factors:
+            for sign, factor in zip((1.0, -1.0), factors):  # L+ adds, L- subtracts
                 if factor.shape[1] == 0:
                     continue
                 lin = arrays.cast_like(arrays.from_numpy(np.ascontiguousarray(factor), like), like)
@@ -193,7 +193,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
                     axes = (0, *_axes(in_axes, nargs))
                     lap = curvature.batched_laplacian(backend, g, 0, axes, estimator=estimator, samples=samples,
                                                       key=key, basis_chunk_size=chunk_size)
-                built.append((factor.shape[1], lap))
+                built.append((sign, factor.shape[1], lap))
             made[key_] = built
         return made[key_]
 
@@ -208,7 +208,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
             size = arrays.size(x)
         _check_size(name, size, (n, n))
         total = None
-        for sign, (rank, lap) in zip((1.0, -1.0), parts_for(len(args), x)):
+        for sign, rank, lap in parts_for(len(args), x):
             y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
             value = lap(y, *args, **kwargs)
             total = value * sign if total is None else total + sign * value
@@ -225,7 +225,7 @@ def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: 
         x = args[k]
         batch = None if in_axes is None else arrays.shape(x)[0]
         parts = []
-        for sign, (rank, lap) in zip((1.0, -1.0), parts_for(len(args), x)):
+        for sign, rank, lap in parts_for(len(args), x):
             y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
             parts.append((sign, rank, lap.plan(y, *args, **kwargs)))  # type: ignore[attr-defined]
         if not parts:
