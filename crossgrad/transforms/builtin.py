@@ -1,11 +1,12 @@
 """The framework's own transforms as a route: whether they serve a call's options
 (:func:`builtin_serves`), what they refuse that crossgrad's compositions take
-(:func:`needs_composition`), made once per arity (:class:`BuiltinCache`,
+(:func:`needs_composition`), made once per signature (:func:`made`, :class:`Route`,
 :func:`via_builtin`), with crossgrad's output checks around the user's function
 (:func:`checked`) so both routes raise the same errors."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -43,45 +44,47 @@ def builtin_serves(transform: str, backend: Backend, impl: str, builtin: str | N
     return not lacking
 
 
-class BuiltinCache:
-    """The framework's built-ins for one transformed function, each made once per arity
-    (and per ``tag``, e.g. the Jacobian mode); made anew on every call that passes
-    keyword arguments, which are closed over."""
+def made(transform: str, backend: Backend, make: Callable[[Callable[..., Any], Any], Callable[..., Any]],
+         f: Callable[..., Any], argnums: Any, has_aux: bool, scalar: bool, nargs: int, kwargs: dict[Any, Any],
+         real: bool = False) -> Callable[..., Any]:
+    """The framework's built-in ``make(checked f, argnums)`` for a call with ``nargs``
+    positional arguments and ``kwargs`` (closed over: a built-in made with keyword arguments
+    serves that call alone).  With ``real``, a complex output raises
+    :class:`crossgrad.errors.ComplexOutputError` before the built-in sees it."""
+    nums, single = value_checks.normalize_argnums(transform, argnums, nargs)
+    g = partial(f, **kwargs) if kwargs else f
+    return make(checked(transform, backend, g, has_aux, scalar, real), nums[0] if single else nums)
 
-    def __init__(self, transform: str, backend: Backend, f: Callable[..., Any], argnums: Any, has_aux: bool, scalar: bool):
-        self.transform, self.backend, self.f = transform, backend, f
-        self.argnums, self.has_aux, self.scalar = argnums, has_aux, scalar
-        self._made: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
-    def get(self, make: Callable[[Callable[..., Any], Any], Callable[..., Any]], args: tuple[Any, ...], kwargs: dict[Any, Any], tag: str = "",
-            real: bool = False) -> Callable[..., Any]:
-        """``make(checked f, argnums)`` for a call with ``args`` and ``kwargs``; with
-        ``real``, a complex output raises :class:`crossgrad.errors.ComplexOutputError`
-        before the built-in sees it."""
-        key = (tag, len(args))
-        if kwargs or key not in self._made:
-            nums, single = value_checks.normalize_argnums(self.transform, self.argnums, len(args))
-            f = partial(self.f, **kwargs) if kwargs else self.f
-            fn = make(checked(self.transform, self.backend, f, self.has_aux, self.scalar, real),
-                      nums[0] if single else nums)
-            if kwargs:
-                return fn
-            self._made[key] = fn
-        return self._made[key]
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """One signature's record in a transformed function's one cache: the plan it follows and,
+    where the plan takes the framework's built-in, that built-in, made once for the signature
+    (None: the composition, or a built-in made per call because keyword arguments are closed
+    over)."""
+
+    plan: Any
+    builtin: Callable[..., Any] | None = None
 
 
 def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
                 scalar: bool, real: bool = False) -> Callable[..., Any]:
     """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
-    crossgrad first; the built-in is made once per arity (when no kwargs are given)."""
-    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar)
-    memo = Memo()
+    crossgrad first; the built-in is made once per argument signature (when no kwargs are
+    given), kept with the signature's check in one cache."""
+    known = Memo()
 
     def run(*args: Any, **kwargs: Any) -> Any:
         key = Memo.key(args)
-        if memo.get(key) is None:
-            memo.put(key, Call(name, backend, f, args, kwargs, argnums, has_aux).nums)
-        return builtins.get(make, args, kwargs, real=real)(*args)
+        fn = known.get(key)
+        if fn is None:
+            Call(name, backend, f, args, kwargs, argnums, has_aux)  # the signature's checks, once
+            fn = known.put(key, True)  # checked; the built-in is made below
+        if kwargs:
+            return made(name, backend, make, f, argnums, has_aux, scalar, len(args), kwargs, real)(*args)
+        if fn is True:
+            fn = known.put(key, made(name, backend, make, f, argnums, has_aux, scalar, len(args), {}, real))
+        return fn(*args)
 
     return run
 

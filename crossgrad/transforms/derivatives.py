@@ -11,7 +11,7 @@ from typing import Any
 
 from crossgrad import option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.builtin import builtin_serves, check_output, checked, needs_composition, via_builtin
+from crossgrad.transforms.builtin import Route, builtin_serves, check_output, checked, made, needs_composition
 from crossgrad.transforms.call import Call, Memo, check_leaves
 
 log = logging.getLogger("crossgrad")
@@ -75,13 +75,30 @@ def builtin_or_composed(backend: Backend, name: str, impl: str, primals: Any, co
 def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, impl: str,
                 with_value: bool) -> Callable[..., Any]:
     """The gradient (``with_value``: value and gradient) of a scalar ``f``, options already
-    validated by the public transform ``name``."""
-    seen = Memo()
+    validated by the public transform ``name``: one cache, a :class:`Route` per argument
+    signature (the plan, and the framework's grad made for it)."""
+    known = Memo()
+    make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
 
-    def composed(*args: Any, **kwargs: Any) -> Any:
+    def builtin(nargs: int, kwargs: dict[Any, Any]) -> Callable[..., Any]:
+        return made(name, backend, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, True, nargs, kwargs)
+
+    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Route, Call | None]:
         key = Memo.key(args)
-        call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=seen.get(key) is not None)
-        seen.put(key, True)
+        route = known.get(key)
+        if route is not None:
+            return route, None
+        call = Call(name, backend, f, args, kwargs, argnums, has_aux)  # the signature's checks, once
+        plan = builtin_or_composed(backend, name, impl, args, "one vjp with cotangent 1")
+        made_now = builtin(len(args), kwargs) if plan.route == "builtin" and not kwargs else None
+        return known.put(key, Route(plan, made_now)), call
+
+    def gradient_f(*args: Any, **kwargs: Any) -> Any:
+        route, call = planned(args, kwargs)
+        if route.plan.route == "builtin":
+            return (route.builtin or builtin(len(args), kwargs))(*args)
+        if call is None:
+            call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=True)
         out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)
         value = pytree.unflatten(call.output_structure(), list(out))
         check_output(name, backend, value, scalar=True)
@@ -91,25 +108,12 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
             return ((value, aux) if has_aux else value), grads
         return (grads, aux) if has_aux else grads
 
-    serves = builtin_serves(name, backend, impl)
-
     def plan(*args: Any, **kwargs: Any) -> DerivativePlan:
         """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
         return builtin_or_composed(backend, name, impl, args, "one vjp with cotangent 1")
 
-    if not serves:
-        composed.plan = plan  # type: ignore[attr-defined]
-        return composed
-    make = backend.builtins.value_and_grad if with_value else backend.builtins.grad
-    via = via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux), f, argnums, has_aux, scalar=True)
-
-    def routed(*args: Any, **kwargs: Any) -> Any:
-        # What the built-ins refuse (static leaves; None on torch): the composition takes it
-        # (the plan's test, made on the call's arguments).
-        return composed(*args, **kwargs) if needs_composition(backend, args) else via(*args, **kwargs)
-
-    routed.plan = plan  # type: ignore[attr-defined]
-    return routed
+    gradient_f.plan = plan  # type: ignore[attr-defined]
+    return gradient_f
 
 
 def grad(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, has_aux: bool = False, *,

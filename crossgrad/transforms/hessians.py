@@ -14,7 +14,7 @@ from typing import Any
 from crossgrad import option_checks, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.builtin import builtin_serves, needs_composition, via_builtin
+from crossgrad.transforms.builtin import Route, builtin_serves, needs_composition, via_builtin
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.jacobians import jacobian_of
 
@@ -79,74 +79,86 @@ def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, 
 def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
                chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
     """The Hessian of ``f`` by ``strategy``, for the public transform ``name``, whose options
-    are already validated."""
-    built: dict[tuple[str, str], Callable[..., Any]] = {}
-
-    def for_strategy(s: str, how: str) -> Callable[..., Any]:
-        if (s, how) not in built:
-            if s == "fwd-rev" and builtin_serves(name, backend, how, "hessian", chunk_size=chunk_size):
-                make = backend.builtins.hessian
-                fn = via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
-                                       argnums, has_aux, scalar=False, real=True)
-            else:
-                outer, inner = ("loop", "loop") if s == "loop" else s.split("-")
-                # Under the outer Jacobian's vmap the inner one cannot see how many rows
-                # share its memory: "auto" chunks the outer one only.
-                inner_chunks = None if chunk_size == "auto" else chunk_size
-                inner_f = jacobian_of(backend, name, f, argnums, has_aux, inner, inner_chunks, how)
-                fn = jacobian_of(backend, name, inner_f, argnums, has_aux, outer, chunk_size, how)
-            built[(s, how)] = fn
-        return built[(s, how)]
-
-    plans = Memo()
-
-    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> HessianPlan:
-        # A call recorded for compilation (cg.jit's traced routes) may take another strategy
-        # than an eager one (NOTE [hessian strategy]): both are planned apart.
-        compiled = strategy == "auto" and impl == "auto" and backend.taylor.being_compiled()
-        shapes = Memo.key(args)
-        key = None if shapes is None else (*shapes, compiled)
-        known = plans.get(key)
-        if known is not None:
-            return known  # type: ignore[no-any-return]
-        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-        if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
-            key = ("primals", call.signature(), compiled, needs_composition(backend, args))
-            known = plans.get(key)
-            if known is not None:
-                return known  # type: ignore[no-any-return]
-        fallback = strategy if strategy != "auto" else "fwd-rev"
-        if call.has_no_elements():
-            # torch.func's built-ins fail on empty inputs: the composition builds the empty blocks.
-            plan = HessianPlan(name, fallback, "composed", compiled, "no elements: the composition builds the empty blocks")
-        elif needs_composition(backend, args):
-            plan = HessianPlan(name, fallback, "composed", compiled, "static or None leaves, which the built-ins refuse")
-        elif strategy != "auto":
-            plan = HessianPlan(name, strategy, impl, compiled, f"strategy={strategy!r} given")
-        else:
-            adjoint.check(name, backend, call)  # NOTE [adjoint check]
-            outputs = call.output_shapes()
-            chosen: tuple[str, str | None]
-            if any(dtype.startswith("complex") for _, _, dtype in outputs):
-                chosen, why = ("fwd-fwd", None), "auto: complex outputs, which fwd-fwd alone answers"
-            else:
-                size = sum(math.prod(shape) for shape, _, _ in outputs)
-                chosen = policy.hessian_strategy(backend.name, lambda: size)
-                why = (f"auto: {'a scalar output' if size == 1 else f'{size} output elements'} on {backend.name} "
-                       "(NOTE [hessian strategy])")
-            s, measured = policy.compiled_hessian(backend.name, chosen, compiled)
-            if compiled and (s, measured) != chosen:
-                why += ", compiled: torch's own jacrev(jacrev) compiles faster"
-            plan = HessianPlan(name, s, measured if impl == "auto" and measured else impl, compiled, why)
-        return plans.put(key, plan)  # type: ignore[no-any-return]
+    are already validated: a plan per argument signature, kept with the route it builds in
+    one cache (:class:`Route`)."""
+    hess = _Hessian(backend, name, f, argnums, has_aux, strategy, chunk_size, impl)
 
     def hessian_f(*args: Any, **kwargs: Any) -> Any:
-        plan = planned(args, kwargs)
-        return for_strategy(plan.strategy, plan.impl)(*args, **kwargs)
+        return hess.planned(args, kwargs).builtin(*args, **kwargs)  # type: ignore[misc]
 
     def plan(*args: Any, **kwargs: Any) -> HessianPlan:
         """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return planned(args, kwargs)
+        return hess.planned(args, kwargs).plan  # type: ignore[no-any-return]
 
     hessian_f.plan = plan  # type: ignore[attr-defined]
     return hessian_f
+
+
+class _Hessian:
+    """One transformed function: its validated options and its one cache, a :class:`Route`
+    per argument signature (the plan, and the Jacobian of the Jacobian or the framework's
+    hessian it runs)."""
+
+    def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
+                 chunk_size: int | str | None, impl: str):
+        self.backend, self.name, self.f, self.argnums, self.has_aux = backend, name, f, argnums, has_aux
+        self.strategy, self.chunk_size, self.impl = strategy, chunk_size, impl
+        self.known = Memo()
+
+    def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Route:
+        # A call recorded for compilation (cg.jit's traced routes) may take another strategy
+        # than an eager one (NOTE [hessian strategy]): both are planned apart.
+        compiled = self.strategy == "auto" and self.impl == "auto" and self.backend.taylor.being_compiled()
+        shapes = Memo.key(args)
+        key = None if shapes is None else (*shapes, compiled)
+        known = self.known.get(key)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
+        call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux)
+        if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
+            key = ("primals", call.signature(), compiled, needs_composition(self.backend, args))
+            known = self.known.get(key)
+            if known is not None:
+                return known  # type: ignore[no-any-return]
+        plan = self._decide(call, args, compiled)
+        return self.known.put(key, Route(plan, self._route(plan.strategy, plan.impl)))  # type: ignore[no-any-return]
+
+    def _decide(self, call: Call, args: tuple[Any, ...], compiled: bool) -> HessianPlan:
+        name, strategy, impl, backend = self.name, self.strategy, self.impl, self.backend
+        fallback = strategy if strategy != "auto" else "fwd-rev"
+        if call.has_no_elements():
+            # torch.func's built-ins fail on empty inputs: the composition builds the empty blocks.
+            return HessianPlan(name, fallback, "composed", compiled, "no elements: the composition builds the empty blocks")
+        if needs_composition(backend, args):
+            return HessianPlan(name, fallback, "composed", compiled, "static or None leaves, which the built-ins refuse")
+        if strategy != "auto":
+            return HessianPlan(name, strategy, impl, compiled, f"strategy={strategy!r} given")
+        adjoint.check(name, backend, call)  # NOTE [adjoint check]
+        outputs = call.output_shapes()
+        chosen: tuple[str, str | None]
+        if any(dtype.startswith("complex") for _, _, dtype in outputs):
+            chosen, why = ("fwd-fwd", None), "auto: complex outputs, which fwd-fwd alone answers"
+        else:
+            size = sum(math.prod(shape) for shape, _, _ in outputs)
+            chosen = policy.hessian_strategy(backend.name, lambda: size)
+            why = (f"auto: {'a scalar output' if size == 1 else f'{size} output elements'} on {backend.name} "
+                   "(NOTE [hessian strategy])")
+        s, measured = policy.compiled_hessian(backend.name, chosen, compiled)
+        if compiled and (s, measured) != chosen:
+            why += ", compiled: torch's own jacrev(jacrev) compiles faster"
+        return HessianPlan(name, s, measured if impl == "auto" and measured else impl, compiled, why)
+
+    def _route(self, s: str, how: str) -> Callable[..., Any]:
+        """The function strategy ``s`` computes the Hessian with, its Jacobians by ``how``."""
+        backend, name, f, argnums, has_aux, chunk_size = (self.backend, self.name, self.f, self.argnums,
+                                                          self.has_aux, self.chunk_size)
+        if s == "fwd-rev" and builtin_serves(name, backend, how, "hessian", chunk_size=chunk_size):
+            make = backend.builtins.hessian
+            return via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
+                               argnums, has_aux, scalar=False, real=True)
+        outer, inner = ("loop", "loop") if s == "loop" else s.split("-")
+        # Under the outer Jacobian's vmap the inner one cannot see how many rows share its
+        # memory: "auto" chunks the outer one only.
+        inner_chunks = None if chunk_size == "auto" else chunk_size
+        inner_f = jacobian_of(backend, name, f, argnums, has_aux, inner, inner_chunks, how)
+        return jacobian_of(backend, name, inner_f, argnums, has_aux, outer, chunk_size, how)

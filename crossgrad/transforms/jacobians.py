@@ -35,7 +35,7 @@ from typing import Any
 from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, chunking, policy
-from crossgrad.transforms.builtin import BuiltinCache, builtin_serves, needs_composition
+from crossgrad.transforms.builtin import Route, builtin_serves, made, needs_composition
 from crossgrad.transforms.call import Call, Memo
 
 log = logging.getLogger("crossgrad")
@@ -320,94 +320,124 @@ def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
                 chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
     """The Jacobian of ``f`` by ``mode`` (``"auto"``, ``"rev"``, ``"fwd"``, ``"loop"``), for
     the public transform ``name``, whose options are already validated: a plan per argument
-    signature (:class:`JacobianPlan`, one cache), then a route that only computes."""
-    used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
-    builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
-    builtins = BuiltinCache(name, backend, f, argnums, has_aux, scalar=False)
-    plans = Memo()
+    signature (:class:`JacobianPlan`, kept with its built-in in one cache), then a route
+    that only computes."""
+    jac = _Jacobian(backend, name, f, argnums, has_aux, mode, chunk_size, impl)
 
-    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[JacobianPlan, Any, Call | None]:
+    def jacobian_f(*args: Any, **kwargs: Any) -> Any:
+        return jac(args, kwargs)
+
+    def plan(*args: Any, **kwargs: Any) -> JacobianPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return jac.planned(args, kwargs)[0].plan  # type: ignore[no-any-return]
+
+    jacobian_f.plan = plan  # type: ignore[attr-defined]
+    return jacobian_f
+
+
+class _Jacobian:
+    """One transformed function: its validated options and its one cache, a :class:`Route`
+    (the plan and the framework's jacrev / jacfwd made for it) per argument signature."""
+
+    def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
+                 chunk_size: int | str | None, impl: str):
+        self.backend, self.name, self.f, self.argnums, self.has_aux = backend, name, f, argnums, has_aux
+        self.mode, self.chunk_size, self.impl = mode, chunk_size, impl
+        used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
+        self.builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
+        self.known = Memo()
+
+    def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Route, Any, Call | None]:
+        """The signature's route, its cache key, and the call checked to plan it (None: a
+        signature planned before)."""
         key = Memo.key(args)
-        known = plans.get(key)
+        known = self.known.get(key)
         if known is not None:
             return known, key, None
-        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
+        call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux)
         if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
-            key = ("primals", call.signature(), needs_composition(backend, args))
-            known = plans.get(key)
+            key = ("primals", call.signature(), needs_composition(self.backend, args))
+            known = self.known.get(key)
             if known is not None:
                 return known, key, call
+        plan = self._decide(call, args)
+        return self.known.put(key, Route(plan, self._made(plan, args, kwargs) if not kwargs else None)), key, call
+
+    def _decide(self, call: Call, args: tuple[Any, ...]) -> JacobianPlan:
+        name, mode, impl, chunk_size = self.name, self.mode, self.impl, self.chunk_size
         outputs = None  # known where auto's choice needed them: f is not evaluated for the plan alone
         if mode == "auto":
-            adjoint.check(name, backend, call)  # NOTE [adjoint check]
-            m, why = auto_mode(backend, call)
+            adjoint.check(name, self.backend, call)  # NOTE [adjoint check]
+            m, why = auto_mode(self.backend, call)
             if call.primals:
                 outputs = sum(math.prod(sh) for sh, _, _ in call.output_shapes())
         else:
             m, why = mode, (f"{name} is {mode} mode" if name != "jacobian" else f"mode={mode!r} given")
-        empty = call.has_no_elements()
         if m == "loop":
             route, because = "composed", "the loop is crossgrad's"
-        elif not builtin[m]:
+        elif not self.builtin[m]:
             route, because = "composed", f"impl={impl!r}" + (f", chunk_size={chunk_size!r}" if chunk_size else "")
-        elif empty:
+        elif call.has_no_elements():
             route, because = "composed", "no elements (the built-ins fail on an empty basis)"
-        elif needs_composition(backend, args):
+        elif needs_composition(self.backend, args):
             route, because = "composed", "static or None leaves, which the built-ins refuse"
         else:
             route, because = "builtin", f"the framework's jac{m} serves impl={impl!r}"
-        n = sum(math.prod(backend.arrays.shape(x)) for x in call.primals)
-        plan = JacobianPlan(name, m, route, chunk_size, n, outputs, f"{why}; {route}: {because}")
-        return plans.put(key, plan), key, call
+        n = sum(math.prod(self.backend.arrays.shape(x)) for x in call.primals)
+        return JacobianPlan(name, m, route, chunk_size, n, outputs, f"{why}; {route}: {because}")
 
-    def compute(plan: JacobianPlan, key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-        m = plan.mode
+    def _made(self, plan: JacobianPlan, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Callable[..., Any] | None:
+        """The framework's jacrev / jacfwd where the plan takes it."""
+        if plan.route != "builtin":
+            return None
+        builtins, has_aux, chunk_size = self.backend.builtins, self.has_aux, self.chunk_size
+        jac = builtins.jacrev if plan.mode == "rev" else builtins.jacfwd
+        real = plan.mode == "rev" or not builtins.COMPLEX_FORWARD
+        return made(self.name, self.backend, lambda g, nums: jac(g, nums, has_aux, chunk_size), self.f, self.argnums,
+                    has_aux, False, len(args), kwargs, real)
+
+    def compute(self, known: Route, key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        plan = known.plan
         if plan.route == "builtin":
-            make = backend.builtins.jacrev if m == "rev" else backend.builtins.jacfwd
-            real = m == "rev" or not backend.builtins.COMPLEX_FORWARD
-            fn = builtins.get(lambda g, nums: make(g, nums, has_aux, chunk_size), args, kwargs, tag=m, real=real)
+            fn = known.builtin or self._made(plan, args, kwargs)
             try:
-                return fn(*args)
+                return fn(*args)  # type: ignore[misc]
             except errors.ComplexOutputError:
-                if m == "rev":
+                if plan.mode == "rev":
                     raise
                 # torch's jacfwd refuses complex outputs, which crossgrad's forward mode answers.
-                plan = plans.put(key, dataclasses.replace(
-                    plan, route="composed", why=plan.why + "; revised: the built-in refused complex outputs"))
+                plan = dataclasses.replace(plan, route="composed",
+                                           why=plan.why + "; revised: the built-in refused complex outputs")
+                self.known.put(key, Route(plan))
         if call is None:  # a signature seen before: checked then
-            call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=True)
-        if m == "fwd":
-            blocks, aux = fwd_blocks(backend, call, chunk_size)
+            call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux, checked=True)
+        if plan.mode == "fwd":
+            blocks, aux = fwd_blocks(self.backend, call, self.chunk_size)
         else:
-            blocks, aux = rev_blocks(backend, call, chunk_size, loop=m == "loop")
+            blocks, aux = rev_blocks(self.backend, call, self.chunk_size, loop=plan.mode == "loop")
         result = call.assemble(blocks)
-        return (result, aux) if has_aux else result
+        return (result, aux) if self.has_aux else result
 
-    def jacobian_f(*args: Any, **kwargs: Any) -> Any:
-        plan, key, call = planned(args, kwargs)
-        if mode != "auto" or plan.mode != "fwd":
-            return compute(plan, key, call, args, kwargs)
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        known, key, call = self.planned(args, kwargs)
+        if self.mode != "auto" or known.plan.mode != "fwd":
+            return self.compute(known, key, call, args, kwargs)
         try:
-            return compute(plan, key, call, args, kwargs)
+            return self.compute(known, key, call, args, kwargs)
         except errors.CrossgradError:
             raise
         except Exception as forward_failure:
             # auto's forward mode failed where reverse mode may answer (a custom Function
             # without jvp or vmap rules, jax's custom_vjp): the same Jacobian, a revised plan.
+            plan = known.plan
             revised = dataclasses.replace(plan, mode="rev", why=plan.why + (
                 f"; revised: forward mode failed ({type(forward_failure).__name__}), reverse mode"))
+            route = Route(revised, self._made(revised, args, kwargs) if not kwargs else None)
             try:
-                out = compute(revised, key, None, args, kwargs)
+                out = self.compute(route, key, None, args, kwargs)
             except Exception:
                 raise forward_failure from None
-            log.info("%s: forward mode failed (%s); reverse mode for this signature", name,
+            log.info("%s: forward mode failed (%s); reverse mode for this signature", self.name,
                      type(forward_failure).__name__)
-            plans.put(key, revised)
+            self.known.put(key, route)
             return out
-
-    def plan(*args: Any, **kwargs: Any) -> JacobianPlan:
-        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return planned(args, kwargs)[0]
-
-    jacobian_f.plan = plan  # type: ignore[attr-defined]
-    return jacobian_f

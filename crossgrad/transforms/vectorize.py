@@ -23,7 +23,7 @@ from typing import Any
 from crossgrad import batch_axes, errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking
-from crossgrad.transforms.builtin import builtin_serves, checked
+from crossgrad.transforms.builtin import Route, builtin_serves, checked
 from crossgrad.transforms.call import Memo, call_user, check_leaves
 
 
@@ -102,51 +102,81 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         own = batched_form(backend.name, in_axes)
         if own is not None:
             return own  # type: ignore[no-any-return]
-    shape = backend.arrays.shape
-    builtin, why = _framework_or_composition(backend, name, impl, chunk_size, out_axes)
-    in_axes = batch_axes.in_axes_form(in_axes)
-    plans = Memo()
-    runs: dict[Any, Callable[..., Any]] = {}  # the framework's vmap per signature, made when first run
-
-    def planned(args: tuple[Any, ...]) -> VmapPlan:
-        """The signature's plan: its checks once, each leaf's batch axis, the batch size."""
-        key = Memo.key(args)
-        known = plans.get(key)
-        if known is None:
-            axes = batch_axes.leaf_axes(name, in_axes, args, shape)
-            check_leaves(name, backend, pytree.leaves(args))
-            size = batch_axes.batch_size(name, args, axes, shape)
-            route = "empty" if size == 0 else "builtin" if builtin else "composed"
-            reason = "an empty batch: the output shapes from one abstract sample" if size == 0 else why
-            known = plans.put(key, VmapPlan(name, route, size, chunk_size, reason, tuple(axes),
-                                            pytree.flatten(args)[1]))
-        return known  # type: ignore[no-any-return]
-
-    def layout(args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """``(axes, size, treedef)`` of the signature (the device spread reads them)."""
-        plan = planned(args)
-        return list(plan.axes), plan.batch, plan.treedef
+    vm = _Vmap(backend, name, f, in_axes, out_axes, chunk_size, impl, randomness)
 
     def batched(*args: Any, **kwargs: Any) -> Any:
-        plan = planned(args)
-        axes, treedef = list(plan.axes), plan.treedef
-        if kwargs:
-            check_leaves(name, backend, pytree.leaves(kwargs))
-        g = partial(f, **kwargs) if kwargs else f
-        if plan.route == "empty":
-            return _empty_batch(backend, name, g, pytree.leaves(args), treedef, axes, out_axes)
-        if plan.route == "composed":
-            return _vmap_composed(backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size,
-                                  randomness)
+        return vm(args, kwargs)
+
+    def plan_of(*args: Any, **kwargs: Any) -> VmapPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return vm.planned(args).plan  # type: ignore[no-any-return]
+
+    reported = _shapes_named(backend, name, batched, lambda args: list(vm.planned(args).plan.axes))
+    if where is None:
+        reported.plan = plan_of  # type: ignore[attr-defined]
+        return reported
+    spread = _spread(backend, name, reported, vm.layout, out_axes, where, gather)
+    spread.plan = plan_of  # type: ignore[attr-defined]
+    return spread
+
+
+class _Vmap:
+    """One vectorized function: its validated options and its one cache, a :class:`Route`
+    per argument signature (the plan, with each leaf's batch axis, and the framework's vmap
+    made for it)."""
+
+    def __init__(self, backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any,
+                 chunk_size: int | str | None, impl: str, randomness: str):
+        self.backend, self.name, self.f, self.out_axes = backend, name, f, out_axes
+        self.chunk_size, self.randomness = chunk_size, randomness
+        self.builtin, self.why = _framework_or_composition(backend, name, impl, chunk_size, out_axes)
+        self.in_axes = batch_axes.in_axes_form(in_axes)
+        self.known = Memo()
+
+    def planned(self, args: tuple[Any, ...]) -> Route:
+        """The signature's route: its checks once, each leaf's batch axis, the batch size."""
         key = Memo.key(args)
-        run = None if kwargs or key is None else runs.get(key)
-        if run is None:
-            # The per-leaf axes in the arguments' own containers: a prefix crossgrad accepts
-            # (a tuple for a list, a tuple for a namedtuple) means the same to the framework.
-            run = backend.builtins.vmap(checked(name, backend, g, False, False), tuple(pytree.unflatten(treedef, axes)),
-                                        out_axes, chunk_size, randomness)
-            if not kwargs and key is not None:
-                runs[key] = run
+        known = self.known.get(key)
+        if known is None:
+            name, shape = self.name, self.backend.arrays.shape
+            axes = batch_axes.leaf_axes(name, self.in_axes, args, shape)
+            check_leaves(name, self.backend, pytree.leaves(args))
+            size = batch_axes.batch_size(name, args, axes, shape)
+            route = "empty" if size == 0 else "builtin" if self.builtin else "composed"
+            reason = "an empty batch: the output shapes from one abstract sample" if size == 0 else self.why
+            plan = VmapPlan(name, route, size, self.chunk_size, reason, tuple(axes), pytree.flatten(args)[1])
+            # Made for a kept signature only: arguments with no key are planned on every call.
+            known = self.known.put(key, Route(plan, self._made(plan, self.f) if route == "builtin" and key is not None else None))
+        return known  # type: ignore[no-any-return]
+
+    def layout(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``(axes, size, treedef)`` of the signature (the device spread reads them)."""
+        plan = self.planned(args).plan
+        return list(plan.axes), plan.batch, plan.treedef
+
+    def _made(self, plan: VmapPlan, g: Callable[..., Any]) -> Callable[..., Any]:
+        # The per-leaf axes in the arguments' own containers: a prefix crossgrad accepts (a
+        # tuple for a list, a tuple for a namedtuple) means the same to the framework.
+        return self.backend.builtins.vmap(checked(self.name, self.backend, g, False, False),  # type: ignore[no-any-return]
+                                          tuple(pytree.unflatten(plan.treedef, list(plan.axes))), self.out_axes,
+                                          self.chunk_size, self.randomness)
+
+    def _composed(self, plan: VmapPlan, g: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return _vmap_composed(self.backend, self.name, g, pytree.leaves(args), plan.treedef, list(plan.axes),
+                              self.out_axes, self.chunk_size, self.randomness)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
+        known = self.planned(args)
+        plan = known.plan
+        if kwargs:
+            check_leaves(self.name, self.backend, pytree.leaves(kwargs))
+        g = partial(self.f, **kwargs) if kwargs else self.f
+        if plan.route == "empty":
+            return _empty_batch(self.backend, self.name, g, pytree.leaves(args), plan.treedef, list(plan.axes),
+                                self.out_axes)
+        if plan.route == "composed":
+            return self._composed(plan, g, args)
+        run = known.builtin if not kwargs and known.builtin is not None else self._made(plan, g)
         try:
             return run(*args)
         except errors.CrossgradError:
@@ -156,25 +186,12 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
             # out of range or not matching the output) where there is one, and answers where
             # crossgrad's spec accepts what the framework does not (a tuple out_axes prefix for
             # a list output): then the plan is revised, so later calls go to the composition.
-            out = _composition_answers(exc, lambda: _vmap_composed(
-                backend, name, g, pytree.leaves(args), treedef, axes, out_axes, chunk_size, randomness))
-            if not kwargs and key is not None:
-                plans.put(key, dataclasses.replace(plan, route="composed", why=(
+            out = _composition_answers(exc, lambda: self._composed(plan, g, args))
+            if not kwargs:
+                self.known.put(Memo.key(args), Route(dataclasses.replace(plan, route="composed", why=(
                     f"revised: the framework's vmap refused ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}), "
-                    "crossgrad's composition answers")))
+                    "crossgrad's composition answers"))))
             return out
-
-    def plan_of(*args: Any, **kwargs: Any) -> VmapPlan:
-        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return planned(args)
-
-    reported = _shapes_named(backend, name, batched, lambda args: layout(args)[0])
-    if where is None:
-        reported.plan = plan_of  # type: ignore[attr-defined]
-        return reported
-    spread = _spread(backend, name, reported, layout, out_axes, where, gather)
-    spread.plan = plan_of  # type: ignore[attr-defined]
-    return spread
 
 
 def _shapes_named(backend: Backend, name: str, batched: Callable[..., Any],
