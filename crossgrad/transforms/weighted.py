@@ -89,71 +89,82 @@ def _check_size(name: str, size: int, got: tuple[int, ...]) -> None:
                                  f"coefficients of shape {got}", "Give C over the argument's elements, flattened.")
 
 
-def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
-               estimator: spec.ExactOrHutchinson, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """A weighted Laplacian's validated options: what each summed Laplacian is made with."""
+
+    name: str
+    f: Callable[..., Any]
+    argnums: int
+    in_axes: Any  # None: one point; else the batched form's in_axes
+    estimator: spec.ExactOrHutchinson
+    samples: int | None
+    key: Any
+    chunk_size: Any
+
+    def differentiated(self, arrays: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[int, ...], int]:
+        """The differentiated argument, the batch in front of it (``()`` at one point) and one
+        sample's number of elements."""
+        x = args[value_checks.normalize_argnums(self.name, self.argnums, len(args))[0][0]]
+        lead = () if self.in_axes is None else (arrays.shape(x)[0],)
+        return x, lead, arrays.size(x) // max(int(np.prod(lead)), 1)
+
+
+def _moved_laplacian(backend: Backend, o: _Options, nargs: int, lin: Any = None) -> Callable[..., Any]:
+    """The Laplacian in ``y`` of ``y -> f(x + L y)`` at each point (the batched form written
+    per sample).  ``lin``: ``L``, fixed; None: ``L`` is the second argument of each call
+    (NOTE [per-point coefficients])."""
+    arrays, f = backend.arrays, o.f
+    k = value_checks.normalize_argnums(o.name, o.argnums, nargs)[0][0]
+    first = 1 if lin is None else 0  # where f's arguments start
+
+    def g(y: Any, *rest: Any, **kwargs: Any) -> Any:
+        m, args = (rest[0], rest[1:]) if lin is None else (lin, rest)
+        x = args[k]
+        return f(*args[:k], x + arrays.reshape(m @ y, arrays.shape(x)), *args[k + 1:], **kwargs)
+
+    if o.in_axes is None:
+        return curvature.laplacian(backend, g, 0, estimator=o.estimator, samples=o.samples, key=o.key,
+                                   chunk_size=o.chunk_size)
+    axes = (0, *(0,) * first, *_axes(o.in_axes, nargs))
+    return curvature.batched_laplacian(backend, g, 0, axes, estimator=o.estimator, samples=o.samples, key=o.key,
+                                       basis_chunk_size=o.chunk_size)
+
+
+def _per_point(backend: Backend, o: _Options, coefficients: Any) -> Callable[..., Any]:
     """``trace(C H)`` with ``C`` a function of the arguments (or, batched, one matrix per
     sample): NOTE [per-point coefficients]."""
     arrays = backend.arrays
-    made: dict[int, Callable[..., Any]] = {}
+    made: dict[int, Callable[..., Any]] = {}  # the one cache: the Laplacian per number of arguments
 
     def laplacian_for(nargs: int) -> Callable[..., Any]:
         if nargs not in made:
-            k = value_checks.normalize_argnums(name, argnums, nargs)[0][0]
-
-            def g(y: Any, lin: Any, *args: Any, **kwargs: Any) -> Any:
-                x = args[k]  # one sample's (the batched form is written per sample)
-                moved = x + arrays.reshape(lin @ y, arrays.shape(x))
-                return f(*args[:k], moved, *args[k + 1:], **kwargs)
-
-            if in_axes is None:
-                made[nargs] = curvature.laplacian(backend, g, 0, estimator=estimator, samples=samples, key=key,
-                                                  chunk_size=chunk_size)
-            else:
-                made[nargs] = curvature.batched_laplacian(backend, g, 0, (0, 0, *_axes(in_axes, nargs)),
-                                                          estimator=estimator, samples=samples, key=key,
-                                                          basis_chunk_size=chunk_size)
+            made[nargs] = _moved_laplacian(backend, o, nargs)
         return made[nargs]
 
-    def matrices(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not callable(coefficients):
-            return arrays.cast_like(arrays.as_array(coefficients), args[argnums])
-        if in_axes is None:
-            return coefficients(*args, **kwargs)
-        return backend.primitives.vmap(lambda *a: coefficients(*a, **kwargs), _axes(in_axes, len(args)), 0,
-                                       "different")(*args)
-
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
-        x = args[k]
-        lead = () if in_axes is None else (arrays.shape(x)[0],)
-        n = arrays.size(x) // max(int(np.prod(lead)), 1)
-        c = matrices(args, kwargs)
-        _check_size(name, n, tuple(arrays.shape(c)))
+        x, lead, n = o.differentiated(arrays, args)
+        c = _matrices(backend, o, coefficients, args, kwargs)
+        _check_size(o.name, n, tuple(arrays.shape(c)))
         if tuple(arrays.shape(c)[:-2]) != lead:
-            raise errors.OptionError(name, f"one {n} x {n} coefficient matrix per sample (shape {(*lead, n, n)})",
+            raise errors.OptionError(o.name, f"one {n} x {n} coefficient matrix per sample (shape {(*lead, n, n)})",
                                      f"coefficients of shape {tuple(arrays.shape(c))}",
                                      "Return C for one sample from the coefficient function, or pass a (B, n, n) array.")
-        perm = (1, 0) if in_axes is None else (0, 2, 1)
-        s = (c + arrays.transpose(c, perm)) / 2
+        s = (c + arrays.transpose(c, (1, 0) if not lead else (0, 2, 1))) / 2
         rms = ((s * s).sum(axis=(-2, -1)) / n) ** 0.5
         a = (rms * n ** 0.5 + (rms == 0)) ** 0.5  # a^2 of S's scale; 1 where C is zero
         a = arrays.reshape(a, (*lead, 1, 1))
-        eye = arrays.eye(n, x)
-        y = arrays.zeros((*lead, n), x)
+        eye, y = arrays.eye(n, x), arrays.zeros((*lead, n), x)
         lap = laplacian_for(len(args))
-        plus = lap(y, (a * eye + s / a) / 2, *args, **kwargs)
-        return plus - lap(y, (a * eye - s / a) / 2, *args, **kwargs)
+        return lap(y, (a * eye + s / a) / 2, *args, **kwargs) - lap(y, (a * eye - s / a) / 2, *args, **kwargs)
 
     def plan(*args: Any, **kwargs: Any) -> WeightedPlan:
         """The plan a call with these arguments follows (NOTE [plans]); C is not evaluated
         (the Laplacians' plans depend on the shapes only)."""
-        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
-        x = args[k]
-        lead = () if in_axes is None else (arrays.shape(x)[0],)
-        n = arrays.size(x) // max(int(np.prod(lead)), 1)
-        lin = arrays.zeros((*lead, n, n), x)
-        inner = laplacian_for(len(args)).plan(arrays.zeros((*lead, n), x), lin, *args, **kwargs)  # type: ignore[attr-defined]
-        return WeightedPlan(name, "per point", ((1.0, n, inner), (-1.0, n, inner)),
+        x, lead, n = o.differentiated(arrays, args)
+        inner = laplacian_for(len(args)).plan(arrays.zeros((*lead, n), x), arrays.zeros((*lead, n, n), x),  # type: ignore[attr-defined]
+                                              *args, **kwargs)
+        return WeightedPlan(o.name, "per point", ((1.0, n, inner), (-1.0, n, inner)),
                             "C given as a function (or one matrix per sample): two Laplacians of y -> f(x + L y), "
                             "L from C at the point (NOTE [per-point coefficients])")
 
@@ -161,77 +172,67 @@ def _per_point(backend: Backend, name: str, f: Callable[..., Any], coefficients:
     return transformed
 
 
-def _weighted(backend: Backend, name: str, f: Callable[..., Any], coefficients: Any, argnums: int, in_axes: Any,
-              estimator: spec.ExactOrHutchinson, samples: int | None, key: Any, chunk_size: Any) -> Callable[..., Any]:
-    _check_argnums(name, argnums)
-    if callable(coefficients) or (in_axes is not None and len(getattr(coefficients, "shape", ())) == 3):
-        return _per_point(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, chunk_size)
-    n, factors = _factors(name, coefficients)
-    arrays = backend.arrays
-    made: dict[Any, list[tuple[float, int, Callable[..., Any]]]] = {}
-    zero: dict[str, Callable[..., Any]] = {}
+def _matrices(backend: Backend, o: _Options, coefficients: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``C`` at the point (one per sample, batched), a given array cast like the argument."""
+    if not callable(coefficients):
+        return backend.arrays.cast_like(backend.arrays.as_array(coefficients), args[o.argnums])
+    if o.in_axes is None:
+        return coefficients(*args, **kwargs)
+    return backend.primitives.vmap(lambda *a: coefficients(*a, **kwargs), _axes(o.in_axes, len(args)), 0,
+                                   "different")(*args)
 
-    def parts_for(nargs: int, like: Any) -> list[tuple[float, int, Callable[..., Any]]]:
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """The Laplacians a constant ``C`` sums, made for one number of arguments, dtype and
+    device: ``(sign, rank, Laplacian of y -> f(x + L y))``; for ``C = 0`` none, and the
+    Laplacian of ``f`` whose zeros give the output's shape."""
+
+    parts: tuple[tuple[float, int, Callable[..., Any]], ...]
+    zero: Callable[..., Any] | None
+
+
+def _weighted(backend: Backend, o: _Options, coefficients: Any) -> Callable[..., Any]:
+    _check_argnums(o.name, o.argnums)
+    if callable(coefficients) or (o.in_axes is not None and len(getattr(coefficients, "shape", ())) == 3):
+        return _per_point(backend, o, coefficients)
+    n, factors = _factors(o.name, coefficients)
+    arrays = backend.arrays
+    made: dict[Any, _Parts] = {}  # the one cache
+
+    def parts_for(nargs: int, like: Any) -> _Parts:
         key_ = (nargs, arrays.dtype_name(like), str(getattr(like, "device", "")))
         if key_ not in made:
-            k = value_checks.normalize_argnums(name, argnums, nargs)[0][0]
-            built = []
-            for sign, factor in zip((1.0, -1.0), factors):  # L+ adds, L- subtracts
-                if factor.shape[1] == 0:
-                    continue
-                lin = arrays.cast_like(arrays.from_numpy(np.ascontiguousarray(factor), like), like)
-
-                def g(y: Any, *args: Any, lin: Any = lin, k: int = k, **kwargs: Any) -> Any:
-                    x = args[k]  # one sample's (the batched form is written per sample)
-                    moved = x + arrays.reshape(lin @ y, arrays.shape(x))
-                    return f(*args[:k], moved, *args[k + 1:], **kwargs)
-
-                if in_axes is None:
-                    lap = curvature.laplacian(backend, g, 0, estimator=estimator, samples=samples, key=key,
-                                              chunk_size=chunk_size)
-                else:
-                    axes = (0, *_axes(in_axes, nargs))
-                    lap = curvature.batched_laplacian(backend, g, 0, axes, estimator=estimator, samples=samples,
-                                                      key=key, basis_chunk_size=chunk_size)
-                built.append((sign, factor.shape[1], lap))
-            made[key_] = built
+            # Each factor keeps its sign (L+ adds, L- subtracts); an empty one adds nothing.
+            parts = tuple((sign, factor.shape[1], _moved_laplacian(backend, o, nargs, arrays.cast_like(
+                arrays.from_numpy(np.ascontiguousarray(factor), like), like)))
+                for sign, factor in zip((1.0, -1.0), factors) if factor.shape[1])
+            zero = None if parts else curvature.laplacian(backend, o.f, o.argnums) if o.in_axes is None else \
+                curvature.batched_laplacian(backend, o.f, o.argnums, o.in_axes)
+            made[key_] = _Parts(parts, zero)
         return made[key_]
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
-        x = args[k]
-        batch = None
-        if in_axes is not None:
-            batch = arrays.shape(x)[0]
-            size = arrays.size(x) // max(batch, 1)
-        else:
-            size = arrays.size(x)
-        _check_size(name, size, (n, n))
+        x, lead, size = o.differentiated(arrays, args)
+        _check_size(o.name, size, (n, n))
+        known = parts_for(len(args), x)
+        if known.zero is not None:  # C = 0: a zero operator, shaped like the Laplacian
+            return known.zero(*args, **kwargs) * 0.0
         total = None
-        for sign, rank, lap in parts_for(len(args), x):
-            y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
-            value = lap(y, *args, **kwargs)
+        for sign, rank, lap in known.parts:
+            value = lap(arrays.zeros((*lead, rank), x), *args, **kwargs)
             total = value * sign if total is None else total + sign * value
-        if total is None:  # C = 0: a zero operator, shaped like the Laplacian
-            if "zero" not in zero:
-                zero["zero"] = curvature.laplacian(backend, f, argnums) if in_axes is None else \
-                    curvature.batched_laplacian(backend, f, argnums, in_axes)
-            return zero["zero"](*args, **kwargs) * 0.0
         return total
 
     def plan(*args: Any, **kwargs: Any) -> WeightedPlan:
         """The plan a call with these arguments follows (NOTE [plans])."""
-        k = value_checks.normalize_argnums(name, argnums, len(args))[0][0]
-        x = args[k]
-        batch = None if in_axes is None else arrays.shape(x)[0]
-        parts = []
-        for sign, rank, lap in parts_for(len(args), x):
-            y = arrays.zeros((rank,) if batch is None else (batch, rank), x)
-            parts.append((sign, rank, lap.plan(y, *args, **kwargs)))  # type: ignore[attr-defined]
+        x, lead, _ = o.differentiated(arrays, args)
+        parts = tuple((sign, rank, lap.plan(arrays.zeros((*lead, rank), x), *args, **kwargs))  # type: ignore[attr-defined]
+                      for sign, rank, lap in parts_for(len(args), x).parts)
         if not parts:
-            return WeightedPlan(name, "zero", (), "C = 0: zeros shaped like the Laplacian")
+            return WeightedPlan(o.name, "zero", (), "C = 0: zeros shaped like the Laplacian")
         ranks = " and ".join(str(r) for _, r, _ in parts)
-        return WeightedPlan(name, "constant", tuple(parts), f"C factored once by its eigenvalues: Laplacians of "
+        return WeightedPlan(o.name, "constant", parts, f"C factored once by its eigenvalues: Laplacians of "
                             f"y -> f(x + L y) over rank {ranks} directions of {n} (NOTE [weighted laplacian])")
 
     transformed.plan = plan  # type: ignore[attr-defined]
@@ -259,7 +260,7 @@ def weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: An
     option_checks.check_callable(name, f)
     option_checks.validate_options(name, estimator=estimator, samples=samples, chunk_size=chunk_size)
     value_checks.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
-    return _weighted(backend, name, f, coefficients, argnums, None, estimator, samples, key, chunk_size)
+    return _weighted(backend, _Options(name, f, argnums, None, estimator, samples, key, chunk_size), coefficients)
 
 
 def batched_weighted_laplacian(backend: Backend, f: Callable[..., Any], coefficients: Any, argnums: int = 0,
@@ -283,4 +284,5 @@ def batched_weighted_laplacian(backend: Backend, f: Callable[..., Any], coeffici
     option_checks.check_callable(name, f)
     option_checks.validate_options(name, in_axes=in_axes, estimator=estimator, samples=samples, basis_chunk_size=basis_chunk_size)
     value_checks.check_estimator_key(name, estimator, key, backend.arrays.is_random_key(key))
-    return _weighted(backend, name, f, coefficients, argnums, in_axes, estimator, samples, key, basis_chunk_size)
+    return _weighted(backend, _Options(name, f, argnums, in_axes, estimator, samples, key, basis_chunk_size),
+                     coefficients)
