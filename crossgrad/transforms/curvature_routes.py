@@ -60,80 +60,97 @@ def taylor_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None,
 
 
 def composed(backend: Backend, name: str, call: Call, point: Point, what: str, estimator: str, rows: int,
-              key: Any, chunk_size: Any, verdict: tuple[Memo, Any] | None = None) -> Any:
-    a = backend.arrays
-    found: dict[str, Any] = {}
-    flat = outputs_then_aux(call, found)
-    # No coordinate (point.n == 0): nothing to check, the result is zero or empty.
-    rec, why = taylor_route(backend, call, verdict if point.n else None, flat, found)
-    if rec is None:
-        log.info("%s: %s", name, why)
-    values = rec.values if rec is not None else None
-    if values is None and rec is None:
-        values = flat(*call.primals)
-    n_out = found["outputs"]
-    if values is not None:
-        outputs = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values[:n_out]]
-    elif rec is not None and rec.types is not None:  # jax records without computing, and knows the types
-        outputs = rec.types[:n_out]
-    else:  # the outputs' shapes abstractly
-        outputs = [(s, d) for s, _, d in backend.primitives.output_shapes(lambda *p: tuple(flat(*p)[:n_out]),
-                                                                             call.primals)]
-    value_checks.check_float_outputs(name, [d for _, d in outputs])
+             key: Any, chunk_size: Any, verdict: tuple[Memo, Any] | None = None) -> Any:
+    """The trace (``what="trace"``) or diagonal of each output's Hessian at one call, by the
+    Taylor route or, where it cannot serve, nested Hessian-vector products; ``estimator``
+    ``"exact"`` (``point.n`` basis directions), ``"hutchinson"`` or ``"hutch++"`` (``rows``
+    random ones).  With the call's aux as ``(result, aux)``."""
+    ev = _Evaluation(backend, call, point, chunk_size, verdict)
+    value_checks.check_float_outputs(name, [d for _, d in ev.outputs()])
     if point.n == 0:  # no coordinate: a zero trace, an empty diagonal
-        if values is None and call.has_aux:
-            values = flat(*call.primals)
-        return _without_coordinates(backend, call, what, [s for s, _ in outputs], values, found)
+        if ev.values is None and call.has_aux:
+            ev.values = ev.flat(*call.primals)
+        return _without_coordinates(backend, call, what, [s for s, _ in ev.outputs()], ev.values, ev.found)
+    a = backend.arrays
+    if what == "trace":
+        if estimator == "exact":
+            second = ev.push(point.basis(0, point.n), point.n, None, True)
+        elif estimator == "hutchinson":
+            second = ev.push(point.signs(key, rows)[0], rows, _constant(a, 1.0 / rows, rows, point.like), True)
+        else:
+            value_checks.check_scalar_estimator(name, estimator, ev.sample_shapes())
+            second = [_hutch_pp(backend, call, point, ev.push, key, rows)]
+        result = pytree.unflatten(call.output_structure(), second)
+    else:
+        if estimator == "exact":
+            per_direction = ev.push(point.basis(0, point.n), point.n, None, False)
+            blocks = [[_diagonal_block(a, d, point, i) for i in range(len(point.sizes))] for d in per_direction]
+        else:
+            value_checks.check_scalar_estimator(name, estimator, ev.sample_shapes())
+            blocks = [_hutchinson_diagonal(backend, call, point, key, rows)]
+        result = call.assemble(blocks)
+    if not call.has_aux:
+        return result
+    if ev.values is None:
+        ev.values = ev.flat(*call.primals)
+    return result, pytree.unflatten(ev.found["aux"], list(ev.values[ev.n_out:]))
 
-    def push(directions: list[Any], count: int, weights: Any, collapse: bool) -> list[Any]:
+
+class _Evaluation:
+    """One call's evaluation on the route the plan chose: the recorded program (None: the
+    nested route, logged with why), the output values once computed, and the pushes of
+    directions through either."""
+
+    def __init__(self, backend: Backend, call: Call, point: Point, chunk_size: Any, verdict: tuple[Memo, Any] | None):
+        self.backend, self.call, self.point, self.chunk_size = backend, call, point, chunk_size
+        self.found: dict[str, Any] = {}
+        self.flat = outputs_then_aux(call, self.found)
+        # No coordinate (point.n == 0): nothing to check, the result is zero or empty.
+        self.rec, why = taylor_route(backend, call, verdict if point.n else None, self.flat, self.found)
+        if self.rec is None:
+            log.info("%s: %s", call.transform, why)
+            self.values = self.flat(*call.primals)
+        else:
+            self.values = self.rec.values
+        self.n_out: int = self.found["outputs"]
+
+    def outputs(self) -> list[tuple[tuple[int, ...], str]]:
+        """Each output's shape and dtype, from the values, the record's types (jax records
+        without computing) or abstractly."""
+        a, n_out = self.backend.arrays, self.n_out
+        if self.values is not None:
+            return [(tuple(a.shape(v)), a.dtype_name(v)) for v in self.values[:n_out]]
+        if self.rec is not None and self.rec.types is not None:
+            return self.rec.types[:n_out]  # type: ignore[no-any-return]
+        return [(s, d) for s, _, d in self.backend.primitives.output_shapes(self._outputs_only, self.call.primals)]
+
+    def sample_shapes(self) -> list[Any]:
+        """Each output's shape for one sample."""
+        shapes = [tuple(s) for s, _, _ in self.backend.primitives.output_shapes(self._outputs_only, self.call.primals)]
+        return [s[1:] for s in shapes] if self.point.batch is not None else shapes
+
+    def _outputs_only(self, *primals: Any) -> tuple[Any, ...]:
+        return tuple(self.flat(*primals)[:self.n_out])
+
+    def push(self, directions: list[Any], count: int, weights: Any, collapse: bool) -> list[Any]:
         """Second-order coefficients of the outputs along ``directions`` (``count`` rows),
         in chunks of ``chunk_size`` rows."""
-        nonlocal values
-        size = _chunk_rows(backend, rec, point, count, chunk_size)
+        a, rec, primals = self.backend.arrays, self.rec, self.call.primals
+        size = _chunk_rows(self.backend, rec, self.point, count, self.chunk_size)
         parts = []
         for lo in range(0, count, size):
             hi = min(count, lo + size)
             d = [a.slice_axis(x, lo, hi, 0) for x in directions]
             w = None if weights is None else a.slice_axis(weights, lo, hi, 0)
             if rec is not None:
-                pushed_values, second = taylor.push(backend, rec, call.primals, d, hi - lo, w, collapse)
-                values = pushed_values if values is None else values
-                second = second[:n_out]
+                values, second = taylor.push(self.backend, rec, primals, d, hi - lo, w, collapse)
+                self.values = values if self.values is None else self.values
+                parts.append(second[:self.n_out])
             else:
-                second = taylor.nested(backend, lambda *p: tuple(flat(*p)[:n_out]), call.primals, d, hi - lo, w,
-                                       collapse)
-            parts.append(second)
+                parts.append(taylor.nested(self.backend, self._outputs_only, primals, d, hi - lo, w, collapse))
         if collapse:
             return [taylor.sum_of(list(col)) for col in zip(*parts)]
         return [a.concat(list(col), 0) for col in zip(*parts)]
-
-    def output_shapes() -> list[Any]:
-        shapes = [tuple(s) for s, _, _ in backend.primitives.output_shapes(
-            lambda *p: tuple(flat(*p)[:n_out]), call.primals)]
-        return [s[1:] for s in shapes] if point.batch is not None else shapes
-
-    if what == "trace":
-        if estimator == "exact":
-            second = push(point.basis(0, point.n), point.n, None, True)
-        elif estimator == "hutchinson":
-            second = push(point.signs(key, rows)[0], rows, _constant(a, 1.0 / rows, rows, point.like), True)
-        else:
-            value_checks.check_scalar_estimator(name, estimator, output_shapes())
-            second = [_hutch_pp(backend, call, point, push, key, rows)]
-        result = pytree.unflatten(call.output_structure(), second)
-    else:
-        if estimator == "exact":
-            per_direction = push(point.basis(0, point.n), point.n, None, False)
-            blocks = [[_diagonal_block(a, d, point, i) for i in range(len(point.sizes))] for d in per_direction]
-        else:
-            value_checks.check_scalar_estimator(name, estimator, output_shapes())
-            blocks = [_hutchinson_diagonal(backend, call, point, key, rows)]
-        result = call.assemble(blocks)
-    if not call.has_aux:
-        return result
-    if values is None:
-        values = flat(*call.primals)
-    return result, pytree.unflatten(found["aux"], list(values[n_out:]))
 
 
 def _without_coordinates(backend: Backend, call: Call, what: str, shapes: list[tuple[int, ...]], values: Any,
