@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from crossgrad import batch_axes, errors, option_checks, spec, value_checks
@@ -212,13 +213,15 @@ class CurvaturePlan:
 class _Signature:
     """What a curvature transform knows of one argument signature: each differentiated
     leaf's batch axis and the batch size (None without ``in_axes``), the route that needs no
-    recording and why, and (the ``"hessian"`` route) the output's structure once f has run."""
+    recording and why, the function that route runs (``"outside"``, ``"hessian"``) and (the
+    ``"hessian"`` route) the output's structure once f has run."""
 
     axes: list[int | None] | None
     batch: int | None
     route: str
     why: str
     structure: Any = None
+    run: Callable[..., Any] | None = None  # the "outside" and "hessian" routes' function, made with the record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,11 +255,22 @@ def _decide(o: _Options, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> _Sign
                else None if policy.batched_curvature_inside(o.backend.name, o.estimator) else
                f"policy.batched_curvature_inside: the {o.estimator} estimator on {o.backend.name}")
     if why is not None:
-        return _Signature(axes, batch, "outside", why + ": vmap of the single-point form")
+        return _Signature(axes, batch, "outside", why + ": vmap of the single-point form", run=_route(o, "outside"))
     if o.impl == "builtin":
         return _Signature(axes, batch, "hessian", f"impl='builtin': the {o.what} of the framework's own Hessian "
-                          "(NOTE [laplacian route])")
+                          "(NOTE [laplacian route])", run=_route(o, "hessian"))
     return _Signature(axes, batch, "composed", "")
+
+
+def _route(o: _Options, which: str) -> Callable[..., Any]:
+    """The vmap of the single-point form (``"outside"``) or the framework's own (per-sample)
+    Hessian (``"hessian"``)."""
+    if which == "outside":  # the vmap of the single-point form: it has no batched form of its own
+        one = _curvature(o.backend, o.name, o.f, o.argnums, None, o.has_aux, o.estimator, o.samples, o.key,
+                         o.chunk_size, o.impl, o.what, has_batched_form=False)
+        return vmap_of(o.backend, o.name, one, o.in_axes, 0, None, "auto")
+    hessian = hessian_of(o.backend, o.name, o.f, o.argnums, o.has_aux, "auto", None, "builtin")
+    return hessian if o.in_axes is None else vmap_of(o.backend, o.name, hessian, o.in_axes, 0, None, "builtin")
 
 
 def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
@@ -266,7 +280,6 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     ``in_axes`` is given; options already validated."""
     o = _Options(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what)
     g = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else f  # f over the batch
-    built: dict[str, Callable[..., Any]] = {}  # the routes, each made when a plan first takes it
     signatures = Memo()  # the one per-signature cache: a _Signature per argument signature
     verdicts = taylor_check.verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
 
@@ -279,23 +292,10 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             sig is not None else None
         return verdict, seen
 
-    def route(which: str) -> Callable[..., Any]:
-        """The vmap of the single-point form (``"outside"``) or the framework's own
-        (per-sample) Hessian (``"hessian"``), made once."""
-        if which not in built:
-            if which == "outside":  # the vmap of the single-point form: it has no batched form of its own
-                one = _curvature(backend, name, f, argnums, None, has_aux, estimator, samples, key, chunk_size, impl,
-                                 what, has_batched_form=False)
-                built[which] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
-            else:
-                hessian = hessian_of(backend, name, f, argnums, has_aux, "auto", None, "builtin")
-                built[which] = hessian if in_axes is None else vmap_of(backend, name, hessian, in_axes, 0, None, "builtin")
-        return built[which]
-
     def transformed(*args: Any, **kwargs: Any) -> Any:
         verdict, seen = known(args, kwargs)
         if seen.route == "outside":
-            return route("outside")(*args, **kwargs)
+            return seen.run(*args, **kwargs)  # type: ignore[misc]
         call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
         point = Point(backend, call, seen.axes if seen.axes is not None else [None] * len(call.primals), seen.batch)
         if seen.route == "composed":
@@ -305,7 +305,7 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
             call.flat(*call.primals)
             seen.structure = call.output_structure()
         call.out_def = seen.structure
-        return via_hessian(backend, route("hessian"), has_aux, args, kwargs, what, point)
+        return via_hessian(backend, seen.run, has_aux, args, kwargs, what, point)  # type: ignore[arg-type]
 
     def plan(*args: Any, **kwargs: Any) -> CurvaturePlan:
         """The plan a call with these arguments follows (NOTE [plans]): f evaluated once to
@@ -319,11 +319,14 @@ def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     transformed.plan = plan  # type: ignore[attr-defined]
     if in_axes is None and has_batched_form and estimator == "exact" and not has_aux and \
             policy.vmap_takes_batched_curvature(backend.name):
-        # vmap of this single-point transform takes its batched form (NOTE [vmap of curvature]).
-        def batched_form(framework: str, axes: Any) -> Callable[..., Any] | None:
-            if framework != backend.name:
-                return None
-            return _curvature(backend, name, f, argnums, axes, has_aux, estimator, samples, key, chunk_size, impl, what)
-
-        transformed._crossgrad_batched = batched_form  # type: ignore[attr-defined]
+        transformed._crossgrad_batched = partial(_batched_form, o)  # type: ignore[attr-defined]
     return transformed
+
+
+def _batched_form(o: _Options, framework: str, axes: Any) -> Callable[..., Any] | None:
+    """What vmap of a single-point transform takes: its batched form (NOTE [vmap of
+    curvature]), for its own framework."""
+    if framework != o.backend.name:
+        return None
+    return _curvature(o.backend, o.name, o.f, o.argnums, axes, o.has_aux, o.estimator, o.samples, o.key, o.chunk_size,
+                      o.impl, o.what)
