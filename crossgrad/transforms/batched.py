@@ -9,6 +9,7 @@ formed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from crossgrad import batch_axes, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
+from crossgrad.transforms.builtin import Route
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.jacobians import JacobianPlan, inside_blocks, jacobian_of
@@ -192,47 +194,79 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
                   sample_plan: Callable[[tuple[Any, ...], dict[Any, Any]], Any]) -> Callable[..., Any]:
     """``outside`` (``vmap(hessian(f))``), or the same Hessians with the batch inside
     the basis maps where NOTE [batch inside] (:mod:`crossgrad.transforms.policy`) says
-    so, planned once per argument signature; each order is built when a plan first takes it."""
-    shape = backend.arrays.shape
-    made: dict[str, Callable[..., Any]] = {}
+    so, planned once per argument signature; the inside route is built for the signatures
+    whose plan takes it."""
+    inside = _BatchInside(backend, name, f, argnums, in_axes, has_aux, strategy, chunk_size, outside, sample_plan)
 
-    def batched_f() -> Callable[..., Any]:
-        if "f" not in made:
-            made["f"] = vmap_of(backend, name, f, in_axes, 0, None, "auto")
-        return made["f"]
+    def hessian_f(*args: Any, **kwargs: Any) -> Any:
+        return inside.planned(args, kwargs).builtin(*args, **kwargs)  # type: ignore[misc]
 
-    plans = Memo()
+    def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return inside.planned(args, kwargs).plan  # type: ignore[no-any-return]
 
-    def planned(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> BatchedHessianPlan:
+    hessian_f.plan = plan  # type: ignore[attr-defined]
+    return hessian_f
+
+
+class _BatchInside:
+    """A batched Hessian that may take the batch inside: its options and its one cache, a
+    :class:`Route` per argument signature (the plan and the function it runs: ``outside``,
+    or the two basis maps over the batched ``f``)."""
+
+    def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
+                 strategy: str, chunk_size: int | None, outside: Callable[..., Any],
+                 sample_plan: Callable[[tuple[Any, ...], dict[Any, Any]], Any]):
+        self.backend, self.name, self.f, self.argnums, self.in_axes = backend, name, f, argnums, in_axes
+        self.has_aux, self.strategy, self.chunk_size = has_aux, strategy, chunk_size
+        self.outside, self.sample_plan = outside, sample_plan
+        self.known = Memo()
+
+    @functools.cached_property
+    def batched_f(self) -> Callable[..., Any]:
+        """``f`` over the batch, made when a plan first takes the batch inside."""
+        return vmap_of(self.backend, self.name, self.f, self.in_axes, 0, None, "auto")
+
+    def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Route:
         key = Memo.key(args)
-        known = plans.get(key)
-        if known is not None:
-            return known  # type: ignore[no-any-return]
-        call = Call(name, backend, f, args, kwargs, argnums, has_aux)
-        diff, size = call.batch_layout(in_axes)
+        known = self.known.get(key)
+        if known is None:
+            plan = self._decide(Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux),
+                                args, kwargs)
+            known = self.known.put(key, Route(plan, self.outside if plan.order == "outside" else self._inside(plan)))
+        return known  # type: ignore[no-any-return]
+
+    def _decide(self, call: Call, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> BatchedHessianPlan:
+        backend, name = self.backend, self.name
+        diff, size = call.batch_layout(self.in_axes)
         if not diff or None in diff or size == 0 or call.has_no_elements():
             why = "a differentiated argument shared by the batch, or no elements"
-            sample = sample_plan(args, kwargs) if size else None
-            return plans.put(key, BatchedHessianPlan(name, "outside", None, size, why,  # type: ignore[no-any-return]
-                                                     per_sample=sample))
-        n = sum(math.prod(shape(p)) for p in call.primals) // size
+            return BatchedHessianPlan(name, "outside", None, size, why, per_sample=self.sample_plan(args, kwargs)
+                                      if size else None)
+        n = sum(math.prod(backend.arrays.shape(p)) for p in call.primals) // size
 
         def m() -> int:
-            g = (lambda *a: batched_f()(*a, **kwargs)) if kwargs else batched_f()
+            g = (lambda *a: self.batched_f(*a, **kwargs)) if kwargs else self.batched_f
             return sum(math.prod(s[1:]) for s, _, _ in backend.primitives.output_shapes(g, args))
 
         chosen = policy.batched_hessian_inside(backend.name, backend.arrays.on_accelerator(call.primals[0]),
-                                               strategy, n, m, size)
+                                               self.strategy, n, m, size)
+        why = f"NOTE [batch inside]: {size} samples of {n} inputs"
         if chosen is None:
-            plan = BatchedHessianPlan(name, "outside", None, size, f"NOTE [batch inside]: {size} samples of {n} inputs",
-                                      per_sample=sample_plan(args, kwargs))
-        else:
-            log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
-            plan = BatchedHessianPlan(name, "inside", chosen, size, f"NOTE [batch inside]: {size} samples of {n} inputs",
-                                      tuple(a for a in diff if a is not None))
-        return plans.put(key, plan)  # type: ignore[no-any-return]
+            return BatchedHessianPlan(name, "outside", None, size, why, per_sample=self.sample_plan(args, kwargs))
+        log.info("%s: batch inside, %s (NOTE [batch inside]; %d samples of %d inputs)", name, chosen, size, n)
+        return BatchedHessianPlan(name, "inside", chosen, size, why, tuple(a for a in diff if a is not None))
 
-    def jacobian_inside(g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
+    def _inside(self, plan: BatchedHessianPlan) -> Callable[..., Any]:
+        """The plan's two basis maps, each with the batch inside, over the batched ``f``."""
+        assert plan.strategy is not None
+        outer, inner = plan.strategy.split("-")
+        diff = list(plan.axes)
+        return self._jacobian_inside(self._jacobian_inside(self.batched_f, inner, diff), outer, diff)
+
+    def _jacobian_inside(self, g: Callable[..., Any], mode: str, diff: list[int]) -> Callable[..., Any]:
+        backend, name, argnums, has_aux, chunk_size = self.backend, self.name, self.argnums, self.has_aux, self.chunk_size
+
         def jacobian_g(*args: Any, **kwargs: Any) -> Any:
             # The signature was checked when its plan was made.
             call = Call(name, backend, g, args, kwargs, argnums, has_aux, checked=True)
@@ -241,19 +275,3 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
             return (result, aux) if has_aux else result
 
         return jacobian_g
-
-    def hessian_f(*args: Any, **kwargs: Any) -> Any:
-        plan = planned(args, kwargs)
-        if plan.order == "outside":
-            return outside(*args, **kwargs)
-        assert plan.strategy is not None
-        outer, inner = plan.strategy.split("-")
-        diff = list(plan.axes)
-        return jacobian_inside(jacobian_inside(batched_f(), inner, diff), outer, diff)(*args, **kwargs)
-
-    def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
-        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return planned(args, kwargs)
-
-    hessian_f.plan = plan  # type: ignore[attr-defined]
-    return hessian_f
