@@ -121,7 +121,7 @@ class _Evaluation:
         if self.values is not None:
             return [(tuple(a.shape(v)), a.dtype_name(v)) for v in self.values[:n_out]]
         if self.rec is not None and self.rec.types is not None:
-            return self.rec.types[:n_out]  # type: ignore[no-any-return]
+            return self.rec.types[:n_out]
         return [(s, d) for s, _, d in self.backend.primitives.output_shapes(self._outputs_only, self.call.primals)]
 
     def sample_shapes(self) -> list[Any]:
