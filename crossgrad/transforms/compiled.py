@@ -52,7 +52,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from crossgrad import errors, option_checks, pytree, spec, tolerances
@@ -434,6 +434,22 @@ class _Jit:
         guard = self.guard_for()
         trace.trace.adopt(guard.generators + [x for x in pytree.leaves((args, kwargs)) if self.arrays.is_random_key(x)])
         flat = trace.arrays(args, kwargs)
+        working = self.working_routes(trace, candidates, flat, args, kwargs, failures)
+        r, fn, why = self.pick(working, trace, flat, args, kwargs, like, candidates)
+        if failures:
+            refused = "; ".join(failures)
+            why += f"; refused: {refused}"
+            self.warn(f"{self.backend.name} compilation failed or was refused ({refused}). {AVOID_FALLBACK}",
+                      f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
+        log.info("jit: %s runs by route %r", self.fname, r)
+        self.runs[key] = Kept(r, fn, guard, why)
+        return trace.result
+
+    def working_routes(self, trace: Traced, candidates: Sequence[str], flat: Any, args: tuple[Any, ...],
+                       kwargs: dict[Any, Any], failures: list[str]) -> list[tuple[str, Callable[..., Any]]]:
+        """The candidate routes that build, run and agree with the traced call's result, in
+        the rule's order (all of them for ``route="measure"``, else the first); what failed
+        is added to ``failures``."""
         working: list[tuple[str, Callable[..., Any]]] = []
         for r in candidates:
             if r == "eager":
@@ -460,35 +476,28 @@ class _Jit:
             working.append((r, fn))
             if self.route != "measure":  # the rule's order: the first route that works and agrees is kept
                 break
-        if len(working) > 1:
-            def timed(fn: Callable[..., Any]) -> Any:
-                with trace.trace.isolated(flat):
-                    return fn(*args, **kwargs)
+        return working
 
-            with self.arrays.preserved_random_state(like):
-                timings = _measure(self.backend, [fn for _, fn in working], timed)
-            pick = min(range(len(working)), key=lambda k: timings[k])
-            log.info("jit: %s measured %s; runs by route %r", self.fname,
-                     ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings)), working[pick][0])
-        else:
-            pick = 0
-        r, fn = working[pick] if working else ("eager", self.f)
-        if len(working) > 1:
-            why = "measured: " + ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings))
-        elif working:
-            why = (f"the first route of the rule's order ({', '.join(candidates)}) that traced, ran and agreed with "
-                   "eager execution")
-        else:
-            why = "no route worked"
-        if failures:
-            why += f"; refused: {'; '.join(failures)}"
-        if failures:
-            refused = "; ".join(failures)
-            self.warn(f"{self.backend.name} compilation failed or was refused ({refused}). {AVOID_FALLBACK}",
-                      f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
-        log.info("jit: %s runs by route %r", self.fname, r)
-        self.runs[key] = Kept(r, fn, guard, why)
-        return trace.result
+    def pick(self, working: list[tuple[str, Callable[..., Any]]], trace: Traced, flat: Any, args: tuple[Any, ...],
+             kwargs: dict[Any, Any], like: Any, candidates: Sequence[str]) -> tuple[str, Callable[..., Any], str]:
+        """The route kept among the working ones (the fastest, measured, where several are),
+        its function and why."""
+        if not working:
+            return "eager", self.f, "no route worked"
+        if len(working) == 1:
+            return (*working[0], f"the first route of the rule's order ({', '.join(candidates)}) that traced, ran "
+                    "and agreed with eager execution")
+
+        def timed(fn: Callable[..., Any]) -> Any:
+            with trace.trace.isolated(flat):
+                return fn(*args, **kwargs)
+
+        with self.arrays.preserved_random_state(like):
+            timings = _measure(self.backend, [fn for _, fn in working], timed)
+        pick = min(range(len(working)), key=lambda k: timings[k])
+        measured = ", ".join(f"{w[0]} {1e3 * t:.3g} ms" for w, t in zip(working, timings))
+        log.info("jit: %s measured %s; runs by route %r", self.fname, measured, working[pick][0])
+        return (*working[pick], f"measured: {measured}")
 
     def ready(self, key: tuple[Any, ...]) -> Callable[..., Any] | None:
         """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""
