@@ -179,91 +179,11 @@ def simplify(gm: torch.fx.GraphModule) -> int:
     """Rewrite products with zero, identity and diagonal matrices in ``gm`` in place;
     the number of products rewritten."""
     graph = gm.graph
-    aliases = Aliases(graph)
-    fills: set[torch.fx.Node] = set()  # the writes that make a known buffer (an identity's fill, a copy)
-
-    def written(node: Any, also: Any = None) -> bool:
-        """Whether anything but the writes that made a known buffer (and ``also``) writes into
-        ``node``'s memory."""
-        return bool(aliases.written(node, frozenset(fills | {also})))
-
-    kind: dict[torch.fx.Node, tuple[Any, ...]] = {}
-    guarded: list[Any] = []
-    rewritten = 0
+    walk = _Walk(graph)
     for node in list(graph.nodes):
-        if node.op != "call_function":
-            continue
-        t = node.target
-        shape = _shape(node)
-        if shape is None:  # not a tensor: nothing to rewrite
-            continue
-        if t in _ZERO_SOURCES:
-            writers = aliases.written(node)
-            if not writers:
-                kind[node] = ("zero",)
-            elif _is_identity_fill(node, writers):
-                fills.add(writers[0])
-                kind[node] = ("delta", len(shape) - 2, len(shape) - 1)
-        elif t == aten.eye.default and not written(node):
-            kind[node] = ("delta", 0, 1)
-        elif t == aten.copy_.default and not written(node, node) and node.args[1] in kind and _fresh(node.args[0]) \
-                and _shape(node.args[0]) == _shape(node.args[1]):
-            # A fresh buffer filled with a copy holds what was copied (the fill is its making).
-            kind[node] = kind[node.args[1]]
-            fills.add(node)
-        elif t in _SHAPE_OPS and node.args and node.args[0] in kind and not written(node):
-            src = node.args[0]
-            k = kind[src]
-            if k[0] == "zero":
-                kind[node] = k
-            elif k[0] == "delta":
-                moved = _delta_axes(node, _shape(src) or (), k[1], k[2])
-                if moved is not None:
-                    kind[node] = ("delta", *moved)
-            elif k[0] == "diag" and shape == _shape(src):
-                # A diagonal is symmetric: in place or with its two axes exchanged, it stays.
-                r = len(shape)
-                if _delta_axes(node, shape, r - 2, r - 1) in ((r - 2, r - 1), (r - 1, r - 2)):
-                    kind[node] = k
-        elif t in _LINEAR_FIRST and len(node.args) >= 2 and not written(node):
-            first, other = node.args[0], node.args[1]
-            if t == aten.mul.Tensor and first not in kind and other in kind:
-                first, other = other, first
-            if first in kind and kind[first][0] == "zero":
-                kind[node] = ("zero",)
-            elif first in kind and _is_eye(kind[first], shape) and isinstance(other, torch.fx.Node):
-                other_shape = _shape(other)
-                if other_shape is not None:
-                    padded = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
-                    if len(padded) == len(shape) and (padded[-2] == 1 or padded[-1] == 1):
-                        kind[node] = ("diag", t, other, padded, node.args[2:])
-        elif t in (aten.add.Tensor, aten.sub.Tensor) and len(node.args) >= 2 and not written(node):
-            a, b = node.args[0], node.args[1]
-            zero_a, zero_b = (x in kind and kind[x][0] == "zero" for x in (a, b))
-            if zero_a and zero_b:
-                kind[node] = ("zero",)
-                continue
-            alpha = node.kwargs.get("alpha", 1)
-            kept = b if zero_a and t == aten.add.Tensor and alpha == 1 else a if zero_b else None
-            if kept is not None and _stands_for(kept, node, aliases):
-                node.replace_all_uses_with(kept)
-                graph.erase_node(node)
-                rewritten += 1
-        elif t in (aten.mm.default, aten.bmm.default, aten.mv.default) and shape is not None:
-            a, b = node.args[0], node.args[1]
-            replacement = _product(graph, node, a, b, kind)
-            if replacement is not None:
-                for x in (a, b):  # what the product no longer reads (NOTE [non-finite guard])
-                    k = kind.get(x, (None,))
-                    if k[0] is None:
-                        guarded.append(x)
-                    elif k[0] == "diag":
-                        guarded.append(k[2])
-                if replacement.target == aten.zeros.default:  # a zero product stays known for what reads it
-                    kind[replacement] = ("zero",)
-                node.replace_all_uses_with(replacement)
-                graph.erase_node(node)
-                rewritten += 1
+        if node.op == "call_function" and _shape(node) is not None:  # not a tensor: nothing to rewrite
+            walk.visit(node)
+    aliases, rewritten, guarded = walk.aliases, walk.rewritten, walk.guarded
     rewritten += folding.fold(graph, lambda n: bool(aliases.written(n)))  # NOTE [batch-constant products]
     parents = {n: list(n.all_input_nodes) for n in graph.nodes}  # before dead code goes
     rewritten += _drop_unwritten_input_copies(graph, aliases)
@@ -276,6 +196,119 @@ def simplify(gm: torch.fx.GraphModule) -> int:
         graph.lint()
         gm.recompile()
     return rewritten
+
+
+class _Walk:
+    """One pass over a graph in order: what each node is known to hold (``kind``: ``("zero",)``,
+    ``("delta", axis, axis)``, ``("diag", op, values, shape, rest)``), the sums and products
+    rewritten on the way, and the factors a rewrite no longer reads (NOTE [non-finite guard])."""
+
+    def __init__(self, graph: torch.fx.Graph):
+        self.graph = graph
+        self.aliases = Aliases(graph)
+        self.fills: set[torch.fx.Node] = set()  # the writes that make a known buffer (an identity's fill, a copy)
+        self.kind: dict[Any, tuple[Any, ...]] = {}  # fx nodes
+        self.guarded: list[Any] = []
+        self.rewritten = 0
+
+    def written(self, node: Any, also: Any = None) -> bool:
+        """Whether anything but the writes that made a known buffer (and ``also``) writes into
+        ``node``'s memory."""
+        return bool(self.aliases.written(node, frozenset(self.fills | {also})))
+
+    def visit(self, node: torch.fx.Node) -> None:
+        t, kind, args = node.target, self.kind, node.args
+        if t in _ZERO_SOURCES:
+            self.source(node)
+        elif t == aten.eye.default and not self.written(node):
+            kind[node] = ("delta", 0, 1)
+        elif t == aten.copy_.default and not self.written(node, node) and args[1] in kind \
+                and _fresh(args[0]) and _shape(args[0]) == _shape(args[1]):
+            # A fresh buffer filled with a copy holds what was copied (the fill is its making).
+            kind[node] = kind[args[1]]
+            self.fills.add(node)
+        elif t in _SHAPE_OPS and node.args and node.args[0] in kind and not self.written(node):
+            self.shape_op(node)
+        elif t in _LINEAR_FIRST and len(node.args) >= 2 and not self.written(node):
+            self.linear(node)
+        elif t in (aten.add.Tensor, aten.sub.Tensor) and len(node.args) >= 2 and not self.written(node):
+            self.sum(node)
+        elif t in (aten.mm.default, aten.bmm.default, aten.mv.default):
+            self.product(node)
+
+    def source(self, node: torch.fx.Node) -> None:
+        """A new buffer: zeros, or an identity where only its diagonal's fill with 1 writes it."""
+        writers = self.aliases.written(node)
+        rank = len(_shape(node) or ())
+        if not writers:
+            self.kind[node] = ("zero",)
+        elif _is_identity_fill(node, writers):
+            self.fills.add(writers[0])
+            self.kind[node] = ("delta", rank - 2, rank - 1)
+
+    def shape_op(self, node: torch.fx.Node) -> None:
+        src = node.args[0]
+        k = self.kind[src]
+        shape = _shape(node)
+        if k[0] == "zero":
+            self.kind[node] = k
+        elif k[0] == "delta":
+            moved = _delta_axes(node, _shape(src) or (), k[1], k[2])
+            if moved is not None:
+                self.kind[node] = ("delta", *moved)
+        elif k[0] == "diag" and shape is not None and shape == _shape(src):
+            # A diagonal is symmetric: in place or with its two axes exchanged, it stays.
+            r = len(shape)
+            if _delta_axes(node, shape, r - 2, r - 1) in ((r - 2, r - 1), (r - 1, r - 2)):
+                self.kind[node] = k
+
+    def linear(self, node: torch.fx.Node) -> None:
+        """An operation linear in its first argument: zero of zero; of an identity and a
+        vector-shaped other factor, a diagonal."""
+        kind, shape = self.kind, _shape(node) or ()
+        first, other = node.args[0], node.args[1]
+        if node.target == aten.mul.Tensor and first not in kind and other in kind:
+            first, other = other, first
+        if first in kind and kind[first][0] == "zero":
+            kind[node] = ("zero",)
+        elif first in kind and _is_eye(kind[first], shape) and isinstance(other, torch.fx.Node):
+            other_shape = _shape(other)
+            if other_shape is not None:
+                padded = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
+                if len(padded) == len(shape) and (padded[-2] == 1 or padded[-1] == 1):
+                    kind[node] = ("diag", node.target, other, padded, node.args[2:])
+
+    def sum(self, node: torch.fx.Node) -> None:
+        """A sum with zero: zero of two zeros, else the other term where it stands for the sum."""
+        a, b = node.args[0], node.args[1]
+        zero_a, zero_b = (x in self.kind and self.kind[x][0] == "zero" for x in (a, b))
+        if zero_a and zero_b:
+            self.kind[node] = ("zero",)
+            return
+        alpha = node.kwargs.get("alpha", 1)
+        kept = b if zero_a and node.target == aten.add.Tensor and alpha == 1 else a if zero_b else None
+        if kept is not None and _stands_for(kept, node, self.aliases):
+            node.replace_all_uses_with(kept)  # type: ignore[arg-type]
+            self.graph.erase_node(node)
+            self.rewritten += 1
+
+    def product(self, node: torch.fx.Node) -> None:
+        """A matrix product with a known factor, rewritten (:func:`_product`)."""
+        a, b = node.args[0], node.args[1]  # fx arguments
+        replacement = _product(self.graph, node, a, b, self.kind)
+        if replacement is None:
+            return
+        for x in (a, b):  # what the product no longer reads (NOTE [non-finite guard])
+            k = self.kind.get(x, (None,))
+            if k[0] is None:
+                self.guarded.append(x)
+            elif k[0] == "diag":
+                self.guarded.append(k[2])
+        if replacement.target == aten.zeros.default:  # a zero product stays known for what reads it
+            self.kind[replacement] = ("zero",)
+        node.replace_all_uses_with(replacement)
+        self.graph.erase_node(node)
+        self.rewritten += 1
 
 
 # NOTE [non-finite guard]: eager torch multiplies every element of a product's factors,
