@@ -13,6 +13,7 @@ that signature to the nested route (logged).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -99,51 +100,82 @@ def _validate(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, 
 
 def _biharmonic(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, estimator: str,
                 samples: int | None, key: Any, chunk_size: int | None) -> Callable[..., Any]:
-    inside = in_axes is None or policy.batched_curvature_inside(backend.name, estimator)
-    batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None and inside else None
-    built: dict[str, Callable[..., Any]] = {}
-    verdicts = Memo()  # per signature: whether the Taylor route agreed with nested derivatives
-
-    def outside(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
-        """The vmap of the single-point transform."""
-        if "outside" not in built:
-            one = _biharmonic(backend, name, f, argnums, None, estimator, samples, key, chunk_size)
-            built["outside"] = vmap_of(backend, name, one, in_axes, 0, None, "auto")
-        return built["outside"](*args, **kwargs)
-
-    def where(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Point | None, int | None, str]:
-        """The point the directions are pushed at, the batch size; None for the point where
-        the single-point form is mapped over the batch, and why."""
-        if in_axes is None:
-            call = Call(name, backend, f, args, kwargs, argnums, False)
-            return Point(backend, call, [None] * len(call.primals), None), None, ""
-        axes, batch = Call(name, backend, f, args, kwargs, argnums, False).batch_layout(in_axes)
-        why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
-               else f"policy.batched_curvature_inside: the {estimator} estimator on {backend.name}"
-               if batched_f is None else None)
-        if why is not None or batched_f is None:
-            return None, batch, f"{why}: vmap of the single-point form"
-        call = Call(name, backend, batched_f, args, kwargs, argnums, False, checked=True)
-        return Point(backend, call, axes, batch), batch, ""
+    bih = _Biharmonic(backend, name, f, argnums, in_axes, estimator, samples, key, chunk_size)
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
-        point, _, _ = where(args, kwargs)
+        known, point, verdict = bih.where(args, kwargs)
         if point is None:
-            return outside(args, kwargs)
-        fourth = _fourth(backend, name, point, estimator, samples, key, chunk_size, (verdicts, Memo.key(args)))
+            return known.outside(*args, **kwargs)  # type: ignore[misc]
+        fourth = _fourth(backend, name, point, estimator, samples, key, chunk_size, verdict)
         return pytree.unflatten(point.call.output_structure(), fourth)  # known once f has run
 
     def plan(*args: Any, **kwargs: Any) -> CurvaturePlan:
         """The plan a call with these arguments follows (NOTE [plans]): f evaluated once to
         record its program, the first call's check run where it has not been."""
-        point, batch, why = where(args, kwargs)
+        known, point, verdict = bih.where(args, kwargs)
         if point is None:
-            return CurvaturePlan(name, "outside", estimator, batch, why)
-        rec, why = fourth_route(backend, point.call, (verdicts, Memo.key(args)) if point.n else None)
-        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, batch, why)
+            return CurvaturePlan(name, "outside", estimator, known.batch, known.why)
+        rec, why = fourth_route(backend, point.call, verdict if point.n else None)
+        return CurvaturePlan(name, "taylor" if rec is not None else "nested", estimator, known.batch, why)
 
     transformed.plan = plan  # type: ignore[attr-defined]
     return transformed
+
+
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    """What a biharmonic knows of one argument signature: each differentiated leaf's batch
+    axis and the batch size (None for one point), and, where the single-point form is mapped
+    over the batch, that mapped function and why."""
+
+    axes: tuple[int | None, ...] | None
+    batch: int | None
+    why: str = ""
+    outside: Callable[..., Any] | None = None
+
+
+class _Biharmonic:
+    """One biharmonic transform: its options and its one cache, a :class:`_Where` per argument
+    signature and, under its own key, the signature's first-call verdict (NOTE [biharmonic
+    check])."""
+
+    def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, estimator: str,
+                 samples: int | None, key: Any, chunk_size: int | None):
+        self.backend, self.name, self.f, self.argnums, self.in_axes = backend, name, f, argnums, in_axes
+        self.estimator, self.samples, self.key, self.chunk_size = estimator, samples, key, chunk_size
+        inside = in_axes is None or policy.batched_curvature_inside(backend.name, estimator)
+        self.batched_f = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None and inside else None
+        self.known = Memo()
+
+    def where(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[_Where, Point | None, tuple[Memo, Any]]:
+        """The signature's record, the point the directions are pushed at (None where the
+        single-point form is mapped over the batch) and the verdict's memo and key."""
+        sig = Memo.key(args)
+        known: _Where | None = self.known.get(sig)
+        verdict = (self.known, None if sig is None else ("biharmonic check", sig))
+        if known is None:
+            known = self.known.put(sig, self._decide(Call(self.name, self.backend, self.f, args, kwargs, self.argnums,
+                                                          False)))
+        if known.outside is not None:
+            return known, None, verdict
+        g = self.f if self.batched_f is None else self.batched_f
+        call = Call(self.name, self.backend, g, args, kwargs, self.argnums, False, checked=True)
+        axes = list(known.axes) if known.axes is not None else [None] * len(call.primals)
+        return known, Point(self.backend, call, axes, known.batch), verdict
+
+    def _decide(self, call: Call) -> _Where:
+        if self.in_axes is None:
+            return _Where(None, None)
+        axes, batch = call.batch_layout(self.in_axes)
+        why = ("a differentiated argument shared by the batch" if None in axes else "an empty batch" if batch == 0
+               else f"policy.batched_curvature_inside: the {self.estimator} estimator on {self.backend.name}"
+               if self.batched_f is None else None)
+        if why is None:
+            return _Where(tuple(axes), batch)
+        one = _biharmonic(self.backend, self.name, self.f, self.argnums, None, self.estimator, self.samples, self.key,
+                          self.chunk_size)
+        return _Where(tuple(axes), batch, f"{why}: vmap of the single-point form",
+                      vmap_of(self.backend, self.name, one, self.in_axes, 0, None, "auto"))
 
 
 def fourth_route(backend: Backend, call: Call, verdict: tuple[Memo, Any] | None) -> tuple[Any, str]:
