@@ -88,14 +88,18 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     without computing its result: which mode and route run, with which chunks, and why
     (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`).
 
-    Plans exist for ``grad``, ``value_and_grad``, ``vjp``, ``jvp`` and ``linearize``
-    (``DerivativePlan``), ``hvp`` (``HvpPlan``), ``vmap`` (``VmapPlan``), ``jacrev``,
-    ``jacfwd``, ``jacobian`` (:class:`JacobianPlan`), ``hessian``
-    (:class:`HessianPlan`), ``batched_jacobian`` (:class:`BatchedJacobianPlan`),
-    ``batched_hessian`` (:class:`BatchedHessianPlan`), the Laplacians, Hessian traces and
-    diagonals (:class:`CurvaturePlan`: their program is recorded, f evaluated once, no
-    derivative computed), the sparse transforms (:class:`SparsePlan`) and ``jit`` (its
-    ``JitPlan``: the route a signature runs by, and why) so far.
+    Every transform has plans: ``grad``, ``value_and_grad``, ``vjp``, ``jvp`` and
+    ``linearize`` (``DerivativePlan``), ``hvp`` (``HvpPlan``), ``vmap`` (``VmapPlan``),
+    ``jacrev``, ``jacfwd``, ``jacobian`` (``JacobianPlan``), ``hessian``
+    (``HessianPlan``), ``batched_jacobian`` and ``batched_hessian``
+    (``BatchedJacobianPlan``, ``BatchedHessianPlan``), the Laplacians, Hessian traces,
+    diagonals and biharmonics (``CurvaturePlan``: their program is recorded, f evaluated
+    once, no derivative computed), the weighted Laplacians (``WeightedPlan``), the sparse
+    transforms and the sparsity detectors (``SparsePlan``), the two operators
+    (``OperatorPlan``: their products' route; also ``operator.plan()``), ``check_grads``
+    (``GradientCheckPlan``: the step and tolerances it compares with) and ``jit``
+    (``JitPlan``: the route a signature runs by, and why).  A transform that evaluates at
+    once is explained with its arguments: ``cg.explain(cg.vjp, f, x)``.
 
     Example:
         >>> import torch, crossgrad as cg
@@ -109,8 +113,7 @@ def explain(transform: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             "explain", f"a transform with plans ({', '.join(spec.PLANNED)}), as crossgrad made it",
             f"{getattr(transform, '__name__', type(transform).__name__)!r}, which has no plan",
             "Pass the function a crossgrad transform returned, e.g. cg.explain(cg.jacobian(f), x), or a transform "
-            "that evaluates at once with its arguments, cg.explain(cg.vjp, f, x); the operators, the sparsity "
-            "detectors and check_grads have no plans.")
+            "that evaluates at once with its arguments, cg.explain(cg.vjp, f, x).")
     return plan(*args, **kwargs)
 
 

@@ -78,13 +78,6 @@ TRANSFORMS: tuple[str, ...] = tuple(TRANSFORM_ROOMS)
 TAKE_RANDOMNESS = ("vmap", "batched_jacobian", "batched_hessian")
 # The sparse transforms: their results carry ``.plan(*args)`` (NOTE [sparse plans]).
 SPARSE = ("sparse_jacobian", "sparse_hessian", "batched_sparse_jacobian", "batched_sparse_hessian")
-# The transforms whose results carry ``.plan(*args)``, the plan a call follows (NOTE [plans]),
-# which ``crossgrad.explain`` returns (the immediate ones: ``explain(cg.vjp, f, *primals)``);
-# the operators, the sparsity detectors and check_grads have none.
-PLANNED = ("grad", "value_and_grad", "vjp", "jvp", "linearize", "hvp", "vmap", "jacrev", "jacfwd", "jacobian", "hessian", "batched_jacobian", "batched_hessian", "laplacian", "hessian_trace",
-           "hessian_diagonal", "batched_laplacian", "batched_hessian_trace", "batched_hessian_diagonal",
-           "weighted_laplacian", "batched_weighted_laplacian", "biharmonic", "batched_biharmonic", *SPARSE,
-           "jit")
 # The batched transforms: ``batch_chunk_size`` and ``basis_chunk_size`` in place of ``chunk_size``.
 BATCHED = tuple(t for t in TRANSFORMS if t.startswith("batched_"))
 # The batched transforms that map the per-sample transform over the batch (a basis chunk's
@@ -93,6 +86,10 @@ MAPPED = ("batched_jacobian", "batched_hessian", "batched_sparse_jacobian", "bat
 # Not transforms of derivatives, but in both namespaces with one signature too.
 TOOL_ROOMS: dict[str, str] = {"jit": "compiled", "check_grads": "checking"}
 TOOLS: tuple[str, ...] = tuple(TOOL_ROOMS)
+# The transforms whose results carry ``.plan(*args)``, the plan a call follows (NOTE [plans]),
+# which ``crossgrad.explain`` returns (the immediate ones, the operators and check_grads
+# included: ``explain(cg.vjp, f, *primals)``): every transform and tool.
+PLANNED = (*TRANSFORMS, *TOOLS)
 # The transforms that evaluate at once (the others return a function), and the parameters
 # that hold their arrays: where the top level finds the backend and the namespace finds the
 # caller's arrays to shield.

@@ -296,3 +296,61 @@ def test_biharmonic_and_weighted_laplacian_plans(backend, monkeypatch):
     negative = backend.weighted_laplacian(f, -np.eye(3))  # no positive part: the one Laplacian is subtracted
     assert [(s, r) for s, r, _ in cg.explain(negative, x).parts] == [(-1.0, 3)]
     np.testing.assert_allclose(float(frameworks.to_numpy(negative(x))), -np.trace(hess), **TOL["float64"]["same"])
+
+
+def test_operators_plan_their_products(backend):
+    """Both operators say which products they run (the Hessian's jvp of the gradient; the
+    Gauss-Newton matrix's jvp, loss product, vjp) and whether they are compiled, as their
+    backend's rule says; the products stay the Hessian's (oracle: the dense Hessian)."""
+    o = frameworks.ops(backend.name)
+    x = frameworks.convert(np.array([0.5, -1.0, 2.0]), backend.name, "float64")
+    f = lambda v: o.sum(o.tanh(v) ** 2)  # noqa: E731
+    H = backend.hessian_operator(f, x)
+    plan = H.plan()
+    assert (plan.transform, plan.products, plan.size, plan.dtype) == ("hessian_operator", "fwd-rev", 3, "float64")
+    assert plan.compiled == policy.compiled_operator_products(backend.name)
+    assert cg.explain(cg.hessian_operator, f, x) == plan == cg.explain(backend.hessian_operator, f, x)
+    np.testing.assert_allclose(frameworks.to_numpy(H.dense()), frameworks.to_numpy(backend.hessian(f)(x)),
+                               **TOL["float64"]["same"])
+    G = cg.explain(cg.ggn_operator, lambda v: o.tanh(v), lambda z: o.sum(z ** 2), x)
+    assert (G.transform, G.products, G.size) == ("ggn_operator", "jvp-hvp-vjp", 3)
+    assert "NOTE [gauss-newton operator]" in G.why and str(G).startswith("ggn_operator: 3 x 3 float64")
+
+
+def test_an_operator_plan_shows_its_revision():
+    """torch's forward over reverse refuses mse_loss's constant target (its lazy zero
+    tangent): the operator's first product revises its route to reverse over reverse, and
+    its plan says so (oracle: the closed-form Hessian diag(2 x^2 / n))."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(4, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)
+    H = cg.hessian_operator(lambda w: F.mse_loss(w * x, t), torch.ones(4, dtype=torch.float64))
+    assert H.plan().products == "fwd-rev"  # not known before the framework refuses
+    v = torch.linspace(-1, 1, 4, dtype=torch.float64)
+    torch.testing.assert_close(H @ v, 2 * x * x / 4 * v)
+    revised = H.plan()
+    assert revised.products == "rev-rev" and revised.why.startswith("revised: forward over reverse failed")
+
+
+def test_sparsity_detectors_and_check_grads_have_plans(backend):
+    """A detector's plan is the pattern it finds (and how); check_grads' plan the step and
+    tolerances it will compare with: the dtype's defaults from the one table, or those given."""
+    from crossgrad import tolerances
+
+    o = frameworks.ops(backend.name)
+    x = frameworks.convert(np.zeros(5), backend.name, "float64")
+    detect = backend.jacobian_sparsity(lambda v: v[1:] - v[:-1])
+    plan = cg.explain(detect, x)
+    assert plan.detected and plan.pattern.nnz == detect(x).nnz == 8
+    assert cg.explain(backend.hessian_sparsity(lambda v: o.sum(v[1:] * v[:-1])), x).pattern.nnz == 8
+    f = lambda v: o.sum(o.sin(v) * v)  # noqa: E731
+    default = cg.explain(cg.check_grads, f, (x,))
+    t = tolerances.of("float64")
+    assert (default.order, default.dtype, default.eps, default.rtol, default.identity_rtol) == (
+        1, "float64", t.step, t.finite_difference, t.identity)
+    given = cg.explain(backend.check_grads, f, (x,), 2, eps=1e-4)
+    assert (given.order, given.eps) == (2, 1e-4) and "eps=0.0001 given" in given.why
+    with pytest.raises(cg.OptionError, match="order 1 or 2"):
+        cg.explain(backend.check_grads, f, (x,), 3)

@@ -12,6 +12,7 @@ jvp).  Tolerances per dtype: :mod:`crossgrad.tolerances`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,53 @@ def _largest(backend: Backend, a: Any, b: Any) -> tuple[float, float]:
     return diff, scale
 
 
+@dataclasses.dataclass(frozen=True)
+class GradientCheckPlan:
+    """What :func:`check_grads` compares on these arguments (NOTE [plans] in
+    :mod:`crossgrad.transforms.jacobians`): the order, the dtype that sets the tolerances,
+    the finite-difference step and its relative tolerance, the adjoint identity's tolerance,
+    and why (given or the dtype's defaults, :mod:`crossgrad.tolerances`)."""
+
+    transform: str
+    order: int
+    dtype: str
+    eps: float
+    rtol: float
+    identity_rtol: float
+    why: str
+
+    def __str__(self) -> str:
+        return (f"{self.transform}: order {self.order}, {self.dtype}: forward mode against central differences "
+                f"(eps {self.eps:g}, relative {self.rtol:g}) and against reverse mode (u . (J v) == (J^T u) . v, "
+                f"relative {self.identity_rtol:g}); reverse mode against the differences where f has no forward "
+                f"rule; {self.why}")
+
+
+def _checked(f: Callable[..., Any], args: tuple[Any, ...], order: int) -> None:
+    name = "check_grads"
+    option_checks.check_callable(name, f)
+    if not isinstance(args, tuple) or not args:
+        raise errors.OptionTypeError(name, "args as a non-empty tuple of the function's arguments",
+                                     f"{args!r}"[:80], "Pass check_grads(f, (x,)).")
+    if order not in (1, 2) or isinstance(order, bool):
+        raise errors.OptionError(name, "order 1 or 2", f"order={order!r}", "Pass order=1 or order=2.")
+
+
+def check_grads_plan(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *,
+                     eps: float | None = None, rtol: float | None = None, seed: int = 0) -> GradientCheckPlan:
+    """The plan :func:`check_grads` follows on these arguments (its checks included); nothing
+    is computed."""
+    _checked(f, args, order)
+    dtype = backend.arrays.dtype_name(pytree.leaves(args)[0])
+    t = tolerances.of(dtype)
+    given = [f"{k}={v!r} given" for k, v in (("eps", eps), ("rtol", rtol)) if v is not None]
+    why = ", ".join(given) or f"{dtype}'s default step and tolerances"
+    return GradientCheckPlan("check_grads", order, dtype, t.step if eps is None else eps,
+                             t.finite_difference if rtol is None else rtol, t.identity,
+                             f"{why}; random directions from seed {seed} (NOTE [gradient checks])")
+
+
+@derivatives.planned_by(check_grads_plan)
 def check_grads(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], order: int = 1, *, eps: float | None = None,
                 rtol: float | None = None, seed: int = 0) -> None:
     """Check ``f``'s derivatives at ``args``: forward mode against reverse mode
@@ -79,13 +127,7 @@ def check_grads(backend: Backend, f: Callable[..., Any], args: tuple[Any, ...], 
         >>> import torch, crossgrad as cg
         >>> cg.torch.check_grads(lambda x: torch.sin(x) * x, (torch.tensor([0.5, 1.0], dtype=torch.float64),))
     """
-    name = "check_grads"
-    option_checks.check_callable(name, f)
-    if not isinstance(args, tuple) or not args:
-        raise errors.OptionTypeError(name, "args as a non-empty tuple of the function's arguments",
-                                     f"{args!r}"[:80], "Pass check_grads(f, (x,)).")
-    if order not in (1, 2) or isinstance(order, bool):
-        raise errors.OptionError(name, "order 1 or 2", f"order={order!r}", "Pass order=1 or order=2.")
+    _checked(f, args, order)
     rng = np.random.default_rng(seed)
     v = _random_like(backend, args, rng)
     if order == 1:

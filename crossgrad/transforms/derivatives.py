@@ -7,7 +7,7 @@ import inspect
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from crossgrad import option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
@@ -47,11 +47,14 @@ class HvpPlan:
         return f"{self.transform}: {self.route} route; {self.why}; its gradient: {self.gradient.route} route"
 
 
-def planned_by(planner: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def planned_by(planner: Callable[..., Any]) -> Callable[[_F], _F]:
     """Marks a transform that evaluates at once with the function giving its plan (same
     arguments, nothing computed); the namespaces and the top level attach it as ``.plan``."""
 
-    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def mark(fn: _F) -> _F:
         fn.planner = planner  # type: ignore[attr-defined]
         return fn
 
@@ -455,16 +458,18 @@ def over_the_gradient(backend: Backend, grad: Callable[..., Any], primals: tuple
     return product
 
 
-def hessian_products(backend: Backend, scalar: Callable[..., Any], primals: tuple[Any, ...]) -> Callable[..., Any]:
+def hessian_products(backend: Backend, scalar: Callable[..., Any], primals: tuple[Any, ...],
+                     reverse: list[str] | None = None) -> Callable[..., Any]:
     """``t -> H t`` for the Hessian of the scalar function ``scalar`` at ``primals``
     (forward over reverse: the jvp of the vjp-based gradient), ``t`` one array per primal.
     Where the framework cannot push a tangent through the gradient (torch's
-    ``"forward over reverse"`` failure: :func:`over_the_gradient`), reverse over reverse."""
+    ``"forward over reverse"`` failure: :func:`over_the_gradient`), reverse over reverse;
+    ``reverse`` keeps that revision (and why) for its owner."""
     p = backend.primitives
 
     def grad(*leaves: Any) -> tuple[Any, ...]:
         out, vjp_fn, _ = p.vjp(scalar, leaves, False)
         return tuple(vjp_fn(backend.arrays.ones_like(out)))
 
-    return over_the_gradient(backend, grad, primals)
+    return over_the_gradient(backend, grad, primals, reverse)
 

@@ -23,8 +23,8 @@ import numpy as np
 from crossgrad import errors, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.call import Call, call_user
-from crossgrad.transforms.derivatives import hessian_products
-from crossgrad.transforms.operators import HessianOperator, joined, split
+from crossgrad.transforms.derivatives import hessian_products, planned_by
+from crossgrad.transforms.operators import HessianOperator, OperatorPlan, joined, split
 
 
 class GaussNewtonOperator(HessianOperator):
@@ -71,6 +71,10 @@ class GaussNewtonOperator(HessianOperator):
             return tuple(vjp_fn(tuple(loss_products(*jv))))
 
         return product
+
+    def _product_route(self) -> tuple[str, str]:
+        return "jvp-hvp-vjp", ("J^T (H_l (J v)): a model jvp, the loss's Hessian-vector product at the model's output, "
+                               "a model vjp; no second derivative of the model (NOTE [gauss-newton operator])")
 
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(l, B)``: ``G = B diag(l) B^T`` (NumPy float64, ``(c,)`` and ``(n, c)``)."""
@@ -119,6 +123,14 @@ class GaussNewtonOperator(HessianOperator):
         return self._array((b * values) @ b.T)
 
 
+def ggn_operator_plan(backend: Backend, model: Callable[..., Any], loss: Callable[..., Any], *primals: Any,
+                      argnums: spec.Argnums = 0) -> OperatorPlan:
+    """The plan of :func:`ggn_operator`'s products on these arguments (its checks included);
+    no product is computed."""
+    return ggn_operator(backend, model, loss, *primals, argnums=argnums).plan()
+
+
+@planned_by(ggn_operator_plan)
 def ggn_operator(backend: Backend, model: Callable[..., Any], loss: Callable[..., Any], *primals: Any,
                  argnums: spec.Argnums = 0) -> GaussNewtonOperator:
     """The generalized Gauss-Newton matrix of ``loss(model(*primals))`` in ``primals[argnums]``

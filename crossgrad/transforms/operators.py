@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature, estimators, policy, spectra
 from crossgrad.transforms.call import Call
-from crossgrad.transforms.derivatives import hessian_products
+from crossgrad.transforms.derivatives import hessian_products, planned_by
 
 
 def split(a: Any, v: Any, shapes: list[tuple[int, ...]]) -> list[Any]:
@@ -29,6 +30,26 @@ def split(a: Any, v: Any, shapes: list[tuple[int, ...]]) -> list[Any]:
 def joined(a: Any, pieces: Any) -> Any:
     """The pieces, flattened and concatenated: ``split``'s inverse."""
     return a.concat([a.reshape(o, (-1,)) for o in pieces], 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorPlan:
+    """What an operator's products run (NOTE [plans] in :mod:`crossgrad.transforms.jacobians`):
+    its size and dtype, the product route (``"fwd-rev"``: the jvp of the gradient;
+    ``"rev-rev"``: its vjp, once forward over reverse failed on this operator's function;
+    ``"jvp-hvp-vjp"``: the Gauss-Newton operator's ``J^T (H_l (J v))``), whether the products
+    are compiled once (NOTE [operator products]), and why."""
+
+    transform: str
+    size: int
+    dtype: str
+    products: str
+    compiled: bool
+    why: str
+
+    def __str__(self) -> str:
+        how = "compiled once" if self.compiled else "eager"
+        return f"{self.transform}: {self.size} x {self.size} {self.dtype}, {self.products} products ({how}); {self.why}"
 
 
 class HessianOperator:
@@ -65,6 +86,8 @@ class HessianOperator:
         n = sum(self._sizes)
         self.shape = (n, n)
         self.dtype = self._call.primals[0].dtype
+        self._reverse: list[str] = []  # why forward over reverse failed, once it has (NOTE [plans])
+        self._compiled = policy.compiled_operator_products(backend.name)
 
         def hvp_at(primals: tuple[Any, ...], v: Any) -> Any:
             return joined(a, self._products_at(primals)(*split(a, v, self._shapes)))
@@ -72,7 +95,7 @@ class HessianOperator:
         def columns_at(primals: tuple[Any, ...], v: Any) -> Any:
             return backend.primitives.vmap(lambda u: hvp_at(primals, u), 1, 1)(v)
 
-        if policy.compiled_operator_products(backend.name):  # NOTE [operator products]
+        if self._compiled:  # NOTE [operator products]
             one, many = (backend.builtins.compile(g, {}) for g in (hvp_at, columns_at))
         else:
             one, many = hvp_at, columns_at
@@ -84,7 +107,27 @@ class HessianOperator:
         """``t -> H t`` at ``primals`` (one piece per differentiated leaf): the operator's
         product, which a subclass replaces (the Gauss-Newton operator's ``J^T H_l J``)."""
         call = self._call
-        return hessian_products(self._backend, lambda *x: call.flat_output(*x)[0], primals)
+        return hessian_products(self._backend, lambda *x: call.flat_output(*x)[0], primals, self._reverse)
+
+    def _product_route(self) -> tuple[str, str]:
+        """The products' route and why (a subclass with other products says its own)."""
+        if self._reverse:
+            return "rev-rev", (f"revised: forward over reverse failed on this function ({self._reverse[0]}); the vjp "
+                               "of the gradient, H being symmetric")
+        return "fwd-rev", "Hessian-vector products (the jvp of the gradient), never the matrix"
+
+    def plan(self) -> OperatorPlan:
+        """What this operator's products run, and why (NOTE [plans]); nothing is computed.
+
+        Example:
+            >>> import torch, crossgrad as cg
+            >>> cg.torch.hessian_operator(lambda x: (x ** 3).sum(), torch.ones(2)).plan().products
+            'fwd-rev'
+        """
+        route, why = self._product_route()
+        how = "compiled once per operator" if self._compiled else "eager"
+        return OperatorPlan(self.name, self.shape[0], self._backend.arrays.dtype_name(self._call.primals[0]), route,
+                            self._compiled, f"{why}; {how} (NOTE [operator products])")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.shape[0]}x{self.shape[1]} {self.dtype} ({self._backend.name})>"
@@ -316,6 +359,14 @@ class HessianOperator:
                               dtype=a.to_numpy(like).dtype)
 
 
+def hessian_operator_plan(backend: Backend, f: Callable[..., Any], *primals: Any,
+                          argnums: spec.Argnums = 0) -> OperatorPlan:
+    """The plan of :func:`hessian_operator`'s products on these arguments (its checks
+    included); no product is computed."""
+    return hessian_operator(backend, f, *primals, argnums=argnums).plan()
+
+
+@planned_by(hessian_operator_plan)
 def hessian_operator(backend: Backend, f: Callable[..., Any], *primals: Any, argnums: spec.Argnums = 0) -> HessianOperator:
     """The Hessian of a scalar ``f`` at ``primals`` as a :class:`HessianOperator`
     (``shape``, ``dtype``, ``@``, ``matvec``, ``matmat``, ``dense()``, ``trace()``,

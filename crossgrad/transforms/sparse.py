@@ -436,6 +436,12 @@ def _pattern_transform(backend: Backend, name: str, f: Callable[..., Any], argnu
     def pattern(*args: Any, **kwargs: Any) -> Pattern:
         return sparse.plan(args, kwargs).pattern
 
+    def plan(*args: Any, **kwargs: Any) -> SparsePlan:
+        """The plan detection follows on these arguments (NOTE [plans]): the pattern it finds
+        and how; nothing but the pattern is computed."""
+        return sparse.plan(args, kwargs)
+
+    pattern.plan = plan  # type: ignore[attr-defined]
     return pattern
 
 
