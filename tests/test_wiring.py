@@ -182,3 +182,28 @@ def test_one_public_call_watches_its_inputs_once(backend, monkeypatch, name):
     else:
         getattr(backend, name)(_scalar)(x)
     assert len(shields) == 1, f"{name}: the input watch ran {len(shields)} times"
+
+
+@pytest.mark.parametrize("name", ["biharmonic", "batched_biharmonic", "weighted_laplacian",
+                                  "batched_weighted_laplacian"])
+def test_the_fourth_order_and_weighted_transforms_check_a_signature_once(backend, counts, name):
+    """The transforms without ``impl`` hold the same wiring: a steady call evaluates f once
+    and repeats none of the first call's signature checks."""
+    batched = name.startswith("batched_")
+    evaluated = [0]
+
+    def f(x):
+        evaluated[0] += 1
+        return _scalar(x)
+
+    extra = (np.eye(3),) if "weighted" in name else ()
+    transformed = getattr(backend, name)(f, *extra)
+    first = transformed(_inputs(backend, batched, seed=0))
+    after_first = counts.copy()
+    assert sum(after_first[c] for c in SIGNATURE_CHECKS) >= 1, f"{name}: the first call checked nothing"
+    for seed in (1, 2):
+        evaluated[0] = 0
+        transformed(_inputs(backend, batched, seed=seed))
+        assert evaluated[0] == 1, f"{name}: a steady call evaluated f {evaluated[0]} times"
+    assert counts == after_first, f"{name}: checks repeated on calls of a known signature: {counts - after_first}"
+    assert first is not None

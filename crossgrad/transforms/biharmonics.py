@@ -221,8 +221,12 @@ def _fourth(backend: Backend, name: str, point: Point, estimator: str, samples: 
     if rec is None:
         log.info("%s: %s", name, why)
     values = rec.values if rec is not None else None
-    shapes = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values] if values is not None else [
-        (tuple(s), d) for s, _, d in backend.primitives.output_shapes(call.flat, call.primals)]
+    if values is not None:
+        shapes = [(tuple(a.shape(v)), a.dtype_name(v)) for v in values]
+    elif rec is not None and rec.types is not None:  # jax records without computing, and knows the types
+        shapes = list(rec.types)
+    else:
+        shapes = [(tuple(s), d) for s, _, d in backend.primitives.output_shapes(call.flat, call.primals)]
     value_checks.check_float_outputs(name, [d for _, d in shapes])
     if point.n == 0:
         return [a.zeros(s, point.like) for s, _ in shapes]
