@@ -260,6 +260,17 @@ class Kept(NamedTuple):
     why: str
 
 
+@dataclasses.dataclass
+class _Seen:
+    """What ``cg.jit`` knows of one signature, its one record: the route kept (None before the
+    first call settles), how often its guard failed and it was traced again, and how often a
+    call changed what ``f`` reads besides its arguments."""
+
+    kept: Kept | None = None
+    retraced: int = 0
+    impure: int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class JitPlan:
     """The route ``cg.jit`` runs a signature by (NOTE [plans] in
@@ -305,8 +316,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _Jit:
-    """One ``cg.jit``'s state and its general path: per signature the route kept
-    (:class:`Kept`), the retrace and side-effect counts, the framework's compiled function,
+    """One ``cg.jit``'s state and its general path: its one cache, a :class:`_Seen` per
+    signature (the route kept, the retrace and side-effect counts), the framework's compiled function,
     the lifted forms of models passed as arguments; the first call of a signature (trace,
     check, choice) and the untraced call.  The steady call is :func:`jit`'s closure."""
 
@@ -314,10 +325,8 @@ class _Jit:
                  route: str) -> None:
         self.backend, self.f, self.check, self.options, self.route = backend, f, check, options, route
         self.fname = getattr(f, "__name__", "the function")
-        self.runs: dict[tuple[Any, ...], Kept] = {}
-        self.retraced: dict[tuple[Any, ...], int] = {}
-        self.impure: dict[tuple[Any, ...], int] = {}
-        self.made: dict[str, Callable[..., Any]] = {}
+        self.signatures: dict[tuple[Any, ...], _Seen] = {}
+        self.compiled: Callable[..., Any] | None = None  # the framework's compiler on f, made when a route needs it
         self.warned: list[bool] = []
         self.arrays = backend.arrays
         self.lifted = models.Lifted(backend, f, statistics="update")  # the traced program keeps the write
@@ -334,15 +343,25 @@ class _Jit:
         return policy.jit_routes(self.backend.name, like is not None and self.arrays.on_accelerator(like))
 
     def compiled_f(self) -> Callable[..., Any]:
-        if "compile" not in self.made:
+        if self.compiled is None:
             # A new function object each time: the framework's compiler caches its traces by
             # function, and a guard that failed needs a new trace.
             @functools.wraps(self.f)
             def fresh(*args: Any, **kwargs: Any) -> Any:
                 return self.f(*args, **kwargs)
 
-            self.made["compile"] = self.backend.builtins.compile(fresh, self.options)
-        return self.made["compile"]
+            self.compiled = self.backend.builtins.compile(fresh, self.options)
+        return self.compiled
+
+    def seen(self, key: tuple[Any, ...]) -> _Seen:
+        """The signature's record, made on its first call."""
+        seen = self.signatures.get(key)
+        if seen is None:
+            seen = self.signatures[key] = _Seen()
+        return seen
+
+    def keep(self, key: tuple[Any, ...], route: str, fn: Callable[..., Any], guard: guards.Guard, why: str) -> None:
+        self.seen(key).kept = Kept(route, fn, guard, why)
 
     def guard_for(self) -> guards.Guard:
         return guards.Guard(self.f, self.arrays.is_array, self.arrays.is_random_key)
@@ -355,11 +374,12 @@ class _Jit:
         second call changes it too."""
         if before.holds():
             return True
-        self.made.pop("compile", None)  # a compiled function traced again, not served from its cache
-        self.impure[key] = self.impure.get(key, 0) + 1
-        if self.impure[key] >= 2:
-            self.runs[key] = Kept("eager", self.f, self.guard_for(), "f changes what it reads besides its arguments "
-                                  "on each call (a Python side effect a compiled program does not repeat)")
+        self.compiled = None  # a compiled function traced again, not served from its cache
+        seen = self.seen(key)
+        seen.impure += 1
+        if seen.impure >= 2:
+            self.keep(key, "eager", self.f, self.guard_for(), "f changes what it reads besides its arguments "
+                      "on each call (a Python side effect a compiled program does not repeat)")
             self.warn(f"{self.fname} changes what it reads besides its arguments (a closed-over value or list) on each "
                       "call, a Python side effect a compiled program does not repeat",
                       "eagerly (the result is eager execution's)")
@@ -391,20 +411,20 @@ class _Jit:
                 if not self.settled(key, before):
                     return out
                 guard = self.guard_for()
-                self.runs[key] = Kept("compile", fn, guard, "the framework's compiler on f (checked against eager "
-                                      "execution)" if self.check else "the framework's compiler on f")
+                self.keep(key, "compile", fn, guard, "the framework's compiler on f (checked against eager "
+                          "execution)" if self.check else "the framework's compiler on f")
                 log.info("jit: %s runs by route 'compile'", self.fname)
                 if self.check:
                     differs = agree(self.backend, out, eager)
                     if differs is not None:
-                        self.runs[key] = Kept("eager", self.f, guard, "the compiled result differed from eager "
-                                              f"execution in {differs}")
+                        self.keep(key, "eager", self.f, guard, "the compiled result differed from eager "
+                                  f"execution in {differs}")
                         self.warn(f"the compiled result (route 'compile') differs from eager execution in {differs}",
                                   "eagerly (the result is eager execution's)")
                         return eager
                 return out
         result = self.f(*args, **kwargs)  # raises here if eager fails too: the error is f's own
-        self.runs[key] = Kept("eager", self.f, self.guard_for(), f"compilation failed ({'; '.join(failures)})")
+        self.keep(key, "eager", self.f, self.guard_for(), f"compilation failed ({'; '.join(failures)})")
         self.warn(f"{self.backend.name} compilation failed ({'; '.join(failures)}). {AVOID_FALLBACK}",
                   "eagerly (the result is eager execution's)")
         return result
@@ -442,7 +462,7 @@ class _Jit:
             self.warn(f"{self.backend.name} compilation failed or was refused ({refused}). {AVOID_FALLBACK}",
                       f"by route {r!r}" if r != "eager" else "eagerly (the result is eager execution's)")
         log.info("jit: %s runs by route %r", self.fname, r)
-        self.runs[key] = Kept(r, fn, guard, why)
+        self.keep(key, r, fn, guard, why)
         return trace.result
 
     def working_routes(self, trace: Traced, candidates: Sequence[str], flat: Any, args: tuple[Any, ...],
@@ -501,7 +521,8 @@ class _Jit:
 
     def ready(self, key: tuple[Any, ...]) -> Callable[..., Any] | None:
         """The route kept for ``key``, where what ``f`` reads besides its arguments is as it was."""
-        known = self.runs.get(key)
+        seen = self.signatures.get(key)
+        known = None if seen is None else seen.kept
         return known.fn if known is not None and (known.route == "eager" or known.guard.holds()) else None
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
@@ -509,15 +530,16 @@ class _Jit:
         fn = self.ready(key)
         if fn is not None:
             return fn(*args, **kwargs)
-        if key in self.runs:  # kept, but what f reads besides its arguments changed
-            self.retraced[key] = self.retraced.get(key, 0) + 1
-            if self.retraced[key] > MAX_RETRACES:
-                self.runs[key] = Kept("eager", self.f, self.guard_for(), "what f reads besides its arguments "
-                                      f"changed on {MAX_RETRACES} calls (NOTE [jit guards])")
+        seen = self.signatures.get(key)
+        if seen is not None and seen.kept is not None:  # kept, but what f reads besides its arguments changed
+            seen.retraced += 1
+            if seen.retraced > MAX_RETRACES:
+                self.keep(key, "eager", self.f, self.guard_for(), "what f reads besides its arguments "
+                          f"changed on {MAX_RETRACES} calls (NOTE [jit guards])")
                 self.warn(f"what {self.fname} reads besides its arguments changed on {MAX_RETRACES} calls "
                           "(NOTE [jit guards])", "eagerly from now on")
                 return self.f(*args, **kwargs)
-            self.made.pop("compile", None)  # the framework's compiler caches by function: traced again
+            self.compiled = None  # the framework's compiler caches by function: traced again
             log.info("jit: what %s reads besides its arguments changed: traced again", self.fname)
         return self.first_call(key, args, kwargs)
 
@@ -570,7 +592,7 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
         finished.plan = compiled_entries.plan  # type: ignore[attr-defined]
         return finished
     state = _Jit(backend, f, check, options, route)
-    ready, runs, lifted, arrays = state.ready, state.runs, state.lifted, backend.arrays
+    ready, lifted, arrays = state.ready, state.lifted, backend.arrays
 
     def jitted(*args: Any, **kwargs: Any) -> Any:
         # The steady call, kept to a signature and a guard (a tenth of a small compiled
@@ -596,9 +618,9 @@ def jit(backend: Backend, f: Callable[..., Any], check: bool = False, options: d
             return jitted_g.plan(*lifted_args, **kwargs)  # type: ignore[no-any-return]
         with pytree.dict_order(backend.name):
             key = signature(backend, args, kwargs)
-        known = runs.get(key)
-        if known is not None:
-            return JitPlan(state.fname, known.route, True, known.why)
+        seen = state.signatures.get(key)
+        if seen is not None and seen.kept is not None:
+            return JitPlan(state.fname, seen.kept.route, True, seen.kept.why)
         like = next((leaf for leaf in pytree.leaves((args, kwargs)) if arrays.is_array(leaf)), None)
         candidates = state.routes_for(like)
         order = ", ".join(candidates)
