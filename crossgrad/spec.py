@@ -51,7 +51,7 @@ TRANSFORM_ROOMS: dict[str, str] = {
     "jacfwd": "jacobians",
     "jacobian": "jacobians",
     "hessian": "hessians",
-    "hvp": "derivatives",
+    "hvp": "hessian_vector",
     "batched_jacobian": "batched",
     "batched_hessian": "batched",
     "laplacian": "curvature",

@@ -15,8 +15,8 @@ from crossgrad.backends.base import Backend
 from crossgrad.backends.recording import Unrecorded
 from crossgrad.transforms import taylor, taylor_check
 from crossgrad.transforms.call import Call, Memo
-from crossgrad.transforms.derivatives import hessian_products
 from crossgrad.transforms.directions import Point
+from crossgrad.transforms.hessian_vector import hessian_products
 
 log = logging.getLogger("crossgrad")
 

@@ -23,7 +23,8 @@ import numpy as np
 from crossgrad import errors, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms.call import Call, call_user
-from crossgrad.transforms.derivatives import hessian_products, planned_by
+from crossgrad.transforms.derivatives import planned_by
+from crossgrad.transforms.hessian_vector import hessian_products
 from crossgrad.transforms.operators import HessianOperator, OperatorPlan, joined, split
 
 

@@ -28,6 +28,7 @@ from crossgrad.transforms import (
     curvature,
     derivatives,
     gauss_newton,
+    hessian_vector,
     hessians,
     jacobians,
     models,
@@ -306,7 +307,7 @@ class Namespace:
     jacfwd = Bound(jacobians.jacfwd)
     jacobian = Bound(jacobians.jacobian)
     hessian = Bound(hessians.hessian)
-    hvp = Bound(derivatives.hvp)
+    hvp = Bound(hessian_vector.hvp)
     batched_jacobian = Bound(batched.batched_jacobian)
     batched_hessian = Bound(batched.batched_hessian)
     laplacian = Bound(curvature.laplacian)

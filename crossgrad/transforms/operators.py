@@ -1,4 +1,9 @@
-"""hessian_operator: the Hessian of a scalar function as a linear operator, never formed."""
+"""hessian_operator: the Hessian of a scalar function as a linear operator, never formed.
+
+Why one module of ~390 lines: the operator's methods (products, dense, trace, diagonal, the
+estimators, eigenvalues, the spectral density, the SciPy operator) and its plan share its
+flat layout and its product functions; the Gauss-Newton operator subclasses them all.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import curvature, estimators, policy, spectra
 from crossgrad.transforms.call import Call
-from crossgrad.transforms.derivatives import hessian_products, planned_by
+from crossgrad.transforms.derivatives import planned_by
+from crossgrad.transforms.hessian_vector import hessian_products
 
 
 def split(a: Any, v: Any, shapes: list[tuple[int, ...]]) -> list[Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossgrad import batch_axes, errors, option_checks, pytree, spec, tolerances, value_checks
 from crossgrad.backends.base import Backend
-from crossgrad.transforms import chunking, derivatives
+from crossgrad.transforms import chunking, hessian_vector
 
 if TYPE_CHECKING:
     from crossgrad.sparsity.coloring import Coloring
@@ -228,7 +228,7 @@ class _Sparse:
         the curvature transforms use)."""
         if self.order == 2:
             arrays = self.backend.arrays
-            hvp = derivatives.hessian_products(self.backend, lambda z: arrays.reshape(g(z), ()), (flat,))
+            hvp = hessian_vector.hessian_products(self.backend, lambda z: arrays.reshape(g(z), ()), (flat,))
             return lambda v: hvp(v)[0]
         prims = self.backend.primitives
         return lambda v: prims.jvp(g, (flat,), (v,), False)[1]
