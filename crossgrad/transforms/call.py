@@ -294,11 +294,6 @@ class Call:
         """Whether the differentiated inputs hold no elements at all (an empty Jacobian)."""
         return bool(sum(self.backend.arrays.size(p) for p in self.primals) == 0)
 
-    def signature(self) -> tuple[Any, ...]:
-        """Shapes and dtypes of the primals: the key of decisions made once per signature."""
-        arrays = self.backend.arrays
-        return tuple((arrays.shape(p), arrays.dtype_name(p)) for p in self.primals)
-
 
 def is_static(leaf: Any) -> bool:
     """A leaf that is neither an array nor a number (a function, a string, a flag): static
@@ -314,7 +309,12 @@ class Memo:
     """Outcomes of checks and decisions that depend only on the arguments' types,
     shapes, dtypes and pytree structure, remembered per such signature, so a transformed
     function called again on like arguments skips them.  Arguments holding anything but
-    arrays (Python numbers, objects) get no key and are checked on every call."""
+    arrays (Python numbers, objects) get no key and are checked on every call.
+
+    :meth:`key` is the transforms' one notion of a signature (a plan depends on types,
+    shapes, dtypes and structure); ``cg.jit``'s :func:`crossgrad.transforms.compiled.signature`
+    is wider on purpose: a compiled program is specialised to devices, ``requires_grad`` and
+    every Python value too."""
 
     MAXSIZE = 256
 
