@@ -20,9 +20,17 @@ class Impl:
     label: str
     build: Callable[[Callable, Any, tuple], Callable]
     compiled: bool = False  # torch.compile (torch) or jax.jit (jax)
-    tags: tuple[str, ...] = field(default=())  # "raw", "auto", "builtin", "loop"
+    tags: tuple[str, ...] = field(default=())  # what the row is, for the report: "raw", "auto", "builtin", "loop"
     peers: tuple[Impl, ...] = field(default=())  # for "auto-check": the implementations auto competes with
     skip: str = ""  # why it cannot run on this machine (reported as skipped)
+    # How the row is measured (test_bench.MEASURES): timed alone, or a pair alternated call by
+    # call ("paired": the overhead of one route over another; "auto-check": auto against the
+    # fastest of its peers; "versus": torch's cg.jit against jax's).
+    measure: str = "timed"
+
+    def __post_init__(self) -> None:
+        if self.measure != "timed" and self.measure not in self.tags:  # the report reads rows by their tags
+            object.__setattr__(self, "tags", (*self.tags, self.measure))
 
 
 def _cg(framework: str, kind: str, **options: Any) -> Callable:
@@ -157,20 +165,20 @@ def implementations(case: Case, framework: str, basis: int, on_gpu: bool) -> lis
     raw_first = next(i for i in out if "raw" in i.tags)
     builtin_first = next(i for i in out if "builtin" in i.tags)
     out.append(Impl(f"overhead: {builtin_first.label} vs {raw_first.label}", _pair(raw_first.build, builtin_first.build),
-                    jit, ("paired",)))
+                    jit, measure="paired"))
     # auto against the fastest of its peers (same regime), alternated call by call once
     # every peer has been timed: the check "auto within 1.1x of the fastest".
-    peers = tuple(i for i in out if not {"loop", "chunked", "paired", "jit"} & set(i.tags))
-    out.append(Impl("auto vs the fastest", _cg(framework, case.kind), jit, ("auto-check",), peers))
+    peers = tuple(i for i in out if i.measure == "timed" and not {"loop", "chunked", "jit"} & set(i.tags))
+    out.append(Impl("auto vs the fastest", _cg(framework, case.kind), jit, (), peers, measure="auto-check"))
     # cg.jit compiles by itself (its first call includes tracing and compiling).
     out.append(Impl(JIT, _jit(framework, case.kind), False, ("jit",)))
     if framework == "jax":
         # What cg.jit adds to jax.jit of the same transform, alternated call by call.
         out.append(Impl(f"jit overhead: {JIT} vs jax.jit", _pair(_jax_jit(case.kind), _jit(framework, case.kind)), False,
-                        ("paired", "jit-overhead")))
+                        ("jit-overhead",), measure="paired"))
         out.append(Impl(EAGER, _cg(framework, case.kind), False, ("eager",)))
         # The user's question "which backend": torch's cg.jit against jax's, alternated call by call.
-        out.append(Impl(f"torch {JIT} vs jax {JIT}", _jit(framework, case.kind), False, ("versus",)))
+        out.append(Impl(f"torch {JIT} vs jax {JIT}", _jit(framework, case.kind), False, measure="versus"))
         return out
     out.append(Impl(f"{JIT} route=trace", _jit(framework, case.kind, "trace"), False, ("jit",)))
     if case.compile or (on_gpu and case.compile_gpu):

@@ -114,16 +114,16 @@ def test_implementation(benchmark, run, case, problem, framework, impl, basis):
                          "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": f"skipped: {skip}"})
         return
     row = {"case": case.name, "problem": problem.name, "kind": case.kind, "framework": framework,
-           "impl": impl.label, "tags": list(impl.tags), "basis": basis, "status": "ok",
+           "impl": impl.label, "tags": list(impl.tags), "measure": impl.measure, "basis": basis, "status": "ok",
            "speedup_goal": case.speedup_goal}
     run.rows.append(row)
-    if "paired" in impl.tags:
+    if impl.measure == "paired":
         paired_overhead(row, framework, impl, impl.build(f, problem, args), args)
         return
-    if "versus" in impl.tags:
+    if impl.measure == "versus":
         torch_versus_jax(run, row, case, problem, impl)
         return
-    if "auto-check" in impl.tags:
+    if impl.measure == "auto-check":
         auto_against_fastest(run, row, case, framework, impl, f, problem, args)
         return
     try:
