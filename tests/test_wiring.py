@@ -97,6 +97,8 @@ def test_options_validated_once_and_signatures_checked_once(backend, counts, nam
     after_first = counts.copy()
     assert after_first["validate_options"] == 1, f"{name}: options validated again on a call"
     assert sum(after_first[c] for c in SIGNATURE_CHECKS) >= 1, f"{name}: the first call checked nothing"
+    if not batched:  # one transform object's signature, checked once even where it nests others (a Hessian's two Jacobians)
+        assert after_first["check_leaves"] == 1, f"{name}: the first call checked the leaves {after_first['check_leaves']} times"
     for seed in (1, 2):  # new values, the same signature
         evaluated[0] = 0
         transformed(_inputs(backend, batched, seed=seed))

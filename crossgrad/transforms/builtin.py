@@ -68,17 +68,19 @@ class Route:
 
 
 def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,
-                scalar: bool, real: bool = False) -> Callable[..., Any]:
+                scalar: bool, real: bool = False, prechecked: bool = False) -> Callable[..., Any]:
     """A call of ``make(checked f, argnums)``, the framework's built-in, validated by
-    crossgrad first; the built-in is made once per argument signature (when no kwargs are
-    given), kept with the signature's check in one cache."""
+    crossgrad first (``prechecked``: by the transform that calls it); the built-in is made
+    once per argument signature (when no kwargs are given), kept with the signature's check
+    in one cache."""
     known = Memo()
 
     def run(*args: Any, **kwargs: Any) -> Any:
         key = Memo.key(args)
         fn = known.get(key)
         if fn is None:
-            Call(name, backend, f, args, kwargs, argnums, has_aux)  # the signature's checks, once
+            if not prechecked:
+                Call(name, backend, f, args, kwargs, argnums, has_aux)  # the signature's checks, once
             fn = known.put(key, True)  # checked; the built-in is made below
         if kwargs:
             return made(name, backend, make, f, argnums, has_aux, scalar, len(args), kwargs, real)(*args)

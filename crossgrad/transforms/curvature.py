@@ -269,7 +269,9 @@ def _route(o: _Options, which: str) -> Callable[..., Any]:
         one = _curvature(o.backend, o.name, o.f, o.argnums, None, o.has_aux, o.estimator, o.samples, o.key,
                          o.chunk_size, o.impl, o.what, has_batched_form=False)
         return vmap_of(o.backend, o.name, one, o.in_axes, 0, None, "auto")
-    hessian = hessian_of(o.backend, o.name, o.f, o.argnums, o.has_aux, "auto", None, "builtin")
+    # At one point the transform checked the signature the Hessian is called with.
+    hessian = hessian_of(o.backend, o.name, o.f, o.argnums, o.has_aux, "auto", None, "builtin",
+                         prechecked=o.in_axes is None)
     return hessian if o.in_axes is None else vmap_of(o.backend, o.name, hessian, o.in_axes, 0, None, "builtin")
 
 

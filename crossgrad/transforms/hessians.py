@@ -77,11 +77,13 @@ def hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0, 
 
 
 def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
-               chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
+               chunk_size: int | str | None, impl: str, *, prechecked: bool = False) -> Callable[..., Any]:
     """The Hessian of ``f`` by ``strategy``, for the public transform ``name``, whose options
     are already validated: a plan per argument signature, kept with the route it builds in
-    one cache (:class:`Route`)."""
+    one cache (:class:`Route`).  ``prechecked``: the transform it is part of checks each
+    signature before calling it (as :func:`jacobian_of`'s)."""
     hess = _Hessian(backend, name, f, argnums, has_aux, strategy, chunk_size, impl)
+    hess.prechecked = prechecked
 
     def hessian_f(*args: Any, **kwargs: Any) -> Any:
         return hess.planned(args, kwargs).builtin(*args, **kwargs)  # type: ignore[misc]
@@ -104,6 +106,7 @@ class _Hessian:
         self.backend, self.name, self.f, self.argnums, self.has_aux = backend, name, f, argnums, has_aux
         self.strategy, self.chunk_size, self.impl = strategy, chunk_size, impl
         self.known = Memo()
+        self.prechecked = False
 
     def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Route:
         # A call recorded for compilation (cg.jit's traced routes) may take another strategy
@@ -114,7 +117,7 @@ class _Hessian:
         known = self.known.get(key)
         if known is not None:
             return known  # type: ignore[no-any-return]
-        call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux)
+        call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux, checked=self.prechecked)
         if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
             key = ("primals", Memo.key(tuple(call.primals)), compiled, needs_composition(self.backend, args))
             known = self.known.get(key)
@@ -155,10 +158,11 @@ class _Hessian:
         if s == "fwd-rev" and builtin_serves(name, backend, how, "hessian", chunk_size=chunk_size):
             make = backend.builtins.hessian
             return via_builtin(backend, name, lambda g, nums: make(g, nums, has_aux, chunk_size), f,
-                               argnums, has_aux, scalar=False, real=True)
+                               argnums, has_aux, scalar=False, real=True, prechecked=True)
         outer, inner = ("loop", "loop") if s == "loop" else s.split("-")
         # Under the outer Jacobian's vmap the inner one cannot see how many rows share its
         # memory: "auto" chunks the outer one only.
         inner_chunks = None if chunk_size == "auto" else chunk_size
-        inner_f = jacobian_of(backend, name, f, argnums, has_aux, inner, inner_chunks, how)
-        return jacobian_of(backend, name, inner_f, argnums, has_aux, outer, chunk_size, how)
+        # The Hessian checked the signature its route is made for: its Jacobians do not again.
+        inner_f = jacobian_of(backend, name, f, argnums, has_aux, inner, inner_chunks, how, prechecked=True)
+        return jacobian_of(backend, name, inner_f, argnums, has_aux, outer, chunk_size, how, prechecked=True)

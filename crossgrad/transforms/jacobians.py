@@ -317,12 +317,14 @@ def jacobian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnums = 0,
 
 
 def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
-                chunk_size: int | str | None, impl: str) -> Callable[..., Any]:
+                chunk_size: int | str | None, impl: str, *, prechecked: bool = False) -> Callable[..., Any]:
     """The Jacobian of ``f`` by ``mode`` (``"auto"``, ``"rev"``, ``"fwd"``, ``"loop"``), for
     the public transform ``name``, whose options are already validated: a plan per argument
     signature (:class:`JacobianPlan`, kept with its built-in in one cache), then a route
-    that only computes."""
+    that only computes.  ``prechecked``: the transform this Jacobian is part of (a Hessian's
+    two) checks each signature before it calls it, so this one does not check it again."""
     jac = _Jacobian(backend, name, f, argnums, has_aux, mode, chunk_size, impl)
+    jac.prechecked = prechecked
 
     def jacobian_f(*args: Any, **kwargs: Any) -> Any:
         return jac(args, kwargs)
@@ -346,6 +348,7 @@ class _Jacobian:
         used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
         self.builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
         self.known = Memo()
+        self.prechecked = False
 
     def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Route, Any, Call | None]:
         """The signature's route, its cache key, and the call checked to plan it (None: a
@@ -354,7 +357,7 @@ class _Jacobian:
         known = self.known.get(key)
         if known is not None:
             return known, key, None
-        call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux)
+        call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux, checked=self.prechecked)
         if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
             key = ("primals", Memo.key(tuple(call.primals)), needs_composition(self.backend, args))
             known = self.known.get(key)
