@@ -18,7 +18,7 @@ from typing import Any
 from crossgrad import batch_axes, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
-from crossgrad.transforms.builtin import Route
+from crossgrad.transforms.builtin import Route, routed
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.jacobians import JacobianPlan, inside_blocks, jacobian_of
@@ -198,15 +198,7 @@ def _batch_inside(backend: Backend, name: str, f: Callable[..., Any], argnums: A
     whose plan takes it."""
     inside = _BatchInside(backend, name, f, argnums, in_axes, has_aux, strategy, chunk_size, outside, sample_plan)
 
-    def hessian_f(*args: Any, **kwargs: Any) -> Any:
-        return inside.planned(args, kwargs).builtin(*args, **kwargs)  # type: ignore[misc]
-
-    def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
-        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return inside.planned(args, kwargs).plan  # type: ignore[no-any-return]
-
-    hessian_f.plan = plan  # type: ignore[attr-defined]
-    return hessian_f
+    return routed(inside.planned)
 
 
 class _BatchInside:

@@ -58,13 +58,28 @@ def made(transform: str, backend: Backend, make: Callable[[Callable[..., Any], A
 
 @dataclasses.dataclass(frozen=True)
 class Route:
-    """One signature's record in a transformed function's one cache: the plan it follows and,
-    where the plan takes the framework's built-in, that built-in, made once for the signature
-    (None: the composition, or a built-in made per call because keyword arguments are closed
-    over)."""
+    """One signature's record in a transformed function's one cache: the plan it follows and
+    the function that runs it, made once for the signature (the framework's built-in, or the
+    composition the plan builds; None: the route is computed in place, or a built-in is
+    made per call because keyword arguments are closed over)."""
 
     plan: Any
-    builtin: Callable[..., Any] | None = None
+    run: Callable[..., Any] | None = None
+
+
+def routed(planned: Callable[[tuple[Any, ...], dict[Any, Any]], Route]) -> Callable[..., Any]:
+    """The transformed function of a transform whose every signature's :class:`Route` has
+    its ``run``: the call runs it, ``.plan(*args)`` returns its plan (NOTE [plans])."""
+
+    def transformed(*args: Any, **kwargs: Any) -> Any:
+        return planned(args, kwargs).run(*args, **kwargs)  # type: ignore[misc]
+
+    def plan(*args: Any, **kwargs: Any) -> Any:
+        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
+        return planned(args, kwargs).plan
+
+    transformed.plan = plan  # type: ignore[attr-defined]
+    return transformed
 
 
 def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,

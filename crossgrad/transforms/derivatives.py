@@ -81,7 +81,7 @@ def gradient_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
     def gradient_f(*args: Any, **kwargs: Any) -> Any:
         route, call = planned(args, kwargs)
         if route.plan.route == "builtin":
-            return (route.builtin or builtin(len(args), kwargs))(*args)
+            return (route.run or builtin(len(args), kwargs))(*args)
         if call is None:
             call = Call(name, backend, f, args, kwargs, argnums, has_aux, checked=True)
         out, vjp_fn, aux = backend.primitives.vjp(call.flat, call.primals, has_aux)

@@ -14,7 +14,7 @@ from typing import Any
 from crossgrad import option_checks, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.builtin import Route, builtin_serves, needs_composition, via_builtin
+from crossgrad.transforms.builtin import Route, builtin_serves, needs_composition, routed, via_builtin
 from crossgrad.transforms.call import Call, Memo
 from crossgrad.transforms.jacobians import jacobian_of
 
@@ -85,15 +85,7 @@ def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     hess = _Hessian(backend, name, f, argnums, has_aux, strategy, chunk_size, impl)
     hess.prechecked = prechecked
 
-    def hessian_f(*args: Any, **kwargs: Any) -> Any:
-        return hess.planned(args, kwargs).builtin(*args, **kwargs)  # type: ignore[misc]
-
-    def plan(*args: Any, **kwargs: Any) -> HessianPlan:
-        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return hess.planned(args, kwargs).plan  # type: ignore[no-any-return]
-
-    hessian_f.plan = plan  # type: ignore[attr-defined]
-    return hessian_f
+    return routed(hess.planned)
 
 
 class _Hessian:

@@ -402,7 +402,7 @@ class _Jacobian:
     def compute(self, known: Route, key: Any, call: Call | None, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Any:
         plan = known.plan
         if plan.route == "builtin":
-            fn = known.builtin or self._made(plan, args, kwargs)
+            fn = known.run or self._made(plan, args, kwargs)
             try:
                 return fn(*args)  # type: ignore[misc]
             except errors.ComplexOutputError:

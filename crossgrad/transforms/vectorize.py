@@ -176,7 +176,7 @@ class _Vmap:
                                 self.out_axes)
         if plan.route == "composed":
             return self._composed(plan, g, args)
-        run = known.builtin if not kwargs and known.builtin is not None else self._made(plan, g)
+        run = known.run if not kwargs and known.run is not None else self._made(plan, g)
         try:
             return run(*args)
         except errors.CrossgradError:
