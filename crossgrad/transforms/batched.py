@@ -142,12 +142,14 @@ def batched_hessian(backend: Backend, f: Callable[..., Any], argnums: spec.Argnu
                                    chunk_size=chunk_size, impl=impl, gather=gather, randomness=randomness,
                                    batch_chunk_size=batch_chunk_size, basis_chunk_size=basis_chunk_size)
     where = None if devices is None else backend.distributed.place(name, devices)
-    per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, basis_chunk_size, impl)
-    outside = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
-                      randomness=randomness)
     given = {"devices": devices, "batch_chunk_size": batch_chunk_size, "impl": "builtin" if impl == "builtin" else None,
              "randomness": None if randomness == "error" else randomness}
     kept = [f"{k}={v!r}" for k, v in given.items() if v is not None]
+    # Where the batch may go inside, the batched plan checks each signature first (its Call):
+    # the vmap and the per-sample Hessian it maps do not check it again.
+    per_sample = hessian_of(backend, name, f, argnums, has_aux, strategy, basis_chunk_size, impl, prechecked=not kept)
+    outside = vmap_of(backend, name, per_sample, in_axes, 0, batch_chunk_size, impl, where=where, gather=gather,
+                      randomness=randomness, prechecked=not kept)
     if kept:
         def plan(*args: Any, **kwargs: Any) -> BatchedHessianPlan:
             """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""

@@ -240,12 +240,13 @@ class _Options:
     chunk_size: Any
     impl: str
     what: str
+    prechecked: bool = False  # the transform this one is part of checks each signature first
 
 
 def _decide(o: _Options, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> _Signature:
     """A signature's checks and the route that needs no recording (``"outside"``,
     ``"hessian"``, or ``"composed"``: Taylor or nested, as :func:`taylor_route` says)."""
-    call = Call(o.name, o.backend, o.f, args, kwargs, o.argnums, o.has_aux)
+    call = Call(o.name, o.backend, o.f, args, kwargs, o.argnums, o.has_aux, checked=o.prechecked)
     axes: list[int | None] | None = None
     batch: int | None = None
     why = None
@@ -265,23 +266,26 @@ def _decide(o: _Options, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> _Sign
 def _route(o: _Options, which: str) -> Callable[..., Any]:
     """The vmap of the single-point form (``"outside"``) or the framework's own (per-sample)
     Hessian (``"hessian"``)."""
+    # The batched transform checked the signature (_decide): what it maps does not again.
     if which == "outside":  # the vmap of the single-point form: it has no batched form of its own
         one = _curvature(o.backend, o.name, o.f, o.argnums, None, o.has_aux, o.estimator, o.samples, o.key,
-                         o.chunk_size, o.impl, o.what, has_batched_form=False)
-        return vmap_of(o.backend, o.name, one, o.in_axes, 0, None, "auto")
-    # At one point the transform checked the signature the Hessian is called with.
-    hessian = hessian_of(o.backend, o.name, o.f, o.argnums, o.has_aux, "auto", None, "builtin",
-                         prechecked=o.in_axes is None)
-    return hessian if o.in_axes is None else vmap_of(o.backend, o.name, hessian, o.in_axes, 0, None, "builtin")
+                         o.chunk_size, o.impl, o.what, has_batched_form=False, prechecked=True)
+        return vmap_of(o.backend, o.name, one, o.in_axes, 0, None, "auto", prechecked=True)
+    hessian = hessian_of(o.backend, o.name, o.f, o.argnums, o.has_aux, "auto", None, "builtin", prechecked=True)
+    return hessian if o.in_axes is None else vmap_of(o.backend, o.name, hessian, o.in_axes, 0, None, "builtin",
+                                                     prechecked=True)
 
 
 def _curvature(backend: Backend, name: str, f: Callable[..., Any], argnums: Any, in_axes: Any, has_aux: bool,
                estimator: str, samples: int | None, key: Any, chunk_size: Any, impl: str,
-               what: str, has_batched_form: bool = True) -> Callable[..., Any]:
+               what: str, has_batched_form: bool = True, prechecked: bool = False) -> Callable[..., Any]:
     """The trace (``what="trace"``) or diagonal of ``f``'s Hessian, per sample where
-    ``in_axes`` is given; options already validated."""
-    o = _Options(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what)
-    g = vmap_of(backend, name, f, in_axes, 0, None, "auto") if in_axes is not None else f  # f over the batch
+    ``in_axes`` is given; options already validated (``prechecked``: and each signature
+    checked by the transform this one is part of)."""
+    o = _Options(backend, name, f, argnums, in_axes, has_aux, estimator, samples, key, chunk_size, impl, what,
+                 prechecked)
+    # f over the batch; its calls follow the signature's checks (_decide), so it does not repeat them.
+    g = vmap_of(backend, name, f, in_axes, 0, None, "auto", prechecked=True) if in_axes is not None else f
     signatures = Memo()  # the one per-signature cache: a _Signature per argument signature
     verdicts = taylor_check.verdicts_of(f)  # per signature: whether the Taylor route agreed with a Hessian-vector product
 

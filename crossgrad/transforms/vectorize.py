@@ -92,17 +92,20 @@ class VmapPlan:
 
 
 def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any, chunk_size: int | str | None,
-            impl: str, *, where: Any = None, gather: bool = False, randomness: str = "error") -> Callable[..., Any]:
+            impl: str, *, where: Any = None, gather: bool = False, randomness: str = "error",
+            prechecked: bool = False) -> Callable[..., Any]:
     """``f`` vectorized over the batch ``in_axes`` names, for the public transform ``name``,
     whose options are already validated (``where``: the devices ``distributed.place``
     resolved, or None).  A crossgrad transform that has a batched form of its own (the
-    single-point curvature transforms, NOTE [vmap of curvature]) is given that instead."""
+    single-point curvature transforms, NOTE [vmap of curvature]) is given that instead.
+    ``prechecked``: the transform this vmap is part of checks each signature's leaves first."""
     batched_form = getattr(f, "_crossgrad_batched", None)
     if batched_form is not None and where is None and chunk_size is None and out_axes == 0:
         own = batched_form(backend.name, in_axes)
         if own is not None:
             return own  # type: ignore[no-any-return]
     vm = _Vmap(backend, name, f, in_axes, out_axes, chunk_size, impl, randomness)
+    vm.prechecked = prechecked
 
     def batched(*args: Any, **kwargs: Any) -> Any:
         return vm(args, kwargs)
@@ -132,6 +135,7 @@ class _Vmap:
         self.builtin, self.why = _framework_or_composition(backend, name, impl, chunk_size, out_axes)
         self.in_axes = batch_axes.in_axes_form(in_axes)
         self.known = Memo()
+        self.prechecked = False
 
     def planned(self, args: tuple[Any, ...]) -> Route:
         """The signature's route: its checks once, each leaf's batch axis, the batch size."""
@@ -140,7 +144,8 @@ class _Vmap:
         if known is None:
             name, shape = self.name, self.backend.arrays.shape
             axes = batch_axes.leaf_axes(name, self.in_axes, args, shape)
-            check_leaves(name, self.backend, pytree.leaves(args))
+            if not self.prechecked:
+                check_leaves(name, self.backend, pytree.leaves(args))
             size = batch_axes.batch_size(name, args, axes, shape)
             route = "empty" if size == 0 else "builtin" if self.builtin else "composed"
             reason = "an empty batch: the output shapes from one abstract sample" if size == 0 else self.why
