@@ -354,3 +354,14 @@ def test_sparsity_detectors_and_check_grads_have_plans(backend):
     assert (given.order, given.eps) == (2, 1e-4) and "eps=0.0001 given" in given.why
     with pytest.raises(cg.OptionError, match="order 1 or 2"):
         cg.explain(backend.check_grads, f, (x,), 3)
+
+
+def test_a_plan_kept_by_the_primals_is_kept_per_number_of_arguments(backend):
+    """Python numbers among the arguments: the plan (and the built-in made with it) is kept by
+    the primals' signature, and by the number of arguments too, since a negative argnums
+    names another position when that number changes (oracle: the closed form 2 x sum(a))."""
+    x = frameworks.convert(np.array([1.0, 2.0]), backend.name, "float64")
+    jac = backend.jacobian(lambda *a: a[-1] ** 2 * sum(a[:-1]), argnums=-1)
+    for numbers in ((3.0,), (3.0, 1.0), (0.5,)):
+        expected = np.diag(2 * np.array([1.0, 2.0]) * sum(numbers))
+        np.testing.assert_allclose(frameworks.to_numpy(jac(*numbers, x)), expected, **TOL["float64"]["same"])

@@ -111,7 +111,7 @@ class _Hessian:
             return known  # type: ignore[no-any-return]
         call = Call(self.name, self.backend, self.f, args, kwargs, self.argnums, self.has_aux, checked=self.prechecked)
         if key is None:  # arguments that are not all arrays: the plan is kept by the primals' signature
-            key = ("primals", Memo.key(tuple(call.primals)), compiled, needs_composition(self.backend, args))
+            key = ("primals", len(args), Memo.key(tuple(call.primals)), compiled, needs_composition(self.backend, args))
             known = self.known.get(key)
             if known is not None:
                 return known  # type: ignore[no-any-return]
