@@ -183,6 +183,7 @@ class Call:
         as_array = backend.arrays.as_array
         self.primals = tuple(as_array(leaves[j]) for j in self.kept)
         self.out_def: pytree.TreeDef | None = None
+        self._output_shapes: list[tuple[tuple[int, ...], int, str]] | None = None
         if not checked:  # a signature already checked (the caller remembers) is not checked again
             self._check()
 
@@ -252,7 +253,9 @@ class Call:
         """Shape, element size and dtype name of each output leaf, for the decisions made once per
         signature (``auto``'s mode and strategy), evaluated on copies of every array
         argument (the backend's ``output_shapes``): the caller's arrays never see this
-        extra evaluation."""
+        extra evaluation.  Evaluated once per call: the plan's choices ask it more than once."""
+        if self._output_shapes is not None:
+            return self._output_shapes
         leaves, treedef = pytree.flatten((self.args, self.kwargs))
         is_array = self.backend.arrays.is_array
         positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
@@ -269,6 +272,7 @@ class Call:
 
         shapes: list[tuple[tuple[int, ...], int, str]] = self.backend.primitives.output_shapes(
             run, tuple(leaves[i] for i in positions))
+        self._output_shapes = shapes
         return shapes
 
     def per_argnum(self, values: list[Any]) -> Any:
