@@ -1,8 +1,10 @@
 """The framework's own transforms as a route: whether they serve a call's options
 (:func:`builtin_serves`), what they refuse that crossgrad's compositions take
-(:func:`needs_composition`), made once per signature (:func:`made`, :class:`Route`,
-:func:`via_builtin`), with crossgrad's output checks around the user's function
-(:func:`checked`) so both routes raise the same errors."""
+(:func:`needs_composition`), made once per signature (:func:`made`, :func:`via_builtin`),
+with crossgrad's output checks around the user's function (:func:`checked`) so both routes
+raise the same errors; and the record every transform keeps per signature in its one cache
+(:class:`Route`: the plan and the function that runs it) with the transformed function
+that runs it (:func:`routed`)."""
 
 from __future__ import annotations
 
