@@ -18,8 +18,7 @@ from typing import Any
 from crossgrad import batch_axes, option_checks, pytree, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import policy
-from crossgrad.transforms.builtin import Route, routed
-from crossgrad.transforms.call import Call, Memo
+from crossgrad.transforms.call import Call, Memo, Route, routed
 from crossgrad.transforms.hessians import hessian_of
 from crossgrad.transforms.jacobians import JacobianPlan, inside_blocks, jacobian_of
 from crossgrad.transforms.vectorize import vmap_of

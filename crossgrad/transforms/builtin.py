@@ -2,13 +2,10 @@
 (:func:`builtin_serves`), what they refuse that crossgrad's compositions take
 (:func:`needs_composition`), made once per signature (:func:`made`, :func:`via_builtin`),
 with crossgrad's output checks around the user's function (:func:`checked`) so both routes
-raise the same errors; and the record every transform keeps per signature in its one cache
-(:class:`Route`: the plan and the function that runs it) with the transformed function
-that runs it (:func:`routed`)."""
+raise the same errors."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -56,32 +53,6 @@ def made(transform: str, backend: Backend, make: Callable[[Callable[..., Any], A
     nums, single = value_checks.normalize_argnums(transform, argnums, nargs)
     g = partial(f, **kwargs) if kwargs else f
     return make(checked(transform, backend, g, has_aux, scalar, real), nums[0] if single else nums)
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """One signature's record in a transformed function's one cache: the plan it follows and
-    the function that runs it, made once for the signature (the framework's built-in, or the
-    composition the plan builds; None: the route is computed in place, or a built-in is
-    made per call because keyword arguments are closed over)."""
-
-    plan: Any
-    run: Callable[..., Any] | None = None
-
-
-def routed(planned: Callable[[tuple[Any, ...], dict[Any, Any]], Route]) -> Callable[..., Any]:
-    """The transformed function of a transform whose every signature's :class:`Route` has
-    its ``run``: the call runs it, ``.plan(*args)`` returns its plan (NOTE [plans])."""
-
-    def transformed(*args: Any, **kwargs: Any) -> Any:
-        return planned(args, kwargs).run(*args, **kwargs)  # type: ignore[misc]
-
-    def plan(*args: Any, **kwargs: Any) -> Any:
-        """The plan a call with these arguments follows (NOTE [plans]); nothing is computed."""
-        return planned(args, kwargs).plan
-
-    transformed.plan = plan  # type: ignore[attr-defined]
-    return transformed
 
 
 def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callable[..., Any], argnums: Any, has_aux: bool,

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from crossgrad import option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
-from crossgrad.transforms.builtin import Route, builtin_serves, check_output, checked, made, needs_composition
-from crossgrad.transforms.call import Call, Memo, check_leaves
+from crossgrad.transforms.builtin import builtin_serves, check_output, checked, made, needs_composition
+from crossgrad.transforms.call import Call, Memo, Route, check_leaves
 
 log = logging.getLogger("crossgrad")
 

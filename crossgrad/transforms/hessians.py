@@ -14,8 +14,8 @@ from typing import Any
 from crossgrad import option_checks, spec
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, policy
-from crossgrad.transforms.builtin import Route, builtin_serves, needs_composition, routed, via_builtin
-from crossgrad.transforms.call import Call, Memo
+from crossgrad.transforms.builtin import builtin_serves, needs_composition, via_builtin
+from crossgrad.transforms.call import Call, Memo, Route, routed
 from crossgrad.transforms.jacobians import jacobian_of
 
 

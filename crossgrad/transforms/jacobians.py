@@ -35,8 +35,8 @@ from typing import Any
 from crossgrad import errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import adjoint, chunking, policy
-from crossgrad.transforms.builtin import Route, builtin_serves, made, needs_composition
-from crossgrad.transforms.call import Call, Memo
+from crossgrad.transforms.builtin import builtin_serves, made, needs_composition
+from crossgrad.transforms.call import Call, Memo, Route
 
 log = logging.getLogger("crossgrad")
 

@@ -23,8 +23,8 @@ from typing import Any
 from crossgrad import batch_axes, errors, option_checks, pytree, spec, value_checks
 from crossgrad.backends.base import Backend
 from crossgrad.transforms import chunking
-from crossgrad.transforms.builtin import Route, builtin_serves, checked
-from crossgrad.transforms.call import Memo, call_user, check_leaves
+from crossgrad.transforms.builtin import builtin_serves, checked
+from crossgrad.transforms.call import Memo, Route, call_user, check_leaves
 
 
 def vmap(backend: Backend, f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0, chunk_size: int | str | None = None, *,
