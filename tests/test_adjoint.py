@@ -93,3 +93,24 @@ def test_a_float32_interior_of_a_float64_function_is_not_a_disagreement(backend)
         x = jnp.linspace(-0.5, 0.7, 5, dtype=jnp.float64)
     assert backend.jacobian(f)(x).shape == (5, 5)
     assert backend.hessian(lambda x: f(x).sum())(x).shape == (5, 5)
+
+
+@needs_torch
+def test_a_function_drawing_from_its_own_generator_is_not_judged():
+    """f adds noise from a torch.Generator it closes over: each evaluation is another
+    realization, so the check's jvp and vjp see two functions. The check then evaluates f
+    once more, sees another value and does not judge (it raised GradientCheckError, saying
+    f stops one mode). Oracle: the closed form; the Hessian of sum((x + c)^2) is 2 I for any
+    noise c. The check still refuses a function whose modes disagree
+    (test_auto_refuses_modes_that_disagree)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+
+    def f(x):
+        h = x + 0.1 * torch.randn(4, generator=gen, dtype=x.dtype)
+        return (h * h).sum()
+
+    x = torch.tensor([0.5, -0.3, 0.8, 0.1], dtype=torch.float64)
+    for _ in range(2):
+        torch.testing.assert_close(cg.torch.hessian(f)(x), 2 * torch.eye(4, dtype=torch.float64))

@@ -11,7 +11,7 @@ from __future__ import annotations
 REQUIRED: dict[str, tuple[str, ...]] = {
     # Array operations and dtype rules.
     "arrays": (
-        "is_array", "is_input", "as_array", "materialized", "shape", "size", "dtype_name", "signature", "copy", "nbytes", "watch", "written", "shield", "unaliased",
+        "is_array", "is_input", "as_array", "materialized", "shape", "size", "dtype_name", "signature", "copy", "nbytes", "itemsize", "watch", "written", "shield", "unaliased",
         "exclusive", "synchronize", "preserved_random_state", "on_accelerator", "is_traced", "under_transform",
         "free_memory", "float64_unavailable", "reshape", "transpose", "moveaxis", "concat", "broadcast_to",
         "slice_axis", "eye", "cast_like", "zeros", "zeros_like", "ones_like", "from_numpy",

@@ -194,6 +194,13 @@ class Call:
         self._output_shapes = shapes
         return shapes
 
+    def outputs_seen(self, outputs: Any) -> None:
+        """Record the output leaves an evaluation of this call already computed (the adjoint
+        check's jvp), so that :meth:`output_shapes` does not evaluate f again for them."""
+        a = self.backend.arrays
+        if self._output_shapes is None:
+            self._output_shapes = [(tuple(a.shape(o)), a.itemsize(o), a.dtype_name(o)) for o in outputs]
+
     def per_argnum(self, values: list[Any]) -> Any:
         """Per-input-leaf values (one per differentiated leaf) grouped back into the argnums'
         pytrees (JAX's nesting), None at the places of static leaves."""

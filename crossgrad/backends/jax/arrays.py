@@ -103,7 +103,12 @@ def on_accelerator(x: Any) -> bool:
 
 
 def nbytes(x: Any) -> int:
-    return int(np.prod(jnp.shape(x), dtype=np.int64)) * int(jnp.dtype(x.dtype).itemsize)
+    return int(np.prod(jnp.shape(x), dtype=np.int64)) * itemsize(x)
+
+
+def itemsize(x: Any) -> int:
+    """Bytes per element."""
+    return int(jnp.dtype(x.dtype).itemsize)
 
 
 def is_traced(x: Any) -> bool:

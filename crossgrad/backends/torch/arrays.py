@@ -176,6 +176,11 @@ def nbytes(x: Array) -> int:
     return x.numel() * x.element_size()
 
 
+def itemsize(x: Array) -> int:
+    """Bytes per element."""
+    return int(x.element_size())
+
+
 def is_traced(x: Any) -> bool:
     """Whether ``x`` is being traced by ``torch.compile`` (nothing runs yet)."""
     return torch.compiler.is_compiling()
