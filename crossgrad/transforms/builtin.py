@@ -66,14 +66,12 @@ def via_builtin(backend: Backend, name: str, make: Callable[..., Any], f: Callab
     def run(*args: Any, **kwargs: Any) -> Any:
         key = Memo.key(args)
         fn = known.get(key)
-        if fn is None:
+        if fn is None:  # the signature's checks, once, and its built-in (made without evaluating f)
             if not prechecked:
-                Call(name, backend, f, args, kwargs, argnums, has_aux)  # the signature's checks, once
-            fn = known.put(key, True)  # checked; the built-in is made below
-        if kwargs:
-            return made(name, backend, make, f, argnums, has_aux, scalar, len(args), kwargs, real)(*args)
-        if fn is True:
+                Call(name, backend, f, args, kwargs, argnums, has_aux)
             fn = known.put(key, made(name, backend, make, f, argnums, has_aux, scalar, len(args), {}, real))
+        if kwargs:  # closed over: a built-in for this call alone
+            return made(name, backend, make, f, argnums, has_aux, scalar, len(args), kwargs, real)(*args)
         return fn(*args)
 
     return run

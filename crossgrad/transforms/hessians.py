@@ -82,8 +82,7 @@ def hessian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any,
     are already validated: a plan per argument signature, kept with the route it builds in
     one cache (:class:`Route`).  ``prechecked``: the transform it is part of checks each
     signature before calling it (as :func:`jacobian_of`'s)."""
-    hess = _Hessian(backend, name, f, argnums, has_aux, strategy, chunk_size, impl)
-    hess.prechecked = prechecked
+    hess = _Hessian(backend, name, f, argnums, has_aux, strategy, chunk_size, impl, prechecked)
 
     return routed(hess.planned)
 
@@ -94,11 +93,10 @@ class _Hessian:
     hessian it runs)."""
 
     def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, strategy: str,
-                 chunk_size: int | str | None, impl: str):
+                 chunk_size: int | str | None, impl: str, prechecked: bool = False):
         self.backend, self.name, self.f, self.argnums, self.has_aux = backend, name, f, argnums, has_aux
-        self.strategy, self.chunk_size, self.impl = strategy, chunk_size, impl
+        self.strategy, self.chunk_size, self.impl, self.prechecked = strategy, chunk_size, impl, prechecked
         self.known = Memo()
-        self.prechecked = False
 
     def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> Route:
         # A call recorded for compilation (cg.jit's traced routes) may take another strategy

@@ -323,8 +323,7 @@ def jacobian_of(backend: Backend, name: str, f: Callable[..., Any], argnums: Any
     signature (:class:`JacobianPlan`, kept with its built-in in one cache), then a route
     that only computes.  ``prechecked``: the transform this Jacobian is part of (a Hessian's
     two) checks each signature before it calls it, so this one does not check it again."""
-    jac = _Jacobian(backend, name, f, argnums, has_aux, mode, chunk_size, impl)
-    jac.prechecked = prechecked
+    jac = _Jacobian(backend, name, f, argnums, has_aux, mode, chunk_size, impl, prechecked)
 
     def jacobian_f(*args: Any, **kwargs: Any) -> Any:
         return jac(args, kwargs)
@@ -342,13 +341,12 @@ class _Jacobian:
     (the plan and the framework's jacrev / jacfwd made for it) per argument signature."""
 
     def __init__(self, backend: Backend, name: str, f: Callable[..., Any], argnums: Any, has_aux: bool, mode: str,
-                 chunk_size: int | str | None, impl: str):
+                 chunk_size: int | str | None, impl: str, prechecked: bool = False):
         self.backend, self.name, self.f, self.argnums, self.has_aux = backend, name, f, argnums, has_aux
-        self.mode, self.chunk_size, self.impl = mode, chunk_size, impl
+        self.mode, self.chunk_size, self.impl, self.prechecked = mode, chunk_size, impl, prechecked
         used = ("rev", "fwd") if mode == "auto" else (mode,) if mode != "loop" else ()
         self.builtin = {m: builtin_serves(name, backend, impl, "jac" + m, chunk_size=chunk_size) for m in used}
         self.known = Memo()
-        self.prechecked = False
 
     def planned(self, args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Route, Any, Call | None]:
         """The signature's route, its cache key, and the call checked to plan it (None: a

@@ -104,8 +104,7 @@ def vmap_of(backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, ou
         own = batched_form(backend.name, in_axes)
         if own is not None:
             return own  # type: ignore[no-any-return]
-    vm = _Vmap(backend, name, f, in_axes, out_axes, chunk_size, impl, randomness)
-    vm.prechecked = prechecked
+    vm = _Vmap(backend, name, f, in_axes, out_axes, chunk_size, impl, randomness, prechecked)
 
     def batched(*args: Any, **kwargs: Any) -> Any:
         return vm(args, kwargs)
@@ -129,13 +128,13 @@ class _Vmap:
     made for it)."""
 
     def __init__(self, backend: Backend, name: str, f: Callable[..., Any], in_axes: Any, out_axes: Any,
-                 chunk_size: int | str | None, impl: str, randomness: str):
+                 chunk_size: int | str | None, impl: str, randomness: str, prechecked: bool = False):
         self.backend, self.name, self.f, self.out_axes = backend, name, f, out_axes
         self.chunk_size, self.randomness = chunk_size, randomness
         self.builtin, self.why = _framework_or_composition(backend, name, impl, chunk_size, out_axes)
         self.in_axes = batch_axes.in_axes_form(in_axes)
         self.known = Memo()
-        self.prechecked = False
+        self.prechecked = prechecked  # the transform this vmap is part of checks the leaves first
 
     def planned(self, args: tuple[Any, ...]) -> Route:
         """The signature's route: its checks once, each leaf's batch axis, the batch size."""
